@@ -1,0 +1,384 @@
+//! Workspace-aware bearer auth (CONTRACT.md §3): HS256 tokens, their claims, the workspace a
+//! call acts in, and minting tokens for development.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ValidationFailure};
+
+/// Clock skew tolerated on `exp`, in seconds (the contract allows at most 60).
+pub const LEEWAY_SECONDS: u64 = 30;
+/// The scope needed to create.
+pub const SCOPE_WRITE: &str = "opportunity:write";
+/// The scope needed for `visibilityMode: "global"`.
+pub const SCOPE_GLOBAL: &str = "opportunity:global";
+/// Every scope this service knows; a minted token grants them all by default.
+pub const ALL_SCOPES: &str = "opportunity:write opportunity:global";
+
+/// The claims this service reads and writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub workspaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// A caller whose token passed every rule of §3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`.
+    pub user_id: Uuid,
+    /// The workspaces the caller may act in; never empty.
+    pub workspaces: Vec<Uuid>,
+    /// The granted scopes.
+    pub scopes: BTreeSet<String>,
+    /// `exp`, checked again on every call of a long-lived WebSocket.
+    pub expires_at: i64,
+}
+
+impl Principal {
+    /// Whether the token is still valid now (with the leeway).
+    pub fn is_expired(&self) -> bool {
+        self.expires_at + LEEWAY_SECONDS as i64 <= Utc::now().timestamp()
+    }
+
+    /// Refuses with FORBIDDEN unless `scope` is granted.
+    pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
+        if self.scopes.contains(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the token does not grant the scope {scope:?}"
+            )))
+        }
+    }
+
+    /// The workspace of a call, in the order of §3: `params.workspaceId`, else the
+    /// `X-Workspace-Id` header, else the token's only workspace. A workspace outside the token
+    /// is FORBIDDEN; several workspaces and none named is a field error on `workspaceId`.
+    pub fn resolve_workspace(
+        &self,
+        named: Option<Uuid>,
+        failure: &mut ValidationFailure,
+    ) -> Result<Option<Uuid>, ApiError> {
+        match named {
+            Some(ws) if self.workspaces.contains(&ws) => Ok(Some(ws)),
+            Some(ws) => Err(ApiError::Forbidden(format!(
+                "the token does not grant the workspace {ws}"
+            ))),
+            None if self.workspaces.len() == 1 => Ok(Some(self.workspaces[0])),
+            None => {
+                failure.field(
+                    "workspaceId",
+                    "is required: the token grants several workspaces; name one here or in the X-Workspace-Id header",
+                );
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Checks bearer tokens against the configured secret, issuer and audience.
+#[derive(Clone)]
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+fn unauthorized(reason: &str) -> ApiError {
+    ApiError::Unauthorized(reason.to_string())
+}
+
+impl Authenticator {
+    /// An authenticator for HS256 tokens signed with `secret`.
+    pub fn new(secret: &SecretString, issuer: Option<&str>, audience: Option<&str>) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECONDS;
+        let mut required = vec!["exp", "sub"];
+        required.extend(issuer.map(|_| "iss"));
+        required.extend(audience.map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
+        validation.validate_aud = audience.is_some();
+        if let Some(issuer) = issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        if let Some(audience) = audience {
+            validation.set_audience(&[audience]);
+        }
+        Self {
+            key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            validation,
+        }
+    }
+
+    /// Authenticates the value of an `Authorization` header.
+    pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+        let header = header.ok_or_else(|| unauthorized("missing Authorization: Bearer token"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("the Authorization header must be \"Bearer <token>\""))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => unauthorized("the token has expired"),
+                    ErrorKind::InvalidSignature => {
+                        unauthorized("the token's signature is not valid")
+                    }
+                    ErrorKind::InvalidAlgorithm => {
+                        unauthorized("the token must be signed with HS256")
+                    }
+                    ErrorKind::InvalidIssuer => unauthorized("the token's issuer is not accepted"),
+                    ErrorKind::InvalidAudience => {
+                        unauthorized("the token's audience is not accepted")
+                    }
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        ApiError::Unauthorized(format!("the token lacks the claim {claim:?}"))
+                    }
+                    _ => unauthorized("the token is malformed"),
+                }
+            })?;
+        let claims = data.claims;
+        let user_id = Uuid::try_parse(&claims.sub)
+            .map_err(|_| unauthorized("the token's sub must be a UUID"))?;
+        let workspaces = claims
+            .workspaces
+            .iter()
+            .map(|w| Uuid::try_parse(w))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|w| !w.is_empty())
+            .ok_or_else(|| {
+                unauthorized("the token's workspaces must be a non-empty array of UUIDs")
+            })?;
+        let scopes = claims
+            .scope
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        Ok(Principal {
+            user_id,
+            workspaces,
+            scopes,
+            expires_at: claims.exp,
+        })
+    }
+}
+
+/// Signs a token for development and tests.
+pub fn mint(secret: &SecretString, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )
+}
+
+/// Reads the development secret beside the embedded database, creating it (mode 0600) when
+/// there is none yet. Returns the secret and whether it was created now.
+pub fn load_or_create_dev_secret(path: &Path) -> std::io::Result<(SecretString, bool)> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => {
+            return Ok((SecretString::from(text.trim().to_string()), false));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let bytes: [u8; 32] = rand::random();
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            std::io::Write::write_all(&mut file, secret.as_bytes())?;
+            file.sync_all()?;
+            Ok((SecretString::from(secret), true))
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_dev_secret(path),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> SecretString {
+        SecretString::from("test-secret".to_string())
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            sub: Uuid::now_v7().to_string(),
+            workspaces: vec![Uuid::now_v7().to_string()],
+            scope: Some(ALL_SCOPES.into()),
+            exp: Utc::now().timestamp() + 3600,
+            iat: None,
+            iss: None,
+            aud: None,
+        }
+    }
+
+    fn check(auth: &Authenticator, claims: &Claims) -> Result<Principal, ApiError> {
+        auth.authenticate(Some(&format!(
+            "Bearer {}",
+            mint(&secret(), claims).unwrap()
+        )))
+    }
+
+    #[test]
+    fn valid_token_gives_a_principal() {
+        let auth = Authenticator::new(&secret(), None, None);
+        let p = check(&auth, &claims()).unwrap();
+        assert!(p.scopes.contains(SCOPE_WRITE));
+        assert_eq!(p.workspaces.len(), 1);
+    }
+
+    #[test]
+    fn bad_tokens_are_unauthorized() {
+        let auth = Authenticator::new(&secret(), Some("iss-a"), Some("aud-a"));
+        let unauthorized =
+            |r: Result<Principal, ApiError>| matches!(r, Err(ApiError::Unauthorized(_)));
+        assert!(unauthorized(auth.authenticate(None)));
+        assert!(unauthorized(auth.authenticate(Some("Basic abc"))));
+        assert!(unauthorized(auth.authenticate(Some("Bearer not.a.jwt"))));
+        let good = Claims {
+            iss: Some("iss-a".into()),
+            aud: Some("aud-a".into()),
+            ..claims()
+        };
+        assert!(check(&auth, &good).is_ok());
+        assert!(unauthorized(check(
+            &auth,
+            &Claims {
+                iss: Some("other".into()),
+                ..good.clone()
+            }
+        )));
+        assert!(unauthorized(check(
+            &auth,
+            &Claims {
+                aud: None,
+                ..good.clone()
+            }
+        )));
+        assert!(unauthorized(check(
+            &auth,
+            &Claims {
+                iss: None,
+                ..good.clone()
+            }
+        )));
+        assert!(unauthorized(check(
+            &auth,
+            &Claims {
+                aud: Some("other".into()),
+                ..good.clone()
+            }
+        )));
+        assert!(unauthorized(check(
+            &auth,
+            &Claims {
+                exp: Utc::now().timestamp() - 120,
+                ..good.clone()
+            }
+        )));
+        assert!(unauthorized(check(
+            &auth,
+            &Claims {
+                sub: "not-a-uuid".into(),
+                ..good.clone()
+            }
+        )));
+        assert!(unauthorized(check(
+            &auth,
+            &Claims {
+                workspaces: vec![],
+                ..good.clone()
+            }
+        )));
+        let other_key = mint(&SecretString::from("other".to_string()), &good).unwrap();
+        assert!(unauthorized(
+            auth.authenticate(Some(&format!("Bearer {other_key}")))
+        ));
+    }
+
+    #[test]
+    fn workspace_resolution() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        let p = Principal {
+            user_id: Uuid::now_v7(),
+            workspaces: vec![a],
+            scopes: BTreeSet::new(),
+            expires_at: i64::MAX / 2,
+        };
+        let mut f = ValidationFailure::default();
+        assert_eq!(p.resolve_workspace(None, &mut f).unwrap(), Some(a));
+        assert!(matches!(
+            p.resolve_workspace(Some(b), &mut f),
+            Err(ApiError::Forbidden(_))
+        ));
+        let p = Principal {
+            workspaces: vec![a, b],
+            ..p
+        };
+        assert_eq!(p.resolve_workspace(Some(b), &mut f).unwrap(), Some(b));
+        assert_eq!(p.resolve_workspace(None, &mut f).unwrap(), None);
+        assert!(f.has_field("workspaceId"));
+        assert!(matches!(
+            p.require_scope(SCOPE_WRITE),
+            Err(ApiError::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn dev_secret_is_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("secret");
+        let (first, created) = load_or_create_dev_secret(&path).unwrap();
+        assert!(created);
+        let (second, created) = load_or_create_dev_secret(&path).unwrap();
+        assert!(!created);
+        assert_eq!(first.expose_secret(), second.expose_secret());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Command line and settings (CONTRACT.md §1): every setting is an environment variable and a
+//! `--kebab-case` flag; flags win.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "opportunity-service",
+    version,
+    about = "JSON-RPC service for CRM opportunities",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings of `serve`, which runs when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve JSON-RPC over HTTP and WebSocket (the default).
+    Serve(ServeArgs),
+    /// Apply pending migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Print a signed token for development.
+    Token(TokenArgs),
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://PATH` (embedded) or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/opportunity-service.db"
+    )]
+    pub database_url: String,
+}
+
+/// How tokens are checked.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// HS256 shared secret for bearer tokens. Without it, the embedded default creates one in
+    /// the database's folder; PostgreSQL refuses to start.
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Option<SecretString>,
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object a line, for machines.
+    Json,
+}
+
+/// Settings of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address for HTTP and WebSocket; port 0 picks a free port (the log says which).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Connections in the pool (default: 4 for SQLite, 16 for PostgreSQL).
+    #[arg(long, env = "DATABASE_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool_size: Option<u32>,
+    /// How long a call waits for a database connection before SERVICE_UNAVAILABLE, e.g. `5s`.
+    #[arg(long, env = "DATABASE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub database_timeout: Duration,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Larger request bodies are refused (HTTP 413).
+    #[arg(long, env = "MAX_REQUEST_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_request_bytes: u32,
+    /// Larger JSON-RPC batches are refused.
+    #[arg(long, env = "MAX_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch: u32,
+    /// Concurrent HTTP calls and WebSocket connections; more are refused with HTTP 429.
+    /// `/health` and `/ready` are answered regardless.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// `text` or `json`; levels through `RUST_LOG`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Options of `token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// A workspace the token grants; repeat for several.
+    #[arg(long = "workspace", required = true, value_parser = uuid::Uuid::try_parse)]
+    pub workspaces: Vec<uuid::Uuid>,
+    /// The calling user (`sub`); a new random UUID when absent.
+    #[arg(long, value_parser = uuid::Uuid::try_parse)]
+    pub user: Option<uuid::Uuid>,
+    /// Space-separated scopes; every scope by default.
+    #[arg(long, default_value = crate::auth::ALL_SCOPES)]
+    pub scope: String,
+    /// Lifetime, e.g. `1h`, `30m`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_is_the_default_and_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "opportunity-service",
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--max-batch",
+            "5",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.listen_addr, "127.0.0.1:0");
+        assert_eq!(cli.serve.max_batch, 5);
+        let cli =
+            Cli::try_parse_from(["opportunity-service", "serve", "--log-format", "json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Serve(ServeArgs {
+                log_format: LogFormat::Json,
+                ..
+            }))
+        ));
+        assert!(Cli::try_parse_from(["opportunity-service", "token"]).is_err());
+        let cli = Cli::try_parse_from([
+            "opportunity-service",
+            "token",
+            "--workspace",
+            "11111111-1111-4111-8111-111111111111",
+            "--ttl",
+            "2h",
+        ])
+        .unwrap();
+        let Some(Command::Token(t)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(t.ttl, Duration::from_secs(7200));
+        assert!(Cli::try_parse_from(["opportunity-service", "--max-batch", "0"]).is_err());
+    }
+}

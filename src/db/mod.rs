@@ -1,0 +1,468 @@
+//! Storage: one pool over the embedded SQLite database or PostgreSQL, chosen by the URL scheme,
+//! with migrations embedded per backend and every query run on the blocking thread pool.
+
+pub mod opportunity;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use tracing::Instrument as _;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// How long a SQLite writer waits for the write lock before giving up (SQLITE_BUSY).
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Where the data lives, parsed from `DATABASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH`: relative paths are relative to the working directory,
+    /// `sqlite:///abs/path` is absolute.
+    Sqlite(PathBuf),
+    /// `postgres://…` or `postgresql://…`, handed to libpq as it is.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses the URL by its scheme; anything else is refused (SQLite would take any string as a
+    /// file name).
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                bail!(
+                    "DATABASE_URL {url:?} names no file: use sqlite://PATH, e.g. sqlite://data/opportunity-service.db"
+                );
+            }
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_string()))
+        } else {
+            bail!(
+                "DATABASE_URL must start with sqlite:// or postgres:// (got scheme {:?})",
+                url.split(':').next().unwrap_or("")
+            )
+        }
+    }
+
+    /// `sqlite` or `postgres`, for logs and metrics.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The URL with any password replaced, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Postgres(url) => redact_password(url),
+        }
+    }
+}
+
+fn redact_password(url: &str) -> String {
+    // postgres://user:password@host/db → postgres://user:***@host/db
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split(':').next().unwrap_or("");
+    let mut out = format!("{scheme}://{user}");
+    if userinfo.contains(':') {
+        out.push_str(":***");
+    }
+    out.push('@');
+    // Query parameters may carry a password too.
+    match host.split_once('?') {
+        Some((h, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| {
+                    if kv.starts_with("password=") {
+                        "password=***".to_string()
+                    } else {
+                        kv.to_string()
+                    }
+                })
+                .collect();
+            out.push_str(&format!("{h}?{}", query.join("&")));
+        }
+        None => out.push_str(host),
+    }
+    out
+}
+
+/// A failure of a database call, as the RPC edge needs to tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection within the pool timeout, or the connection was lost: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Any other failure.
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+impl From<r2d2::Error> for DbError {
+    fn from(e: r2d2::Error) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl DbError {
+    /// Sorts a diesel error: lost connections and a busy SQLite are retryable.
+    pub fn classify(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match &e {
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => Self::Unavailable(e.to_string()),
+            Error::DatabaseError(_, info) if is_transient_message(info.message()) => {
+                Self::Unavailable(e.to_string())
+            }
+            _ => Self::Query(e),
+        }
+    }
+}
+
+fn is_transient_message(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "database is locked",
+        "database table is locked",
+        "server closed the connection",
+        "terminating connection",
+        "connection refused",
+        "no connection to the server",
+        "the database system is shutting down",
+        "the database system is starting up",
+        "could not connect",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+/// A connection of either backend, lent to a repository function.
+pub enum DbConn<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+#[derive(Clone)]
+enum DbPool {
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(Pool<ConnectionManager<PgConnection>>),
+}
+
+/// Sets the pragmas of §5 on every new SQLite connection.
+#[derive(Debug, Clone, Copy)]
+struct SqlitePragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        apply_sqlite_pragmas(conn).map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+fn apply_sqlite_pragmas(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+    ))
+}
+
+/// Pool settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    /// Connections in the pool; `None` for the backend's default.
+    pub size: Option<u32>,
+    /// How long a call waits for a connection, and a new connection for the server.
+    pub timeout: Duration,
+}
+
+/// The database of the service: a pool and the backend behind it.
+#[derive(Clone)]
+pub struct Database {
+    pool: DbPool,
+    url: DatabaseUrl,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &self.url.redacted())
+            .finish()
+    }
+}
+
+/// The default pool size: SQLite has one writer, so a few connections suffice; PostgreSQL
+/// gains from more.
+pub fn default_pool_size(url: &DatabaseUrl) -> u32 {
+    match url {
+        DatabaseUrl::Sqlite(_) => 4,
+        DatabaseUrl::Postgres(_) => 16,
+    }
+}
+
+/// Whether this build's libpq can speak TLS.
+pub const POSTGRES_TLS: bool = cfg!(feature = "postgres-tls");
+
+fn check_tls_support(url: &str) -> anyhow::Result<()> {
+    let wants_tls = [
+        "sslmode=require",
+        "sslmode=verify-ca",
+        "sslmode=verify-full",
+    ]
+    .iter()
+    .any(|m| url.contains(m));
+    if wants_tls && !POSTGRES_TLS {
+        bail!(
+            "DATABASE_URL asks for TLS (sslmode=require/verify-*), but this build has no TLS support in libpq: \
+             rebuild with `cargo build --release --features postgres-tls` (needs libssl-dev), or use sslmode=disable on a trusted network"
+        );
+    }
+    Ok(())
+}
+
+/// Opens one connection directly, so that a failure reports libpq's or SQLite's own words.
+fn establish_sqlite(path: &Path) -> anyhow::Result<SqliteConnection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
+    }
+    let path_str = path
+        .to_str()
+        .context("the SQLite path must be valid UTF-8")?;
+    let mut conn = SqliteConnection::establish(path_str)
+        .with_context(|| format!("cannot open the SQLite database {}", path.display()))?;
+    apply_sqlite_pragmas(&mut conn)
+        .with_context(|| format!("cannot configure the SQLite database {}", path.display()))?;
+    Ok(conn)
+}
+
+fn establish_postgres(url: &str) -> anyhow::Result<PgConnection> {
+    check_tls_support(url)?;
+    PgConnection::establish(url).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to PostgreSQL at {}: {}",
+            redact_password(url),
+            e.to_string().trim()
+        )
+    })
+}
+
+/// Applies pending migrations; returns how many ran.
+pub fn migrate(url: &DatabaseUrl) -> anyhow::Result<usize> {
+    let applied = match url {
+        DatabaseUrl::Sqlite(path) => establish_sqlite(path)?
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map(|v| v.len()),
+        DatabaseUrl::Postgres(u) => establish_postgres(u)?
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|v| v.len()),
+    };
+    applied.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+}
+
+impl Database {
+    /// Connects (reporting the real cause when that fails), applies pending migrations, and
+    /// builds the pool.
+    pub fn connect(url: DatabaseUrl, options: PoolOptions) -> anyhow::Result<Self> {
+        migrate(&url)?;
+        let size = options
+            .size
+            .unwrap_or_else(|| default_pool_size(&url))
+            .max(1);
+        let pool = match &url {
+            DatabaseUrl::Sqlite(path) => {
+                let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
+                DbPool::Sqlite(
+                    Pool::builder()
+                        .max_size(size)
+                        .connection_timeout(options.timeout)
+                        // A local file does not go away between calls: skip the check-out ping.
+                        .test_on_check_out(false)
+                        .connection_customizer(Box::new(SqlitePragmas))
+                        .build(manager)
+                        .context("cannot open the SQLite connection pool")?,
+                )
+            }
+            DatabaseUrl::Postgres(u) => {
+                let manager = ConnectionManager::<PgConnection>::new(u.clone());
+                DbPool::Postgres(
+                    Pool::builder()
+                        .max_size(size)
+                        .min_idle(Some(size.min(4)))
+                        .connection_timeout(options.timeout)
+                        .build(manager)
+                        .map_err(|e| {
+                            anyhow::anyhow!("cannot open the PostgreSQL connection pool: {e}")
+                        })?,
+                )
+            }
+        };
+        Ok(Self { pool, url })
+    }
+
+    /// The parsed URL (never print it unredacted).
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.url.backend()
+    }
+
+    /// Connections in use and idle.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = match &self.pool {
+            DbPool::Sqlite(p) => p.state(),
+            DbPool::Postgres(p) => p.state(),
+        };
+        (
+            state.connections - state.idle_connections,
+            state.idle_connections,
+        )
+    }
+
+    /// Runs a synchronous database function on the blocking pool, with the caller's tracing span
+    /// and a pooled connection; a panic inside is raised again here.
+    pub async fn run<R, F>(&self, f: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(DbConn<'_>) -> Result<R, DbError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let span = tracing::Span::current();
+        let task = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            match pool {
+                DbPool::Sqlite(p) => {
+                    let mut conn: PooledConnection<_> = p.get()?;
+                    f(DbConn::Sqlite(&mut conn))
+                }
+                DbPool::Postgres(p) => {
+                    let mut conn: PooledConnection<_> = p.get()?;
+                    f(DbConn::Postgres(&mut conn))
+                }
+            }
+        });
+        match task.in_current_span().await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(DbError::Unavailable(format!(
+                "the database task was cancelled: {e}"
+            ))),
+        }
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.run(|conn| {
+            match conn {
+                DbConn::Sqlite(c) => diesel::sql_query("SELECT 1").execute(c),
+                DbConn::Postgres(c) => diesel::sql_query("SELECT 1").execute(c),
+            }
+            .map(|_| ())
+            .map_err(DbError::classify)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_by_scheme() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/x.db").unwrap(),
+            DatabaseUrl::Sqlite("data/x.db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(),
+            DatabaseUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+        assert!(DatabaseUrl::parse("data/x.db").is_err());
+        assert_eq!(
+            DatabaseUrl::parse("postgresql://u@h/db").unwrap().backend(),
+            "postgres"
+        );
+    }
+
+    #[test]
+    fn passwords_never_print() {
+        assert_eq!(
+            redact_password("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_password("postgres://u@h/db?password=secret&sslmode=disable"),
+            "postgres://u@h/db?password=***&sslmode=disable"
+        );
+        assert_eq!(redact_password("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[test]
+    fn tls_urls_need_the_tls_build() {
+        assert_eq!(
+            check_tls_support("postgres://h/db?sslmode=require").is_ok(),
+            POSTGRES_TLS
+        );
+        assert!(check_tls_support("postgres://h/db?sslmode=disable").is_ok());
+    }
+
+    #[test]
+    fn sqlite_connections_get_the_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("t.db"));
+        let db = Database::connect(
+            url,
+            PoolOptions {
+                size: Some(2),
+                timeout: Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+        let DbPool::Sqlite(pool) = &db.pool else {
+            panic!()
+        };
+        let mut conn = pool.get().unwrap();
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            v: String,
+        }
+        let get = |conn: &mut SqliteConnection, pragma: &str, column: &str| {
+            diesel::sql_query(format!(
+                "SELECT CAST({column} AS TEXT) AS v FROM pragma_{pragma}"
+            ))
+            .get_result::<Row>(conn)
+            .unwrap()
+            .v
+        };
+        assert_eq!(get(&mut conn, "journal_mode", "journal_mode"), "wal");
+        assert_eq!(get(&mut conn, "synchronous", "synchronous"), "2"); // FULL
+        assert_eq!(get(&mut conn, "foreign_keys", "foreign_keys"), "1");
+        assert_eq!(
+            get(&mut conn, "busy_timeout", "timeout"),
+            SQLITE_BUSY_TIMEOUT_MS.to_string()
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! Queries of opportunities and of the idempotency keys of their creates.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use uuid::Uuid;
+
+use super::schema::{postgres as pg, sqlite as lite};
+use super::{DbConn, DbError};
+use crate::domain::opportunity::Opportunity;
+
+/// An idempotency key with what the first call under it answered.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyRecord<'a> {
+    /// The caller's key, unique per workspace.
+    pub key: &'a str,
+    /// A fingerprint of the validated params, to tell a replay from a reuse.
+    pub request_hash: &'a str,
+    /// The JSON answer, sent again on a replay.
+    pub response: &'a str,
+}
+
+/// What a create did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// A new row was committed.
+    Created,
+    /// The key was used before with the same params: the stored answer.
+    Replayed(String),
+    /// The key was used before with other params.
+    KeyReused,
+}
+
+fn sqlite_instant(instant: &DateTime<Utc>) -> String {
+    // Fixed width, so that text order is time order.
+    instant.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = pg::opportunities)]
+struct PgRow<'a> {
+    id: Uuid,
+    workspace_id: Uuid,
+    customer_id: Uuid,
+    primary_contact_id: Option<Uuid>,
+    site_id: Option<Uuid>,
+    title: &'a str,
+    stage: &'a str,
+    pipeline_type: &'a str,
+    source: Option<&'a str>,
+    estimated_value: Option<bigdecimal::BigDecimal>,
+    expected_close_date: Option<DateTime<Utc>>,
+    probability: Option<i16>,
+    solution_families: &'a [String],
+    scope_summary: Option<&'a str>,
+    competitor_notes: Option<&'a str>,
+    win_loss_reason: Option<&'a str>,
+    next_step_description: Option<&'a str>,
+    next_step_date: Option<DateTime<Utc>>,
+    bid_due_date: Option<DateTime<Utc>>,
+    budget_confirmed: bool,
+    priority: Option<&'a str>,
+    lost_reason_category: Option<&'a str>,
+    technical_requirements: Option<&'a str>,
+    owner_user_id: Uuid,
+    visibility_mode: &'a str,
+    created_by: Uuid,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    version: i32,
+}
+
+impl<'a> PgRow<'a> {
+    fn new(o: &'a Opportunity) -> Self {
+        Self {
+            id: o.id,
+            workspace_id: o.workspace_id,
+            customer_id: o.customer_id,
+            primary_contact_id: o.primary_contact_id,
+            site_id: o.site_id,
+            title: &o.title,
+            stage: o.stage.as_str(),
+            pipeline_type: o.pipeline_type.as_str(),
+            source: o.source.map(|s| s.as_str()),
+            estimated_value: o.estimated_value.map(|m| m.to_decimal()),
+            expected_close_date: o.expected_close_date,
+            probability: o.probability,
+            solution_families: &o.solution_families,
+            scope_summary: o.scope_summary.as_deref(),
+            competitor_notes: o.competitor_notes.as_deref(),
+            win_loss_reason: o.win_loss_reason.as_deref(),
+            next_step_description: o.next_step_description.as_deref(),
+            next_step_date: o.next_step_date,
+            bid_due_date: o.bid_due_date,
+            budget_confirmed: o.budget_confirmed,
+            priority: o.priority.map(|p| p.as_str()),
+            lost_reason_category: o.lost_reason_category.map(|l| l.as_str()),
+            technical_requirements: o.technical_requirements.as_deref(),
+            owner_user_id: o.owner_user_id,
+            visibility_mode: o.visibility_mode.as_str(),
+            created_by: o.created_by,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+            version: o.version,
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = lite::opportunities)]
+struct SqliteRow<'a> {
+    id: String,
+    workspace_id: String,
+    customer_id: String,
+    primary_contact_id: Option<String>,
+    site_id: Option<String>,
+    title: &'a str,
+    stage: &'a str,
+    pipeline_type: &'a str,
+    source: Option<&'a str>,
+    estimated_value_cents: Option<i64>,
+    expected_close_date: Option<String>,
+    probability: Option<i32>,
+    solution_families: String,
+    scope_summary: Option<&'a str>,
+    competitor_notes: Option<&'a str>,
+    win_loss_reason: Option<&'a str>,
+    next_step_description: Option<&'a str>,
+    next_step_date: Option<String>,
+    bid_due_date: Option<String>,
+    budget_confirmed: bool,
+    priority: Option<&'a str>,
+    lost_reason_category: Option<&'a str>,
+    technical_requirements: Option<&'a str>,
+    owner_user_id: String,
+    visibility_mode: &'a str,
+    created_by: String,
+    created_at: String,
+    updated_at: String,
+    version: i32,
+}
+
+impl<'a> SqliteRow<'a> {
+    fn new(o: &'a Opportunity) -> Self {
+        let id = |u: Uuid| u.to_string();
+        Self {
+            id: id(o.id),
+            workspace_id: id(o.workspace_id),
+            customer_id: id(o.customer_id),
+            primary_contact_id: o.primary_contact_id.map(id),
+            site_id: o.site_id.map(id),
+            title: &o.title,
+            stage: o.stage.as_str(),
+            pipeline_type: o.pipeline_type.as_str(),
+            source: o.source.map(|s| s.as_str()),
+            estimated_value_cents: o.estimated_value.map(|m| m.cents()),
+            expected_close_date: o.expected_close_date.as_ref().map(sqlite_instant),
+            probability: o.probability.map(i32::from),
+            solution_families: serde_json::to_string(&o.solution_families)
+                .expect("a list of strings serializes"),
+            scope_summary: o.scope_summary.as_deref(),
+            competitor_notes: o.competitor_notes.as_deref(),
+            win_loss_reason: o.win_loss_reason.as_deref(),
+            next_step_description: o.next_step_description.as_deref(),
+            next_step_date: o.next_step_date.as_ref().map(sqlite_instant),
+            bid_due_date: o.bid_due_date.as_ref().map(sqlite_instant),
+            budget_confirmed: o.budget_confirmed,
+            priority: o.priority.map(|p| p.as_str()),
+            lost_reason_category: o.lost_reason_category.map(|l| l.as_str()),
+            technical_requirements: o.technical_requirements.as_deref(),
+            owner_user_id: id(o.owner_user_id),
+            visibility_mode: o.visibility_mode.as_str(),
+            created_by: id(o.created_by),
+            created_at: sqlite_instant(&o.created_at),
+            updated_at: sqlite_instant(&o.updated_at),
+            version: o.version,
+        }
+    }
+}
+
+/// Whether an error is the unique violation of a concurrent call that took the same key first.
+fn is_unique_violation(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+fn replay_or_reuse(
+    stored: Option<(String, String)>,
+    record: &IdempotencyRecord<'_>,
+) -> Option<CreateOutcome> {
+    stored.map(|(hash, response)| {
+        if hash == record.request_hash {
+            CreateOutcome::Replayed(response)
+        } else {
+            CreateOutcome::KeyReused
+        }
+    })
+}
+
+fn create_postgres(
+    conn: &mut PgConnection,
+    o: &Opportunity,
+    key: Option<&IdempotencyRecord<'_>>,
+) -> QueryResult<CreateOutcome> {
+    conn.transaction(|conn| {
+        if let Some(record) = key {
+            let stored = pg::idempotency_keys::table
+                .find((o.workspace_id, record.key))
+                .select((
+                    pg::idempotency_keys::request_hash,
+                    pg::idempotency_keys::response,
+                ))
+                .first::<(String, String)>(conn)
+                .optional()?;
+            if let Some(outcome) = replay_or_reuse(stored, record) {
+                return Ok(outcome);
+            }
+        }
+        diesel::insert_into(pg::opportunities::table)
+            .values(PgRow::new(o))
+            .execute(conn)?;
+        if let Some(record) = key {
+            diesel::insert_into(pg::idempotency_keys::table)
+                .values((
+                    pg::idempotency_keys::workspace_id.eq(o.workspace_id),
+                    pg::idempotency_keys::key.eq(record.key),
+                    pg::idempotency_keys::request_hash.eq(record.request_hash),
+                    pg::idempotency_keys::opportunity_id.eq(o.id),
+                    pg::idempotency_keys::response.eq(record.response),
+                    pg::idempotency_keys::created_at.eq(o.created_at),
+                ))
+                .execute(conn)?;
+        }
+        Ok(CreateOutcome::Created)
+    })
+}
+
+fn create_sqlite(
+    conn: &mut SqliteConnection,
+    o: &Opportunity,
+    key: Option<&IdempotencyRecord<'_>>,
+) -> QueryResult<CreateOutcome> {
+    // IMMEDIATE takes the write lock up front, so the key lookup and the inserts see one state
+    // and two writers never deadlock upgrading a read lock.
+    conn.immediate_transaction(|conn| {
+        let workspace = o.workspace_id.to_string();
+        if let Some(record) = key {
+            let stored = lite::idempotency_keys::table
+                .find((&workspace, record.key))
+                .select((
+                    lite::idempotency_keys::request_hash,
+                    lite::idempotency_keys::response,
+                ))
+                .first::<(String, String)>(conn)
+                .optional()?;
+            if let Some(outcome) = replay_or_reuse(stored, record) {
+                return Ok(outcome);
+            }
+        }
+        diesel::insert_into(lite::opportunities::table)
+            .values(SqliteRow::new(o))
+            .execute(conn)?;
+        if let Some(record) = key {
+            diesel::insert_into(lite::idempotency_keys::table)
+                .values((
+                    lite::idempotency_keys::workspace_id.eq(&workspace),
+                    lite::idempotency_keys::key.eq(record.key),
+                    lite::idempotency_keys::request_hash.eq(record.request_hash),
+                    lite::idempotency_keys::opportunity_id.eq(o.id.to_string()),
+                    lite::idempotency_keys::response.eq(record.response),
+                    lite::idempotency_keys::created_at.eq(sqlite_instant(&o.created_at)),
+                ))
+                .execute(conn)?;
+        }
+        Ok(CreateOutcome::Created)
+    })
+}
+
+/// Inserts an opportunity in one transaction, with its idempotency key when there is one: the
+/// key's earlier answer is replayed, or a reuse with other params reported, and nothing written.
+/// When a concurrent call commits the same key first, this call's transaction is rolled back
+/// whole and the key looked up again, so one key never makes two rows.
+pub fn create(
+    conn: DbConn<'_>,
+    o: &Opportunity,
+    key: Option<&IdempotencyRecord<'_>>,
+) -> Result<CreateOutcome, DbError> {
+    let run = |conn: &mut DbConn<'_>| match conn {
+        DbConn::Postgres(c) => create_postgres(c, o, key),
+        DbConn::Sqlite(c) => create_sqlite(c, o, key),
+    };
+    let mut conn = conn;
+    match run(&mut conn) {
+        Err(e) if key.is_some() && is_unique_violation(&e) => {
+            run(&mut conn).map_err(DbError::classify)
+        }
+        other => other.map_err(DbError::classify),
+    }
+}
+
+/// Deletes idempotency keys created before `cutoff`; returns how many.
+pub fn purge_idempotency_keys(conn: DbConn<'_>, cutoff: DateTime<Utc>) -> Result<usize, DbError> {
+    match conn {
+        DbConn::Postgres(c) => diesel::delete(
+            pg::idempotency_keys::table.filter(pg::idempotency_keys::created_at.lt(cutoff)),
+        )
+        .execute(c),
+        DbConn::Sqlite(c) => diesel::delete(
+            lite::idempotency_keys::table
+                .filter(lite::idempotency_keys::created_at.lt(sqlite_instant(&cutoff))),
+        )
+        .execute(c),
+    }
+    .map_err(DbError::classify)
+}
+
+/// How many opportunities a workspace holds (all workspaces when `None`).
+pub fn count(conn: DbConn<'_>, workspace: Option<Uuid>) -> Result<i64, DbError> {
+    match conn {
+        DbConn::Postgres(c) => match workspace {
+            Some(ws) => pg::opportunities::table
+                .filter(pg::opportunities::workspace_id.eq(ws))
+                .count()
+                .get_result(c),
+            None => pg::opportunities::table.count().get_result(c),
+        },
+        DbConn::Sqlite(c) => match workspace {
+            Some(ws) => lite::opportunities::table
+                .filter(lite::opportunities::workspace_id.eq(ws.to_string()))
+                .count()
+                .get_result(c),
+            None => lite::opportunities::table.count().get_result(c),
+        },
+    }
+    .map_err(DbError::classify)
+}

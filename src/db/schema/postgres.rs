@@ -1,0 +1,50 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    idempotency_keys (workspace_id, key) {
+        workspace_id -> Uuid,
+        key -> Text,
+        request_hash -> Text,
+        opportunity_id -> Uuid,
+        response -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    opportunities (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        customer_id -> Uuid,
+        primary_contact_id -> Nullable<Uuid>,
+        site_id -> Nullable<Uuid>,
+        title -> Text,
+        stage -> Text,
+        pipeline_type -> Text,
+        source -> Nullable<Text>,
+        estimated_value -> Nullable<Numeric>,
+        expected_close_date -> Nullable<Timestamptz>,
+        probability -> Nullable<Int2>,
+        solution_families -> Array<Text>,
+        scope_summary -> Nullable<Text>,
+        competitor_notes -> Nullable<Text>,
+        win_loss_reason -> Nullable<Text>,
+        next_step_description -> Nullable<Text>,
+        next_step_date -> Nullable<Timestamptz>,
+        bid_due_date -> Nullable<Timestamptz>,
+        budget_confirmed -> Bool,
+        priority -> Nullable<Text>,
+        lost_reason_category -> Nullable<Text>,
+        technical_requirements -> Nullable<Text>,
+        owner_user_id -> Uuid,
+        visibility_mode -> Text,
+        created_by -> Uuid,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        version -> Int4,
+    }
+}
+
+diesel::joinable!(idempotency_keys -> opportunities (opportunity_id));
+
+diesel::allow_tables_to_appear_in_same_query!(idempotency_keys, opportunities,);

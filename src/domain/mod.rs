@@ -1,0 +1,3 @@
+//! Business rules, free of JSON-RPC and SQL.
+
+pub mod opportunity;

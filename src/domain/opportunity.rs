@@ -1,0 +1,693 @@
+//! What an opportunity is: its enums, exact money, instants, the validated create input and the
+//! stored record with the answer shape of CONTRACT.md §5.
+
+use std::fmt;
+
+use bigdecimal::{BigDecimal, ToPrimitive};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
+use serde::{Serialize, Serializer};
+use uuid::Uuid;
+use validator::{Validate, ValidationError};
+
+use crate::error::ValidationFailure;
+
+/// Declares a closed set of lowercase wire values with parsing and listing.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every wire value, in the seed's order.
+            pub const VALUES: &'static [&'static str] = &[$($text),+];
+
+            /// The wire value.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses an exact wire value.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where an opportunity stands in the pipeline.
+    Stage { Lead => "lead", Qualified => "qualified", Survey => "survey", Proposal => "proposal",
+            Negotiation => "negotiation", Won => "won", Lost => "lost" }
+);
+string_enum!(
+    /// The kind of work.
+    PipelineType { NewConstruction => "new_construction", Retrofit => "retrofit",
+                   ServiceAgreement => "service_agreement", Expansion => "expansion", Other => "other" }
+);
+string_enum!(
+    /// How the opportunity came in.
+    Source { Referral => "referral", Website => "website", ColdCall => "cold_call",
+             ExistingCustomer => "existing_customer", Partner => "partner", TradeShow => "trade_show",
+             PortalRequest => "portal_request", Other => "other" }
+);
+string_enum!(
+    /// How urgent it is.
+    Priority { Low => "low", Medium => "medium", High => "high", Urgent => "urgent" }
+);
+string_enum!(
+    /// Why a lost opportunity was lost.
+    LostReasonCategory { Price => "price", Timing => "timing", Competitor => "competitor",
+                         ScopeMismatch => "scope_mismatch", NoDecision => "no_decision",
+                         Relationship => "relationship", Other => "other" }
+);
+string_enum!(
+    /// Who may see the opportunity.
+    VisibilityMode { Global => "global", WorkspaceLocal => "workspace_local", Shared => "shared" }
+);
+
+/// The largest estimated value, 1e12.
+pub const MAX_ESTIMATED_VALUE_CENTS: i64 = 100_000_000_000_000;
+/// The most characters of a free-text field other than `title`.
+pub const MAX_TEXT_CHARS: u64 = 10_000;
+/// The most characters of `title`, after trimming.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// The most items of `solutionFamilies`.
+pub const MAX_SOLUTION_FAMILIES: u64 = 50;
+/// The most characters of one solution family, after trimming.
+pub const MAX_SOLUTION_FAMILY_CHARS: usize = 100;
+
+/// An amount of money held exactly, in cents: never a binary float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Money {
+    cents: i64,
+}
+
+impl Money {
+    /// Builds from a whole number of cents.
+    pub fn from_cents(cents: i64) -> Self {
+        Self { cents }
+    }
+
+    /// The amount in cents.
+    pub fn cents(self) -> i64 {
+        self.cents
+    }
+
+    /// The amount as a decimal with two places, for a NUMERIC column.
+    pub fn to_decimal(self) -> BigDecimal {
+        BigDecimal::new(self.cents.into(), 2)
+    }
+
+    /// Parses a JSON number's text exactly and applies the rules of §5: 0 ≤ v ≤ 1e12 and at most
+    /// two decimal places. The messages name the rule that failed.
+    pub fn parse_json_number(text: &str) -> Result<Self, &'static str> {
+        // Only JSON numbers: a string such as "NaN" or "12" is refused before any parsing.
+        if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            return Err("must be a number");
+        }
+        let value: BigDecimal = text.parse().map_err(|_| "must be a number")?;
+        let max = BigDecimal::from(1_000_000_000_000_i64);
+        if value.sign() == bigdecimal::num_bigint::Sign::Minus || value > max {
+            return Err("must be between 0 and 1000000000000");
+        }
+        let value = value.normalized();
+        if value.fractional_digit_count() > 2 {
+            return Err("must have at most 2 decimal places");
+        }
+        let cents = (value * BigDecimal::from(100))
+            .to_i64()
+            .ok_or("must be a number")?;
+        Ok(Self { cents })
+    }
+}
+
+impl Serialize for Money {
+    /// A JSON number equal to the input: whole amounts as integers, others as the nearest f64,
+    /// whose shortest representation is the decimal itself (at most 15 significant digits).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.cents % 100 == 0 {
+            s.serialize_i64(self.cents / 100)
+        } else {
+            s.serialize_f64(self.cents as f64 / 100.0)
+        }
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:02}", self.cents / 100, self.cents % 100)
+    }
+}
+
+/// Parses an RFC 3339 date-time that carries an offset, as an instant truncated to the
+/// microsecond. Date-only and offset-less strings are refused.
+pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, &'static str> {
+    const MESSAGE: &str =
+        "must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:30:00+02:00";
+    // chrono also takes a space for the `T`; RFC 3339's grammar does not.
+    if text.len() < 20 || !matches!(text.as_bytes()[10], b'T' | b't') {
+        return Err(MESSAGE);
+    }
+    let instant = DateTime::parse_from_rfc3339(text)
+        .map_err(|_| MESSAGE)?
+        .with_timezone(&Utc);
+    Ok(instant.trunc_subsecs(6))
+}
+
+/// Checks that an instant lies in the years 1970–2200 (UTC).
+pub fn validate_instant_range(instant: &DateTime<Utc>) -> Result<(), ValidationError> {
+    if (1970..=2200).contains(&instant.year()) {
+        Ok(())
+    } else {
+        Err(ValidationError::new("range")
+            .with_message("must be between the years 1970 and 2200".into()))
+    }
+}
+
+/// Formats an instant as §5 returns it: UTC, `Z`, fractional seconds only when not zero and
+/// without trailing zeros (`2026-12-01T07:30:00Z`, `2026-12-01T07:30:00.125Z`).
+pub fn format_instant(instant: &DateTime<Utc>) -> String {
+    let base = instant.format("%Y-%m-%dT%H:%M:%S");
+    let micros = instant.timestamp_subsec_micros();
+    if micros == 0 {
+        format!("{base}Z")
+    } else {
+        let fraction = format!("{micros:06}");
+        format!("{base}.{}Z", fraction.trim_end_matches('0'))
+    }
+}
+
+fn serialize_instant<S: Serializer>(instant: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_instant(instant))
+}
+
+fn serialize_optional_instant<S: Serializer>(
+    instant: &Option<DateTime<Utc>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match instant {
+        Some(instant) => serialize_instant(instant, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// The input of `opportunity.create` once every field has the right type: the rules that need
+/// no other field are declared here and checked by `validator`; [`CreateOpportunity::check`]
+/// adds the rules across fields.
+#[derive(Debug, Clone, Default, PartialEq, Validate, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateOpportunity {
+    pub customer_id: Option<Uuid>,
+    pub primary_contact_id: Option<Uuid>,
+    pub site_id: Option<Uuid>,
+    #[validate(custom(function = "validate_title"))]
+    pub title: Option<String>,
+    pub stage: Option<Stage>,
+    pub pipeline_type: Option<PipelineType>,
+    pub source: Option<Source>,
+    pub estimated_value: Option<Money>,
+    #[validate(custom(function = "validate_instant_range"))]
+    #[serde(serialize_with = "serialize_optional_instant")]
+    pub expected_close_date: Option<DateTime<Utc>>,
+    #[validate(range(min = 0, max = 100, message = "must be between 0 and 100"))]
+    pub probability: Option<i64>,
+    #[validate(length(max = MAX_SOLUTION_FAMILIES, message = "must have at most 50 items"))]
+    pub solution_families: Option<Vec<String>>,
+    #[validate(length(max = MAX_TEXT_CHARS, message = "must be at most 10000 characters"))]
+    pub scope_summary: Option<String>,
+    #[validate(length(max = MAX_TEXT_CHARS, message = "must be at most 10000 characters"))]
+    pub competitor_notes: Option<String>,
+    #[validate(length(max = MAX_TEXT_CHARS, message = "must be at most 10000 characters"))]
+    pub win_loss_reason: Option<String>,
+    #[validate(length(max = MAX_TEXT_CHARS, message = "must be at most 10000 characters"))]
+    pub next_step_description: Option<String>,
+    #[validate(custom(function = "validate_instant_range"))]
+    #[serde(serialize_with = "serialize_optional_instant")]
+    pub next_step_date: Option<DateTime<Utc>>,
+    #[validate(custom(function = "validate_instant_range"))]
+    #[serde(serialize_with = "serialize_optional_instant")]
+    pub bid_due_date: Option<DateTime<Utc>>,
+    pub budget_confirmed: Option<bool>,
+    pub priority: Option<Priority>,
+    pub lost_reason_category: Option<LostReasonCategory>,
+    #[validate(length(max = MAX_TEXT_CHARS, message = "must be at most 10000 characters"))]
+    pub technical_requirements: Option<String>,
+    pub owner_user_id: Option<Uuid>,
+    pub workspace_id: Option<Uuid>,
+    pub visibility_mode: Option<VisibilityMode>,
+    /// Not stored with the opportunity, and not part of the request fingerprint.
+    #[serde(skip)]
+    #[validate(
+        length(min = 1, max = 255, message = "must be between 1 and 255 characters"),
+        custom(function = "validate_printable_ascii")
+    )]
+    pub idempotency_key: Option<String>,
+}
+
+fn validate_title(title: &str) -> Result<(), ValidationError> {
+    let chars = title.chars().count();
+    if chars == 0 {
+        Err(ValidationError::new("length").with_message("must not be empty".into()))
+    } else if chars > MAX_TITLE_CHARS {
+        Err(ValidationError::new("length").with_message("must be at most 200 characters".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks that a text is printable ASCII (space to tilde), as idempotency keys must be.
+pub fn validate_printable_ascii(text: &str) -> Result<(), ValidationError> {
+    if text.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        Ok(())
+    } else {
+        Err(ValidationError::new("ascii")
+            .with_message("must contain only printable ASCII characters".into()))
+    }
+}
+
+/// Converts a snake_case Rust field name to the camelCase wire name.
+pub fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Checks solution families item by item: each trimmed 1–100 characters, no duplicates. Errors
+/// go to `solutionFamilies.N`.
+pub fn check_solution_families(items: &[String], failure: &mut ValidationFailure) {
+    for (index, item) in items.iter().enumerate() {
+        let field = format!("solutionFamilies.{index}");
+        let chars = item.chars().count();
+        if chars == 0 {
+            failure.field(field, "must not be empty");
+        } else if chars > MAX_SOLUTION_FAMILY_CHARS {
+            failure.field(field, "must be at most 100 characters");
+        } else if let Some(first) = items[..index].iter().position(|earlier| earlier == item) {
+            failure.field(field, format!("must not repeat item {first}"));
+        }
+    }
+}
+
+impl CreateOpportunity {
+    /// Runs every rule of §5 that the types do not already hold, adding to `failure` the
+    /// problems of fields that have none yet (a field with a type error is not checked again).
+    pub fn check(&self, failure: &mut ValidationFailure) {
+        if let Err(errors) = self.validate() {
+            let mut fields: Vec<_> = errors.field_errors().into_iter().collect();
+            fields.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, list) in fields {
+                let name = camel_case(&name);
+                if failure.has_field(&name) {
+                    continue;
+                }
+                for error in list {
+                    let message = error
+                        .message
+                        .as_ref()
+                        .map_or_else(|| error.code.to_string(), |m| m.to_string());
+                    failure.field(name.clone(), message);
+                }
+            }
+        }
+        if let Some(items) = &self.solution_families {
+            check_solution_families(items, failure);
+        }
+        self.check_across_fields(failure);
+    }
+
+    /// Rules across fields. Each is reported on the field it constrains (so a form can point at
+    /// it) and in `formErrors` (as §4 asks for rules across fields).
+    fn check_across_fields(&self, failure: &mut ValidationFailure) {
+        let stage = self.stage.unwrap_or(Stage::Lead);
+        if let Some(probability) = self.probability
+            && !failure.has_field("probability")
+        {
+            let rule = match stage {
+                Stage::Won if probability != 100 => Some("must be 100 when stage is \"won\""),
+                Stage::Lost if probability != 0 => Some("must be 0 when stage is \"lost\""),
+                _ => None,
+            };
+            if let Some(rule) = rule {
+                failure.field("probability", rule);
+                failure.form(format!("probability {rule}"));
+            }
+        }
+        if self.lost_reason_category.is_some()
+            && stage != Stage::Lost
+            && !failure.has_field("stage")
+        {
+            let rule = "is only allowed when stage is \"lost\"";
+            failure.field("lostReasonCategory", rule);
+            failure.form(format!("lostReasonCategory {rule}"));
+        }
+    }
+}
+
+/// An opportunity as stored, and as `opportunity.create` answers it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Opportunity {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub customer_id: Uuid,
+    pub primary_contact_id: Option<Uuid>,
+    pub site_id: Option<Uuid>,
+    pub title: String,
+    pub stage: Stage,
+    pub pipeline_type: PipelineType,
+    pub source: Option<Source>,
+    pub estimated_value: Option<Money>,
+    #[serde(serialize_with = "serialize_optional_instant")]
+    pub expected_close_date: Option<DateTime<Utc>>,
+    pub probability: Option<i16>,
+    pub solution_families: Vec<String>,
+    pub scope_summary: Option<String>,
+    pub competitor_notes: Option<String>,
+    pub win_loss_reason: Option<String>,
+    pub next_step_description: Option<String>,
+    #[serde(serialize_with = "serialize_optional_instant")]
+    pub next_step_date: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "serialize_optional_instant")]
+    pub bid_due_date: Option<DateTime<Utc>>,
+    pub budget_confirmed: bool,
+    pub priority: Option<Priority>,
+    pub lost_reason_category: Option<LostReasonCategory>,
+    pub technical_requirements: Option<String>,
+    pub owner_user_id: Uuid,
+    pub visibility_mode: VisibilityMode,
+    pub created_by: Uuid,
+    #[serde(serialize_with = "serialize_instant")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "serialize_instant")]
+    pub updated_at: DateTime<Utc>,
+    pub version: i32,
+    pub is_closed: bool,
+    pub is_won: bool,
+}
+
+impl Opportunity {
+    /// A new opportunity (version 1) from a checked input. `workspace_id` is the resolved
+    /// workspace and `caller` the token's subject; the required fields must be present, which
+    /// [`CreateOpportunity::check`] guarantees once it found nothing.
+    pub fn new(
+        input: CreateOpportunity,
+        workspace_id: Uuid,
+        caller: Uuid,
+        now: DateTime<Utc>,
+    ) -> Option<Self> {
+        let now = now.trunc_subsecs(6);
+        let stage = input.stage.unwrap_or(Stage::Lead);
+        Some(Self {
+            id: Uuid::now_v7(),
+            workspace_id,
+            customer_id: input.customer_id?,
+            primary_contact_id: input.primary_contact_id,
+            site_id: input.site_id,
+            title: input.title?,
+            stage,
+            pipeline_type: input.pipeline_type?,
+            source: input.source,
+            estimated_value: input.estimated_value,
+            expected_close_date: input.expected_close_date,
+            probability: input.probability.map(|p| p as i16),
+            solution_families: input.solution_families.unwrap_or_default(),
+            scope_summary: input.scope_summary,
+            competitor_notes: input.competitor_notes,
+            win_loss_reason: input.win_loss_reason,
+            next_step_description: input.next_step_description,
+            next_step_date: input.next_step_date,
+            bid_due_date: input.bid_due_date,
+            budget_confirmed: input.budget_confirmed.unwrap_or(false),
+            priority: input.priority,
+            lost_reason_category: input.lost_reason_category,
+            technical_requirements: input.technical_requirements,
+            owner_user_id: input.owner_user_id.unwrap_or(caller),
+            visibility_mode: input
+                .visibility_mode
+                .unwrap_or(VisibilityMode::WorkspaceLocal),
+            created_by: caller,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            is_closed: matches!(stage, Stage::Won | Stage::Lost),
+            is_won: stage == Stage::Won,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_exact_and_bounded() {
+        assert_eq!(
+            Money::parse_json_number("125000.5").unwrap().cents(),
+            12_500_050
+        );
+        assert_eq!(Money::parse_json_number("0").unwrap().cents(), 0);
+        assert_eq!(Money::parse_json_number("-0").unwrap().cents(), 0);
+        assert_eq!(
+            Money::parse_json_number("1e12").unwrap().cents(),
+            MAX_ESTIMATED_VALUE_CENTS
+        );
+        assert_eq!(Money::parse_json_number("1.10").unwrap().cents(), 110);
+        assert_eq!(Money::parse_json_number("0.07").unwrap().cents(), 7);
+        assert_eq!(
+            Money::parse_json_number("1.005"),
+            Err("must have at most 2 decimal places")
+        );
+        assert_eq!(
+            Money::parse_json_number("-0.01"),
+            Err("must be between 0 and 1000000000000")
+        );
+        assert_eq!(
+            Money::parse_json_number("1000000000000.01"),
+            Err("must be between 0 and 1000000000000")
+        );
+        assert_eq!(
+            Money::parse_json_number("1e400"),
+            Err("must be between 0 and 1000000000000")
+        );
+        assert_eq!(Money::parse_json_number("\"12\""), Err("must be a number"));
+        assert_eq!(Money::parse_json_number("true"), Err("must be a number"));
+    }
+
+    #[test]
+    fn money_serializes_equal_to_its_input() {
+        for text in [
+            "125000.5",
+            "0.07",
+            "999999999999.99",
+            "0.1",
+            "19.99",
+            "1000000000000",
+            "42",
+        ] {
+            let money = Money::parse_json_number(text).unwrap();
+            let json = serde_json::to_string(&money).unwrap();
+            let back: f64 = json.parse().unwrap();
+            assert_eq!(back, text.parse::<f64>().unwrap(), "{text} became {json}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Money::from_cents(4200)).unwrap(),
+            "42"
+        );
+        assert_eq!(Money::from_cents(12_500_050).to_string(), "125000.50");
+    }
+
+    #[test]
+    fn instants_need_an_offset_and_come_back_in_utc() {
+        let t = parse_instant("2026-12-01T09:30:00+02:00").unwrap();
+        assert_eq!(format_instant(&t), "2026-12-01T07:30:00Z");
+        let t = parse_instant("2026-12-01T09:30:00.125+02:00").unwrap();
+        assert_eq!(format_instant(&t), "2026-12-01T07:30:00.125Z");
+        let t = parse_instant("2026-12-01T07:30:00.1234567Z").unwrap();
+        assert_eq!(format_instant(&t), "2026-12-01T07:30:00.123456Z");
+        for bad in [
+            "2026-12-01",
+            "2026-12-01T09:30:00",
+            "2026-12-01 09:30:00Z",
+            "tomorrow",
+            "2026-13-01T00:00:00Z",
+        ] {
+            assert!(parse_instant(bad).is_err(), "{bad}");
+        }
+        assert!(validate_instant_range(&parse_instant("1969-12-31T23:59:59Z").unwrap()).is_err());
+        assert!(validate_instant_range(&parse_instant("1970-01-01T00:00:00Z").unwrap()).is_ok());
+        assert!(validate_instant_range(&parse_instant("2200-12-31T23:59:59Z").unwrap()).is_ok());
+        assert!(validate_instant_range(&parse_instant("2201-01-01T00:00:00Z").unwrap()).is_err());
+    }
+
+    fn valid() -> CreateOpportunity {
+        CreateOpportunity {
+            customer_id: Some(Uuid::nil()),
+            title: Some("Chiller retrofit".into()),
+            pipeline_type: Some(PipelineType::Retrofit),
+            ..Default::default()
+        }
+    }
+
+    fn problems(input: &CreateOpportunity) -> ValidationFailure {
+        let mut failure = ValidationFailure::default();
+        input.check(&mut failure);
+        failure
+    }
+
+    #[test]
+    fn single_field_rules() {
+        assert!(problems(&valid()).is_empty());
+        let f = problems(&CreateOpportunity {
+            title: Some(String::new()),
+            probability: Some(101),
+            ..valid()
+        });
+        assert_eq!(f.field_errors["title"], ["must not be empty"]);
+        assert_eq!(f.field_errors["probability"], ["must be between 0 and 100"]);
+        let f = problems(&CreateOpportunity {
+            title: Some("x".repeat(201)),
+            ..valid()
+        });
+        assert_eq!(f.field_errors["title"], ["must be at most 200 characters"]);
+        assert!(
+            problems(&CreateOpportunity {
+                title: Some("é".repeat(200)),
+                ..valid()
+            })
+            .is_empty()
+        );
+        let f = problems(&CreateOpportunity {
+            scope_summary: Some("x".repeat(10_001)),
+            ..valid()
+        });
+        assert_eq!(
+            f.field_errors["scopeSummary"],
+            ["must be at most 10000 characters"]
+        );
+        let f = problems(&CreateOpportunity {
+            idempotency_key: Some("a\u{7f}".into()),
+            ..valid()
+        });
+        assert_eq!(
+            f.field_errors["idempotencyKey"],
+            ["must contain only printable ASCII characters"]
+        );
+    }
+
+    #[test]
+    fn solution_families_rules() {
+        let f = problems(&CreateOpportunity {
+            solution_families: Some(vec![
+                "HVAC".into(),
+                String::new(),
+                "x".repeat(101),
+                "HVAC".into(),
+            ]),
+            ..valid()
+        });
+        assert!(!f.has_field("solutionFamilies.0"));
+        assert_eq!(f.field_errors["solutionFamilies.1"], ["must not be empty"]);
+        assert_eq!(
+            f.field_errors["solutionFamilies.2"],
+            ["must be at most 100 characters"]
+        );
+        assert_eq!(
+            f.field_errors["solutionFamilies.3"],
+            ["must not repeat item 0"]
+        );
+        let f = problems(&CreateOpportunity {
+            solution_families: Some((0..51).map(|i| i.to_string()).collect()),
+            ..valid()
+        });
+        assert_eq!(
+            f.field_errors["solutionFamilies"],
+            ["must have at most 50 items"]
+        );
+    }
+
+    #[test]
+    fn rules_across_fields() {
+        let won = |p| CreateOpportunity {
+            stage: Some(Stage::Won),
+            probability: Some(p),
+            ..valid()
+        };
+        assert!(problems(&won(100)).is_empty());
+        let f = problems(&won(90));
+        assert_eq!(
+            f.field_errors["probability"],
+            ["must be 100 when stage is \"won\""]
+        );
+        assert_eq!(f.form_errors.len(), 1);
+        let lost = CreateOpportunity {
+            stage: Some(Stage::Lost),
+            probability: Some(0),
+            lost_reason_category: Some(LostReasonCategory::Price),
+            ..valid()
+        };
+        assert!(problems(&lost).is_empty());
+        assert!(
+            problems(&CreateOpportunity {
+                probability: Some(10),
+                ..lost.clone()
+            })
+            .has_field("probability")
+        );
+        let f = problems(&CreateOpportunity {
+            lost_reason_category: Some(LostReasonCategory::Price),
+            ..valid()
+        });
+        assert_eq!(
+            f.field_errors["lostReasonCategory"],
+            ["is only allowed when stage is \"lost\""]
+        );
+    }
+
+    #[test]
+    fn new_opportunity_applies_defaults() {
+        let caller = Uuid::now_v7();
+        let ws = Uuid::now_v7();
+        let o = Opportunity::new(valid(), ws, caller, Utc::now()).unwrap();
+        assert_eq!(o.stage, Stage::Lead);
+        assert_eq!(o.visibility_mode, VisibilityMode::WorkspaceLocal);
+        assert!(!o.budget_confirmed);
+        assert_eq!(o.owner_user_id, caller);
+        assert_eq!(o.id.get_version_num(), 7);
+        assert_eq!(o.created_at, o.updated_at);
+        let json = serde_json::to_value(&o).unwrap();
+        assert_eq!(json["solutionFamilies"], serde_json::json!([]));
+        assert_eq!(json["source"], serde_json::Value::Null);
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["isClosed"], false);
+        assert!(json["createdAt"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn camel_case_names() {
+        assert_eq!(camel_case("lost_reason_category"), "lostReasonCategory");
+        assert_eq!(camel_case("title"), "title");
+    }
+}

@@ -1,0 +1,280 @@
+//! The HTTP tier in front of jsonrpsee: `/health` and `/ready` answered directly (before the
+//! connection limit), the call context read from the headers, and jsonrpsee's own error bodies
+//! rewritten into the shape of CONTRACT.md §4.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, StatusCode};
+use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
+use tower::{Layer, Service};
+
+use crate::auth::{Authenticator, Principal};
+use crate::db::Database;
+use crate::error::{ApiError, normalize_response_value};
+
+/// What the headers of an HTTP request (or a WebSocket handshake) say about its calls. It
+/// travels to each call in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The authenticated caller, or why not.
+    pub principal: Result<Principal, String>,
+    /// `X-Workspace-Id`, raw.
+    pub workspace_header: Option<String>,
+    /// `Idempotency-Key`, raw.
+    pub idempotency_key: Option<String>,
+}
+
+impl CallContext {
+    fn from_headers(headers: &hyper::HeaderMap, auth: &Authenticator) -> Self {
+        let text = |name: &str| {
+            headers.get(name).map(|v| {
+                v.to_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            })
+        };
+        let principal = match headers
+            .get(hyper::header::AUTHORIZATION)
+            .map(HeaderValue::to_str)
+        {
+            Some(Err(_)) => Err("the Authorization header is not valid text".to_string()),
+            Some(Ok(value)) => auth.authenticate(Some(value)).map_err(unauthorized_reason),
+            None => auth.authenticate(None).map_err(unauthorized_reason),
+        };
+        Self {
+            principal,
+            workspace_header: text("x-workspace-id"),
+            idempotency_key: text("idempotency-key"),
+        }
+    }
+
+    /// The caller, refusing an absent, invalid or (on a long WebSocket) since expired token.
+    pub fn principal(&self) -> Result<&Principal, ApiError> {
+        match &self.principal {
+            Ok(p) if p.is_expired() => Err(ApiError::Unauthorized("the token has expired".into())),
+            Ok(p) => Ok(p),
+            Err(reason) => Err(ApiError::Unauthorized(reason.clone())),
+        }
+    }
+}
+
+fn unauthorized_reason(e: ApiError) -> String {
+    match e {
+        ApiError::Unauthorized(reason) => reason,
+        other => other.to_string(),
+    }
+}
+
+/// Shared state of the HTTP tier.
+#[derive(Debug)]
+pub struct EdgeState {
+    pub auth: Authenticator,
+    pub db: Database,
+    pub ready_timeout: Duration,
+    /// Larger bodies are refused with 413.
+    pub max_request_bytes: u32,
+    /// A body must arrive within this time.
+    pub body_timeout: Duration,
+}
+
+/// The tower layer of the HTTP tier.
+#[derive(Debug, Clone)]
+pub struct EdgeLayer {
+    state: Arc<EdgeState>,
+}
+
+impl EdgeLayer {
+    /// A layer over the given state.
+    pub fn new(state: Arc<EdgeState>) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Edge {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The service of [`EdgeLayer`].
+#[derive(Debug, Clone)]
+pub struct Edge<S> {
+    inner: S,
+    state: Arc<EdgeState>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
+    let mut response = HttpResponse::new(HttpBody::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+impl<S> Service<HttpRequest> for Edge<S>
+where
+    S: Service<HttpRequest, Response = HttpResponse, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: HttpRequest) -> Self::Future {
+        if request.method() == Method::GET {
+            match request.uri().path() {
+                "/health" => return Box::pin(async { Ok(plain(StatusCode::OK, "ok\n")) }),
+                "/ready" => {
+                    let state = self.state.clone();
+                    return Box::pin(async move {
+                        let ready =
+                            tokio::time::timeout(state.ready_timeout, state.db.ping()).await;
+                        Ok(match ready {
+                            Ok(Ok(())) => plain(StatusCode::OK, "ready\n"),
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "not ready: the database does not answer");
+                                plain(StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+                            }
+                            Err(_) => {
+                                tracing::warn!("not ready: the database did not answer in time");
+                                plain(StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+                            }
+                        })
+                    });
+                }
+                _ => {}
+            }
+        }
+        let context = CallContext::from_headers(request.headers(), &self.state.auth);
+        request.extensions_mut().insert(context);
+        // Take the service that was polled ready, leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if jsonrpsee::server::ws::is_upgrade_request(&request) {
+            return Box::pin(inner.call(request));
+        }
+        let state = self.state.clone();
+        Box::pin(async move {
+            // Read the body here, within the size limit and in bounded time, so that a body that
+            // is JSON but not JSON-RPC can be told from one that is not JSON at all.
+            let (parts, body) = request.into_parts();
+            let limited = http_body_util::Limited::new(body, state.max_request_bytes as usize);
+            let bytes = match tokio::time::timeout(state.body_timeout, limited.collect()).await {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    let message = format!(
+                        "the request body exceeds MAX_REQUEST_BYTES ({} bytes)",
+                        state.max_request_bytes
+                    );
+                    return Ok(error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        ApiError::PayloadTooLarge(message),
+                    ));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    let message = format!(
+                        "the request body did not arrive within {:?}",
+                        state.body_timeout
+                    );
+                    return Ok(error_response(
+                        StatusCode::REQUEST_TIMEOUT,
+                        ApiError::BadRequest(message),
+                    ));
+                }
+            };
+            let request = HttpRequest::from_parts(
+                parts,
+                HttpBody::new(http_body_util::Full::new(bytes.clone())),
+            );
+            let response = inner.call(request).await?;
+            normalize_http_response(response, &bytes).await
+        })
+    }
+}
+
+/// A JSON-RPC error answer made here, before jsonrpsee saw the request.
+fn error_response(status: StatusCode, error: ApiError) -> HttpResponse {
+    let body =
+        serde_json::json!({"jsonrpc": "2.0", "id": null, "error": error.into_error_object()});
+    let mut response = HttpResponse::new(HttpBody::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// Rewrites jsonrpsee's own error bodies (parse errors, invalid requests, oversized bodies and
+/// batches) into the contract's shape. Bodies with nothing to rewrite pass untouched.
+async fn normalize_http_response(
+    response: HttpResponse,
+    request: &[u8],
+) -> Result<HttpResponse, BoxError> {
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    // Only bodies that hold an error are parsed; errors that already have data.code stay as they are.
+    let needs_rewrite = contains(&bytes, b"\"error\"");
+    if !needs_rewrite {
+        return Ok(HttpResponse::from_parts(
+            parts,
+            HttpBody::new(http_body_util::Full::new(bytes)),
+        ));
+    }
+    let mut value = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(value) => value,
+        Err(_) => {
+            return Ok(HttpResponse::from_parts(
+                parts,
+                HttpBody::new(http_body_util::Full::new(bytes)),
+            ));
+        }
+    };
+    // jsonrpsee calls any single request it cannot read a parse error; JSON that is simply not
+    // JSON-RPC is an invalid request (-32600) by the contract.
+    if value["error"]["code"] == crate::error::PARSE_ERROR
+        && serde_json::from_slice::<serde::de::IgnoredAny>(request).is_ok()
+    {
+        value["error"] = serde_json::json!({"code": crate::error::INVALID_REQUEST, "message": "not a JSON-RPC 2.0 request"});
+    }
+    let body = if normalize_response_value(&mut value) {
+        let text = serde_json::to_vec(&value)?;
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+        HttpBody::from(text)
+    } else {
+        HttpBody::new(http_body_util::Full::new(bytes))
+    };
+    Ok(HttpResponse::from_parts(parts, body))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

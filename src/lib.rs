@@ -1,0 +1,169 @@
+//! opportunity-service: the JSON-RPC service behind a CRM for building-systems contractors.
+//!
+//! [`Application::build`] binds the listener, opens the database and assembles the server;
+//! `main.rs` and the integration tests start the very same application.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod rpc;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
+use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
+use secrecy::SecretString;
+
+use crate::auth::Authenticator;
+use crate::config::{AuthArgs, ServeArgs};
+use crate::db::{Database, DatabaseUrl, PoolOptions};
+use crate::http::{EdgeLayer, EdgeState};
+use crate::rpc::{AppState, CallLayer, RpcLimits};
+
+/// How often expired idempotency keys are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+/// How long idempotency keys are kept (the contract asks for at least 24 hours).
+pub const IDEMPOTENCY_KEY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(25);
+
+/// The file name of the development secret, beside the embedded database.
+pub const DEV_SECRET_FILE: &str = "jwt-secret";
+
+/// The secret tokens are checked with: the configured one, else on the embedded database a
+/// development secret kept beside it. PostgreSQL without a secret is refused.
+pub fn resolve_secret(auth: &AuthArgs, url: &DatabaseUrl) -> anyhow::Result<(SecretString, bool)> {
+    if let Some(secret) = &auth.auth_jwt_secret {
+        if secrecy::ExposeSecret::expose_secret(secret).is_empty() {
+            bail!("AUTH_JWT_SECRET is set but empty");
+        }
+        return Ok((secret.clone(), false));
+    }
+    match url {
+        DatabaseUrl::Sqlite(path) => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let file = dir.join(DEV_SECRET_FILE);
+            let (secret, _) = auth::load_or_create_dev_secret(&file).with_context(|| {
+                format!("cannot create the development secret {}", file.display())
+            })?;
+            Ok((secret, true))
+        }
+        DatabaseUrl::Postgres(_) => bail!(
+            "AUTH_JWT_SECRET is required with PostgreSQL: set it (or --auth-jwt-secret) to the HS256 secret that signs the callers' tokens"
+        ),
+    }
+}
+
+/// A built application, bound and ready to run.
+pub struct Application {
+    server: Server<tower::layer::util::Stack<EdgeLayer, tower::layer::util::Identity>, RpcStack>,
+    methods: jsonrpsee::RpcModule<()>,
+    local_addr: SocketAddr,
+    db: Database,
+}
+
+type RpcStack = tower::layer::util::Stack<CallLayer, tower::layer::util::Identity>;
+
+impl Application {
+    /// Opens the database (migrating it), binds the listener and assembles the server.
+    pub async fn build(settings: &ServeArgs) -> anyhow::Result<Self> {
+        let url = DatabaseUrl::parse(&settings.database.database_url)?;
+        let (secret, dev_mode) = resolve_secret(&settings.auth, &url)?;
+        if dev_mode {
+            tracing::warn!(
+                "development mode: no AUTH_JWT_SECRET, tokens are checked with a generated secret beside the database (see `opportunity-service token`)"
+            );
+        }
+        let options = PoolOptions {
+            size: settings.database_pool_size,
+            timeout: settings.database_timeout,
+        };
+        let db = {
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || Database::connect(url, options)).await??
+        };
+        let authenticator = Authenticator::new(
+            &secret,
+            settings.auth.auth_jwt_issuer.as_deref(),
+            settings.auth.auth_jwt_audience.as_deref(),
+        );
+
+        let listener = std::net::TcpListener::bind(&settings.listen_addr)
+            .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+
+        let max_response_bytes = 16 * 1024 * 1024;
+        let limits = RpcLimits {
+            max_batch: settings.max_batch as usize,
+            max_response_bytes: max_response_bytes as usize,
+        };
+        let config = ServerConfig::builder()
+            .max_request_body_size(settings.max_request_bytes)
+            .max_response_body_size(max_response_bytes)
+            .max_connections(settings.max_connections)
+            // The RPC middleware enforces MAX_BATCH, so that both transports refuse in §4's shape.
+            .set_batch_request_config(BatchRequestConfig::Unlimited)
+            .build();
+        let edge = EdgeLayer::new(Arc::new(EdgeState {
+            auth: authenticator,
+            db: db.clone(),
+            ready_timeout: Duration::from_secs(2),
+            max_request_bytes: settings.max_request_bytes,
+            body_timeout: Duration::from_secs(30),
+        }));
+        let rpc_middleware = RpcServiceBuilder::new().layer(CallLayer { limits });
+        let server = Server::builder()
+            .set_config(config)
+            .set_http_middleware(tower::ServiceBuilder::new().layer(edge))
+            .set_rpc_middleware(rpc_middleware)
+            .build_from_tcp(listener)?;
+        let methods = rpc::methods(AppState { db: db.clone() })?;
+        Ok(Self {
+            server,
+            methods,
+            local_addr,
+            db,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The database the application uses.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Starts serving; the handle stops it. In-flight calls finish before `stopped()` resolves.
+    pub fn start(self) -> ServerHandle {
+        tracing::info!(addr = %self.local_addr, backend = self.db.backend(), database = %self.db.url().redacted(), "listening on {}", self.local_addr);
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let cutoff = chrono::Utc::now() - IDEMPOTENCY_KEY_TTL;
+                match db
+                    .run(move |conn| db::opportunity::purge_idempotency_keys(conn, cutoff))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
+                    Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+                }
+            }
+        });
+        self.server.start(self.methods)
+    }
+}

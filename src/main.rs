@@ -1,0 +1,92 @@
+//! The binary: read settings, start telemetry, run the chosen subcommand.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use opportunity_service::config::{Cli, Command, LogFormat, ServeArgs, TokenArgs};
+use opportunity_service::db::DatabaseUrl;
+use opportunity_service::{Application, auth, resolve_secret, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Some(Command::Serve(args)) => args.log_format,
+        None => cli.serve.log_format,
+        _ => LogFormat::Text,
+    };
+    telemetry::init(log_format);
+    let result = match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Migrate(args)) => DatabaseUrl::parse(&args.database_url).and_then(|url| {
+            let applied = opportunity_service::db::migrate(&url)?;
+            tracing::info!(applied, backend = url.backend(), "migrations applied");
+            Ok(())
+        }),
+        Some(Command::Token(args)) => token(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let app = Application::build(&args).await?;
+        let handle = app.start();
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections, finishing calls in flight");
+        handle.stop().ok();
+        handle.stopped().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let url = DatabaseUrl::parse(&args.database.database_url)?;
+    let (secret, _) = resolve_secret(&args.auth, &url)?;
+    let now = chrono::Utc::now().timestamp();
+    let ttl = i64::try_from(args.ttl.as_secs()).context("--ttl is too long")?;
+    let claims = auth::Claims {
+        sub: args.user.unwrap_or_else(uuid::Uuid::new_v4).to_string(),
+        workspaces: args.workspaces.iter().map(ToString::to_string).collect(),
+        scope: Some(args.scope),
+        exp: now + ttl,
+        iat: Some(now),
+        iss: args.auth.auth_jwt_issuer,
+        aud: args.auth.auth_jwt_audience,
+    };
+    println!("{}", auth::mint(&secret, &claims)?);
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! The JSON-RPC tier: the methods of every namespace merged into one module, and the RPC
+//! middleware that logs each call, enforces the batch rules and normalizes errors.
+
+pub mod opportunity;
+pub mod params;
+
+use std::time::Instant;
+
+use futures_util::future::join_all;
+use jsonrpsee::RpcModule;
+use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
+use jsonrpsee::server::BatchResponseBuilder;
+use jsonrpsee::server::middleware::rpc::MethodResponse;
+use jsonrpsee::types::{ErrorObjectOwned, Id, Request};
+
+use crate::db::Database;
+use crate::error::{ApiError, normalize_error_value};
+
+/// What every method handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Database,
+}
+
+/// Merges every namespace into one module; a duplicate method name is a start-up error.
+pub fn methods(state: AppState) -> anyhow::Result<RpcModule<()>> {
+    let mut module = RpcModule::new(());
+    module.merge(opportunity::module(state)?)?;
+    Ok(module)
+}
+
+/// RPC middleware settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RpcLimits {
+    /// Larger batches are refused with PAYLOAD_TOO_LARGE.
+    pub max_batch: usize,
+    /// The response size limit, as the server has it.
+    pub max_response_bytes: usize,
+}
+
+/// The layer that puts [`CallMiddleware`] around jsonrpsee's RPC service.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLayer {
+    /// The limits it enforces.
+    pub limits: RpcLimits,
+}
+
+impl<S> tower::Layer<S> for CallLayer {
+    type Service = CallMiddleware<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CallMiddleware {
+            inner,
+            limits: self.limits,
+        }
+    }
+}
+
+/// The RPC middleware (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct CallMiddleware<S> {
+    inner: S,
+    limits: RpcLimits,
+}
+
+/// Rewrites an error response that jsonrpsee made itself (unknown method, …) into §4's shape.
+fn normalize(id: Id<'static>, response: MethodResponse) -> MethodResponse {
+    if !response.is_error() {
+        return response;
+    }
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(response.as_json().get()) else {
+        return response;
+    };
+    let Some(error) = value.get_mut("error") else {
+        return response;
+    };
+    if !normalize_error_value(error) {
+        return response;
+    }
+    match serde_json::from_value::<ErrorObjectOwned>(error.take()) {
+        Ok(object) => {
+            MethodResponse::error(id, object).with_extensions(response.extensions().clone())
+        }
+        Err(_) => response,
+    }
+}
+
+impl<S> RpcServiceT for CallMiddleware<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+
+    fn call<'a>(
+        &self,
+        request: Request<'a>,
+    ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        let inner = self.inner.clone();
+        async move {
+            let started = Instant::now();
+            let id = request.id().into_owned();
+            let method = request.method_name().to_owned();
+            let response = normalize(id, inner.call(request).await);
+            let micros = started.elapsed().as_micros() as u64;
+            match response.as_error_code() {
+                None => tracing::info!(target: "rpc", %method, micros, outcome = "OK", "call"),
+                Some(code) => {
+                    tracing::info!(target: "rpc", %method, micros, outcome = crate::error::trpc_name(code).0, code, "call")
+                }
+            }
+            response
+        }
+    }
+
+    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+        let this = self.clone();
+        async move {
+            if batch.is_empty() {
+                return MethodResponse::error(
+                    Id::Null,
+                    ApiError::BadRequest("a batch must not be empty".into()),
+                );
+            }
+            if batch.len() > this.limits.max_batch {
+                let message = format!(
+                    "a batch may hold at most {} calls; this one holds {}",
+                    this.limits.max_batch,
+                    batch.len()
+                );
+                return MethodResponse::error(Id::Null, ApiError::PayloadTooLarge(message));
+            }
+            // Calls of one batch are independent: run them concurrently, answer in order.
+            let answers = join_all(batch.into_iter().map(|entry| {
+                let this = this.clone();
+                async move {
+                    match entry {
+                        Ok(BatchEntry::Call(request)) => Some(this.call(request).await),
+                        Ok(BatchEntry::Notification(n)) => {
+                            this.notification(n).await;
+                            None
+                        }
+                        Err(err) => {
+                            let (object, id) = err.into_parts();
+                            let id = id.into_owned();
+                            Some(normalize(id.clone(), MethodResponse::error(id, object)))
+                        }
+                    }
+                }
+            }))
+            .await;
+            let mut builder = BatchResponseBuilder::new_with_limit(this.limits.max_response_bytes);
+            let mut any = false;
+            for answer in answers.into_iter().flatten() {
+                any = true;
+                if let Err(too_big) = builder.append(answer) {
+                    return too_big;
+                }
+            }
+            if any {
+                MethodResponse::from_batch(builder.finish())
+            } else {
+                MethodResponse::notification()
+            }
+        }
+    }
+
+    fn notification<'a>(
+        &self,
+        n: Notification<'a>,
+    ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
+        self.inner.notification(n)
+    }
+}

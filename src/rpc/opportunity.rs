@@ -1,0 +1,272 @@
+//! The `opportunity` namespace: wire parsing of `opportunity.create` and its registration.
+//!
+//! The method is registered by name rather than through `#[rpc]`: the contract takes the input
+//! object itself as `params` (or a one-element array holding it), whereas the proc macro wraps
+//! by-name params in an object keyed by argument name.
+
+use chrono::Utc;
+use jsonrpsee::{Extensions, RpcModule};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::AppState;
+use super::params::{self, FieldReader};
+use crate::auth::{SCOPE_GLOBAL, SCOPE_WRITE};
+use crate::db::opportunity::{CreateOutcome, IdempotencyRecord};
+use crate::db::{DbConn, DbError};
+use crate::domain::opportunity::{
+    CreateOpportunity, LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source,
+    Stage, VisibilityMode, parse_instant,
+};
+use crate::error::{ApiError, ValidationFailure};
+use crate::http::CallContext;
+
+/// The dotted name of the create method.
+pub const CREATE: &str = "opportunity.create";
+
+/// Every field `opportunity.create` accepts: the seed's table plus `idempotencyKey`.
+pub const CREATE_FIELDS: &[&str] = &[
+    "customerId",
+    "primaryContactId",
+    "siteId",
+    "title",
+    "stage",
+    "pipelineType",
+    "source",
+    "estimatedValue",
+    "expectedCloseDate",
+    "probability",
+    "solutionFamilies",
+    "scopeSummary",
+    "competitorNotes",
+    "winLossReason",
+    "nextStepDescription",
+    "nextStepDate",
+    "bidDueDate",
+    "budgetConfirmed",
+    "priority",
+    "lostReasonCategory",
+    "technicalRequirements",
+    "ownerUserId",
+    "workspaceId",
+    "visibilityMode",
+    "idempotencyKey",
+];
+
+fn instant(raw: &RawValue) -> Result<chrono::DateTime<Utc>, String> {
+    let text = params::string(raw).map_err(|_| "must be a date-time string".to_string())?;
+    parse_instant(&text).map_err(str::to_string)
+}
+
+fn money(raw: &RawValue) -> Result<Money, String> {
+    Money::parse_json_number(raw.get()).map_err(str::to_string)
+}
+
+/// Reads every field with its type, recording every problem; rules come after.
+pub fn read_create(reader: &mut FieldReader<'_>) -> CreateOpportunity {
+    reader.refuse_unknown(CREATE_FIELDS);
+    let solution_families = match reader.optional("solutionFamilies", Ok) {
+        Some(raw) => params::string_array(raw, "solutionFamilies", &mut reader.failure),
+        None => None,
+    };
+    CreateOpportunity {
+        customer_id: reader.required("customerId", params::uuid),
+        primary_contact_id: reader.optional("primaryContactId", params::uuid),
+        site_id: reader.optional("siteId", params::uuid),
+        title: reader.required("title", params::trimmed_string),
+        stage: reader.defaulted("stage", params::one_of(Stage::VALUES, Stage::parse)),
+        pipeline_type: reader.required(
+            "pipelineType",
+            params::one_of(PipelineType::VALUES, PipelineType::parse),
+        ),
+        source: reader.optional("source", params::one_of(Source::VALUES, Source::parse)),
+        estimated_value: reader.optional("estimatedValue", money),
+        expected_close_date: reader.optional("expectedCloseDate", instant),
+        probability: reader.optional("probability", params::integer),
+        solution_families,
+        scope_summary: reader.optional("scopeSummary", params::string),
+        competitor_notes: reader.optional("competitorNotes", params::string),
+        win_loss_reason: reader.optional("winLossReason", params::string),
+        next_step_description: reader.optional("nextStepDescription", params::string),
+        next_step_date: reader.optional("nextStepDate", instant),
+        bid_due_date: reader.optional("bidDueDate", instant),
+        budget_confirmed: reader.defaulted("budgetConfirmed", params::boolean),
+        priority: reader.optional(
+            "priority",
+            params::one_of(Priority::VALUES, Priority::parse),
+        ),
+        lost_reason_category: reader.optional(
+            "lostReasonCategory",
+            params::one_of(LostReasonCategory::VALUES, LostReasonCategory::parse),
+        ),
+        technical_requirements: reader.optional("technicalRequirements", params::string),
+        owner_user_id: reader.optional("ownerUserId", params::uuid),
+        workspace_id: reader.optional("workspaceId", params::uuid),
+        visibility_mode: reader.defaulted(
+            "visibilityMode",
+            params::one_of(VisibilityMode::VALUES, VisibilityMode::parse),
+        ),
+        idempotency_key: reader.optional("idempotencyKey", params::string),
+    }
+}
+
+/// A fingerprint of what a create asks for, to tell a replay from a reuse of its key.
+fn request_hash(input: &CreateOpportunity, workspace: Uuid, owner: Uuid) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(serde_json::to_vec(input).expect("the input serializes"));
+    hasher.update(workspace.as_bytes());
+    hasher.update(owner.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `opportunity.create`: authenticate, read and check the params, resolve the workspace, and
+/// store the opportunity durably before answering.
+pub async fn create(
+    state: &AppState,
+    params: Option<&str>,
+    context: Option<&CallContext>,
+) -> Result<Box<RawValue>, ApiError> {
+    let context = context
+        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
+    let principal = context.principal()?;
+    principal.require_scope(SCOPE_WRITE)?;
+
+    let mut reader = FieldReader::new(params);
+    let mut input = read_create(&mut reader);
+    let mut failure: ValidationFailure = std::mem::take(&mut reader.failure);
+
+    // The header key and the params key must agree; the params field wins when alone.
+    match (&context.idempotency_key, &input.idempotency_key) {
+        (Some(header), Some(field)) if header != field => {
+            failure.field(
+                "idempotencyKey",
+                "differs from the Idempotency-Key header; send one or make them equal",
+            );
+        }
+        (Some(header), None) if !failure.has_field("idempotencyKey") => {
+            input.idempotency_key = Some(header.clone())
+        }
+        _ => {}
+    }
+    input.check(&mut failure);
+
+    // The workspace: params, else the X-Workspace-Id header, else the token's only one.
+    let named = match (input.workspace_id, &context.workspace_header) {
+        (Some(ws), _) => Some(ws),
+        (None, Some(header)) if !failure.has_field("workspaceId") && reader.is_object() => {
+            match Uuid::try_parse(header.trim()) {
+                Ok(ws) => Some(ws),
+                Err(_) => {
+                    failure.field("workspaceId", "the X-Workspace-Id header must be a UUID");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let workspace = if failure.has_field("workspaceId") {
+        None
+    } else {
+        principal.resolve_workspace(named, &mut failure)?
+    };
+    failure.into_result().map_err(ApiError::InvalidParams)?;
+    let workspace = workspace.expect("a workspace once the params are valid");
+    if input.visibility_mode == Some(VisibilityMode::Global) {
+        principal.require_scope(SCOPE_GLOBAL)?;
+    }
+
+    let key = input.idempotency_key.clone();
+    let hash = key.as_ref().map(|_| {
+        request_hash(
+            &input,
+            workspace,
+            input.owner_user_id.unwrap_or(principal.user_id),
+        )
+    });
+    let opportunity = Opportunity::new(input, workspace, principal.user_id, Utc::now())
+        .expect("required fields once the params are valid");
+    let response = serde_json::to_string(&opportunity).expect("an opportunity serializes");
+
+    let record_key = key.clone();
+    let outcome = state
+        .db
+        .run(move |conn: DbConn<'_>| {
+            let record = record_key
+                .as_deref()
+                .zip(hash.as_deref())
+                .map(|(key, request_hash)| IdempotencyRecord {
+                    key,
+                    request_hash,
+                    response: &response,
+                });
+            let outcome = crate::db::opportunity::create(conn, &opportunity, record.as_ref())?;
+            Ok((outcome, response))
+        })
+        .await
+        .map_err(|e| db_failure(e, workspace))?;
+    match outcome {
+        (CreateOutcome::Created, response) => {
+            Ok(RawValue::from_string(response).expect("serde_json output is JSON"))
+        }
+        (CreateOutcome::Replayed(stored), _) => {
+            tracing::info!(%workspace, "idempotency key replayed");
+            RawValue::from_string(stored).map_err(|e| internal(&e.to_string()))
+        }
+        (CreateOutcome::KeyReused, _) => Err(ApiError::Conflict {
+            message: format!(
+                "the idempotency key {:?} was used before with other params",
+                key.unwrap_or_default()
+            ),
+            reason: Some("idempotency_key_reused"),
+            retryable: false,
+        }),
+    }
+}
+
+fn internal(cause: &str) -> ApiError {
+    let request_id = Uuid::now_v7();
+    tracing::error!(%request_id, cause, "internal error");
+    ApiError::Internal { request_id }
+}
+
+/// Maps a database failure to the caller's error, logging the cause with a request id.
+fn db_failure(e: DbError, workspace: Uuid) -> ApiError {
+    let request_id = Uuid::now_v7();
+    match e {
+        DbError::Unavailable(cause) => {
+            tracing::warn!(%request_id, %workspace, cause, "database unavailable");
+            ApiError::Unavailable { request_id }
+        }
+        DbError::Query(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            info,
+        )) => {
+            tracing::warn!(%request_id, %workspace, cause = info.message(), "unique violation");
+            ApiError::Conflict {
+                message: "a record with the same key exists".into(),
+                reason: None,
+                retryable: false,
+            }
+        }
+        DbError::Query(cause) => {
+            tracing::error!(%request_id, %workspace, cause = %cause, "database error");
+            ApiError::Internal { request_id }
+        }
+    }
+}
+
+/// The `opportunity` namespace.
+pub fn module(state: AppState) -> anyhow::Result<RpcModule<AppState>> {
+    let mut module = RpcModule::new(state);
+    module.register_async_method(CREATE, |params, state, extensions: Extensions| async move {
+        create(&state, params.as_str(), extensions.get::<CallContext>())
+            .await
+            .map_err(ApiError::into_error_object)
+    })?;
+    Ok(module)
+}

@@ -1,0 +1,322 @@
+//! Reading JSON-RPC params field by field, so that every problem of a call is reported at once.
+//!
+//! serde stops at the first error; a caller wants them all. So the params are first split into
+//! their top-level members (kept as raw JSON text), and each member is then deserialized on its
+//! own, its problems collected in a [`ValidationFailure`].
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::error::ValidationFailure;
+
+/// The members of a params object in their order, values as raw JSON.
+#[derive(Debug)]
+struct RawObject<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    members.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(RawObject(members))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// Reads the fields of one params object, recording every problem.
+pub struct FieldReader<'a> {
+    members: Vec<(String, &'a RawValue)>,
+    /// Everything found wrong so far.
+    pub failure: ValidationFailure,
+}
+
+const NOT_AN_OBJECT: &str = "params must be an object, or an array holding one object";
+
+impl<'a> FieldReader<'a> {
+    /// Accepts params that are an object, or a one-element array holding an object. Anything
+    /// else, and duplicate members, are form errors.
+    pub fn new(params: Option<&'a str>) -> Self {
+        let mut failure = ValidationFailure::default();
+        let members = match params.map(str::trim_start) {
+            Some(text) if text.starts_with('[') => {
+                match serde_json::from_str::<[&'a RawValue; 1]>(text) {
+                    Ok([inner]) => serde_json::from_str::<RawObject<'a>>(inner.get()).ok(),
+                    Err(_) => None,
+                }
+            }
+            Some(text) => serde_json::from_str::<RawObject<'a>>(text).ok(),
+            None => None,
+        };
+        let members = match members {
+            Some(RawObject(members)) => members,
+            None => {
+                failure.form(NOT_AN_OBJECT);
+                Vec::new()
+            }
+        };
+        for (index, (name, _)) in members.iter().enumerate() {
+            if members[..index].iter().any(|(earlier, _)| earlier == name) {
+                failure.form(format!("duplicate field {name:?}"));
+            }
+        }
+        Self { members, failure }
+    }
+
+    /// Whether the params were an object at all.
+    pub fn is_object(&self) -> bool {
+        !self.failure.form_errors.iter().any(|e| e == NOT_AN_OBJECT)
+    }
+
+    /// Reports every member whose name is not in `known`, as §4 asks: `unknown field "x"`.
+    pub fn refuse_unknown(&mut self, known: &[&str]) {
+        for (name, _) in &self.members {
+            if !known.contains(&name.as_str()) {
+                self.failure.form(format!("unknown field {name:?}"));
+            }
+        }
+    }
+
+    fn raw(&self, name: &str) -> Option<&'a RawValue> {
+        self.members
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// An optional field: absent and `null` both mean not set.
+    pub fn optional<T>(
+        &mut self,
+        name: &str,
+        parse: impl Fn(&'a RawValue) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.raw(name).filter(|raw| raw.get() != "null")?;
+        parse(raw)
+            .map_err(|message| self.failure.field(name, message))
+            .ok()
+    }
+
+    /// A required field without a default: absent and `null` are refused.
+    pub fn required<T>(
+        &mut self,
+        name: &str,
+        parse: impl Fn(&'a RawValue) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.raw(name) {
+            None => {
+                self.failure.field(name, "is required");
+                None
+            }
+            Some(_) => self.defaulted(name, parse),
+        }
+    }
+
+    /// A required field with a default: absent leaves it to the default (`None` here), `null`
+    /// is refused.
+    pub fn defaulted<T>(
+        &mut self,
+        name: &str,
+        parse: impl Fn(&'a RawValue) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.raw(name)?;
+        if raw.get() == "null" {
+            self.failure.field(name, "must not be null");
+            return None;
+        }
+        parse(raw)
+            .map_err(|message| self.failure.field(name, message))
+            .ok()
+    }
+}
+
+/// A JSON string without NUL characters (PostgreSQL text cannot hold them).
+pub fn string(raw: &RawValue) -> Result<String, String> {
+    let text: String =
+        serde_json::from_str(raw.get()).map_err(|_| "must be a string".to_string())?;
+    if text.contains('\0') {
+        return Err("must not contain NUL characters".into());
+    }
+    Ok(text)
+}
+
+/// A string, trimmed.
+pub fn trimmed_string(raw: &RawValue) -> Result<String, String> {
+    string(raw).map(|s| s.trim().to_string())
+}
+
+/// A UUID in the hyphenated form, any case.
+pub fn uuid(raw: &RawValue) -> Result<Uuid, String> {
+    let text = string(raw).map_err(|_| "must be a UUID string".to_string())?;
+    match Uuid::try_parse(&text) {
+        Ok(id) if text.len() == 36 => Ok(id),
+        _ => Err("must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)".into()),
+    }
+}
+
+/// A boolean.
+pub fn boolean(raw: &RawValue) -> Result<bool, String> {
+    serde_json::from_str(raw.get()).map_err(|_| "must be a boolean".into())
+}
+
+/// An integer. `50.0` counts as the integer 50, as it does in JavaScript; values beyond i64
+/// saturate so that the range check names the bound.
+pub fn integer(raw: &RawValue) -> Result<i64, String> {
+    let text = raw.get();
+    if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return Err("must be an integer".into());
+    }
+    let value: bigdecimal::BigDecimal =
+        text.parse().map_err(|_| "must be an integer".to_string())?;
+    if !value.is_integer() {
+        return Err("must be an integer".into());
+    }
+    use bigdecimal::ToPrimitive;
+    Ok(value
+        .to_i64()
+        .unwrap_or(if value.sign() == bigdecimal::num_bigint::Sign::Minus {
+            i64::MIN
+        } else {
+            i64::MAX
+        }))
+}
+
+/// One of a closed set of exact lowercase values.
+pub fn one_of<T>(
+    values: &'static [&'static str],
+    parse: fn(&str) -> Option<T>,
+) -> impl Fn(&RawValue) -> Result<T, String> {
+    move |raw| {
+        let text = string(raw).ok();
+        text.as_deref()
+            .and_then(parse)
+            .ok_or_else(|| format!("must be one of: {}", values.join(", ")))
+    }
+}
+
+/// An array of trimmed strings; items that are not strings are reported at `field.N`.
+pub fn string_array(
+    raw: &RawValue,
+    field: &str,
+    failure: &mut ValidationFailure,
+) -> Option<Vec<String>> {
+    let items: Vec<&RawValue> = match serde_json::from_str(raw.get()) {
+        Ok(items) => items,
+        Err(_) => {
+            failure.field(field, "must be an array of strings");
+            return None;
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (index, item) in items.into_iter().enumerate() {
+        match trimmed_string(item) {
+            Ok(text) => out.push(text),
+            Err(message) => {
+                failure.field(format!("{field}.{index}"), message);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_or_one_element_array() {
+        assert!(FieldReader::new(Some(r#"{"a":1}"#)).failure.is_empty());
+        assert!(FieldReader::new(Some(r#"[{"a":1}]"#)).failure.is_empty());
+        for bad in [
+            None,
+            Some("[]"),
+            Some("[{},{}]"),
+            Some("[1]"),
+            Some("1"),
+            Some("\"x\""),
+            Some("null"),
+        ] {
+            let r = FieldReader::new(bad);
+            assert!(!r.is_object(), "{bad:?}");
+            assert_eq!(r.failure.form_errors, [NOT_AN_OBJECT]);
+        }
+    }
+
+    #[test]
+    fn unknown_and_duplicate_fields() {
+        let mut r = FieldReader::new(Some(r#"{"title":"a","pipeline_type":"x","title":"b"}"#));
+        r.refuse_unknown(&["title"]);
+        assert_eq!(
+            r.failure.form_errors,
+            [
+                "duplicate field \"title\"",
+                "unknown field \"pipeline_type\""
+            ]
+        );
+    }
+
+    #[test]
+    fn required_optional_defaulted() {
+        let mut r = FieldReader::new(Some(r#"{"a":null,"b":null,"c":null}"#));
+        assert_eq!(r.required("a", string), None);
+        assert_eq!(r.required("missing", string), None);
+        assert_eq!(r.optional("b", string), None);
+        assert_eq!(r.defaulted("c", boolean), None);
+        assert_eq!(r.defaulted("absent", boolean), None);
+        assert_eq!(r.failure.field_errors["a"], ["must not be null"]);
+        assert_eq!(r.failure.field_errors["missing"], ["is required"]);
+        assert_eq!(r.failure.field_errors["c"], ["must not be null"]);
+        assert!(!r.failure.has_field("b") && !r.failure.has_field("absent"));
+    }
+
+    #[test]
+    fn scalar_parsers() {
+        let raw = |s: &str| serde_json::from_str::<Box<RawValue>>(s).unwrap();
+        assert_eq!(
+            uuid(&raw(r#""550E8400-E29B-41D4-A716-446655440000""#))
+                .unwrap()
+                .to_string(),
+            "550e8400-e29b-41d4-a716-446655440000"
+        );
+        assert!(uuid(&raw(r#""550e8400e29b41d4a716446655440000""#)).is_err());
+        assert!(uuid(&raw("42")).is_err());
+        assert_eq!(integer(&raw("50")), Ok(50));
+        assert_eq!(integer(&raw("50.0")), Ok(50));
+        assert!(integer(&raw("50.5")).is_err());
+        assert!(integer(&raw("\"50\"")).is_err());
+        assert_eq!(integer(&raw("1e30")), Ok(i64::MAX));
+        assert_eq!(
+            string(&raw(r#""a\u0000b""#)),
+            Err("must not contain NUL characters".into())
+        );
+        assert_eq!(string(&raw(r#""\ud800""#)), Err("must be a string".into()));
+        assert_eq!(trimmed_string(&raw(r#""  x  ""#)), Ok("x".into()));
+        let stage = one_of(&["lead", "won"], |s| (s == "lead").then_some(1));
+        assert_eq!(stage(&raw("\"lead\"")), Ok(1));
+        assert_eq!(
+            stage(&raw("\"LEAD\"")),
+            Err("must be one of: lead, won".into())
+        );
+        let mut f = ValidationFailure::default();
+        assert_eq!(string_array(&raw(r#"[" a ", 1]"#), "xs", &mut f), None);
+        assert_eq!(f.field_errors["xs.1"], ["must be a string"]);
+        assert_eq!(
+            string_array(&raw(r#"["a"]"#), "xs", &mut f),
+            Some(vec!["a".into()])
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! Starting the real application for a test: on a fresh temp-file SQLite database, or on a fresh
+//! PostgreSQL database when `TEST_DATABASE_URL` names a server (each test gets its own database).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::Duration;
+
+use clap::Parser;
+use diesel::{Connection, RunQueryDsl};
+use jsonrpsee::server::ServerHandle;
+use jsonrpsee::ws_client::{HeaderMap, HeaderValue, WsClient, WsClientBuilder};
+use opportunity_service::Application;
+use opportunity_service::auth::{self, ALL_SCOPES, Claims};
+use opportunity_service::config::{Cli, ServeArgs};
+use opportunity_service::db::{Database, DatabaseUrl, PoolOptions};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// The secret every test app checks tokens with.
+pub const SECRET: &str = "integration-test-secret";
+
+static BANNER: Once = Once::new();
+
+/// A database of its own for one test; dropped with the test.
+pub struct TestDatabase {
+    /// `sqlite://…` or `postgres://…`.
+    pub url: String,
+    _dir: TempDir,
+    pg: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    /// A fresh database on the backend this run tests.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            None => {
+                BANNER.call_once(|| eprintln!("backend: SQLite (set TEST_DATABASE_URL=postgres://… to run this suite on PostgreSQL)"));
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                Self {
+                    url,
+                    _dir: dir,
+                    pg: None,
+                }
+            }
+            Some(admin) => {
+                BANNER.call_once(|| eprintln!("backend: PostgreSQL ({admin})"));
+                let name = format!("ops_test_{}", Uuid::new_v4().simple());
+                let mut conn = diesel::PgConnection::establish(&admin).unwrap_or_else(|e| {
+                    panic!(
+                        "TEST_DATABASE_URL is set but PostgreSQL does not answer at {admin}: {e}"
+                    )
+                });
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .expect("create test database");
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_string())
+                    .expect("TEST_DATABASE_URL names a database");
+                let url = format!("{base}/{name}");
+                Self {
+                    url,
+                    _dir: dir,
+                    pg: Some((admin, name)),
+                }
+            }
+        }
+    }
+
+    /// Whether this run tests PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// A folder that lives as long as the database.
+    pub fn dir(&self) -> PathBuf {
+        self._dir.path().to_path_buf()
+    }
+
+    /// A pool of its own on the same database, for checking what was stored.
+    pub fn open(&self) -> Database {
+        Database::connect(
+            DatabaseUrl::parse(&self.url).unwrap(),
+            PoolOptions {
+                size: Some(2),
+                timeout: Duration::from_secs(5),
+            },
+        )
+        .expect("open test database")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.pg
+            && let Ok(mut conn) = diesel::PgConnection::establish(admin)
+        {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn);
+        }
+    }
+}
+
+/// Settings for a test app on `db`, as the command line would give them.
+pub fn settings(db: &TestDatabase, extra: &[&str]) -> ServeArgs {
+    let mut args = vec![
+        "opportunity-service",
+        "--listen-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        &db.url,
+        "--auth-jwt-secret",
+        SECRET,
+    ];
+    args.extend_from_slice(extra);
+    Cli::try_parse_from(args)
+        .expect("test settings parse")
+        .serve
+}
+
+/// A running application with its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub db: TestDatabase,
+    pub http: reqwest::Client,
+    /// The caller of [`TestApp::token`].
+    pub user: Uuid,
+    /// The only workspace of [`TestApp::token`].
+    pub workspace: Uuid,
+}
+
+/// Starts the application on a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the application on a fresh database with extra command-line flags.
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    let db = TestDatabase::new();
+    let app = Application::build(&settings(&db, extra))
+        .await
+        .expect("application builds");
+    let addr = app.local_addr();
+    let handle = app.start();
+    TestApp {
+        addr,
+        handle,
+        db,
+        http: reqwest::Client::new(),
+        user: Uuid::new_v4(),
+        workspace: Uuid::new_v4(),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.handle.stop();
+    }
+}
+
+/// Claims for `user` in `workspaces` with `scope`, valid for an hour.
+pub fn claims(user: Uuid, workspaces: &[Uuid], scope: &str) -> Claims {
+    Claims {
+        sub: user.to_string(),
+        workspaces: workspaces.iter().map(ToString::to_string).collect(),
+        scope: Some(scope.to_string()),
+        exp: chrono::Utc::now().timestamp() + 3600,
+        iat: None,
+        iss: None,
+        aud: None,
+    }
+}
+
+/// Signs claims with the test secret.
+pub fn sign(claims: &Claims) -> String {
+    auth::mint(&SecretString::from(SECRET.to_string()), claims).unwrap()
+}
+
+/// The minimal valid params of `opportunity.create`.
+pub fn valid_params() -> Value {
+    json!({
+        "customerId": "550e8400-e29b-41d4-a716-446655440000",
+        "title": "Chiller retrofit, Building C",
+        "pipelineType": "retrofit",
+    })
+}
+
+/// A JSON-RPC request object.
+pub fn request(id: Value, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+impl TestApp {
+    /// `http://addr/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// `ws://addr/`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// A token for the app's user in its one workspace, with every scope.
+    pub fn token(&self) -> String {
+        sign(&claims(self.user, &[self.workspace], ALL_SCOPES))
+    }
+
+    /// POSTs a raw body with the given headers (no Authorization unless given); returns the
+    /// status and the body (JSON when it parses, else a string).
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(self.url())
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// POSTs a JSON body with a bearer token.
+    pub async fn post(&self, body: &Value, token: &str) -> (u16, Value) {
+        let auth = format!("Bearer {token}");
+        self.post_raw(body.to_string(), &[("authorization", &auth)])
+            .await
+    }
+
+    /// Calls `opportunity.create` over HTTP with the app's token; returns the whole response.
+    pub async fn create(&self, params: Value) -> Value {
+        self.post(
+            &request(json!(1), "opportunity.create", params),
+            &self.token(),
+        )
+        .await
+        .1
+    }
+
+    /// A WebSocket client with the given handshake headers.
+    pub async fn ws(&self, headers: &[(&str, &str)]) -> WsClient {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        WsClientBuilder::default()
+            .set_headers(map)
+            .build(self.ws_url())
+            .await
+            .expect("websocket connects")
+    }
+
+    /// How many opportunities are stored (in `workspace`, or all).
+    pub async fn count(&self, workspace: Option<Uuid>) -> i64 {
+        let db = self.db.open();
+        db.run(move |conn| opportunity_service::db::opportunity::count(conn, workspace))
+            .await
+            .unwrap()
+    }
+}
+
+/// Calls `opportunity.create` over a WebSocket client with the params object as it is.
+pub async fn ws_create(
+    client: &WsClient,
+    params: &Value,
+) -> Result<Value, jsonrpsee::core::ClientError> {
+    use jsonrpsee::core::client::ClientT;
+    let mut object = jsonrpsee::core::params::ObjectParams::new();
+    for (k, v) in params.as_object().expect("params object") {
+        object.insert(k, v).unwrap();
+    }
+    client.request("opportunity.create", object).await
+}
+
+/// The release or debug binary of this build, started as a process.
+pub struct ServiceProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServiceProcess {
+    /// Starts `opportunity-service serve` on `database_url` with port 0 and waits for its
+    /// "listening on" line.
+    pub fn start(database_url: &str, envs: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_opportunity-service"))
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", database_url)
+            .env("AUTH_JWT_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr.parse().expect("address in the log"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the service did not log its address; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Self { child, addr, log }
+    }
+
+    /// Sends a signal (`libc`-free: through `kill`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit, at most `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,5 @@
+//! The integration suite: the real application over real JSON-RPC on HTTP and WebSocket, on
+//! SQLite by default and on PostgreSQL when `TEST_DATABASE_URL` is set.
+
+mod helpers;
+mod smoke;
