@@ -1,5 +1,6 @@
 //! The JSON-RPC tier: the methods of every namespace merged into one module, and the RPC
-//! middleware that logs each call, enforces the batch rules and normalizes errors.
+//! middleware that logs each call, runs notifications, enforces the batch rules and normalizes
+//! errors.
 
 pub mod opportunity;
 pub mod params;

@@ -1,5 +1,9 @@
 //! The integration suite: the real application over real JSON-RPC on HTTP and WebSocket, on
 //! SQLite by default and on PostgreSQL when `TEST_DATABASE_URL` is set.
 
+mod auth;
+mod durability;
 mod helpers;
 mod smoke;
+mod transport;
+mod validation;
