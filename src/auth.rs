@@ -61,9 +61,7 @@ impl Principal {
         if self.scopes.contains(scope) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "the token does not grant the scope {scope:?}"
-            )))
+            Err(ApiError::Forbidden(format!("the token does not grant the scope {scope:?}")))
         }
     }
 
@@ -77,9 +75,7 @@ impl Principal {
     ) -> Result<Option<Uuid>, ApiError> {
         match named {
             Some(ws) if self.workspaces.contains(&ws) => Ok(Some(ws)),
-            Some(ws) => Err(ApiError::Forbidden(format!(
-                "the token does not grant the workspace {ws}"
-            ))),
+            Some(ws) => Err(ApiError::Forbidden(format!("the token does not grant the workspace {ws}"))),
             None if self.workspaces.len() == 1 => Ok(Some(self.workspaces[0])),
             None => {
                 failure.field(
@@ -125,10 +121,7 @@ impl Authenticator {
         if let Some(audience) = audience {
             validation.set_audience(&[audience]);
         }
-        Self {
-            key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
-            validation,
-        }
+        Self { key: DecodingKey::from_secret(secret.expose_secret().as_bytes()), validation }
     }
 
     /// Authenticates the value of an `Authorization` header.
@@ -140,30 +133,22 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be \"Bearer <token>\""))?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => unauthorized("the token has expired"),
-                    ErrorKind::InvalidSignature => {
-                        unauthorized("the token's signature is not valid")
-                    }
-                    ErrorKind::InvalidAlgorithm => {
-                        unauthorized("the token must be signed with HS256")
-                    }
-                    ErrorKind::InvalidIssuer => unauthorized("the token's issuer is not accepted"),
-                    ErrorKind::InvalidAudience => {
-                        unauthorized("the token's audience is not accepted")
-                    }
-                    ErrorKind::MissingRequiredClaim(claim) => {
-                        ApiError::Unauthorized(format!("the token lacks the claim {claim:?}"))
-                    }
-                    _ => unauthorized("the token is malformed"),
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => unauthorized("the token has expired"),
+                ErrorKind::InvalidSignature => unauthorized("the token's signature is not valid"),
+                ErrorKind::InvalidAlgorithm => unauthorized("the token must be signed with HS256"),
+                ErrorKind::InvalidIssuer => unauthorized("the token's issuer is not accepted"),
+                ErrorKind::InvalidAudience => unauthorized("the token's audience is not accepted"),
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    ApiError::Unauthorized(format!("the token lacks the claim {claim:?}"))
                 }
-            })?;
+                _ => unauthorized("the token is malformed"),
+            }
+        })?;
         let claims = data.claims;
-        let user_id = Uuid::try_parse(&claims.sub)
-            .map_err(|_| unauthorized("the token's sub must be a UUID"))?;
+        let user_id = Uuid::try_parse(&claims.sub).map_err(|_| unauthorized("the token's sub must be a UUID"))?;
         let workspaces = claims
             .workspaces
             .iter()
@@ -171,21 +156,9 @@ impl Authenticator {
             .collect::<Result<Vec<_>, _>>()
             .ok()
             .filter(|w| !w.is_empty())
-            .ok_or_else(|| {
-                unauthorized("the token's workspaces must be a non-empty array of UUIDs")
-            })?;
-        let scopes = claims
-            .scope
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        Ok(Principal {
-            user_id,
-            workspaces,
-            scopes,
-            expires_at: claims.exp,
-        })
+            .ok_or_else(|| unauthorized("the token's workspaces must be a non-empty array of UUIDs"))?;
+        let scopes = claims.scope.unwrap_or_default().split_whitespace().map(str::to_string).collect();
+        Ok(Principal { user_id, workspaces, scopes, expires_at: claims.exp })
     }
 }
 
@@ -251,10 +224,7 @@ mod tests {
     }
 
     fn check(auth: &Authenticator, claims: &Claims) -> Result<Principal, ApiError> {
-        auth.authenticate(Some(&format!(
-            "Bearer {}",
-            mint(&secret(), claims).unwrap()
-        )))
+        auth.authenticate(Some(&format!("Bearer {}", mint(&secret(), claims).unwrap())))
     }
 
     #[test]
@@ -268,70 +238,21 @@ mod tests {
     #[test]
     fn bad_tokens_are_unauthorized() {
         let auth = Authenticator::new(&secret(), Some("iss-a"), Some("aud-a"));
-        let unauthorized =
-            |r: Result<Principal, ApiError>| matches!(r, Err(ApiError::Unauthorized(_)));
+        let unauthorized = |r: Result<Principal, ApiError>| matches!(r, Err(ApiError::Unauthorized(_)));
         assert!(unauthorized(auth.authenticate(None)));
         assert!(unauthorized(auth.authenticate(Some("Basic abc"))));
         assert!(unauthorized(auth.authenticate(Some("Bearer not.a.jwt"))));
-        let good = Claims {
-            iss: Some("iss-a".into()),
-            aud: Some("aud-a".into()),
-            ..claims()
-        };
+        let good = Claims { iss: Some("iss-a".into()), aud: Some("aud-a".into()), ..claims() };
         assert!(check(&auth, &good).is_ok());
-        assert!(unauthorized(check(
-            &auth,
-            &Claims {
-                iss: Some("other".into()),
-                ..good.clone()
-            }
-        )));
-        assert!(unauthorized(check(
-            &auth,
-            &Claims {
-                aud: None,
-                ..good.clone()
-            }
-        )));
-        assert!(unauthorized(check(
-            &auth,
-            &Claims {
-                iss: None,
-                ..good.clone()
-            }
-        )));
-        assert!(unauthorized(check(
-            &auth,
-            &Claims {
-                aud: Some("other".into()),
-                ..good.clone()
-            }
-        )));
-        assert!(unauthorized(check(
-            &auth,
-            &Claims {
-                exp: Utc::now().timestamp() - 120,
-                ..good.clone()
-            }
-        )));
-        assert!(unauthorized(check(
-            &auth,
-            &Claims {
-                sub: "not-a-uuid".into(),
-                ..good.clone()
-            }
-        )));
-        assert!(unauthorized(check(
-            &auth,
-            &Claims {
-                workspaces: vec![],
-                ..good.clone()
-            }
-        )));
+        assert!(unauthorized(check(&auth, &Claims { iss: Some("other".into()), ..good.clone() })));
+        assert!(unauthorized(check(&auth, &Claims { aud: None, ..good.clone() })));
+        assert!(unauthorized(check(&auth, &Claims { iss: None, ..good.clone() })));
+        assert!(unauthorized(check(&auth, &Claims { aud: Some("other".into()), ..good.clone() })));
+        assert!(unauthorized(check(&auth, &Claims { exp: Utc::now().timestamp() - 120, ..good.clone() })));
+        assert!(unauthorized(check(&auth, &Claims { sub: "not-a-uuid".into(), ..good.clone() })));
+        assert!(unauthorized(check(&auth, &Claims { workspaces: vec![], ..good.clone() })));
         let other_key = mint(&SecretString::from("other".to_string()), &good).unwrap();
-        assert!(unauthorized(
-            auth.authenticate(Some(&format!("Bearer {other_key}")))
-        ));
+        assert!(unauthorized(auth.authenticate(Some(&format!("Bearer {other_key}")))));
     }
 
     #[test]
@@ -346,21 +267,12 @@ mod tests {
         };
         let mut f = ValidationFailure::default();
         assert_eq!(p.resolve_workspace(None, &mut f).unwrap(), Some(a));
-        assert!(matches!(
-            p.resolve_workspace(Some(b), &mut f),
-            Err(ApiError::Forbidden(_))
-        ));
-        let p = Principal {
-            workspaces: vec![a, b],
-            ..p
-        };
+        assert!(matches!(p.resolve_workspace(Some(b), &mut f), Err(ApiError::Forbidden(_))));
+        let p = Principal { workspaces: vec![a, b], ..p };
         assert_eq!(p.resolve_workspace(Some(b), &mut f).unwrap(), Some(b));
         assert_eq!(p.resolve_workspace(None, &mut f).unwrap(), None);
         assert!(f.has_field("workspaceId"));
-        assert!(matches!(
-            p.require_scope(SCOPE_WRITE),
-            Err(ApiError::Forbidden(_))
-        ));
+        assert!(matches!(p.require_scope(SCOPE_WRITE), Err(ApiError::Forbidden(_))));
     }
 
     #[test]
@@ -375,10 +287,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
     }
 }

@@ -37,11 +37,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// `sqlite://PATH` (embedded) or `postgres://…`.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://data/opportunity-service.db"
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/opportunity-service.db")]
     pub database_url: String,
 }
 
@@ -128,26 +124,13 @@ mod tests {
 
     #[test]
     fn serve_is_the_default_and_flags_parse() {
-        let cli = Cli::try_parse_from([
-            "opportunity-service",
-            "--listen-addr",
-            "127.0.0.1:0",
-            "--max-batch",
-            "5",
-        ])
-        .unwrap();
+        let cli =
+            Cli::try_parse_from(["opportunity-service", "--listen-addr", "127.0.0.1:0", "--max-batch", "5"]).unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.listen_addr, "127.0.0.1:0");
         assert_eq!(cli.serve.max_batch, 5);
-        let cli =
-            Cli::try_parse_from(["opportunity-service", "serve", "--log-format", "json"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Some(Command::Serve(ServeArgs {
-                log_format: LogFormat::Json,
-                ..
-            }))
-        ));
+        let cli = Cli::try_parse_from(["opportunity-service", "serve", "--log-format", "json"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Serve(ServeArgs { log_format: LogFormat::Json, .. }))));
         assert!(Cli::try_parse_from(["opportunity-service", "token"]).is_err());
         let cli = Cli::try_parse_from([
             "opportunity-service",
@@ -158,9 +141,7 @@ mod tests {
             "2h",
         ])
         .unwrap();
-        let Some(Command::Token(t)) = cli.command else {
-            panic!()
-        };
+        let Some(Command::Token(t)) = cli.command else { panic!() };
         assert_eq!(t.ttl, Duration::from_secs(7200));
         assert!(Cli::try_parse_from(["opportunity-service", "--max-batch", "0"]).is_err());
     }

@@ -46,10 +46,7 @@ pub struct ValidationFailure {
 impl ValidationFailure {
     /// Records a problem with one field.
     pub fn field(&mut self, name: impl Into<String>, message: impl Into<String>) {
-        self.field_errors
-            .entry(name.into())
-            .or_default()
-            .push(message.into());
+        self.field_errors.entry(name.into()).or_default().push(message.into());
     }
 
     /// Records a problem that belongs to no single field.
@@ -181,9 +178,7 @@ impl ApiError {
                 data.insert("fieldErrors".into(), json!(failure.field_errors));
                 data.insert("formErrors".into(), json!(failure.form_errors));
             }
-            ApiError::Conflict {
-                reason, retryable, ..
-            } => {
+            ApiError::Conflict { reason, retryable, .. } => {
                 if let Some(reason) = reason {
                     data.insert("reason".into(), reason.into());
                 }
@@ -248,9 +243,7 @@ pub fn normalize_error_value(error: &mut Value) -> bool {
 /// Applies [`normalize_error_value`] to every error of a JSON-RPC response or batch response.
 pub fn normalize_response_value(response: &mut Value) -> bool {
     match response {
-        Value::Array(items) => items.iter_mut().fold(false, |changed, item| {
-            normalize_response_value(item) | changed
-        }),
+        Value::Array(items) => items.iter_mut().fold(false, |changed, item| normalize_response_value(item) | changed),
         Value::Object(obj) => obj.get_mut("error").is_some_and(normalize_error_value),
         _ => false,
     }
@@ -270,55 +263,16 @@ mod tests {
         let id = Uuid::nil();
         let rows: Vec<(ApiError, i64, &str, u64)> = vec![
             (ApiError::Parse, -32700, "PARSE_ERROR", 400),
-            (
-                ApiError::BadRequest("empty batch".into()),
-                -32600,
-                "BAD_REQUEST",
-                400,
-            ),
-            (
-                ApiError::PayloadTooLarge("x".into()),
-                -32013,
-                "PAYLOAD_TOO_LARGE",
-                413,
-            ),
+            (ApiError::BadRequest("empty batch".into()), -32600, "BAD_REQUEST", 400),
+            (ApiError::PayloadTooLarge("x".into()), -32013, "PAYLOAD_TOO_LARGE", 413),
             (ApiError::MethodNotFound, -32601, "NOT_FOUND", 404),
-            (
-                ApiError::InvalidParams(ValidationFailure::default()),
-                -32602,
-                "BAD_REQUEST",
-                400,
-            ),
-            (
-                ApiError::Unauthorized("x".into()),
-                -32001,
-                "UNAUTHORIZED",
-                401,
-            ),
+            (ApiError::InvalidParams(ValidationFailure::default()), -32602, "BAD_REQUEST", 400),
+            (ApiError::Unauthorized("x".into()), -32001, "UNAUTHORIZED", 401),
             (ApiError::Forbidden("x".into()), -32003, "FORBIDDEN", 403),
             (ApiError::NotFound("x".into()), -32004, "NOT_FOUND", 404),
-            (
-                ApiError::Conflict {
-                    message: "x".into(),
-                    reason: None,
-                    retryable: false,
-                },
-                -32009,
-                "CONFLICT",
-                409,
-            ),
-            (
-                ApiError::Unavailable { request_id: id },
-                -32603,
-                "SERVICE_UNAVAILABLE",
-                503,
-            ),
-            (
-                ApiError::Internal { request_id: id },
-                -32603,
-                "INTERNAL_SERVER_ERROR",
-                500,
-            ),
+            (ApiError::Conflict { message: "x".into(), reason: None, retryable: false }, -32009, "CONFLICT", 409),
+            (ApiError::Unavailable { request_id: id }, -32603, "SERVICE_UNAVAILABLE", 503),
+            (ApiError::Internal { request_id: id }, -32603, "INTERNAL_SERVER_ERROR", 500),
         ];
         for (err, code, name, status) in rows {
             let v = object(err);
@@ -347,10 +301,7 @@ mod tests {
         let v = object(ApiError::InvalidParams(f));
         assert_eq!(v["message"], "Invalid params");
         assert_eq!(v["data"]["fieldErrors"]["title"][0], "must not be empty");
-        assert_eq!(
-            v["data"]["formErrors"][0],
-            "unknown field \"pipeline_type\""
-        );
+        assert_eq!(v["data"]["formErrors"][0], "unknown field \"pipeline_type\"");
     }
 
     #[test]
@@ -363,8 +314,7 @@ mod tests {
             (-32010, -32013, "PAYLOAD_TOO_LARGE"),
             (-32000, -32603, "INTERNAL_SERVER_ERROR"),
         ] {
-            let mut v =
-                json!({"jsonrpc": "2.0", "id": null, "error": {"code": input, "message": "m"}});
+            let mut v = json!({"jsonrpc": "2.0", "id": null, "error": {"code": input, "message": "m"}});
             assert!(normalize_response_value(&mut v));
             assert_eq!(v["error"]["code"], code);
             assert_eq!(v["error"]["data"]["code"], name);
@@ -373,8 +323,7 @@ mod tests {
 
     #[test]
     fn normalized_errors_are_left_alone() {
-        let mut v =
-            json!([{"jsonrpc": "2.0", "id": 1, "error": object(ApiError::Forbidden("x".into()))}]);
+        let mut v = json!([{"jsonrpc": "2.0", "id": 1, "error": object(ApiError::Forbidden("x".into()))}]);
         let before = v.clone();
         assert!(!normalize_response_value(&mut v));
         assert_eq!(v, before);

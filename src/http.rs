@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use hyper::body::Bytes;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, StatusCode};
 use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
@@ -34,24 +35,15 @@ impl CallContext {
     fn from_headers(headers: &hyper::HeaderMap, auth: &Authenticator) -> Self {
         let text = |name: &str| {
             headers.get(name).map(|v| {
-                v.to_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                v.to_str().map(str::to_string).unwrap_or_else(|_| String::from_utf8_lossy(v.as_bytes()).into_owned())
             })
         };
-        let principal = match headers
-            .get(hyper::header::AUTHORIZATION)
-            .map(HeaderValue::to_str)
-        {
+        let principal = match headers.get(hyper::header::AUTHORIZATION).map(HeaderValue::to_str) {
             Some(Err(_)) => Err("the Authorization header is not valid text".to_string()),
             Some(Ok(value)) => auth.authenticate(Some(value)).map_err(unauthorized_reason),
             None => auth.authenticate(None).map_err(unauthorized_reason),
         };
-        Self {
-            principal,
-            workspace_header: text("x-workspace-id"),
-            idempotency_key: text("idempotency-key"),
-        }
+        Self { principal, workspace_header: text("x-workspace-id"), idempotency_key: text("idempotency-key") }
     }
 
     /// The caller, refusing an absent, invalid or (on a long WebSocket) since expired token.
@@ -99,10 +91,7 @@ impl EdgeLayer {
 impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Edge {
-            inner,
-            state: self.state.clone(),
-        }
+        Edge { inner, state: self.state.clone() }
     }
 }
 
@@ -118,10 +107,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
     let mut response = HttpResponse::new(HttpBody::from(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -145,8 +131,7 @@ where
                 "/ready" => {
                     let state = self.state.clone();
                     return Box::pin(async move {
-                        let ready =
-                            tokio::time::timeout(state.ready_timeout, state.db.ping()).await;
+                        let ready = tokio::time::timeout(state.ready_timeout, state.db.ping()).await;
                         Ok(match ready {
                             Ok(Ok(())) => plain(StatusCode::OK, "ready\n"),
                             Ok(Err(e)) => {
@@ -180,47 +165,80 @@ where
             let bytes = match tokio::time::timeout(state.body_timeout, limited.collect()).await {
                 Ok(Ok(collected)) => collected.to_bytes(),
                 Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                    let message = format!(
-                        "the request body exceeds MAX_REQUEST_BYTES ({} bytes)",
-                        state.max_request_bytes
-                    );
-                    return Ok(error_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        ApiError::PayloadTooLarge(message),
-                    ));
+                    let message =
+                        format!("the request body exceeds MAX_REQUEST_BYTES ({} bytes)", state.max_request_bytes);
+                    return Ok(error_response(StatusCode::PAYLOAD_TOO_LARGE, ApiError::PayloadTooLarge(message)));
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
-                    let message = format!(
-                        "the request body did not arrive within {:?}",
-                        state.body_timeout
-                    );
-                    return Ok(error_response(
-                        StatusCode::REQUEST_TIMEOUT,
-                        ApiError::BadRequest(message),
-                    ));
+                    let message = format!("the request body did not arrive within {:?}", state.body_timeout);
+                    return Ok(error_response(StatusCode::REQUEST_TIMEOUT, ApiError::BadRequest(message)));
                 }
             };
-            let request = HttpRequest::from_parts(
-                parts,
-                HttpBody::new(http_body_util::Full::new(bytes.clone())),
-            );
+            let (bytes, swaps) = match swap_unsupported_ids(&bytes) {
+                Some((swapped, swaps)) => (swapped, swaps),
+                None => (bytes, Vec::new()),
+            };
+            let request = HttpRequest::from_parts(parts, HttpBody::new(http_body_util::Full::new(bytes.clone())));
             let response = inner.call(request).await?;
-            normalize_http_response(response, &bytes).await
+            normalize_http_response(response, &bytes, &swaps).await
         })
     }
 }
 
+/// The `id` of a request, as written.
+#[derive(serde::Deserialize)]
+struct IdProbe<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a serde_json::value::RawValue>,
+}
+
+/// An id jsonrpsee cannot hold, swapped for a string placeholder on the way in and back on the
+/// way out.
+struct IdSwap {
+    placeholder: String,
+    original: String,
+}
+
+/// jsonrpsee reads numeric ids only as unsigned integers: a request with `"id": -1` or `1.5`
+/// would be taken for a notification and dropped. Such ids are replaced by unique string
+/// placeholders in the body, and put back in the answer.
+fn swap_unsupported_ids(body: &Bytes) -> Option<(Bytes, Vec<IdSwap>)> {
+    let unsupported =
+        |id: &&serde_json::value::RawValue| id.get().starts_with('-') || id.get().contains(['.', 'e', 'E']);
+    let ids: Vec<&serde_json::value::RawValue> = match serde_json::from_slice::<IdProbe<'_>>(body) {
+        Ok(probe) => probe.id.filter(unsupported).into_iter().collect(),
+        Err(_) => serde_json::from_slice::<Vec<IdProbe<'_>>>(body)
+            .ok()?
+            .into_iter()
+            .filter_map(|p| p.id.filter(unsupported))
+            .collect(),
+    };
+    if ids.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + ids.len() * 48);
+    let mut swaps = Vec::with_capacity(ids.len());
+    let mut copied = 0;
+    for id in ids {
+        // The raw id borrows from `body`: its offset is where it starts in the body.
+        let start = id.get().as_ptr() as usize - body.as_ptr() as usize;
+        let placeholder = format!("\"opportunity-service-id-{}\"", uuid::Uuid::new_v4().simple());
+        out.extend_from_slice(&body[copied..start]);
+        out.extend_from_slice(placeholder.as_bytes());
+        copied = start + id.get().len();
+        swaps.push(IdSwap { placeholder, original: id.get().to_string() });
+    }
+    out.extend_from_slice(&body[copied..]);
+    Some((Bytes::from(out), swaps))
+}
+
 /// A JSON-RPC error answer made here, before jsonrpsee saw the request.
 fn error_response(status: StatusCode, error: ApiError) -> HttpResponse {
-    let body =
-        serde_json::json!({"jsonrpc": "2.0", "id": null, "error": error.into_error_object()});
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": error.into_error_object()});
     let mut response = HttpResponse::new(HttpBody::from(body.to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     response
 }
 
@@ -229,31 +247,31 @@ fn error_response(status: StatusCode, error: ApiError) -> HttpResponse {
 async fn normalize_http_response(
     response: HttpResponse,
     request: &[u8],
+    swaps: &[IdSwap],
 ) -> Result<HttpResponse, BoxError> {
-    let is_json = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json = response.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if !is_json {
         return Ok(response);
     }
     let (mut parts, body) = response.into_parts();
-    let bytes = body.collect().await?.to_bytes();
+    let mut bytes = body.collect().await?.to_bytes();
+    if !swaps.is_empty() {
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        for swap in swaps {
+            text = text.replace(&swap.placeholder, &swap.original);
+        }
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+        bytes = Bytes::from(text);
+    }
     // Only bodies that hold an error are parsed; errors that already have data.code stay as they are.
     let needs_rewrite = contains(&bytes, b"\"error\"");
     if !needs_rewrite {
-        return Ok(HttpResponse::from_parts(
-            parts,
-            HttpBody::new(http_body_util::Full::new(bytes)),
-        ));
+        return Ok(HttpResponse::from_parts(parts, HttpBody::new(http_body_util::Full::new(bytes))));
     }
     let mut value = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(value) => value,
         Err(_) => {
-            return Ok(HttpResponse::from_parts(
-                parts,
-                HttpBody::new(http_body_util::Full::new(bytes)),
-            ));
+            return Ok(HttpResponse::from_parts(parts, HttpBody::new(http_body_util::Full::new(bytes))));
         }
     };
     // jsonrpsee calls any single request it cannot read a parse error; JSON that is simply not
@@ -261,13 +279,12 @@ async fn normalize_http_response(
     if value["error"]["code"] == crate::error::PARSE_ERROR
         && serde_json::from_slice::<serde::de::IgnoredAny>(request).is_ok()
     {
-        value["error"] = serde_json::json!({"code": crate::error::INVALID_REQUEST, "message": "not a JSON-RPC 2.0 request"});
+        value["error"] =
+            serde_json::json!({"code": crate::error::INVALID_REQUEST, "message": "not a JSON-RPC 2.0 request"});
     }
     let body = if normalize_response_value(&mut value) {
         let text = serde_json::to_vec(&value)?;
-        parts
-            .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
         HttpBody::from(text)
     } else {
         HttpBody::new(http_body_util::Full::new(bytes))

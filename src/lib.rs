@@ -46,14 +46,10 @@ pub fn resolve_secret(auth: &AuthArgs, url: &DatabaseUrl) -> anyhow::Result<(Sec
     }
     match url {
         DatabaseUrl::Sqlite(path) => {
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             let file = dir.join(DEV_SECRET_FILE);
-            let (secret, _) = auth::load_or_create_dev_secret(&file).with_context(|| {
-                format!("cannot create the development secret {}", file.display())
-            })?;
+            let (secret, _) = auth::load_or_create_dev_secret(&file)
+                .with_context(|| format!("cannot create the development secret {}", file.display()))?;
             Ok((secret, true))
         }
         DatabaseUrl::Postgres(_) => bail!(
@@ -82,10 +78,7 @@ impl Application {
                 "development mode: no AUTH_JWT_SECRET, tokens are checked with a generated secret beside the database (see `opportunity-service token`)"
             );
         }
-        let options = PoolOptions {
-            size: settings.database_pool_size,
-            timeout: settings.database_timeout,
-        };
+        let options = PoolOptions { size: settings.database_pool_size, timeout: settings.database_timeout };
         let db = {
             let url = url.clone();
             tokio::task::spawn_blocking(move || Database::connect(url, options)).await??
@@ -102,10 +95,8 @@ impl Application {
         let local_addr = listener.local_addr()?;
 
         let max_response_bytes = 16 * 1024 * 1024;
-        let limits = RpcLimits {
-            max_batch: settings.max_batch as usize,
-            max_response_bytes: max_response_bytes as usize,
-        };
+        let limits =
+            RpcLimits { max_batch: settings.max_batch as usize, max_response_bytes: max_response_bytes as usize };
         let config = ServerConfig::builder()
             .max_request_body_size(settings.max_request_bytes)
             .max_response_body_size(max_response_bytes)
@@ -127,12 +118,7 @@ impl Application {
             .set_rpc_middleware(rpc_middleware)
             .build_from_tcp(listener)?;
         let methods = rpc::methods(AppState { db: db.clone() })?;
-        Ok(Self {
-            server,
-            methods,
-            local_addr,
-            db,
-        })
+        Ok(Self { server, methods, local_addr, db })
     }
 
     /// The bound address (useful with port 0).
@@ -154,10 +140,7 @@ impl Application {
             loop {
                 tick.tick().await;
                 let cutoff = chrono::Utc::now() - IDEMPOTENCY_KEY_TTL;
-                match db
-                    .run(move |conn| db::opportunity::purge_idempotency_keys(conn, cutoff))
-                    .await
-                {
+                match db.run(move |conn| db::opportunity::purge_idempotency_keys(conn, cutoff)).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
                     Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),

@@ -89,13 +89,7 @@ fn redact_password(url: &str) -> String {
         Some((h, query)) => {
             let query: Vec<String> = query
                 .split('&')
-                .map(|kv| {
-                    if kv.starts_with("password=") {
-                        "password=***".to_string()
-                    } else {
-                        kv.to_string()
-                    }
-                })
+                .map(|kv| if kv.starts_with("password=") { "password=***".to_string() } else { kv.to_string() })
                 .collect();
             out.push_str(&format!("{h}?{}", query.join("&")));
         }
@@ -126,13 +120,10 @@ impl DbError {
     pub fn classify(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
         match &e {
-            Error::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                _,
-            ) => Self::Unavailable(e.to_string()),
-            Error::DatabaseError(_, info) if is_transient_message(info.message()) => {
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
                 Self::Unavailable(e.to_string())
             }
+            Error::DatabaseError(_, info) if is_transient_message(info.message()) => Self::Unavailable(e.to_string()),
             _ => Self::Query(e),
         }
     }
@@ -201,9 +192,7 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database")
-            .field("url", &self.url.redacted())
-            .finish()
+        f.debug_struct("Database").field("url", &self.url.redacted()).finish()
     }
 }
 
@@ -220,13 +209,7 @@ pub fn default_pool_size(url: &DatabaseUrl) -> u32 {
 pub const POSTGRES_TLS: bool = cfg!(feature = "postgres-tls");
 
 fn check_tls_support(url: &str) -> anyhow::Result<()> {
-    let wants_tls = [
-        "sslmode=require",
-        "sslmode=verify-ca",
-        "sslmode=verify-full",
-    ]
-    .iter()
-    .any(|m| url.contains(m));
+    let wants_tls = ["sslmode=require", "sslmode=verify-ca", "sslmode=verify-full"].iter().any(|m| url.contains(m));
     if wants_tls && !POSTGRES_TLS {
         bail!(
             "DATABASE_URL asks for TLS (sslmode=require/verify-*), but this build has no TLS support in libpq: \
@@ -239,12 +222,9 @@ fn check_tls_support(url: &str) -> anyhow::Result<()> {
 /// Opens one connection directly, so that a failure reports libpq's or SQLite's own words.
 fn establish_sqlite(path: &Path) -> anyhow::Result<SqliteConnection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the database folder {}", dir.display()))?;
     }
-    let path_str = path
-        .to_str()
-        .context("the SQLite path must be valid UTF-8")?;
+    let path_str = path.to_str().context("the SQLite path must be valid UTF-8")?;
     let mut conn = SqliteConnection::establish(path_str)
         .with_context(|| format!("cannot open the SQLite database {}", path.display()))?;
     apply_sqlite_pragmas(&mut conn)
@@ -255,23 +235,15 @@ fn establish_sqlite(path: &Path) -> anyhow::Result<SqliteConnection> {
 fn establish_postgres(url: &str) -> anyhow::Result<PgConnection> {
     check_tls_support(url)?;
     PgConnection::establish(url).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot connect to PostgreSQL at {}: {}",
-            redact_password(url),
-            e.to_string().trim()
-        )
+        anyhow::anyhow!("cannot connect to PostgreSQL at {}: {}", redact_password(url), e.to_string().trim())
     })
 }
 
 /// Applies pending migrations; returns how many ran.
 pub fn migrate(url: &DatabaseUrl) -> anyhow::Result<usize> {
     let applied = match url {
-        DatabaseUrl::Sqlite(path) => establish_sqlite(path)?
-            .run_pending_migrations(SQLITE_MIGRATIONS)
-            .map(|v| v.len()),
-        DatabaseUrl::Postgres(u) => establish_postgres(u)?
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map(|v| v.len()),
+        DatabaseUrl::Sqlite(path) => establish_sqlite(path)?.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        DatabaseUrl::Postgres(u) => establish_postgres(u)?.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
     };
     applied.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
 }
@@ -281,10 +253,7 @@ impl Database {
     /// builds the pool.
     pub fn connect(url: DatabaseUrl, options: PoolOptions) -> anyhow::Result<Self> {
         migrate(&url)?;
-        let size = options
-            .size
-            .unwrap_or_else(|| default_pool_size(&url))
-            .max(1);
+        let size = options.size.unwrap_or_else(|| default_pool_size(&url)).max(1);
         let pool = match &url {
             DatabaseUrl::Sqlite(path) => {
                 let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
@@ -307,9 +276,7 @@ impl Database {
                         .min_idle(Some(size.min(4)))
                         .connection_timeout(options.timeout)
                         .build(manager)
-                        .map_err(|e| {
-                            anyhow::anyhow!("cannot open the PostgreSQL connection pool: {e}")
-                        })?,
+                        .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL connection pool: {e}"))?,
                 )
             }
         };
@@ -332,10 +299,7 @@ impl Database {
             DbPool::Sqlite(p) => p.state(),
             DbPool::Postgres(p) => p.state(),
         };
-        (
-            state.connections - state.idle_connections,
-            state.idle_connections,
-        )
+        (state.connections - state.idle_connections, state.idle_connections)
     }
 
     /// Runs a synchronous database function on the blocking pool, with the caller's tracing span
@@ -363,9 +327,7 @@ impl Database {
         match task.in_current_span().await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(DbError::Unavailable(format!(
-                "the database task was cancelled: {e}"
-            ))),
+            Err(e) => Err(DbError::Unavailable(format!("the database task was cancelled: {e}"))),
         }
     }
 
@@ -389,29 +351,17 @@ mod tests {
 
     #[test]
     fn urls_by_scheme() {
-        assert_eq!(
-            DatabaseUrl::parse("sqlite://data/x.db").unwrap(),
-            DatabaseUrl::Sqlite("data/x.db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(),
-            DatabaseUrl::Sqlite("/tmp/x.db".into())
-        );
+        assert_eq!(DatabaseUrl::parse("sqlite://data/x.db").unwrap(), DatabaseUrl::Sqlite("data/x.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(), DatabaseUrl::Sqlite("/tmp/x.db".into()));
         assert!(DatabaseUrl::parse("sqlite://").is_err());
         assert!(DatabaseUrl::parse("mysql://x").is_err());
         assert!(DatabaseUrl::parse("data/x.db").is_err());
-        assert_eq!(
-            DatabaseUrl::parse("postgresql://u@h/db").unwrap().backend(),
-            "postgres"
-        );
+        assert_eq!(DatabaseUrl::parse("postgresql://u@h/db").unwrap().backend(), "postgres");
     }
 
     #[test]
     fn passwords_never_print() {
-        assert_eq!(
-            redact_password("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact_password("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(
             redact_password("postgres://u@h/db?password=secret&sslmode=disable"),
             "postgres://u@h/db?password=***&sslmode=disable"
@@ -421,10 +371,7 @@ mod tests {
 
     #[test]
     fn tls_urls_need_the_tls_build() {
-        assert_eq!(
-            check_tls_support("postgres://h/db?sslmode=require").is_ok(),
-            POSTGRES_TLS
-        );
+        assert_eq!(check_tls_support("postgres://h/db?sslmode=require").is_ok(), POSTGRES_TLS);
         assert!(check_tls_support("postgres://h/db?sslmode=disable").is_ok());
     }
 
@@ -432,17 +379,8 @@ mod tests {
     fn sqlite_connections_get_the_pragmas() {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::Sqlite(dir.path().join("t.db"));
-        let db = Database::connect(
-            url,
-            PoolOptions {
-                size: Some(2),
-                timeout: Duration::from_secs(1),
-            },
-        )
-        .unwrap();
-        let DbPool::Sqlite(pool) = &db.pool else {
-            panic!()
-        };
+        let db = Database::connect(url, PoolOptions { size: Some(2), timeout: Duration::from_secs(1) }).unwrap();
+        let DbPool::Sqlite(pool) = &db.pool else { panic!() };
         let mut conn = pool.get().unwrap();
         #[derive(diesel::QueryableByName)]
         struct Row {
@@ -450,19 +388,14 @@ mod tests {
             v: String,
         }
         let get = |conn: &mut SqliteConnection, pragma: &str, column: &str| {
-            diesel::sql_query(format!(
-                "SELECT CAST({column} AS TEXT) AS v FROM pragma_{pragma}"
-            ))
-            .get_result::<Row>(conn)
-            .unwrap()
-            .v
+            diesel::sql_query(format!("SELECT CAST({column} AS TEXT) AS v FROM pragma_{pragma}"))
+                .get_result::<Row>(conn)
+                .unwrap()
+                .v
         };
         assert_eq!(get(&mut conn, "journal_mode", "journal_mode"), "wal");
         assert_eq!(get(&mut conn, "synchronous", "synchronous"), "2"); // FULL
         assert_eq!(get(&mut conn, "foreign_keys", "foreign_keys"), "1");
-        assert_eq!(
-            get(&mut conn, "busy_timeout", "timeout"),
-            SQLITE_BUSY_TIMEOUT_MS.to_string()
-        );
+        assert_eq!(get(&mut conn, "busy_timeout", "timeout"), SQLITE_BUSY_TIMEOUT_MS.to_string());
     }
 }

@@ -156,8 +156,7 @@ impl<'a> SqliteRow<'a> {
             estimated_value_cents: o.estimated_value.map(|m| m.cents()),
             expected_close_date: o.expected_close_date.as_ref().map(sqlite_instant),
             probability: o.probability.map(i32::from),
-            solution_families: serde_json::to_string(&o.solution_families)
-                .expect("a list of strings serializes"),
+            solution_families: serde_json::to_string(&o.solution_families).expect("a list of strings serializes"),
             scope_summary: o.scope_summary.as_deref(),
             competitor_notes: o.competitor_notes.as_deref(),
             win_loss_reason: o.win_loss_reason.as_deref(),
@@ -180,23 +179,15 @@ impl<'a> SqliteRow<'a> {
 
 /// Whether an error is the unique violation of a concurrent call that took the same key first.
 fn is_unique_violation(e: &DieselError) -> bool {
-    matches!(
-        e,
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
-    )
+    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
 }
 
-fn replay_or_reuse(
-    stored: Option<(String, String)>,
-    record: &IdempotencyRecord<'_>,
-) -> Option<CreateOutcome> {
-    stored.map(|(hash, response)| {
-        if hash == record.request_hash {
-            CreateOutcome::Replayed(response)
-        } else {
-            CreateOutcome::KeyReused
-        }
-    })
+fn replay_or_reuse(stored: Option<(String, String)>, record: &IdempotencyRecord<'_>) -> Option<CreateOutcome> {
+    stored.map(
+        |(hash, response)| {
+            if hash == record.request_hash { CreateOutcome::Replayed(response) } else { CreateOutcome::KeyReused }
+        },
+    )
 }
 
 fn create_postgres(
@@ -208,19 +199,14 @@ fn create_postgres(
         if let Some(record) = key {
             let stored = pg::idempotency_keys::table
                 .find((o.workspace_id, record.key))
-                .select((
-                    pg::idempotency_keys::request_hash,
-                    pg::idempotency_keys::response,
-                ))
+                .select((pg::idempotency_keys::request_hash, pg::idempotency_keys::response))
                 .first::<(String, String)>(conn)
                 .optional()?;
             if let Some(outcome) = replay_or_reuse(stored, record) {
                 return Ok(outcome);
             }
         }
-        diesel::insert_into(pg::opportunities::table)
-            .values(PgRow::new(o))
-            .execute(conn)?;
+        diesel::insert_into(pg::opportunities::table).values(PgRow::new(o)).execute(conn)?;
         if let Some(record) = key {
             diesel::insert_into(pg::idempotency_keys::table)
                 .values((
@@ -249,19 +235,14 @@ fn create_sqlite(
         if let Some(record) = key {
             let stored = lite::idempotency_keys::table
                 .find((&workspace, record.key))
-                .select((
-                    lite::idempotency_keys::request_hash,
-                    lite::idempotency_keys::response,
-                ))
+                .select((lite::idempotency_keys::request_hash, lite::idempotency_keys::response))
                 .first::<(String, String)>(conn)
                 .optional()?;
             if let Some(outcome) = replay_or_reuse(stored, record) {
                 return Ok(outcome);
             }
         }
-        diesel::insert_into(lite::opportunities::table)
-            .values(SqliteRow::new(o))
-            .execute(conn)?;
+        diesel::insert_into(lite::opportunities::table).values(SqliteRow::new(o)).execute(conn)?;
         if let Some(record) = key {
             diesel::insert_into(lite::idempotency_keys::table)
                 .values((
@@ -293,9 +274,7 @@ pub fn create(
     };
     let mut conn = conn;
     match run(&mut conn) {
-        Err(e) if key.is_some() && is_unique_violation(&e) => {
-            run(&mut conn).map_err(DbError::classify)
-        }
+        Err(e) if key.is_some() && is_unique_violation(&e) => run(&mut conn).map_err(DbError::classify),
         other => other.map_err(DbError::classify),
     }
 }
@@ -303,13 +282,11 @@ pub fn create(
 /// Deletes idempotency keys created before `cutoff`; returns how many.
 pub fn purge_idempotency_keys(conn: DbConn<'_>, cutoff: DateTime<Utc>) -> Result<usize, DbError> {
     match conn {
-        DbConn::Postgres(c) => diesel::delete(
-            pg::idempotency_keys::table.filter(pg::idempotency_keys::created_at.lt(cutoff)),
-        )
-        .execute(c),
+        DbConn::Postgres(c) => {
+            diesel::delete(pg::idempotency_keys::table.filter(pg::idempotency_keys::created_at.lt(cutoff))).execute(c)
+        }
         DbConn::Sqlite(c) => diesel::delete(
-            lite::idempotency_keys::table
-                .filter(lite::idempotency_keys::created_at.lt(sqlite_instant(&cutoff))),
+            lite::idempotency_keys::table.filter(lite::idempotency_keys::created_at.lt(sqlite_instant(&cutoff))),
         )
         .execute(c),
     }
@@ -320,10 +297,7 @@ pub fn purge_idempotency_keys(conn: DbConn<'_>, cutoff: DateTime<Utc>) -> Result
 pub fn count(conn: DbConn<'_>, workspace: Option<Uuid>) -> Result<i64, DbError> {
     match conn {
         DbConn::Postgres(c) => match workspace {
-            Some(ws) => pg::opportunities::table
-                .filter(pg::opportunities::workspace_id.eq(ws))
-                .count()
-                .get_result(c),
+            Some(ws) => pg::opportunities::table.filter(pg::opportunities::workspace_id.eq(ws)).count().get_result(c),
             None => pg::opportunities::table.count().get_result(c),
         },
         DbConn::Sqlite(c) => match workspace {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use bigdecimal::{BigDecimal, ToPrimitive};
+use bigdecimal::BigDecimal;
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
 use uuid::Uuid;
@@ -114,23 +114,127 @@ impl Money {
     /// Parses a JSON number's text exactly and applies the rules of §5: 0 ≤ v ≤ 1e12 and at most
     /// two decimal places. The messages name the rule that failed.
     pub fn parse_json_number(text: &str) -> Result<Self, &'static str> {
-        // Only JSON numbers: a string such as "NaN" or "12" is refused before any parsing.
-        if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-            return Err("must be a number");
+        let number = JsonDecimal::parse(text).ok_or("must be a number")?;
+        if number.is_zero() {
+            return Ok(Self { cents: 0 });
         }
-        let value: BigDecimal = text.parse().map_err(|_| "must be a number")?;
-        let max = BigDecimal::from(1_000_000_000_000_i64);
-        if value.sign() == bigdecimal::num_bigint::Sign::Minus || value > max {
+        if number.negative {
             return Err("must be between 0 and 1000000000000");
         }
-        let value = value.normalized();
-        if value.fractional_digit_count() > 2 {
+        if number.exponent < -2 {
             return Err("must have at most 2 decimal places");
         }
-        let cents = (value * BigDecimal::from(100))
-            .to_i64()
-            .ok_or("must be a number")?;
-        Ok(Self { cents })
+        match number.scaled_to_i64(2) {
+            Some(cents) if cents <= MAX_ESTIMATED_VALUE_CENTS => Ok(Self { cents }),
+            _ => Err("must be between 0 and 1000000000000"),
+        }
+    }
+}
+
+/// A JSON number read exactly from its text: `digits × 10^exponent`, without trailing zeros in
+/// `digits`. Exponents of any size are held without computing the value, so `1e999999999`
+/// costs nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonDecimal {
+    /// Whether a minus sign was written.
+    pub negative: bool,
+    /// Significant decimal digits, no leading or trailing zeros; empty for zero.
+    pub digits: Vec<u8>,
+    /// The power of ten the digits are scaled by.
+    pub exponent: i64,
+}
+
+impl JsonDecimal {
+    /// Parses text in JSON's number grammar; anything else (strings, `NaN`, `true`) is `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        let negative = bytes.first() == Some(&b'-');
+        if negative {
+            i += 1;
+        }
+        let int_start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let int_part = &bytes[int_start..i];
+        if int_part.is_empty() || (int_part.len() > 1 && int_part[0] == b'0') {
+            return None;
+        }
+        let mut frac_part: &[u8] = &[];
+        if i < bytes.len() && bytes[i] == b'.' {
+            let start = i + 1;
+            i = start;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            frac_part = &bytes[start..i];
+            if frac_part.is_empty() {
+                return None;
+            }
+        }
+        let mut exponent: i64 = 0;
+        if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
+            i += 1;
+            let exp_negative = match bytes.get(i) {
+                Some(b'-') => {
+                    i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    i += 1;
+                    false
+                }
+                _ => false,
+            };
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                // Saturate: an exponent beyond ±10^15 is out of every range here anyway.
+                exponent = (exponent * 10 + i64::from(bytes[i] - b'0')).min(1_000_000_000_000_000);
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+            if exp_negative {
+                exponent = -exponent;
+            }
+        }
+        if i != bytes.len() {
+            return None;
+        }
+        let mut digits: Vec<u8> = int_part.iter().chain(frac_part).map(|d| d - b'0').collect();
+        exponent -= frac_part.len() as i64;
+        let leading = digits.iter().take_while(|&&d| d == 0).count();
+        digits.drain(..leading);
+        while digits.last() == Some(&0) {
+            digits.pop();
+            exponent += 1;
+        }
+        Some(Self { negative, digits, exponent })
+    }
+
+    /// Whether the value is zero (`-0` included).
+    pub fn is_zero(&self) -> bool {
+        self.digits.is_empty()
+    }
+
+    /// Whether the value is a whole number.
+    pub fn is_integer(&self) -> bool {
+        self.is_zero() || self.exponent >= 0
+    }
+
+    /// `|value| × 10^places` as an i64, when that is a whole number that fits.
+    pub fn scaled_to_i64(&self, places: i64) -> Option<i64> {
+        let exponent = self.exponent.checked_add(places)?;
+        if exponent < 0 || self.digits.len() as i64 + exponent > 18 {
+            return None;
+        }
+        let mut value: i64 = 0;
+        for &d in &self.digits {
+            value = value * 10 + i64::from(d);
+        }
+        Some(value * 10_i64.pow(exponent as u32))
     }
 }
 
@@ -155,15 +259,12 @@ impl fmt::Display for Money {
 /// Parses an RFC 3339 date-time that carries an offset, as an instant truncated to the
 /// microsecond. Date-only and offset-less strings are refused.
 pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, &'static str> {
-    const MESSAGE: &str =
-        "must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:30:00+02:00";
+    const MESSAGE: &str = "must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:30:00+02:00";
     // chrono also takes a space for the `T`; RFC 3339's grammar does not.
     if text.len() < 20 || !matches!(text.as_bytes()[10], b'T' | b't') {
         return Err(MESSAGE);
     }
-    let instant = DateTime::parse_from_rfc3339(text)
-        .map_err(|_| MESSAGE)?
-        .with_timezone(&Utc);
+    let instant = DateTime::parse_from_rfc3339(text).map_err(|_| MESSAGE)?.with_timezone(&Utc);
     Ok(instant.trunc_subsecs(6))
 }
 
@@ -172,8 +273,7 @@ pub fn validate_instant_range(instant: &DateTime<Utc>) -> Result<(), ValidationE
     if (1970..=2200).contains(&instant.year()) {
         Ok(())
     } else {
-        Err(ValidationError::new("range")
-            .with_message("must be between the years 1970 and 2200".into()))
+        Err(ValidationError::new("range").with_message("must be between the years 1970 and 2200".into()))
     }
 }
 
@@ -194,10 +294,7 @@ fn serialize_instant<S: Serializer>(instant: &DateTime<Utc>, s: S) -> Result<S::
     s.serialize_str(&format_instant(instant))
 }
 
-fn serialize_optional_instant<S: Serializer>(
-    instant: &Option<DateTime<Utc>>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn serialize_optional_instant<S: Serializer>(instant: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
     match instant {
         Some(instant) => serialize_instant(instant, s),
         None => s.serialize_none(),
@@ -273,8 +370,7 @@ pub fn validate_printable_ascii(text: &str) -> Result<(), ValidationError> {
     if text.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
         Ok(())
     } else {
-        Err(ValidationError::new("ascii")
-            .with_message("must contain only printable ASCII characters".into()))
+        Err(ValidationError::new("ascii").with_message("must contain only printable ASCII characters".into()))
     }
 }
 
@@ -324,10 +420,7 @@ impl CreateOpportunity {
                     continue;
                 }
                 for error in list {
-                    let message = error
-                        .message
-                        .as_ref()
-                        .map_or_else(|| error.code.to_string(), |m| m.to_string());
+                    let message = error.message.as_ref().map_or_else(|| error.code.to_string(), |m| m.to_string());
                     failure.field(name.clone(), message);
                 }
             }
@@ -355,10 +448,7 @@ impl CreateOpportunity {
                 failure.form(format!("probability {rule}"));
             }
         }
-        if self.lost_reason_category.is_some()
-            && stage != Stage::Lost
-            && !failure.has_field("stage")
-        {
+        if self.lost_reason_category.is_some() && stage != Stage::Lost && !failure.has_field("stage") {
             let rule = "is only allowed when stage is \"lost\"";
             failure.field("lostReasonCategory", rule);
             failure.form(format!("lostReasonCategory {rule}"));
@@ -412,12 +502,7 @@ impl Opportunity {
     /// A new opportunity (version 1) from a checked input. `workspace_id` is the resolved
     /// workspace and `caller` the token's subject; the required fields must be present, which
     /// [`CreateOpportunity::check`] guarantees once it found nothing.
-    pub fn new(
-        input: CreateOpportunity,
-        workspace_id: Uuid,
-        caller: Uuid,
-        now: DateTime<Utc>,
-    ) -> Option<Self> {
+    pub fn new(input: CreateOpportunity, workspace_id: Uuid, caller: Uuid, now: DateTime<Utc>) -> Option<Self> {
         let now = now.trunc_subsecs(6);
         let stage = input.stage.unwrap_or(Stage::Lead);
         Some(Self {
@@ -445,9 +530,7 @@ impl Opportunity {
             lost_reason_category: input.lost_reason_category,
             technical_requirements: input.technical_requirements,
             owner_user_id: input.owner_user_id.unwrap_or(caller),
-            visibility_mode: input
-                .visibility_mode
-                .unwrap_or(VisibilityMode::WorkspaceLocal),
+            visibility_mode: input.visibility_mode.unwrap_or(VisibilityMode::WorkspaceLocal),
             created_by: caller,
             created_at: now,
             updated_at: now,
@@ -464,58 +547,43 @@ mod tests {
 
     #[test]
     fn money_is_exact_and_bounded() {
-        assert_eq!(
-            Money::parse_json_number("125000.5").unwrap().cents(),
-            12_500_050
-        );
+        assert_eq!(Money::parse_json_number("125000.5").unwrap().cents(), 12_500_050);
         assert_eq!(Money::parse_json_number("0").unwrap().cents(), 0);
         assert_eq!(Money::parse_json_number("-0").unwrap().cents(), 0);
-        assert_eq!(
-            Money::parse_json_number("1e12").unwrap().cents(),
-            MAX_ESTIMATED_VALUE_CENTS
-        );
+        assert_eq!(Money::parse_json_number("1e12").unwrap().cents(), MAX_ESTIMATED_VALUE_CENTS);
         assert_eq!(Money::parse_json_number("1.10").unwrap().cents(), 110);
         assert_eq!(Money::parse_json_number("0.07").unwrap().cents(), 7);
-        assert_eq!(
-            Money::parse_json_number("1.005"),
-            Err("must have at most 2 decimal places")
-        );
-        assert_eq!(
-            Money::parse_json_number("-0.01"),
-            Err("must be between 0 and 1000000000000")
-        );
-        assert_eq!(
-            Money::parse_json_number("1000000000000.01"),
-            Err("must be between 0 and 1000000000000")
-        );
-        assert_eq!(
-            Money::parse_json_number("1e400"),
-            Err("must be between 0 and 1000000000000")
-        );
+        assert_eq!(Money::parse_json_number("1.005"), Err("must have at most 2 decimal places"));
+        assert_eq!(Money::parse_json_number("-0.01"), Err("must be between 0 and 1000000000000"));
+        assert_eq!(Money::parse_json_number("1000000000000.01"), Err("must be between 0 and 1000000000000"));
+        assert_eq!(Money::parse_json_number("1e400"), Err("must be between 0 and 1000000000000"));
         assert_eq!(Money::parse_json_number("\"12\""), Err("must be a number"));
         assert_eq!(Money::parse_json_number("true"), Err("must be a number"));
     }
 
     #[test]
+    fn json_decimals_are_read_exactly() {
+        let d = JsonDecimal::parse("125000.50").unwrap();
+        assert_eq!((d.digits.len(), d.exponent), (7, -1));
+        assert!(JsonDecimal::parse("-0.0").unwrap().is_zero());
+        assert!(JsonDecimal::parse("1e999999999999999999999").unwrap().scaled_to_i64(0).is_none());
+        assert!(!JsonDecimal::parse("1e-999999999999").unwrap().is_integer());
+        assert!(JsonDecimal::parse("50.0").unwrap().is_integer());
+        assert_eq!(JsonDecimal::parse("5E+1").unwrap().scaled_to_i64(0), Some(50));
+        for bad in ["", "-", "01", "1.", ".5", "1e", "+1", "NaN", "\"1\"", "1 ", "0x10", "true"] {
+            assert!(JsonDecimal::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn money_serializes_equal_to_its_input() {
-        for text in [
-            "125000.5",
-            "0.07",
-            "999999999999.99",
-            "0.1",
-            "19.99",
-            "1000000000000",
-            "42",
-        ] {
+        for text in ["125000.5", "0.07", "999999999999.99", "0.1", "19.99", "1000000000000", "42"] {
             let money = Money::parse_json_number(text).unwrap();
             let json = serde_json::to_string(&money).unwrap();
             let back: f64 = json.parse().unwrap();
             assert_eq!(back, text.parse::<f64>().unwrap(), "{text} became {json}");
         }
-        assert_eq!(
-            serde_json::to_string(&Money::from_cents(4200)).unwrap(),
-            "42"
-        );
+        assert_eq!(serde_json::to_string(&Money::from_cents(4200)).unwrap(), "42");
         assert_eq!(Money::from_cents(12_500_050).to_string(), "125000.50");
     }
 
@@ -527,13 +595,7 @@ mod tests {
         assert_eq!(format_instant(&t), "2026-12-01T07:30:00.125Z");
         let t = parse_instant("2026-12-01T07:30:00.1234567Z").unwrap();
         assert_eq!(format_instant(&t), "2026-12-01T07:30:00.123456Z");
-        for bad in [
-            "2026-12-01",
-            "2026-12-01T09:30:00",
-            "2026-12-01 09:30:00Z",
-            "tomorrow",
-            "2026-13-01T00:00:00Z",
-        ] {
+        for bad in ["2026-12-01", "2026-12-01T09:30:00", "2026-12-01 09:30:00Z", "tomorrow", "2026-13-01T00:00:00Z"] {
             assert!(parse_instant(bad).is_err(), "{bad}");
         }
         assert!(validate_instant_range(&parse_instant("1969-12-31T23:59:59Z").unwrap()).is_err());
@@ -560,87 +622,41 @@ mod tests {
     #[test]
     fn single_field_rules() {
         assert!(problems(&valid()).is_empty());
-        let f = problems(&CreateOpportunity {
-            title: Some(String::new()),
-            probability: Some(101),
-            ..valid()
-        });
+        let f = problems(&CreateOpportunity { title: Some(String::new()), probability: Some(101), ..valid() });
         assert_eq!(f.field_errors["title"], ["must not be empty"]);
         assert_eq!(f.field_errors["probability"], ["must be between 0 and 100"]);
-        let f = problems(&CreateOpportunity {
-            title: Some("x".repeat(201)),
-            ..valid()
-        });
+        let f = problems(&CreateOpportunity { title: Some("x".repeat(201)), ..valid() });
         assert_eq!(f.field_errors["title"], ["must be at most 200 characters"]);
-        assert!(
-            problems(&CreateOpportunity {
-                title: Some("é".repeat(200)),
-                ..valid()
-            })
-            .is_empty()
-        );
-        let f = problems(&CreateOpportunity {
-            scope_summary: Some("x".repeat(10_001)),
-            ..valid()
-        });
-        assert_eq!(
-            f.field_errors["scopeSummary"],
-            ["must be at most 10000 characters"]
-        );
-        let f = problems(&CreateOpportunity {
-            idempotency_key: Some("a\u{7f}".into()),
-            ..valid()
-        });
-        assert_eq!(
-            f.field_errors["idempotencyKey"],
-            ["must contain only printable ASCII characters"]
-        );
+        assert!(problems(&CreateOpportunity { title: Some("é".repeat(200)), ..valid() }).is_empty());
+        let f = problems(&CreateOpportunity { scope_summary: Some("x".repeat(10_001)), ..valid() });
+        assert_eq!(f.field_errors["scopeSummary"], ["must be at most 10000 characters"]);
+        let f = problems(&CreateOpportunity { idempotency_key: Some("a\u{7f}".into()), ..valid() });
+        assert_eq!(f.field_errors["idempotencyKey"], ["must contain only printable ASCII characters"]);
     }
 
     #[test]
     fn solution_families_rules() {
         let f = problems(&CreateOpportunity {
-            solution_families: Some(vec![
-                "HVAC".into(),
-                String::new(),
-                "x".repeat(101),
-                "HVAC".into(),
-            ]),
+            solution_families: Some(vec!["HVAC".into(), String::new(), "x".repeat(101), "HVAC".into()]),
             ..valid()
         });
         assert!(!f.has_field("solutionFamilies.0"));
         assert_eq!(f.field_errors["solutionFamilies.1"], ["must not be empty"]);
-        assert_eq!(
-            f.field_errors["solutionFamilies.2"],
-            ["must be at most 100 characters"]
-        );
-        assert_eq!(
-            f.field_errors["solutionFamilies.3"],
-            ["must not repeat item 0"]
-        );
+        assert_eq!(f.field_errors["solutionFamilies.2"], ["must be at most 100 characters"]);
+        assert_eq!(f.field_errors["solutionFamilies.3"], ["must not repeat item 0"]);
         let f = problems(&CreateOpportunity {
             solution_families: Some((0..51).map(|i| i.to_string()).collect()),
             ..valid()
         });
-        assert_eq!(
-            f.field_errors["solutionFamilies"],
-            ["must have at most 50 items"]
-        );
+        assert_eq!(f.field_errors["solutionFamilies"], ["must have at most 50 items"]);
     }
 
     #[test]
     fn rules_across_fields() {
-        let won = |p| CreateOpportunity {
-            stage: Some(Stage::Won),
-            probability: Some(p),
-            ..valid()
-        };
+        let won = |p| CreateOpportunity { stage: Some(Stage::Won), probability: Some(p), ..valid() };
         assert!(problems(&won(100)).is_empty());
         let f = problems(&won(90));
-        assert_eq!(
-            f.field_errors["probability"],
-            ["must be 100 when stage is \"won\""]
-        );
+        assert_eq!(f.field_errors["probability"], ["must be 100 when stage is \"won\""]);
         assert_eq!(f.form_errors.len(), 1);
         let lost = CreateOpportunity {
             stage: Some(Stage::Lost),
@@ -649,21 +665,9 @@ mod tests {
             ..valid()
         };
         assert!(problems(&lost).is_empty());
-        assert!(
-            problems(&CreateOpportunity {
-                probability: Some(10),
-                ..lost.clone()
-            })
-            .has_field("probability")
-        );
-        let f = problems(&CreateOpportunity {
-            lost_reason_category: Some(LostReasonCategory::Price),
-            ..valid()
-        });
-        assert_eq!(
-            f.field_errors["lostReasonCategory"],
-            ["is only allowed when stage is \"lost\""]
-        );
+        assert!(problems(&CreateOpportunity { probability: Some(10), ..lost.clone() }).has_field("probability"));
+        let f = problems(&CreateOpportunity { lost_reason_category: Some(LostReasonCategory::Price), ..valid() });
+        assert_eq!(f.field_errors["lostReasonCategory"], ["is only allowed when stage is \"lost\""]);
     }
 
     #[test]

@@ -49,10 +49,7 @@ pub struct CallLayer {
 impl<S> tower::Layer<S> for CallLayer {
     type Service = CallMiddleware<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        CallMiddleware {
-            inner,
-            limits: self.limits,
-        }
+        CallMiddleware { inner, limits: self.limits }
     }
 }
 
@@ -78,9 +75,7 @@ fn normalize(id: Id<'static>, response: MethodResponse) -> MethodResponse {
         return response;
     }
     match serde_json::from_value::<ErrorObjectOwned>(error.take()) {
-        Ok(object) => {
-            MethodResponse::error(id, object).with_extensions(response.extensions().clone())
-        }
+        Ok(object) => MethodResponse::error(id, object).with_extensions(response.extensions().clone()),
         Err(_) => response,
     }
 }
@@ -100,10 +95,7 @@ where
     type NotificationResponse = MethodResponse;
     type BatchResponse = MethodResponse;
 
-    fn call<'a>(
-        &self,
-        request: Request<'a>,
-    ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
         async move {
             let started = Instant::now();
@@ -125,17 +117,11 @@ where
         let this = self.clone();
         async move {
             if batch.is_empty() {
-                return MethodResponse::error(
-                    Id::Null,
-                    ApiError::BadRequest("a batch must not be empty".into()),
-                );
+                return MethodResponse::error(Id::Null, ApiError::BadRequest("a batch must not be empty".into()));
             }
             if batch.len() > this.limits.max_batch {
-                let message = format!(
-                    "a batch may hold at most {} calls; this one holds {}",
-                    this.limits.max_batch,
-                    batch.len()
-                );
+                let message =
+                    format!("a batch may hold at most {} calls; this one holds {}", this.limits.max_batch, batch.len());
                 return MethodResponse::error(Id::Null, ApiError::PayloadTooLarge(message));
             }
             // Calls of one batch are independent: run them concurrently, answer in order.
@@ -165,18 +151,11 @@ where
                     return too_big;
                 }
             }
-            if any {
-                MethodResponse::from_batch(builder.finish())
-            } else {
-                MethodResponse::notification()
-            }
+            if any { MethodResponse::from_batch(builder.finish()) } else { MethodResponse::notification() }
         }
     }
 
-    fn notification<'a>(
-        &self,
-        n: Notification<'a>,
-    ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
+    fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
         self.inner.notification(n)
     }
 }

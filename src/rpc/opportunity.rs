@@ -16,8 +16,8 @@ use crate::auth::{SCOPE_GLOBAL, SCOPE_WRITE};
 use crate::db::opportunity::{CreateOutcome, IdempotencyRecord};
 use crate::db::{DbConn, DbError};
 use crate::domain::opportunity::{
-    CreateOpportunity, LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source,
-    Stage, VisibilityMode, parse_instant,
+    CreateOpportunity, LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source, Stage, VisibilityMode,
+    parse_instant,
 };
 use crate::error::{ApiError, ValidationFailure};
 use crate::http::CallContext;
@@ -76,10 +76,7 @@ pub fn read_create(reader: &mut FieldReader<'_>) -> CreateOpportunity {
         site_id: reader.optional("siteId", params::uuid),
         title: reader.required("title", params::trimmed_string),
         stage: reader.defaulted("stage", params::one_of(Stage::VALUES, Stage::parse)),
-        pipeline_type: reader.required(
-            "pipelineType",
-            params::one_of(PipelineType::VALUES, PipelineType::parse),
-        ),
+        pipeline_type: reader.required("pipelineType", params::one_of(PipelineType::VALUES, PipelineType::parse)),
         source: reader.optional("source", params::one_of(Source::VALUES, Source::parse)),
         estimated_value: reader.optional("estimatedValue", money),
         expected_close_date: reader.optional("expectedCloseDate", instant),
@@ -92,21 +89,14 @@ pub fn read_create(reader: &mut FieldReader<'_>) -> CreateOpportunity {
         next_step_date: reader.optional("nextStepDate", instant),
         bid_due_date: reader.optional("bidDueDate", instant),
         budget_confirmed: reader.defaulted("budgetConfirmed", params::boolean),
-        priority: reader.optional(
-            "priority",
-            params::one_of(Priority::VALUES, Priority::parse),
-        ),
-        lost_reason_category: reader.optional(
-            "lostReasonCategory",
-            params::one_of(LostReasonCategory::VALUES, LostReasonCategory::parse),
-        ),
+        priority: reader.optional("priority", params::one_of(Priority::VALUES, Priority::parse)),
+        lost_reason_category: reader
+            .optional("lostReasonCategory", params::one_of(LostReasonCategory::VALUES, LostReasonCategory::parse)),
         technical_requirements: reader.optional("technicalRequirements", params::string),
         owner_user_id: reader.optional("ownerUserId", params::uuid),
         workspace_id: reader.optional("workspaceId", params::uuid),
-        visibility_mode: reader.defaulted(
-            "visibilityMode",
-            params::one_of(VisibilityMode::VALUES, VisibilityMode::parse),
-        ),
+        visibility_mode: reader
+            .defaulted("visibilityMode", params::one_of(VisibilityMode::VALUES, VisibilityMode::parse)),
         idempotency_key: reader.optional("idempotencyKey", params::string),
     }
 }
@@ -117,11 +107,7 @@ fn request_hash(input: &CreateOpportunity, workspace: Uuid, owner: Uuid) -> Stri
     hasher.update(serde_json::to_vec(input).expect("the input serializes"));
     hasher.update(workspace.as_bytes());
     hasher.update(owner.as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `opportunity.create`: authenticate, read and check the params, resolve the workspace, and
@@ -131,8 +117,7 @@ pub async fn create(
     params: Option<&str>,
     context: Option<&CallContext>,
 ) -> Result<Box<RawValue>, ApiError> {
-    let context = context
-        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
+    let context = context.ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
     let principal = context.principal()?;
     principal.require_scope(SCOPE_WRITE)?;
 
@@ -143,14 +128,9 @@ pub async fn create(
     // The header key and the params key must agree; the params field wins when alone.
     match (&context.idempotency_key, &input.idempotency_key) {
         (Some(header), Some(field)) if header != field => {
-            failure.field(
-                "idempotencyKey",
-                "differs from the Idempotency-Key header; send one or make them equal",
-            );
+            failure.field("idempotencyKey", "differs from the Idempotency-Key header; send one or make them equal");
         }
-        (Some(header), None) if !failure.has_field("idempotencyKey") => {
-            input.idempotency_key = Some(header.clone())
-        }
+        (Some(header), None) if !failure.has_field("idempotencyKey") => input.idempotency_key = Some(header.clone()),
         _ => {}
     }
     input.check(&mut failure);
@@ -169,11 +149,8 @@ pub async fn create(
         }
         _ => None,
     };
-    let workspace = if failure.has_field("workspaceId") {
-        None
-    } else {
-        principal.resolve_workspace(named, &mut failure)?
-    };
+    let workspace =
+        if failure.has_field("workspaceId") { None } else { principal.resolve_workspace(named, &mut failure)? };
     failure.into_result().map_err(ApiError::InvalidParams)?;
     let workspace = workspace.expect("a workspace once the params are valid");
     if input.visibility_mode == Some(VisibilityMode::Global) {
@@ -181,13 +158,7 @@ pub async fn create(
     }
 
     let key = input.idempotency_key.clone();
-    let hash = key.as_ref().map(|_| {
-        request_hash(
-            &input,
-            workspace,
-            input.owner_user_id.unwrap_or(principal.user_id),
-        )
-    });
+    let hash = key.as_ref().map(|_| request_hash(&input, workspace, input.owner_user_id.unwrap_or(principal.user_id)));
     let opportunity = Opportunity::new(input, workspace, principal.user_id, Utc::now())
         .expect("required fields once the params are valid");
     let response = serde_json::to_string(&opportunity).expect("an opportunity serializes");
@@ -196,32 +167,24 @@ pub async fn create(
     let outcome = state
         .db
         .run(move |conn: DbConn<'_>| {
-            let record = record_key
-                .as_deref()
-                .zip(hash.as_deref())
-                .map(|(key, request_hash)| IdempotencyRecord {
-                    key,
-                    request_hash,
-                    response: &response,
-                });
+            let record = record_key.as_deref().zip(hash.as_deref()).map(|(key, request_hash)| IdempotencyRecord {
+                key,
+                request_hash,
+                response: &response,
+            });
             let outcome = crate::db::opportunity::create(conn, &opportunity, record.as_ref())?;
             Ok((outcome, response))
         })
         .await
         .map_err(|e| db_failure(e, workspace))?;
     match outcome {
-        (CreateOutcome::Created, response) => {
-            Ok(RawValue::from_string(response).expect("serde_json output is JSON"))
-        }
+        (CreateOutcome::Created, response) => Ok(RawValue::from_string(response).expect("serde_json output is JSON")),
         (CreateOutcome::Replayed(stored), _) => {
             tracing::info!(%workspace, "idempotency key replayed");
             RawValue::from_string(stored).map_err(|e| internal(&e.to_string()))
         }
         (CreateOutcome::KeyReused, _) => Err(ApiError::Conflict {
-            message: format!(
-                "the idempotency key {:?} was used before with other params",
-                key.unwrap_or_default()
-            ),
+            message: format!("the idempotency key {:?} was used before with other params", key.unwrap_or_default()),
             reason: Some("idempotency_key_reused"),
             retryable: false,
         }),
@@ -247,11 +210,7 @@ fn db_failure(e: DbError, workspace: Uuid) -> ApiError {
             info,
         )) => {
             tracing::warn!(%request_id, %workspace, cause = info.message(), "unique violation");
-            ApiError::Conflict {
-                message: "a record with the same key exists".into(),
-                reason: None,
-                retryable: false,
-            }
+            ApiError::Conflict { message: "a record with the same key exists".into(), reason: None, retryable: false }
         }
         DbError::Query(cause) => {
             tracing::error!(%request_id, %workspace, cause = %cause, "database error");
@@ -264,9 +223,7 @@ fn db_failure(e: DbError, workspace: Uuid) -> ApiError {
 pub fn module(state: AppState) -> anyhow::Result<RpcModule<AppState>> {
     let mut module = RpcModule::new(state);
     module.register_async_method(CREATE, |params, state, extensions: Extensions| async move {
-        create(&state, params.as_str(), extensions.get::<CallContext>())
-            .await
-            .map_err(ApiError::into_error_object)
+        create(&state, params.as_str(), extensions.get::<CallContext>()).await.map_err(ApiError::into_error_object)
     })?;
     Ok(module)
 }

@@ -11,6 +11,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::domain::opportunity::JsonDecimal;
 use crate::error::ValidationFailure;
 
 /// The members of a params object in their order, values as raw JSON.
@@ -52,12 +53,10 @@ impl<'a> FieldReader<'a> {
     pub fn new(params: Option<&'a str>) -> Self {
         let mut failure = ValidationFailure::default();
         let members = match params.map(str::trim_start) {
-            Some(text) if text.starts_with('[') => {
-                match serde_json::from_str::<[&'a RawValue; 1]>(text) {
-                    Ok([inner]) => serde_json::from_str::<RawObject<'a>>(inner.get()).ok(),
-                    Err(_) => None,
-                }
-            }
+            Some(text) if text.starts_with('[') => match serde_json::from_str::<[&'a RawValue; 1]>(text) {
+                Ok([inner]) => serde_json::from_str::<RawObject<'a>>(inner.get()).ok(),
+                Err(_) => None,
+            },
             Some(text) => serde_json::from_str::<RawObject<'a>>(text).ok(),
             None => None,
         };
@@ -91,30 +90,17 @@ impl<'a> FieldReader<'a> {
     }
 
     fn raw(&self, name: &str) -> Option<&'a RawValue> {
-        self.members
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
+        self.members.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 
     /// An optional field: absent and `null` both mean not set.
-    pub fn optional<T>(
-        &mut self,
-        name: &str,
-        parse: impl Fn(&'a RawValue) -> Result<T, String>,
-    ) -> Option<T> {
+    pub fn optional<T>(&mut self, name: &str, parse: impl Fn(&'a RawValue) -> Result<T, String>) -> Option<T> {
         let raw = self.raw(name).filter(|raw| raw.get() != "null")?;
-        parse(raw)
-            .map_err(|message| self.failure.field(name, message))
-            .ok()
+        parse(raw).map_err(|message| self.failure.field(name, message)).ok()
     }
 
     /// A required field without a default: absent and `null` are refused.
-    pub fn required<T>(
-        &mut self,
-        name: &str,
-        parse: impl Fn(&'a RawValue) -> Result<T, String>,
-    ) -> Option<T> {
+    pub fn required<T>(&mut self, name: &str, parse: impl Fn(&'a RawValue) -> Result<T, String>) -> Option<T> {
         match self.raw(name) {
             None => {
                 self.failure.field(name, "is required");
@@ -126,26 +112,19 @@ impl<'a> FieldReader<'a> {
 
     /// A required field with a default: absent leaves it to the default (`None` here), `null`
     /// is refused.
-    pub fn defaulted<T>(
-        &mut self,
-        name: &str,
-        parse: impl Fn(&'a RawValue) -> Result<T, String>,
-    ) -> Option<T> {
+    pub fn defaulted<T>(&mut self, name: &str, parse: impl Fn(&'a RawValue) -> Result<T, String>) -> Option<T> {
         let raw = self.raw(name)?;
         if raw.get() == "null" {
             self.failure.field(name, "must not be null");
             return None;
         }
-        parse(raw)
-            .map_err(|message| self.failure.field(name, message))
-            .ok()
+        parse(raw).map_err(|message| self.failure.field(name, message)).ok()
     }
 }
 
 /// A JSON string without NUL characters (PostgreSQL text cannot hold them).
 pub fn string(raw: &RawValue) -> Result<String, String> {
-    let text: String =
-        serde_json::from_str(raw.get()).map_err(|_| "must be a string".to_string())?;
+    let text: String = serde_json::from_str(raw.get()).map_err(|_| "must be a string".to_string())?;
     if text.contains('\0') {
         return Err("must not contain NUL characters".into());
     }
@@ -174,23 +153,11 @@ pub fn boolean(raw: &RawValue) -> Result<bool, String> {
 /// An integer. `50.0` counts as the integer 50, as it does in JavaScript; values beyond i64
 /// saturate so that the range check names the bound.
 pub fn integer(raw: &RawValue) -> Result<i64, String> {
-    let text = raw.get();
-    if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        return Err("must be an integer".into());
-    }
-    let value: bigdecimal::BigDecimal =
-        text.parse().map_err(|_| "must be an integer".to_string())?;
-    if !value.is_integer() {
-        return Err("must be an integer".into());
-    }
-    use bigdecimal::ToPrimitive;
-    Ok(value
-        .to_i64()
-        .unwrap_or(if value.sign() == bigdecimal::num_bigint::Sign::Minus {
-            i64::MIN
-        } else {
-            i64::MAX
-        }))
+    let value = JsonDecimal::parse(raw.get())
+        .filter(JsonDecimal::is_integer)
+        .ok_or_else(|| "must be an integer".to_string())?;
+    let magnitude = value.scaled_to_i64(0).unwrap_or(i64::MAX);
+    Ok(if value.negative { -magnitude } else { magnitude })
 }
 
 /// One of a closed set of exact lowercase values.
@@ -200,18 +167,12 @@ pub fn one_of<T>(
 ) -> impl Fn(&RawValue) -> Result<T, String> {
     move |raw| {
         let text = string(raw).ok();
-        text.as_deref()
-            .and_then(parse)
-            .ok_or_else(|| format!("must be one of: {}", values.join(", ")))
+        text.as_deref().and_then(parse).ok_or_else(|| format!("must be one of: {}", values.join(", ")))
     }
 }
 
 /// An array of trimmed strings; items that are not strings are reported at `field.N`.
-pub fn string_array(
-    raw: &RawValue,
-    field: &str,
-    failure: &mut ValidationFailure,
-) -> Option<Vec<String>> {
+pub fn string_array(raw: &RawValue, field: &str, failure: &mut ValidationFailure) -> Option<Vec<String>> {
     let items: Vec<&RawValue> = match serde_json::from_str(raw.get()) {
         Ok(items) => items,
         Err(_) => {
@@ -241,15 +202,7 @@ mod tests {
     fn object_or_one_element_array() {
         assert!(FieldReader::new(Some(r#"{"a":1}"#)).failure.is_empty());
         assert!(FieldReader::new(Some(r#"[{"a":1}]"#)).failure.is_empty());
-        for bad in [
-            None,
-            Some("[]"),
-            Some("[{},{}]"),
-            Some("[1]"),
-            Some("1"),
-            Some("\"x\""),
-            Some("null"),
-        ] {
+        for bad in [None, Some("[]"), Some("[{},{}]"), Some("[1]"), Some("1"), Some("\"x\""), Some("null")] {
             let r = FieldReader::new(bad);
             assert!(!r.is_object(), "{bad:?}");
             assert_eq!(r.failure.form_errors, [NOT_AN_OBJECT]);
@@ -260,13 +213,7 @@ mod tests {
     fn unknown_and_duplicate_fields() {
         let mut r = FieldReader::new(Some(r#"{"title":"a","pipeline_type":"x","title":"b"}"#));
         r.refuse_unknown(&["title"]);
-        assert_eq!(
-            r.failure.form_errors,
-            [
-                "duplicate field \"title\"",
-                "unknown field \"pipeline_type\""
-            ]
-        );
+        assert_eq!(r.failure.form_errors, ["duplicate field \"title\"", "unknown field \"pipeline_type\""]);
     }
 
     #[test]
@@ -287,9 +234,7 @@ mod tests {
     fn scalar_parsers() {
         let raw = |s: &str| serde_json::from_str::<Box<RawValue>>(s).unwrap();
         assert_eq!(
-            uuid(&raw(r#""550E8400-E29B-41D4-A716-446655440000""#))
-                .unwrap()
-                .to_string(),
+            uuid(&raw(r#""550E8400-E29B-41D4-A716-446655440000""#)).unwrap().to_string(),
             "550e8400-e29b-41d4-a716-446655440000"
         );
         assert!(uuid(&raw(r#""550e8400e29b41d4a716446655440000""#)).is_err());
@@ -299,24 +244,15 @@ mod tests {
         assert!(integer(&raw("50.5")).is_err());
         assert!(integer(&raw("\"50\"")).is_err());
         assert_eq!(integer(&raw("1e30")), Ok(i64::MAX));
-        assert_eq!(
-            string(&raw(r#""a\u0000b""#)),
-            Err("must not contain NUL characters".into())
-        );
+        assert_eq!(string(&raw(r#""a\u0000b""#)), Err("must not contain NUL characters".into()));
         assert_eq!(string(&raw(r#""\ud800""#)), Err("must be a string".into()));
         assert_eq!(trimmed_string(&raw(r#""  x  ""#)), Ok("x".into()));
         let stage = one_of(&["lead", "won"], |s| (s == "lead").then_some(1));
         assert_eq!(stage(&raw("\"lead\"")), Ok(1));
-        assert_eq!(
-            stage(&raw("\"LEAD\"")),
-            Err("must be one of: lead, won".into())
-        );
+        assert_eq!(stage(&raw("\"LEAD\"")), Err("must be one of: lead, won".into()));
         let mut f = ValidationFailure::default();
         assert_eq!(string_array(&raw(r#"[" a ", 1]"#), "xs", &mut f), None);
         assert_eq!(f.field_errors["xs.1"], ["must be a string"]);
-        assert_eq!(
-            string_array(&raw(r#"["a"]"#), "xs", &mut f),
-            Some(vec!["a".into()])
-        );
+        assert_eq!(string_array(&raw(r#"["a"]"#), "xs", &mut f), Some(vec!["a".into()]));
     }
 }

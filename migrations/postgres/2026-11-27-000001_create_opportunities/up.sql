@@ -9,7 +9,7 @@ CREATE TABLE opportunities (
     stage                  text NOT NULL CHECK (stage IN ('lead', 'qualified', 'survey', 'proposal', 'negotiation', 'won', 'lost')),
     pipeline_type          text NOT NULL CHECK (pipeline_type IN ('new_construction', 'retrofit', 'service_agreement', 'expansion', 'other')),
     source                 text CHECK (source IN ('referral', 'website', 'cold_call', 'existing_customer', 'partner', 'trade_show', 'portal_request', 'other')),
-    estimated_value        numeric(14, 2) CHECK (estimated_value BETWEEN 0 AND 1000000000000),
+    estimated_value        numeric(15, 2) CHECK (estimated_value BETWEEN 0 AND 1000000000000),
     expected_close_date    timestamptz,
     probability            smallint CHECK (probability BETWEEN 0 AND 100),
     solution_families      text[] NOT NULL DEFAULT '{}',
