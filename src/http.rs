@@ -148,12 +148,18 @@ where
                 _ => {}
             }
         }
-        let context = CallContext::from_headers(request.headers(), &self.state.auth);
+        let is_websocket = jsonrpsee::server::ws::is_upgrade_request(&request);
+        let mut context = CallContext::from_headers(request.headers(), &self.state.auth);
+        if is_websocket {
+            // A handshake header would apply one key to every call of the connection; on a
+            // WebSocket the key goes in each call's params (CONTRACT.md §6).
+            context.idempotency_key = None;
+        }
         request.extensions_mut().insert(context);
         // Take the service that was polled ready, leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if jsonrpsee::server::ws::is_upgrade_request(&request) {
+        if is_websocket {
             return Box::pin(inner.call(request));
         }
         let state = self.state.clone();

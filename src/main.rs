@@ -85,7 +85,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         exp: now + ttl,
         iat: Some(now),
         iss: args.auth.auth_jwt_issuer,
-        aud: args.auth.auth_jwt_audience,
+        aud: args.auth.auth_jwt_audience.map(Into::into),
     };
     println!("{}", auth::mint(&secret, &claims)?);
     Ok(())

@@ -1,1 +1,926 @@
-//! (being written)
+//! Workspace-aware auth (CONTRACT.md §3) with the error envelopes of §4: which tokens are
+//! refused, which scopes a create needs, which workspace a call acts in, the same rules over a
+//! WebSocket, and the development secret and `token` subcommand of §1.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jsonrpsee::core::ClientError;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use opportunity_service::auth::{ALL_SCOPES, Claims, LEEWAY_SECONDS};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_opportunity-service");
+
+// ---------------------------------------------------------------------------------------------
+// Helpers of this file
+// ---------------------------------------------------------------------------------------------
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Base64url without padding (RFC 7515), for hand-built tokens.
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Claims as JSON, signed with the test secret and `alg`.
+fn sign_json(claims: &Value, alg: Algorithm) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(SECRET.as_bytes()))
+        .expect("token encodes")
+}
+
+/// Valid claims for the app's user in its one workspace, as JSON to be bent by a test.
+fn base_claims(app: &TestApp) -> Value {
+    json!({
+        "sub": app.user.to_string(),
+        "workspaces": [app.workspace.to_string()],
+        "scope": ALL_SCOPES,
+        "exp": now() + 3600,
+    })
+}
+
+/// An unsigned token (`alg` as given, empty signature) built by hand.
+fn unsigned_token(alg: &str, claims: &Value) -> String {
+    let header = json!({"alg": alg, "typ": "JWT"});
+    format!("{}.{}.", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()))
+}
+
+/// `opportunity.create` over HTTP with exactly the given headers.
+async fn call(app: &TestApp, headers: &[(&str, &str)], params: Value) -> Value {
+    let body = request(json!(1), "opportunity.create", params).to_string();
+    app.post_raw(body, headers).await.1
+}
+
+/// `opportunity.create` over HTTP with a bearer token and the valid params.
+async fn call_with_token(app: &TestApp, token: &str) -> Value {
+    let auth = format!("Bearer {token}");
+    call(app, &[("authorization", &auth)], valid_params()).await
+}
+
+/// Asserts a JSON-RPC error envelope of §4.
+#[track_caller]
+fn assert_error(response: &Value, code: i64, name: &str, status: u64, case: &str) {
+    assert!(response.get("result").is_none(), "{case}: expected {name}, got a result: {response}");
+    let error = &response["error"];
+    assert_eq!(error["code"], json!(code), "{case}: {response}");
+    assert_eq!(error["data"]["code"], json!(name), "{case}: {response}");
+    assert_eq!(error["data"]["httpStatus"], json!(status), "{case}: {response}");
+    assert_eq!(response["id"], json!(1), "{case}: {response}");
+}
+
+#[track_caller]
+fn assert_unauthorized(response: &Value, case: &str) {
+    assert_error(response, -32001, "UNAUTHORIZED", 401, case);
+}
+
+#[track_caller]
+fn assert_forbidden(response: &Value, case: &str) {
+    assert_error(response, -32003, "FORBIDDEN", 403, case);
+}
+
+/// Asserts -32602 BAD_REQUEST with at least one message on `fieldErrors.workspaceId`.
+#[track_caller]
+fn assert_workspace_field_error(response: &Value, case: &str) {
+    assert_error(response, -32602, "BAD_REQUEST", 400, case);
+    let messages = response["error"]["data"]["fieldErrors"]["workspaceId"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{case}: no fieldErrors.workspaceId in {response}"));
+    assert!(
+        !messages.is_empty() && messages.iter().all(|m| m.as_str().is_some_and(|s| !s.is_empty())),
+        "{case}: {response}"
+    );
+}
+
+/// Asserts a successful create in `workspace`; returns the result.
+#[track_caller]
+fn assert_created(response: &Value, workspace: Uuid, case: &str) -> Value {
+    let result = response.get("result").unwrap_or_else(|| panic!("{case}: expected a result, got {response}"));
+    assert_eq!(result["workspaceId"], json!(workspace.to_string()), "{case}: {response}");
+    result.clone()
+}
+
+/// The code and data of a WebSocket call error.
+#[track_caller]
+fn ws_error(result: Result<Value, ClientError>, case: &str) -> (i32, Value) {
+    match result {
+        Err(ClientError::Call(err)) => {
+            let data = err
+                .data()
+                .map(|raw| serde_json::from_str(raw.get()).expect("error data is JSON"))
+                .unwrap_or(Value::Null);
+            (err.code(), data)
+        }
+        other => panic!("{case}: expected a JSON-RPC error, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_ws_error(result: Result<Value, ClientError>, code: i32, name: &str, status: u64, case: &str) {
+    let (got, data) = ws_error(result, case);
+    assert_eq!(got, code, "{case}: {data}");
+    assert_eq!(data["code"], json!(name), "{case}: {data}");
+    assert_eq!(data["httpStatus"], json!(status), "{case}: {data}");
+}
+
+/// A command for the binary with no auth settings inherited from the test's environment.
+fn bin(database_url: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("AUTH_JWT_SECRET")
+        .env_remove("AUTH_JWT_ISSUER")
+        .env_remove("AUTH_JWT_AUDIENCE")
+        .env_remove("LOG_FORMAT")
+        .env("DATABASE_URL", database_url);
+    cmd
+}
+
+/// Starts `serve` on `database_url` with no AUTH_JWT_SECRET and waits for its address.
+fn start_without_secret(database_url: &str) -> ServiceProcess {
+    let mut child = bin(database_url)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let addr =
+                line.split("listening on ").nth(1).map(|rest| rest.split_whitespace().next().unwrap_or("").to_string());
+            {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+            if let Some(addr) = addr {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => ServiceProcess { addr: addr.parse().expect("address in the log"), child, log },
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the service without AUTH_JWT_SECRET on SQLite did not start; log:\n{}", log.lock().unwrap());
+        }
+    }
+}
+
+/// Runs `opportunity-service token …` with no secret configured; returns the printed token.
+fn mint_with_cli(database_url: &str, args: &[&str]) -> String {
+    let output = bin(database_url).arg("token").args(args).output().expect("token subcommand runs");
+    assert!(output.status.success(), "token {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "not a JWT: {token:?}");
+    token
+}
+
+/// Decodes a token with `secret`, HS256 only, without issuer or audience checks.
+fn decode(token: &str, secret: &str) -> Value {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.validate_aud = false;
+    validation.leeway = 0;
+    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation)
+        .unwrap_or_else(|e| panic!("token {token} does not verify with the secret: {e}"))
+        .claims
+}
+
+async fn post_to(addr: std::net::SocketAddr, token: &str, params: Value) -> Value {
+    let body = request(json!(1), "opportunity.create", params);
+    reqwest::Client::new()
+        .post(format!("http://{addr}/"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("JSON answer")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens that are refused: UNAUTHORIZED, nothing written
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn missing_authorization_header_is_unauthorized() {
+    let app = spawn_app().await;
+    let response = call(&app, &[], valid_params()).await;
+    assert_unauthorized(&response, "no Authorization header");
+    // Even naming a granted workspace does not stand in for a token.
+    let ws = app.workspace.to_string();
+    let response = call(&app, &[("x-workspace-id", &ws)], valid_params()).await;
+    assert_unauthorized(&response, "X-Workspace-Id but no Authorization");
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn authorization_that_is_not_bearer_is_unauthorized() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let cases = [
+        ("Basic", "Basic dXNlcjpwYXNzd29yZA==".to_string()),
+        ("Basic with a valid JWT", format!("Basic {token}")),
+        ("Token scheme", format!("Token {token}")),
+        ("JWT without a scheme", token.clone()),
+        ("Bearer without a token", "Bearer".to_string()),
+        ("Bearer glued to the token", format!("Bearer{token}")),
+    ];
+    for (case, header) in &cases {
+        let response = call(&app, &[("authorization", header)], valid_params()).await;
+        assert_unauthorized(&response, case);
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn malformed_tokens_are_unauthorized() {
+    let app = spawn_app().await;
+    let good = app.token();
+    let parts: Vec<&str> = good.split('.').collect();
+    let cases = [
+        ("random text", "not-a-token".to_string()),
+        ("three junk segments", "not.a.jwt".to_string()),
+        ("two segments", format!("{}.{}", parts[0], parts[1])),
+        ("four segments", format!("{good}.{}", parts[2])),
+        ("header that is not JSON", format!("{}.{}.{}", b64url(b"{not json"), parts[1], parts[2])),
+        ("payload that is not JSON", format!("{}.{}.{}", parts[0], b64url(b"[1,2"), parts[2])),
+        ("payload that is not base64url", format!("{}.%%%.{}", parts[0], parts[2])),
+    ];
+    for (case, token) in &cases {
+        let response = call_with_token(&app, token).await;
+        assert_unauthorized(&response, case);
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn token_signed_with_another_key_is_unauthorized() {
+    let app = spawn_app().await;
+    let claims = base_claims(&app);
+    let other =
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"some-other-secret"))
+            .unwrap();
+    assert_unauthorized(&call_with_token(&app, &other).await, "another key");
+
+    // A valid token whose payload was swapped (the signature no longer matches).
+    let good = app.token();
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut forged = claims.clone();
+    forged["workspaces"] = json!([Uuid::new_v4().to_string(), app.workspace.to_string()]);
+    let tampered = format!("{}.{}.{}", parts[0], b64url(forged.to_string().as_bytes()), parts[2]);
+    assert_unauthorized(&call_with_token(&app, &tampered).await, "tampered payload");
+
+    // The right header and payload with the signature of another valid token.
+    let mut sibling = claims.clone();
+    sibling["sub"] = json!(Uuid::new_v4().to_string());
+    let sibling = sign_json(&sibling, Algorithm::HS256);
+    let borrowed = format!("{}.{}.{}", parts[0], parts[1], sibling.rsplit('.').next().unwrap());
+    assert_unauthorized(&call_with_token(&app, &borrowed).await, "another token's signature");
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn unsigned_alg_none_token_is_unauthorized() {
+    let app = spawn_app().await;
+    let claims = base_claims(&app);
+    // Sanity: the same claims, signed properly, are accepted; only the algorithm differs below.
+    for alg in ["none", "None", "NONE"] {
+        let token = unsigned_token(alg, &claims);
+        assert_unauthorized(&call_with_token(&app, &token).await, &format!("alg {alg}"));
+    }
+    // alg none with a signature segment that is not empty.
+    let hs256 = sign_json(&claims, Algorithm::HS256);
+    let with_sig = format!("{}{}", unsigned_token("none", &claims), hs256.rsplit('.').next().unwrap());
+    assert_unauthorized(&call_with_token(&app, &with_sig).await, "alg none with a signature");
+    assert_eq!(app.count(None).await, 0);
+    let response = call_with_token(&app, &hs256).await;
+    assert_created(&response, app.workspace, "the same claims with HS256");
+}
+
+#[tokio::test]
+async fn hs384_and_hs512_with_the_right_secret_are_unauthorized() {
+    let app = spawn_app().await;
+    let claims = base_claims(&app);
+    for alg in [Algorithm::HS384, Algorithm::HS512] {
+        let token = sign_json(&claims, alg);
+        assert_unauthorized(&call_with_token(&app, &token).await, &format!("{alg:?}"));
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn expired_tokens_are_unauthorized() {
+    let app = spawn_app().await;
+    // The contract allows at most 60 s of leeway: two minutes past exp is expired anywhere.
+    for (case, age) in [("expired 2 minutes ago", 120), ("expired an hour ago", 3600)] {
+        let mut claims = base_claims(&app);
+        claims["exp"] = json!(now() - age);
+        let token = sign_json(&claims, Algorithm::HS256);
+        assert_unauthorized(&call_with_token(&app, &token).await, case);
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn token_without_exp_is_unauthorized() {
+    let app = spawn_app().await;
+    let mut claims = base_claims(&app);
+    claims.as_object_mut().unwrap().remove("exp");
+    let token = sign_json(&claims, Algorithm::HS256);
+    assert_unauthorized(&call_with_token(&app, &token).await, "no exp");
+    let mut claims = base_claims(&app);
+    claims["exp"] = Value::Null;
+    let token = sign_json(&claims, Algorithm::HS256);
+    assert_unauthorized(&call_with_token(&app, &token).await, "exp null");
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn token_without_a_uuid_sub_is_unauthorized() {
+    let app = spawn_app().await;
+    let mut cases = Vec::new();
+    let mut missing = base_claims(&app);
+    missing.as_object_mut().unwrap().remove("sub");
+    cases.push(("no sub", missing));
+    for (case, sub) in [
+        ("sub not a UUID", json!("alice")),
+        ("sub empty", json!("")),
+        ("sub a number", json!(42)),
+        ("sub null", Value::Null),
+        ("sub a UUID with trailing junk", json!(format!("{}x", Uuid::new_v4()))),
+    ] {
+        let mut claims = base_claims(&app);
+        claims["sub"] = sub;
+        cases.push((case, claims));
+    }
+    for (case, claims) in &cases {
+        let token = sign_json(claims, Algorithm::HS256);
+        assert_unauthorized(&call_with_token(&app, &token).await, case);
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn token_without_valid_workspaces_is_unauthorized() {
+    let app = spawn_app().await;
+    let ws = app.workspace.to_string();
+    let mut cases = Vec::new();
+    let mut missing = base_claims(&app);
+    missing.as_object_mut().unwrap().remove("workspaces");
+    cases.push(("no workspaces", missing));
+    for (case, workspaces) in [
+        ("workspaces empty", json!([])),
+        ("workspaces holding a non-UUID", json!(["marketing"])),
+        ("a good workspace and a non-UUID", json!([ws, "not-a-uuid"])),
+        ("workspaces null", Value::Null),
+        ("workspaces a string, not an array", json!(ws)),
+        ("workspaces holding a number", json!([7])),
+    ] {
+        let mut claims = base_claims(&app);
+        claims["workspaces"] = workspaces;
+        cases.push((case, claims));
+    }
+    for (case, claims) in &cases {
+        let token = sign_json(claims, Algorithm::HS256);
+        assert_unauthorized(&call_with_token(&app, &token).await, case);
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issuer and audience
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn issuer_and_audience_are_checked_when_configured() {
+    let app = spawn_app_with(&["--auth-jwt-issuer", "iss-a", "--auth-jwt-audience", "aud-a"]).await;
+    let with = |iss: Option<&str>, aud: Option<&str>| {
+        let mut claims = base_claims(&app);
+        if let Some(iss) = iss {
+            claims["iss"] = json!(iss);
+        }
+        if let Some(aud) = aud {
+            claims["aud"] = json!(aud);
+        }
+        sign_json(&claims, Algorithm::HS256)
+    };
+    let cases = [
+        ("wrong iss", with(Some("iss-b"), Some("aud-a"))),
+        ("wrong aud", with(Some("iss-a"), Some("aud-b"))),
+        ("missing iss", with(None, Some("aud-a"))),
+        ("missing aud", with(Some("iss-a"), None)),
+        ("neither iss nor aud", with(None, None)),
+        ("iss and aud swapped", with(Some("aud-a"), Some("iss-a"))),
+    ];
+    for (case, token) in &cases {
+        assert_unauthorized(&call_with_token(&app, token).await, case);
+    }
+    assert_eq!(app.count(None).await, 0);
+
+    let response = call_with_token(&app, &with(Some("iss-a"), Some("aud-a"))).await;
+    assert_created(&response, app.workspace, "right iss and aud");
+    assert_eq!(app.count(None).await, 1);
+}
+
+#[tokio::test]
+async fn issuer_and_audience_are_not_checked_when_not_configured() {
+    let app = spawn_app().await;
+    let mut claims = base_claims(&app);
+    claims["iss"] = json!("some-issuer");
+    let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+    assert_created(&response, app.workspace, "a token carrying some iss");
+    claims["aud"] = json!("some-audience");
+    let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+    assert_created(&response, app.workspace, "a token carrying some iss and aud");
+    assert_eq!(app.count(None).await, 2);
+}
+
+/// `aud` may be an array of audiences (RFC 7519 §4.1.3). Unconfigured, it is not checked at all;
+/// configured, a token whose audiences include the configured one is meant for this service.
+#[tokio::test]
+async fn an_audience_array_is_a_valid_aud() {
+    let app = spawn_app().await;
+    let mut claims = base_claims(&app);
+    claims["aud"] = json!(["some-audience", "another-audience"]);
+    let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+    assert_created(&response, app.workspace, "aud array, audience not configured");
+
+    let app = spawn_app_with(&["--auth-jwt-audience", "aud-a"]).await;
+    let mut claims = base_claims(&app);
+    claims["aud"] = json!(["aud-b", "aud-a"]);
+    let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+    assert_created(&response, app.workspace, "aud array holding the configured audience");
+    claims["aud"] = json!(["aud-b", "aud-c"]);
+    let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+    assert_unauthorized(&response, "aud array without the configured audience");
+    assert_eq!(app.count(None).await, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scopes
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn create_without_the_write_scope_is_forbidden() {
+    let app = spawn_app().await;
+    for (case, scope) in [
+        ("only opportunity:global", Some("opportunity:global")),
+        ("empty scope", Some("")),
+        ("no scope claim", None),
+        ("a scope that only starts like write", Some("opportunity:writer opportunity:global")),
+        ("another resource's write", Some("customer:write opportunity:read")),
+    ] {
+        let mut claims = base_claims(&app);
+        match scope {
+            Some(scope) => claims["scope"] = json!(scope),
+            None => {
+                claims.as_object_mut().unwrap().remove("scope");
+            }
+        }
+        let token = sign_json(&claims, Algorithm::HS256);
+        assert_forbidden(&call_with_token(&app, &token).await, case);
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn global_visibility_needs_the_global_scope() {
+    let app = spawn_app().await;
+    let write_only = sign(&claims(app.user, &[app.workspace], "opportunity:write"));
+    let both = sign(&claims(app.user, &[app.workspace], "opportunity:write opportunity:global"));
+    let auth = |t: &str| format!("Bearer {t}");
+    let mut global = valid_params();
+    global["visibilityMode"] = json!("global");
+
+    let response = call(&app, &[("authorization", &auth(&write_only))], global.clone()).await;
+    assert_forbidden(&response, "global with only opportunity:write");
+    assert_eq!(app.count(None).await, 0);
+
+    let response = call(&app, &[("authorization", &auth(&both))], global).await;
+    let result = assert_created(&response, app.workspace, "global with both scopes");
+    assert_eq!(result["visibilityMode"], "global", "{response}");
+
+    let mut local = valid_params();
+    local["visibilityMode"] = json!("workspace_local");
+    let response = call(&app, &[("authorization", &auth(&write_only))], local).await;
+    let result = assert_created(&response, app.workspace, "workspace_local with only write");
+    assert_eq!(result["visibilityMode"], "workspace_local", "{response}");
+
+    let response = call(&app, &[("authorization", &auth(&write_only))], valid_params()).await;
+    let result = assert_created(&response, app.workspace, "default visibility with only write");
+    assert_eq!(result["visibilityMode"], "workspace_local", "{response}");
+    assert_eq!(app.count(None).await, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workspace of a call
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_only_workspace_of_the_token_is_used_when_none_is_named() {
+    let app = spawn_app().await;
+    let response = call_with_token(&app, &app.token()).await;
+    let result = assert_created(&response, app.workspace, "token's only workspace");
+    assert_eq!(result["createdBy"], json!(app.user.to_string()), "{response}");
+    assert_eq!(app.count(Some(app.workspace)).await, 1);
+}
+
+#[tokio::test]
+async fn params_workspace_wins_over_the_header_and_the_token() {
+    let app = spawn_app().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let token = format!("Bearer {}", sign(&claims(app.user, &[a, b], ALL_SCOPES)));
+    let (sa, sb) = (a.to_string(), b.to_string());
+
+    let mut params = valid_params();
+    params["workspaceId"] = json!(sb);
+    let response = call(&app, &[("authorization", &token)], params.clone()).await;
+    assert_created(&response, b, "params only");
+
+    let response = call(&app, &[("authorization", &token), ("x-workspace-id", &sa)], params).await;
+    assert_created(&response, b, "params b, header a: params win");
+
+    // Any case in params (§5), resolved to the granted workspace.
+    let mut params = valid_params();
+    params["workspaceId"] = json!(sa.to_uppercase());
+    let response = call(&app, &[("authorization", &token), ("x-workspace-id", &sb)], params).await;
+    assert_created(&response, a, "params A (upper case), header b");
+
+    assert_eq!(app.count(Some(a)).await, 1);
+    assert_eq!(app.count(Some(b)).await, 2);
+}
+
+#[tokio::test]
+async fn header_workspace_is_used_when_params_name_none() {
+    let app = spawn_app().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let token = format!("Bearer {}", sign(&claims(app.user, &[a, b], ALL_SCOPES)));
+    for ws in [b, a] {
+        let header = ws.to_string();
+        let response = call(&app, &[("authorization", &token), ("x-workspace-id", &header)], valid_params()).await;
+        assert_created(&response, ws, "header only, token with two workspaces");
+    }
+    // The header also wins over the token's only workspace.
+    let single = format!("Bearer {}", sign(&claims(app.user, &[a], ALL_SCOPES)));
+    let header = a.to_string();
+    let response = call(&app, &[("authorization", &single), ("x-workspace-id", &header)], valid_params()).await;
+    assert_created(&response, a, "header naming the only workspace");
+    assert_eq!(app.count(Some(a)).await, 2);
+    assert_eq!(app.count(Some(b)).await, 1);
+}
+
+#[tokio::test]
+async fn a_workspace_outside_the_token_is_forbidden() {
+    let app = spawn_app().await;
+    let outside = Uuid::new_v4();
+    let token = format!("Bearer {}", app.token());
+    let inside = app.workspace.to_string();
+    let outside_s = outside.to_string();
+
+    let mut params = valid_params();
+    params["workspaceId"] = json!(outside_s);
+    let response = call(&app, &[("authorization", &token)], params.clone()).await;
+    assert_forbidden(&response, "outside workspace in params");
+
+    let response = call(&app, &[("authorization", &token), ("x-workspace-id", &inside)], params).await;
+    assert_forbidden(&response, "outside workspace in params, granted one in the header");
+
+    let response = call(&app, &[("authorization", &token), ("x-workspace-id", &outside_s)], valid_params()).await;
+    assert_forbidden(&response, "outside workspace in the header");
+
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn several_workspaces_and_none_named_is_a_field_error() {
+    let app = spawn_app().await;
+    let token = format!("Bearer {}", sign(&claims(app.user, &[Uuid::new_v4(), Uuid::new_v4()], ALL_SCOPES)));
+    let response = call(&app, &[("authorization", &token)], valid_params()).await;
+    assert_workspace_field_error(&response, "two workspaces, none named");
+    let mut params = valid_params();
+    params["workspaceId"] = Value::Null;
+    let response = call(&app, &[("authorization", &token)], params).await;
+    assert_workspace_field_error(&response, "two workspaces, workspaceId null");
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn a_workspace_header_that_is_not_a_uuid_is_refused() {
+    let app = spawn_app().await;
+    let token = format!("Bearer {}", app.token());
+    for header in ["marketing", "1234", &format!("{}0", app.workspace)] {
+        let response = call(&app, &[("authorization", &token), ("x-workspace-id", header)], valid_params()).await;
+        let case = format!("X-Workspace-Id {header:?}");
+        assert!(
+            response.get("result").is_none(),
+            "{case}: the token's only workspace must not stand in for a bad header: {response}"
+        );
+        // The contract does not say which refusal: a field error on workspaceId or FORBIDDEN.
+        match response["error"]["code"].as_i64() {
+            Some(-32602) => assert_workspace_field_error(&response, &case),
+            Some(-32003) => assert_forbidden(&response, &case),
+            _ => panic!("{case}: expected BAD_REQUEST or FORBIDDEN, got {response}"),
+        }
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket: credentials in the handshake
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn websocket_handshake_credentials_and_workspace_header_are_used() {
+    let app = spawn_app().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let auth = format!("Bearer {}", sign(&claims(app.user, &[a, b], ALL_SCOPES)));
+    let header = b.to_string();
+    let client = app.ws(&[("authorization", &auth), ("x-workspace-id", &header)]).await;
+    let result =
+        ws_create(&client, &valid_params()).await.unwrap_or_else(|e| panic!("create over WebSocket failed: {e:?}"));
+    assert_eq!(result["workspaceId"], json!(b.to_string()), "{result}");
+    assert_eq!(result["createdBy"], json!(app.user.to_string()), "{result}");
+
+    // Params still win over the handshake's header.
+    let mut params = valid_params();
+    params["workspaceId"] = json!(a.to_string());
+    let result =
+        ws_create(&client, &params).await.unwrap_or_else(|e| panic!("second create over WebSocket failed: {e:?}"));
+    assert_eq!(result["workspaceId"], json!(a.to_string()), "{result}");
+
+    // And a workspace outside the token is FORBIDDEN on the socket too.
+    params["workspaceId"] = json!(Uuid::new_v4().to_string());
+    assert_ws_error(ws_create(&client, &params).await, -32003, "FORBIDDEN", 403, "outside workspace over WebSocket");
+    assert_eq!(app.count(Some(a)).await, 1);
+    assert_eq!(app.count(Some(b)).await, 1);
+    assert_eq!(app.count(None).await, 2);
+}
+
+#[tokio::test]
+async fn websocket_with_a_workspace_header_outside_the_token_is_forbidden() {
+    let app = spawn_app().await;
+    let auth = format!("Bearer {}", app.token());
+    let outside = Uuid::new_v4().to_string();
+    let client = app.ws(&[("authorization", &auth), ("x-workspace-id", &outside)]).await;
+    assert_ws_error(
+        ws_create(&client, &valid_params()).await,
+        -32003,
+        "FORBIDDEN",
+        403,
+        "handshake header outside the token",
+    );
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn websocket_without_a_token_refuses_every_call() {
+    let app = spawn_app().await;
+    let client = app.ws(&[]).await;
+    for attempt in 1..=3 {
+        assert_ws_error(
+            ws_create(&client, &valid_params()).await,
+            -32001,
+            "UNAUTHORIZED",
+            401,
+            &format!("WebSocket without a token, call {attempt}"),
+        );
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn websocket_with_a_bad_token_refuses_every_call() {
+    let app = spawn_app().await;
+    let other_key = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &base_claims(&app),
+        &EncodingKey::from_secret(b"some-other-secret"),
+    )
+    .unwrap();
+    let mut expired = base_claims(&app);
+    expired["exp"] = json!(now() - 3600);
+    let expired = sign_json(&expired, Algorithm::HS256);
+    let unsigned = unsigned_token("none", &base_claims(&app));
+    for (case, token) in [("another key", other_key), ("expired an hour ago", expired), ("alg none", unsigned)] {
+        let auth = format!("Bearer {token}");
+        let client = app.ws(&[("authorization", &auth)]).await;
+        for attempt in 1..=2 {
+            assert_ws_error(
+                ws_create(&client, &valid_params()).await,
+                -32001,
+                "UNAUTHORIZED",
+                401,
+                &format!("WebSocket with a token of {case}, call {attempt}"),
+            );
+        }
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+#[tokio::test]
+async fn websocket_token_that_expires_while_open_is_refused_on_the_next_call() {
+    // The contract allows at most 60 s of leeway; the service documents its own.
+    let leeway = i64::try_from(LEEWAY_SECONDS).unwrap();
+    assert!(leeway <= 60, "leeway {leeway} s is over the contract's 60 s");
+    let app = spawn_app().await;
+    // Still valid (with the leeway) for 3 more seconds.
+    let exp = now() - leeway + 3;
+    let token = sign(&Claims { exp, ..claims(app.user, &[app.workspace], ALL_SCOPES) });
+    let auth = format!("Bearer {token}");
+    let client = app.ws(&[("authorization", &auth)]).await;
+    let first = ws_create(&client, &valid_params()).await;
+    assert!(first.is_ok(), "a token inside its leeway must be accepted: {first:?}");
+    // Wait until the token is past exp + leeway, then one second more.
+    while now() < exp + leeway + 1 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ws_error(
+        ws_create(&client, &valid_params()).await,
+        -32001,
+        "UNAUTHORIZED",
+        401,
+        "a token that expired while the socket stayed open",
+    );
+    assert_eq!(app.count(None).await, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The development secret and the `token` subcommand (process level)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn embedded_default_without_secret_runs_in_development_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("x.db").display());
+    let service = start_without_secret(&url);
+    let log = service.log.lock().unwrap().clone();
+    assert!(log.to_lowercase().contains("development mode"), "the log must say it runs in development mode:\n{log}");
+
+    let secret_file = dir.path().join(opportunity_service::DEV_SECRET_FILE);
+    assert_eq!(secret_file.file_name().unwrap(), "jwt-secret", "the development secret's file name");
+    let meta =
+        std::fs::metadata(&secret_file).unwrap_or_else(|e| panic!("{} was not created: {e}", secret_file.display()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "the development secret must be private");
+    }
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    assert!(secret.trim().len() >= 16, "a secret that short is guessable");
+    assert!(!log.contains(secret.trim()), "the secret must not appear in the log");
+
+    // A token printed by `token` (same DATABASE_URL, no secret) is accepted by the service.
+    let workspace = Uuid::new_v4();
+    let token = mint_with_cli(&url, &["--workspace", &workspace.to_string()]);
+    let response = post_to(service.addr, &token, valid_params()).await;
+    assert_created(&response, workspace, "token from `token` in development mode");
+    // By default it grants every scope.
+    let mut global = valid_params();
+    global["visibilityMode"] = json!("global");
+    let response = post_to(service.addr, &token, global).await;
+    assert_created(&response, workspace, "default scopes include opportunity:global");
+
+    // A token signed with some other secret is still refused.
+    let foreign = sign(&claims(Uuid::new_v4(), &[workspace], ALL_SCOPES));
+    let response = post_to(service.addr, &foreign, valid_params()).await;
+    assert_unauthorized(&response, "the test secret is not the development secret");
+}
+
+#[test]
+fn token_subcommand_puts_the_claims_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("x.db").display());
+    let user = Uuid::new_v4();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let before = now();
+    let token = mint_with_cli(
+        &url,
+        &[
+            "--workspace",
+            &a.to_string(),
+            "--workspace",
+            &b.to_string(),
+            "--user",
+            &user.to_string(),
+            "--scope",
+            "opportunity:write",
+        ],
+    );
+    let after = now();
+    let secret_file = dir.path().join(opportunity_service::DEV_SECRET_FILE);
+    let secret = std::fs::read_to_string(&secret_file)
+        .unwrap_or_else(|e| panic!("{} was not created: {e}", secret_file.display()));
+    let claims = decode(&token, secret.trim());
+
+    assert_eq!(claims["sub"], json!(user.to_string()), "{claims}");
+    let mut workspaces: Vec<Uuid> = claims["workspaces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no workspaces array: {claims}"))
+        .iter()
+        .map(|w| Uuid::try_parse(w.as_str().unwrap()).unwrap())
+        .collect();
+    workspaces.sort();
+    let mut expected = vec![a, b];
+    expected.sort();
+    assert_eq!(workspaces, expected, "{claims}");
+    let scopes: Vec<&str> = claims["scope"].as_str().unwrap().split_whitespace().collect();
+    assert_eq!(scopes, ["opportunity:write"], "{claims}");
+    // --ttl defaults to 1h.
+    let exp = claims["exp"].as_i64().unwrap();
+    assert!((before + 3600..=after + 3600).contains(&exp), "exp {exp} is not an hour from now: {claims}");
+
+    // --ttl is honoured; without --scope every scope is granted; without --user some UUID.
+    let token = mint_with_cli(&url, &["--workspace", &a.to_string(), "--ttl", "30m"]);
+    let after = now();
+    let claims = decode(&token, secret.trim());
+    let exp = claims["exp"].as_i64().unwrap();
+    assert!((before + 1800..=after + 1800).contains(&exp), "exp {exp} is not 30 minutes from now: {claims}");
+    let mut scopes: Vec<&str> = claims["scope"].as_str().unwrap().split_whitespace().collect();
+    scopes.sort_unstable();
+    assert_eq!(scopes, ["opportunity:global", "opportunity:write"], "{claims}");
+    assert!(Uuid::try_parse(claims["sub"].as_str().unwrap_or("")).is_ok(), "{claims}");
+    assert_eq!(claims["workspaces"], json!([a.to_string()]), "{claims}");
+}
+
+#[tokio::test]
+async fn token_subcommand_signs_with_the_configured_secret() {
+    let app = spawn_app().await;
+    let output = bin(&app.db.url)
+        .env("AUTH_JWT_SECRET", SECRET)
+        .args(["token", "--workspace", &app.workspace.to_string()])
+        .args(["--user", &app.user.to_string()])
+        .output()
+        .expect("token subcommand runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let response = call_with_token(&app, &token).await;
+    let result = assert_created(&response, app.workspace, "token minted with AUTH_JWT_SECRET");
+    assert_eq!(result["createdBy"], json!(app.user.to_string()), "{response}");
+}
+
+/// The configuration `token` reads includes the issuer and audience the service checks: its
+/// tokens are accepted by a service so configured.
+#[tokio::test]
+async fn token_subcommand_follows_the_configured_issuer_and_audience() {
+    let app = spawn_app_with(&["--auth-jwt-issuer", "iss-a", "--auth-jwt-audience", "aud-a"]).await;
+    let output = bin(&app.db.url)
+        .env("AUTH_JWT_SECRET", SECRET)
+        .env("AUTH_JWT_ISSUER", "iss-a")
+        .env("AUTH_JWT_AUDIENCE", "aud-a")
+        .args(["token", "--workspace", &app.workspace.to_string()])
+        .output()
+        .expect("token subcommand runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let claims = decode(&token, SECRET);
+    assert_eq!(claims["iss"], json!("iss-a"), "{claims}");
+    assert_eq!(claims["aud"], json!("aud-a"), "{claims}");
+    let response = call_with_token(&app, &token).await;
+    assert_created(&response, app.workspace, "token minted with iss and aud configured");
+}
+
+#[test]
+fn postgres_without_a_secret_refuses_to_start() {
+    let started = Instant::now();
+    let mut child = bin("postgres://postgres@127.0.0.1:5432/test")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the service on PostgreSQL without AUTH_JWT_SECRET is still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    assert!(!status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(
+        format!("{stderr}{stdout}").contains("AUTH_JWT_SECRET"),
+        "the message must name AUTH_JWT_SECRET; stderr:\n{stderr}\nstdout:\n{stdout}"
+    );
+    assert!(!stderr.contains("listening on"), "it must not listen: {stderr}");
+}

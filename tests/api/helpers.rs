@@ -2,7 +2,6 @@
 //! PostgreSQL database when `TEST_DATABASE_URL` names a server (each test gets its own database).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::Duration;
@@ -37,62 +36,34 @@ impl TestDatabase {
     /// A fresh database on the backend this run tests.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        match std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        {
+        match std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
             None => {
-                BANNER.call_once(|| eprintln!("backend: SQLite (set TEST_DATABASE_URL=postgres://… to run this suite on PostgreSQL)"));
+                BANNER.call_once(|| {
+                    eprintln!("backend: SQLite (set TEST_DATABASE_URL=postgres://… to run this suite on PostgreSQL)")
+                });
                 let url = format!("sqlite://{}", dir.path().join("test.db").display());
-                Self {
-                    url,
-                    _dir: dir,
-                    pg: None,
-                }
+                Self { url, _dir: dir, pg: None }
             }
             Some(admin) => {
                 BANNER.call_once(|| eprintln!("backend: PostgreSQL ({admin})"));
                 let name = format!("ops_test_{}", Uuid::new_v4().simple());
                 let mut conn = diesel::PgConnection::establish(&admin).unwrap_or_else(|e| {
-                    panic!(
-                        "TEST_DATABASE_URL is set but PostgreSQL does not answer at {admin}: {e}"
-                    )
+                    panic!("TEST_DATABASE_URL is set but PostgreSQL does not answer at {admin}: {e}")
                 });
-                diesel::sql_query(format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .expect("create test database");
-                let base = admin
-                    .rsplit_once('/')
-                    .map(|(b, _)| b.to_string())
-                    .expect("TEST_DATABASE_URL names a database");
+                diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).expect("create test database");
+                let base =
+                    admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("TEST_DATABASE_URL names a database");
                 let url = format!("{base}/{name}");
-                Self {
-                    url,
-                    _dir: dir,
-                    pg: Some((admin, name)),
-                }
+                Self { url, _dir: dir, pg: Some((admin, name)) }
             }
         }
-    }
-
-    /// Whether this run tests PostgreSQL.
-    pub fn is_postgres(&self) -> bool {
-        self.pg.is_some()
-    }
-
-    /// A folder that lives as long as the database.
-    pub fn dir(&self) -> PathBuf {
-        self._dir.path().to_path_buf()
     }
 
     /// A pool of its own on the same database, for checking what was stored.
     pub fn open(&self) -> Database {
         Database::connect(
             DatabaseUrl::parse(&self.url).unwrap(),
-            PoolOptions {
-                size: Some(2),
-                timeout: Duration::from_secs(5),
-            },
+            PoolOptions { size: Some(2), timeout: Duration::from_secs(5) },
         )
         .expect("open test database")
     }
@@ -103,8 +74,7 @@ impl Drop for TestDatabase {
         if let Some((admin, name)) = &self.pg
             && let Ok(mut conn) = diesel::PgConnection::establish(admin)
         {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn);
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn);
         }
     }
 }
@@ -121,9 +91,7 @@ pub fn settings(db: &TestDatabase, extra: &[&str]) -> ServeArgs {
         SECRET,
     ];
     args.extend_from_slice(extra);
-    Cli::try_parse_from(args)
-        .expect("test settings parse")
-        .serve
+    Cli::try_parse_from(args).expect("test settings parse").serve
 }
 
 /// A running application with its own database.
@@ -146,19 +114,10 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the application on a fresh database with extra command-line flags.
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let db = TestDatabase::new();
-    let app = Application::build(&settings(&db, extra))
-        .await
-        .expect("application builds");
+    let app = Application::build(&settings(&db, extra)).await.expect("application builds");
     let addr = app.local_addr();
     let handle = app.start();
-    TestApp {
-        addr,
-        handle,
-        db,
-        http: reqwest::Client::new(),
-        user: Uuid::new_v4(),
-        workspace: Uuid::new_v4(),
-    }
+    TestApp { addr, handle, db, http: reqwest::Client::new(), user: Uuid::new_v4(), workspace: Uuid::new_v4() }
 }
 
 impl Drop for TestApp {
@@ -217,43 +176,26 @@ impl TestApp {
 
     /// POSTs a raw body with the given headers (no Authorization unless given); returns the
     /// status and the body (JSON when it parses, else a string).
-    pub async fn post_raw(
-        &self,
-        body: impl Into<reqwest::Body>,
-        headers: &[(&str, &str)],
-    ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(self.url())
-            .header("content-type", "application/json")
-            .body(body);
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self.http.post(self.url()).header("content-type", "application/json").body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let resp = req.send().await.expect("request sent");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// POSTs a JSON body with a bearer token.
     pub async fn post(&self, body: &Value, token: &str) -> (u16, Value) {
         let auth = format!("Bearer {token}");
-        self.post_raw(body.to_string(), &[("authorization", &auth)])
-            .await
+        self.post_raw(body.to_string(), &[("authorization", &auth)]).await
     }
 
     /// Calls `opportunity.create` over HTTP with the app's token; returns the whole response.
     pub async fn create(&self, params: Value) -> Value {
-        self.post(
-            &request(json!(1), "opportunity.create", params),
-            &self.token(),
-        )
-        .await
-        .1
+        self.post(&request(json!(1), "opportunity.create", params), &self.token()).await.1
     }
 
     /// A WebSocket client with the given handshake headers.
@@ -265,27 +207,18 @@ impl TestApp {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        WsClientBuilder::default()
-            .set_headers(map)
-            .build(self.ws_url())
-            .await
-            .expect("websocket connects")
+        WsClientBuilder::default().set_headers(map).build(self.ws_url()).await.expect("websocket connects")
     }
 
     /// How many opportunities are stored (in `workspace`, or all).
     pub async fn count(&self, workspace: Option<Uuid>) -> i64 {
         let db = self.db.open();
-        db.run(move |conn| opportunity_service::db::opportunity::count(conn, workspace))
-            .await
-            .unwrap()
+        db.run(move |conn| opportunity_service::db::opportunity::count(conn, workspace)).await.unwrap()
     }
 }
 
 /// Calls `opportunity.create` over a WebSocket client with the params object as it is.
-pub async fn ws_create(
-    client: &WsClient,
-    params: &Value,
-) -> Result<Value, jsonrpsee::core::ClientError> {
+pub async fn ws_create(client: &WsClient, params: &Value) -> Result<Value, jsonrpsee::core::ClientError> {
     use jsonrpsee::core::client::ClientT;
     let mut object = jsonrpsee::core::params::ObjectParams::new();
     for (k, v) in params.as_object().expect("params object") {
@@ -335,10 +268,7 @@ impl ServiceProcess {
             Ok(addr) => addr.parse().expect("address in the log"),
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "the service did not log its address; log:\n{}",
-                    log.lock().unwrap()
-                );
+                panic!("the service did not log its address; log:\n{}", log.lock().unwrap());
             }
         };
         Self { child, addr, log }
@@ -346,11 +276,7 @@ impl ServiceProcess {
 
     /// Sends a signal (`libc`-free: through `kill`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(status.success());
     }
 

@@ -12,11 +12,7 @@ async fn contract_example_creates_and_stores() {
     params["expectedCloseDate"] = json!("2027-03-31T19:00:00+02:00");
     let response = app.create(params).await;
     let result = &response["result"];
-    assert_eq!(
-        result["workspaceId"],
-        app.workspace.to_string(),
-        "{response}"
-    );
+    assert_eq!(result["workspaceId"], app.workspace.to_string(), "{response}");
     assert_eq!(result["estimatedValue"], json!(125000.5));
     assert_eq!(result["expectedCloseDate"], "2027-03-31T17:00:00Z");
     assert_eq!(result["stage"], "lead");
