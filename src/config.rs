@@ -92,6 +92,12 @@ pub struct ServeArgs {
     /// `/health` and `/ready` are answered regardless.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// A request body must arrive within this time, else HTTP 408 (slow or stalled clients).
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// WebSocket ping interval; a peer that answers no ping for two intervals is disconnected.
+    #[arg(long, env = "WS_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ws_ping_interval: Duration,
     /// `text` or `json`; levels through `RUST_LOG`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
-use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{BatchRequestConfig, PingConfig, Server, ServerConfig, ServerHandle};
 use secrecy::SecretString;
 
 use crate::auth::Authenticator;
@@ -103,13 +103,20 @@ impl Application {
             .max_connections(settings.max_connections)
             // The RPC middleware enforces MAX_BATCH, so that both transports refuse in §4's shape.
             .set_batch_request_config(BatchRequestConfig::Unlimited)
+            // A peer that stops answering pings (gone, or stalled) is disconnected.
+            .enable_ws_ping(
+                PingConfig::new()
+                    .ping_interval(settings.ws_ping_interval)
+                    .inactive_limit(settings.ws_ping_interval * 2)
+                    .max_failures(1),
+            )
             .build();
         let edge = EdgeLayer::new(Arc::new(EdgeState {
             auth: authenticator,
             db: db.clone(),
             ready_timeout: Duration::from_secs(2),
             max_request_bytes: settings.max_request_bytes,
-            body_timeout: Duration::from_secs(30),
+            body_timeout: settings.request_timeout,
         }));
         let rpc_middleware = RpcServiceBuilder::new().layer(CallLayer { limits });
         let server = Server::builder()

@@ -101,6 +101,44 @@ pub fn read_create(reader: &mut FieldReader<'_>) -> CreateOpportunity {
     }
 }
 
+/// Reads and checks the params of a create with the call's `Idempotency-Key` and
+/// `X-Workspace-Id` headers: the input with every field typed, and every problem found. On
+/// return `workspace_id` holds the workspace the call names (params first, else the header);
+/// whether the caller may act there is for the caller's token to say.
+pub fn parse_create(
+    params: Option<&str>,
+    idempotency_header: Option<&str>,
+    workspace_header: Option<&str>,
+) -> (CreateOpportunity, ValidationFailure) {
+    let mut reader = FieldReader::new(params);
+    let mut input = read_create(&mut reader);
+    let mut failure: ValidationFailure = std::mem::take(&mut reader.failure);
+
+    // The header key and the params key must agree; either alone is the key.
+    match (idempotency_header, &input.idempotency_key) {
+        (Some(header), Some(field)) if header != field => {
+            failure.field("idempotencyKey", "differs from the Idempotency-Key header; send one or make them equal");
+        }
+        (Some(header), None) if !failure.has_field("idempotencyKey") => {
+            input.idempotency_key = Some(header.to_string())
+        }
+        _ => {}
+    }
+    input.check(&mut failure);
+
+    if input.workspace_id.is_none()
+        && !failure.has_field("workspaceId")
+        && reader.is_object()
+        && let Some(header) = workspace_header
+    {
+        match Uuid::try_parse(header.trim()) {
+            Ok(ws) => input.workspace_id = Some(ws),
+            Err(_) => failure.field("workspaceId", "the X-Workspace-Id header must be a UUID"),
+        }
+    }
+    (input, failure)
+}
+
 /// A fingerprint of what a create asks for, to tell a replay from a reuse of its key.
 fn request_hash(input: &CreateOpportunity, workspace: Uuid, owner: Uuid) -> String {
     let mut hasher = Sha256::new();
@@ -121,34 +159,9 @@ pub async fn create(
     let principal = context.principal()?;
     principal.require_scope(SCOPE_WRITE)?;
 
-    let mut reader = FieldReader::new(params);
-    let mut input = read_create(&mut reader);
-    let mut failure: ValidationFailure = std::mem::take(&mut reader.failure);
-
-    // The header key and the params key must agree; the params field wins when alone.
-    match (&context.idempotency_key, &input.idempotency_key) {
-        (Some(header), Some(field)) if header != field => {
-            failure.field("idempotencyKey", "differs from the Idempotency-Key header; send one or make them equal");
-        }
-        (Some(header), None) if !failure.has_field("idempotencyKey") => input.idempotency_key = Some(header.clone()),
-        _ => {}
-    }
-    input.check(&mut failure);
-
-    // The workspace: params, else the X-Workspace-Id header, else the token's only one.
-    let named = match (input.workspace_id, &context.workspace_header) {
-        (Some(ws), _) => Some(ws),
-        (None, Some(header)) if !failure.has_field("workspaceId") && reader.is_object() => {
-            match Uuid::try_parse(header.trim()) {
-                Ok(ws) => Some(ws),
-                Err(_) => {
-                    failure.field("workspaceId", "the X-Workspace-Id header must be a UUID");
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
+    let (mut input, mut failure) =
+        parse_create(params, context.idempotency_key.as_deref(), context.workspace_header.as_deref());
+    let named = input.workspace_id.take();
     let workspace =
         if failure.has_field("workspaceId") { None } else { principal.resolve_workspace(named, &mut failure)? };
     failure.into_result().map_err(ApiError::InvalidParams)?;

@@ -1,0 +1,2 @@
+//! Placeholder; written by the benchmark work.
+fn main() {}
