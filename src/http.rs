@@ -1,4 +1,4 @@
-//! The HTTP tier in front of jsonrpsee: `/health` and `/ready` answered directly (before the
+//! The HTTP tier in front of jsonrpsee: `/health`, `/ready` and `/metrics` answered directly (before the
 //! connection limit), the call context read from the headers, and jsonrpsee's own error bodies
 //! rewritten into the shape of CONTRACT.md §4.
 
@@ -67,6 +67,7 @@ fn unauthorized_reason(e: ApiError) -> String {
 #[derive(Debug)]
 pub struct EdgeState {
     pub auth: Authenticator,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub db: Database,
     pub ready_timeout: Duration,
     /// Larger bodies are refused with 413.
@@ -128,6 +129,13 @@ where
         if request.method() == Method::GET {
             match request.uri().path() {
                 "/health" => return Box::pin(async { Ok(plain(StatusCode::OK, "ok\n")) }),
+                "/metrics" => {
+                    let mut response = HttpResponse::new(HttpBody::from(self.state.metrics.render(&self.state.db)));
+                    response
+                        .headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                    return Box::pin(async { Ok(response) });
+                }
                 "/ready" => {
                     let state = self.state.clone();
                     return Box::pin(async move {

@@ -9,6 +9,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod rpc;
 pub mod telemetry;
 
@@ -111,20 +112,22 @@ impl Application {
                     .max_failures(1),
             )
             .build();
+        let metrics = Arc::new(metrics::Metrics::new());
         let edge = EdgeLayer::new(Arc::new(EdgeState {
+            metrics: metrics.clone(),
             auth: authenticator,
             db: db.clone(),
             ready_timeout: Duration::from_secs(2),
             max_request_bytes: settings.max_request_bytes,
             body_timeout: settings.request_timeout,
         }));
-        let rpc_middleware = RpcServiceBuilder::new().layer(CallLayer { limits });
+        let rpc_middleware = RpcServiceBuilder::new().layer(CallLayer { limits, metrics: metrics.clone() });
         let server = Server::builder()
             .set_config(config)
             .set_http_middleware(tower::ServiceBuilder::new().layer(edge))
             .set_rpc_middleware(rpc_middleware)
             .build_from_tcp(listener)?;
-        let methods = rpc::methods(AppState { db: db.clone() })?;
+        let methods = rpc::methods(AppState { db: db.clone(), metrics })?;
         Ok(Self { server, methods, local_addr, db })
     }
 

@@ -5,6 +5,7 @@
 pub mod opportunity;
 pub mod params;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::join_all;
@@ -14,14 +15,23 @@ use jsonrpsee::server::BatchResponseBuilder;
 use jsonrpsee::server::middleware::rpc::MethodResponse;
 use jsonrpsee::types::{ErrorObjectOwned, Id, Request};
 
+use tracing::Instrument as _;
+use uuid::Uuid;
+
 use crate::db::Database;
 use crate::error::{ApiError, normalize_error_value};
+use crate::metrics::Metrics;
 
 /// What every method handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub db: Database,
+    pub metrics: Arc<Metrics>,
 }
+
+/// The id of one call: in its log line, its span, and `data.requestId` of an internal error.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(pub Uuid);
 
 /// Merges every namespace into one module; a duplicate method name is a start-up error.
 pub fn methods(state: AppState) -> anyhow::Result<RpcModule<()>> {
@@ -40,16 +50,18 @@ pub struct RpcLimits {
 }
 
 /// The layer that puts [`CallMiddleware`] around jsonrpsee's RPC service.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CallLayer {
     /// The limits it enforces.
     pub limits: RpcLimits,
+    /// Where calls are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl<S> tower::Layer<S> for CallLayer {
     type Service = CallMiddleware<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        CallMiddleware { inner, limits: self.limits }
+        CallMiddleware { inner, limits: self.limits, metrics: self.metrics.clone() }
     }
 }
 
@@ -58,6 +70,7 @@ impl<S> tower::Layer<S> for CallLayer {
 pub struct CallMiddleware<S> {
     inner: S,
     limits: RpcLimits,
+    metrics: Arc<Metrics>,
 }
 
 /// Rewrites an error response that jsonrpsee made itself (unknown method, …) into §4's shape.
@@ -80,6 +93,16 @@ fn normalize(id: Id<'static>, response: MethodResponse) -> MethodResponse {
     }
 }
 
+/// The `data.code` of an error response (SERVICE_UNAVAILABLE is told from other -32603s).
+fn error_name(response: &MethodResponse) -> &'static str {
+    let code = response.as_error_code().unwrap_or_default();
+    if code == crate::error::INTERNAL_ERROR && response.as_json().get().contains("\"SERVICE_UNAVAILABLE\"") {
+        "SERVICE_UNAVAILABLE"
+    } else {
+        crate::error::trpc_name(code).0
+    }
+}
+
 impl<S> RpcServiceT for CallMiddleware<S>
 where
     S: RpcServiceT<
@@ -95,20 +118,25 @@ where
     type NotificationResponse = MethodResponse;
     type BatchResponse = MethodResponse;
 
-    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+    fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
+        let metrics = self.metrics.clone();
         async move {
             let started = Instant::now();
             let id = request.id().into_owned();
+            let request_id = Uuid::now_v7();
+            request.extensions.insert(RequestId(request_id));
+            // The handler records the workspace into this span once it knows it.
+            let span = tracing::info_span!("call", method = %request.method_name(), %request_id, workspace = tracing::field::Empty);
             let method = request.method_name().to_owned();
-            let response = normalize(id, inner.call(request).await);
-            let micros = started.elapsed().as_micros() as u64;
-            match response.as_error_code() {
-                None => tracing::info!(target: "rpc", %method, micros, outcome = "OK", "call"),
-                Some(code) => {
-                    tracing::info!(target: "rpc", %method, micros, outcome = crate::error::trpc_name(code).0, code, "call")
-                }
-            }
+            let response = normalize(id, inner.call(request).instrument(span.clone()).await);
+            let elapsed = started.elapsed();
+            let outcome = match response.as_error_code() {
+                None => "OK",
+                Some(_) => error_name(&response),
+            };
+            metrics.observe_call(&method, outcome, elapsed.as_secs_f64());
+            tracing::info!(target: "rpc", parent: &span, micros = elapsed.as_micros() as u64, outcome, "call");
             response
         }
     }

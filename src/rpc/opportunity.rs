@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::AppState;
 use super::params::{self, FieldReader};
+use super::{AppState, RequestId};
 use crate::auth::{SCOPE_GLOBAL, SCOPE_WRITE};
 use crate::db::opportunity::{CreateOutcome, IdempotencyRecord};
 use crate::db::{DbConn, DbError};
@@ -21,6 +21,7 @@ use crate::domain::opportunity::{
 };
 use crate::error::{ApiError, ValidationFailure};
 use crate::http::CallContext;
+use crate::metrics::Metrics;
 
 /// The dotted name of the create method.
 pub const CREATE: &str = "opportunity.create";
@@ -154,6 +155,7 @@ pub async fn create(
     state: &AppState,
     params: Option<&str>,
     context: Option<&CallContext>,
+    request_id: Uuid,
 ) -> Result<Box<RawValue>, ApiError> {
     let context = context.ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
     let principal = context.principal()?;
@@ -166,6 +168,7 @@ pub async fn create(
         if failure.has_field("workspaceId") { None } else { principal.resolve_workspace(named, &mut failure)? };
     failure.into_result().map_err(ApiError::InvalidParams)?;
     let workspace = workspace.expect("a workspace once the params are valid");
+    tracing::Span::current().record("workspace", tracing::field::display(workspace));
     if input.visibility_mode == Some(VisibilityMode::Global) {
         principal.require_scope(SCOPE_GLOBAL)?;
     }
@@ -189,12 +192,12 @@ pub async fn create(
             Ok((outcome, response))
         })
         .await
-        .map_err(|e| db_failure(e, workspace))?;
+        .map_err(|e| db_failure(e, request_id, &state.metrics))?;
     match outcome {
         (CreateOutcome::Created, response) => Ok(RawValue::from_string(response).expect("serde_json output is JSON")),
         (CreateOutcome::Replayed(stored), _) => {
             tracing::info!(%workspace, "idempotency key replayed");
-            RawValue::from_string(stored).map_err(|e| internal(&e.to_string()))
+            RawValue::from_string(stored).map_err(|e| internal(request_id, &e.to_string()))
         }
         (CreateOutcome::KeyReused, _) => Err(ApiError::Conflict {
             message: format!("the idempotency key {:?} was used before with other params", key.unwrap_or_default()),
@@ -204,29 +207,31 @@ pub async fn create(
     }
 }
 
-fn internal(cause: &str) -> ApiError {
-    let request_id = Uuid::now_v7();
+fn internal(request_id: Uuid, cause: &str) -> ApiError {
     tracing::error!(%request_id, cause, "internal error");
     ApiError::Internal { request_id }
 }
 
 /// Maps a database failure to the caller's error, logging the cause with a request id.
-fn db_failure(e: DbError, workspace: Uuid) -> ApiError {
-    let request_id = Uuid::now_v7();
+fn db_failure(e: DbError, request_id: Uuid, metrics: &Metrics) -> ApiError {
+    metrics.observe_db_error(match e {
+        DbError::Unavailable(_) => "unavailable",
+        DbError::Query(_) => "query",
+    });
     match e {
         DbError::Unavailable(cause) => {
-            tracing::warn!(%request_id, %workspace, cause, "database unavailable");
+            tracing::warn!(%request_id, cause, "database unavailable");
             ApiError::Unavailable { request_id }
         }
         DbError::Query(diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::UniqueViolation,
             info,
         )) => {
-            tracing::warn!(%request_id, %workspace, cause = info.message(), "unique violation");
+            tracing::warn!(%request_id, cause = info.message(), "unique violation");
             ApiError::Conflict { message: "a record with the same key exists".into(), reason: None, retryable: false }
         }
         DbError::Query(cause) => {
-            tracing::error!(%request_id, %workspace, cause = %cause, "database error");
+            tracing::error!(%request_id, cause = %cause, "database error");
             ApiError::Internal { request_id }
         }
     }
@@ -236,7 +241,10 @@ fn db_failure(e: DbError, workspace: Uuid) -> ApiError {
 pub fn module(state: AppState) -> anyhow::Result<RpcModule<AppState>> {
     let mut module = RpcModule::new(state);
     module.register_async_method(CREATE, |params, state, extensions: Extensions| async move {
-        create(&state, params.as_str(), extensions.get::<CallContext>()).await.map_err(ApiError::into_error_object)
+        let request_id = extensions.get::<RequestId>().map_or_else(Uuid::now_v7, |r| r.0);
+        create(&state, params.as_str(), extensions.get::<CallContext>(), request_id)
+            .await
+            .map_err(ApiError::into_error_object)
     })?;
     Ok(module)
 }

@@ -256,7 +256,9 @@ impl ServiceProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    // Text logs end the address with a space, JSON logs with a quote.
+                    let addr: String =
+                        rest.chars().take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c)).collect();
                     let _ = tx.send(addr);
                 }
                 let mut log = sink.lock().unwrap();

@@ -4,6 +4,7 @@
 mod auth;
 mod durability;
 mod helpers;
+mod observability;
 mod smoke;
 mod transport;
 mod validation;

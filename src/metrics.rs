@@ -1,0 +1,87 @@
+//! Metrics in the Prometheus text format, served on `GET /metrics`: calls by method and outcome,
+//! call latency, pool connections and database errors. Each application has its own registry,
+//! so that several in one process (as in the tests) count apart.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::db::Database;
+
+/// The metrics of one application.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    calls: IntCounterVec,
+    duration: HistogramVec,
+    db_errors: IntCounterVec,
+    pool: IntGaugeVec,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let calls = IntCounterVec::new(
+            Opts::new("rpc_calls_total", "JSON-RPC calls by method and outcome (OK or the data.code of the error)"),
+            &["method", "outcome"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new("rpc_call_duration_seconds", "Time from reading a call to its answer")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["method"],
+        )
+        .expect("valid metric");
+        let db_errors = IntCounterVec::new(
+            Opts::new("database_errors_total", "Database calls that failed, by kind (unavailable or query)"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let pool = IntGaugeVec::new(
+            Opts::new("database_pool_connections", "Pooled database connections by state (in_use or idle)"),
+            &["state"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(db_errors.clone()),
+            Box::new(pool.clone()),
+        ] {
+            registry.register(collector).expect("metric names are unique");
+        }
+        // Both kinds exist from the start, so that a rate over them never starts from nothing.
+        for kind in ["unavailable", "query"] {
+            db_errors.with_label_values(&[kind]);
+        }
+        Self { registry, calls, duration, db_errors, pool }
+    }
+
+    /// Counts one call.
+    pub fn observe_call(&self, method: &str, outcome: &str, seconds: f64) {
+        // Unknown method names would let any caller grow the label set without bound.
+        let method = if method.starts_with("opportunity.") || method.starts_with("rpc.") { method } else { "other" };
+        self.calls.with_label_values(&[method, outcome]).inc();
+        self.duration.with_label_values(&[method]).observe(seconds);
+    }
+
+    /// Counts one failed database call.
+    pub fn observe_db_error(&self, kind: &str) {
+        self.db_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// The text exposition, with the pool's state read now.
+    pub fn render(&self, db: &Database) -> String {
+        let (in_use, idle) = db.pool_state();
+        self.pool.with_label_values(&["in_use"]).set(i64::from(in_use));
+        self.pool.with_label_values(&["idle"]).set(i64::from(idle));
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
