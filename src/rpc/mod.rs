@@ -2,6 +2,7 @@
 //! middleware that logs each call, runs notifications, enforces the batch rules and normalizes
 //! errors.
 
+pub mod discover;
 pub mod opportunity;
 pub mod params;
 
@@ -37,6 +38,7 @@ pub struct RequestId(pub Uuid);
 pub fn methods(state: AppState) -> anyhow::Result<RpcModule<()>> {
     let mut module = RpcModule::new(());
     module.merge(opportunity::module(state)?)?;
+    discover::register(&mut module)?;
     Ok(module)
 }
 
