@@ -3,6 +3,7 @@
 
 pub mod opportunity;
 pub mod schema;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -188,6 +189,8 @@ pub struct PoolOptions {
 pub struct Database {
     pool: DbPool,
     url: DatabaseUrl,
+    /// SQLite only: the group-commit writer every create goes through.
+    writer: Option<writer::SqliteWriter>,
 }
 
 impl std::fmt::Debug for Database {
@@ -220,7 +223,7 @@ fn check_tls_support(url: &str) -> anyhow::Result<()> {
 }
 
 /// Opens one connection directly, so that a failure reports libpq's or SQLite's own words.
-fn establish_sqlite(path: &Path) -> anyhow::Result<SqliteConnection> {
+pub(crate) fn establish_sqlite(path: &Path) -> anyhow::Result<SqliteConnection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the database folder {}", dir.display()))?;
     }
@@ -280,7 +283,11 @@ impl Database {
                 )
             }
         };
-        Ok(Self { pool, url })
+        let writer = match &url {
+            DatabaseUrl::Sqlite(path) => Some(writer::SqliteWriter::start(path, options.timeout)?),
+            DatabaseUrl::Postgres(_) => None,
+        };
+        Ok(Self { pool, url, writer })
     }
 
     /// The parsed URL (never print it unredacted).
@@ -328,6 +335,19 @@ impl Database {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(DbError::Unavailable(format!("the database task was cancelled: {e}"))),
+        }
+    }
+
+    /// Stores an opportunity with its idempotency key, answering once it is committed: on SQLite
+    /// through the group-commit writer, on PostgreSQL on a pooled connection.
+    pub async fn create_opportunity(
+        &self,
+        opportunity: crate::domain::opportunity::Opportunity,
+        key: Option<opportunity::IdempotencyRecord>,
+    ) -> Result<opportunity::CreateOutcome, DbError> {
+        match &self.writer {
+            Some(writer) => writer.create(opportunity, key).await,
+            None => self.run(move |conn| opportunity::create(conn, &opportunity, key.as_ref())).await,
         }
     }
 

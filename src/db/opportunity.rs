@@ -10,14 +10,14 @@ use super::{DbConn, DbError};
 use crate::domain::opportunity::Opportunity;
 
 /// An idempotency key with what the first call under it answered.
-#[derive(Debug, Clone, Copy)]
-pub struct IdempotencyRecord<'a> {
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
     /// The caller's key, unique per workspace.
-    pub key: &'a str,
+    pub key: String,
     /// A fingerprint of the validated params, to tell a replay from a reuse.
-    pub request_hash: &'a str,
+    pub request_hash: String,
     /// The JSON answer, sent again on a replay.
-    pub response: &'a str,
+    pub response: String,
 }
 
 /// What a create did.
@@ -182,7 +182,7 @@ fn is_unique_violation(e: &DieselError) -> bool {
     matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
 }
 
-fn replay_or_reuse(stored: Option<(String, String)>, record: &IdempotencyRecord<'_>) -> Option<CreateOutcome> {
+fn replay_or_reuse(stored: Option<(String, String)>, record: &IdempotencyRecord) -> Option<CreateOutcome> {
     stored.map(
         |(hash, response)| {
             if hash == record.request_hash { CreateOutcome::Replayed(response) } else { CreateOutcome::KeyReused }
@@ -193,12 +193,12 @@ fn replay_or_reuse(stored: Option<(String, String)>, record: &IdempotencyRecord<
 fn create_postgres(
     conn: &mut PgConnection,
     o: &Opportunity,
-    key: Option<&IdempotencyRecord<'_>>,
+    key: Option<&IdempotencyRecord>,
 ) -> QueryResult<CreateOutcome> {
     conn.transaction(|conn| {
         if let Some(record) = key {
             let stored = pg::idempotency_keys::table
-                .find((o.workspace_id, record.key))
+                .find((o.workspace_id, record.key.as_str()))
                 .select((pg::idempotency_keys::request_hash, pg::idempotency_keys::response))
                 .first::<(String, String)>(conn)
                 .optional()?;
@@ -211,10 +211,10 @@ fn create_postgres(
             diesel::insert_into(pg::idempotency_keys::table)
                 .values((
                     pg::idempotency_keys::workspace_id.eq(o.workspace_id),
-                    pg::idempotency_keys::key.eq(record.key),
-                    pg::idempotency_keys::request_hash.eq(record.request_hash),
+                    pg::idempotency_keys::key.eq(record.key.as_str()),
+                    pg::idempotency_keys::request_hash.eq(record.request_hash.as_str()),
                     pg::idempotency_keys::opportunity_id.eq(o.id),
-                    pg::idempotency_keys::response.eq(record.response),
+                    pg::idempotency_keys::response.eq(record.response.as_str()),
                     pg::idempotency_keys::created_at.eq(o.created_at),
                 ))
                 .execute(conn)?;
@@ -223,18 +223,19 @@ fn create_postgres(
     })
 }
 
-fn create_sqlite(
+/// Inserts one opportunity (and its key) in a savepoint of the caller's transaction.
+pub(super) fn create_sqlite(
     conn: &mut SqliteConnection,
     o: &Opportunity,
-    key: Option<&IdempotencyRecord<'_>>,
+    key: Option<&IdempotencyRecord>,
 ) -> QueryResult<CreateOutcome> {
-    // IMMEDIATE takes the write lock up front, so the key lookup and the inserts see one state
-    // and two writers never deadlock upgrading a read lock.
-    conn.immediate_transaction(|conn| {
+    // Runs inside the group transaction of the SQLite writer (src/db/writer.rs), as a savepoint:
+    // a create that fails is rolled back alone.
+    conn.transaction(|conn| {
         let workspace = o.workspace_id.to_string();
         if let Some(record) = key {
             let stored = lite::idempotency_keys::table
-                .find((&workspace, record.key))
+                .find((&workspace, record.key.as_str()))
                 .select((lite::idempotency_keys::request_hash, lite::idempotency_keys::response))
                 .first::<(String, String)>(conn)
                 .optional()?;
@@ -247,10 +248,10 @@ fn create_sqlite(
             diesel::insert_into(lite::idempotency_keys::table)
                 .values((
                     lite::idempotency_keys::workspace_id.eq(&workspace),
-                    lite::idempotency_keys::key.eq(record.key),
-                    lite::idempotency_keys::request_hash.eq(record.request_hash),
+                    lite::idempotency_keys::key.eq(record.key.as_str()),
+                    lite::idempotency_keys::request_hash.eq(record.request_hash.as_str()),
                     lite::idempotency_keys::opportunity_id.eq(o.id.to_string()),
-                    lite::idempotency_keys::response.eq(record.response),
+                    lite::idempotency_keys::response.eq(record.response.as_str()),
                     lite::idempotency_keys::created_at.eq(sqlite_instant(&o.created_at)),
                 ))
                 .execute(conn)?;
@@ -263,14 +264,11 @@ fn create_sqlite(
 /// key's earlier answer is replayed, or a reuse with other params reported, and nothing written.
 /// When a concurrent call commits the same key first, this call's transaction is rolled back
 /// whole and the key looked up again, so one key never makes two rows.
-pub fn create(
-    conn: DbConn<'_>,
-    o: &Opportunity,
-    key: Option<&IdempotencyRecord<'_>>,
-) -> Result<CreateOutcome, DbError> {
+pub fn create(conn: DbConn<'_>, o: &Opportunity, key: Option<&IdempotencyRecord>) -> Result<CreateOutcome, DbError> {
     let run = |conn: &mut DbConn<'_>| match conn {
         DbConn::Postgres(c) => create_postgres(c, o, key),
-        DbConn::Sqlite(c) => create_sqlite(c, o, key),
+        // IMMEDIATE takes the write lock up front: the key lookup and the inserts see one state.
+        DbConn::Sqlite(c) => c.immediate_transaction(|c| create_sqlite(c, o, key)),
     };
     let mut conn = conn;
     match run(&mut conn) {

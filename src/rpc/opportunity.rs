@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::params::{self, FieldReader};
 use super::{AppState, RequestId};
 use crate::auth::{SCOPE_GLOBAL, SCOPE_WRITE};
+use crate::db::DbError;
 use crate::db::opportunity::{CreateOutcome, IdempotencyRecord};
-use crate::db::{DbConn, DbError};
 use crate::domain::opportunity::{
     CreateOpportunity, LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source, Stage, VisibilityMode,
     parse_instant,
@@ -179,27 +179,23 @@ pub async fn create(
         .expect("required fields once the params are valid");
     let response = serde_json::to_string(&opportunity).expect("an opportunity serializes");
 
-    let record_key = key.clone();
+    let record = key.clone().zip(hash).map(|(key, request_hash)| IdempotencyRecord {
+        key,
+        request_hash,
+        response: response.clone(),
+    });
     let outcome = state
         .db
-        .run(move |conn: DbConn<'_>| {
-            let record = record_key.as_deref().zip(hash.as_deref()).map(|(key, request_hash)| IdempotencyRecord {
-                key,
-                request_hash,
-                response: &response,
-            });
-            let outcome = crate::db::opportunity::create(conn, &opportunity, record.as_ref())?;
-            Ok((outcome, response))
-        })
+        .create_opportunity(opportunity, record)
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
     match outcome {
-        (CreateOutcome::Created, response) => Ok(RawValue::from_string(response).expect("serde_json output is JSON")),
-        (CreateOutcome::Replayed(stored), _) => {
-            tracing::info!(%workspace, "idempotency key replayed");
+        CreateOutcome::Created => Ok(RawValue::from_string(response).expect("serde_json output is JSON")),
+        CreateOutcome::Replayed(stored) => {
+            tracing::info!("idempotency key replayed");
             RawValue::from_string(stored).map_err(|e| internal(request_id, &e.to_string()))
         }
-        (CreateOutcome::KeyReused, _) => Err(ApiError::Conflict {
+        CreateOutcome::KeyReused => Err(ApiError::Conflict {
             message: format!("the idempotency key {:?} was used before with other params", key.unwrap_or_default()),
             reason: Some("idempotency_key_reused"),
             retryable: false,

@@ -1,0 +1,227 @@
+//! Group commit for SQLite: one writer thread takes the creates that arrive together and
+//! commits them in one transaction, so that one fsync serves many callers.
+//!
+//! SQLite has a single write lock: several pooled writers only queue on it, each paying its own
+//! fsync (`synchronous=FULL`). Here callers queue in a channel instead; the writer drains what is
+//! waiting (up to [`MAX_GROUP`]), runs each create in its own savepoint — a create that fails is
+//! rolled back alone and the others go on — commits once, and only then answers each caller. A
+//! failed commit fails the whole group, and nothing of it is stored.
+
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+
+use diesel::SqliteConnection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::DbError;
+use super::opportunity::{CreateOutcome, IdempotencyRecord, create_sqlite};
+use crate::domain::opportunity::Opportunity;
+
+/// The most creates committed in one transaction.
+pub const MAX_GROUP: usize = 512;
+/// Creates waiting for the writer before callers wait to enqueue.
+const QUEUE: usize = 4096;
+
+struct Job {
+    /// A job still queued at its deadline is answered SERVICE_UNAVAILABLE and never run, so a
+    /// caller is never told "unavailable" about a create that is then stored.
+    deadline: Instant,
+    opportunity: Opportunity,
+    key: Option<IdempotencyRecord>,
+    reply: oneshot::Sender<Result<CreateOutcome, DbError>>,
+}
+
+/// The handle callers enqueue creates with; the writer thread ends when the last handle is
+/// dropped, after finishing what was queued.
+#[derive(Debug, Clone)]
+pub struct SqliteWriter {
+    jobs: mpsc::Sender<Job>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("id", &self.opportunity.id).finish_non_exhaustive()
+    }
+}
+
+impl SqliteWriter {
+    /// Starts the writer thread on its own connection to `path`. A create waits at most
+    /// `timeout` in the queue and `timeout` for SQLite's write lock (held by another process).
+    pub fn start(path: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        let mut conn = super::establish_sqlite(path)?;
+        conn.batch_execute(&format!("PRAGMA busy_timeout = {};", timeout.as_millis().clamp(1, i32::MAX as u128)))?;
+        let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
+        thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
+            let mut group = Vec::with_capacity(MAX_GROUP);
+            while let Some(first) = queue.blocking_recv() {
+                group.push(first);
+                while group.len() < MAX_GROUP {
+                    match queue.try_recv() {
+                        Ok(job) => group.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let now = Instant::now();
+                group.retain_mut(|job| {
+                    if job.deadline > now {
+                        return true;
+                    }
+                    let reply = std::mem::replace(&mut job.reply, oneshot::channel().0);
+                    let _ = reply.send(Err(DbError::Unavailable("waited too long for the SQLite writer".into())));
+                    false
+                });
+                if !group.is_empty() {
+                    commit_group(&mut conn, &mut group);
+                }
+            }
+        })?;
+        Ok(Self { jobs, timeout })
+    }
+
+    /// Stores one opportunity (with its idempotency key) and answers once it is committed.
+    pub async fn create(
+        &self,
+        opportunity: Opportunity,
+        key: Option<IdempotencyRecord>,
+    ) -> Result<CreateOutcome, DbError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { deadline: Instant::now() + self.timeout, opportunity, key, reply })
+            .await
+            .map_err(|_| DbError::Unavailable("the SQLite writer has stopped".into()))?;
+        answer.await.map_err(|_| DbError::Unavailable("the SQLite writer stopped before answering".into()))?
+    }
+}
+
+/// Commits a group and answers every job of it; `group` is left empty.
+fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<Job>) {
+    let size = group.len();
+    let mut outcomes: Vec<Result<CreateOutcome, DbError>> = Vec::with_capacity(size);
+    let committed = conn.immediate_transaction(|conn| {
+        for job in group.iter() {
+            // `create_sqlite` runs in a savepoint: its failure is its own.
+            outcomes.push(create_sqlite(conn, &job.opportunity, job.key.as_ref()).map_err(DbError::classify));
+        }
+        Ok::<_, diesel::result::Error>(())
+    });
+    if let Err(e) = committed {
+        tracing::warn!(error = %e, size, "a group commit failed; none of its creates is stored");
+        let e = DbError::classify(e);
+        let message = e.to_string();
+        let unavailable = matches!(e, DbError::Unavailable(_));
+        outcomes = (0..size)
+            .map(|_| {
+                Err(if unavailable {
+                    DbError::Unavailable(message.clone())
+                } else {
+                    DbError::Query(diesel::result::Error::QueryBuilderError(message.clone().into()))
+                })
+            })
+            .collect();
+    }
+    tracing::trace!(size, "group committed");
+    for (job, outcome) in group.drain(..).zip(outcomes) {
+        // A caller that went away (timeout, closed connection) no longer needs the answer.
+        let _ = job.reply.send(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::db::{Database, DatabaseUrl, PoolOptions};
+    use crate::domain::opportunity::{CreateOpportunity, PipelineType};
+
+    fn opportunity(title: &str) -> Opportunity {
+        let input = CreateOpportunity {
+            customer_id: Some(Uuid::now_v7()),
+            title: Some(title.into()),
+            pipeline_type: Some(PipelineType::Retrofit),
+            ..Default::default()
+        };
+        Opportunity::new(input, Uuid::nil(), Uuid::nil(), Utc::now()).unwrap()
+    }
+
+    fn key(key: &str, hash: &str) -> Option<IdempotencyRecord> {
+        Some(IdempotencyRecord { key: key.into(), request_hash: hash.into(), response: format!("\"{hash}\"") })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_create_does_not_fail_its_group() {
+        use diesel::connection::SimpleConnection;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let db = Database::connect(
+            DatabaseUrl::Sqlite(path.clone()),
+            PoolOptions { size: Some(2), timeout: Duration::from_secs(10) },
+        )
+        .unwrap();
+        // Hold the write lock from outside, so that the writer stalls on a first job while the
+        // creates under test queue up behind it and then go in as one group.
+        let mut outside = crate::db::establish_sqlite(&path).unwrap();
+        outside.batch_execute("BEGIN IMMEDIATE").unwrap();
+        let blocker = tokio::spawn({
+            let db = db.clone();
+            async move { db.create_opportunity(opportunity("blocker"), None).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let twin = opportunity("twin");
+        let jobs = vec![
+            (opportunity("a"), None),
+            (twin.clone(), None),
+            (twin, None), // breaks the primary key
+            (opportunity("k1"), key("k", "h1")),
+            (opportunity("k2"), key("k", "h1")), // replays k1, stored in the same group
+            (opportunity("k3"), key("k", "h2")), // reuses the key with other params
+            (opportunity("b"), None),
+        ];
+        let mut calls = Vec::new();
+        for (o, k) in jobs {
+            let db = db.clone();
+            calls.push(tokio::spawn(async move { db.create_opportunity(o, k).await }));
+            tokio::time::sleep(Duration::from_millis(10)).await; // keep the queue order
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        outside.batch_execute("COMMIT").unwrap();
+        assert!(matches!(blocker.await.unwrap(), Ok(CreateOutcome::Created)));
+        let mut outcomes = Vec::new();
+        for call in calls {
+            outcomes.push(call.await.unwrap());
+        }
+        assert!(matches!(outcomes[0], Ok(CreateOutcome::Created)));
+        assert!(matches!(outcomes[1], Ok(CreateOutcome::Created)));
+        assert!(matches!(outcomes[2], Err(DbError::Query(_))), "{:?}", outcomes[2]);
+        assert!(matches!(outcomes[3], Ok(CreateOutcome::Created)));
+        assert_eq!(outcomes[4].as_ref().unwrap(), &CreateOutcome::Replayed("\"h1\"".into()));
+        assert_eq!(outcomes[5].as_ref().unwrap(), &CreateOutcome::KeyReused);
+        assert!(matches!(outcomes[6], Ok(CreateOutcome::Created)));
+        let stored = db.run(|conn| crate::db::opportunity::count(conn, None)).await.unwrap();
+        assert_eq!(stored, 5, "blocker, a, twin, k1, b");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_create_that_waited_past_its_deadline_is_not_run() {
+        use diesel::connection::SimpleConnection;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let timeout = Duration::from_millis(300);
+        let db = Database::connect(DatabaseUrl::Sqlite(path.clone()), PoolOptions { size: Some(1), timeout }).unwrap();
+        let mut outside = crate::db::establish_sqlite(&path).unwrap();
+        outside.batch_execute("BEGIN IMMEDIATE").unwrap();
+        let first = db.create_opportunity(opportunity("first"), None);
+        let second = db.create_opportunity(opportunity("second"), None);
+        let (first, second) = tokio::join!(first, second);
+        outside.batch_execute("COMMIT").unwrap();
+        assert!(matches!(first, Err(DbError::Unavailable(_))), "{first:?}");
+        assert!(matches!(second, Err(DbError::Unavailable(_))), "{second:?}");
+        let stored = db.run(|conn| crate::db::opportunity::count(conn, None)).await.unwrap();
+        assert_eq!(stored, 0, "a create answered unavailable is never stored");
+    }
+}
