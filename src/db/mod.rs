@@ -175,6 +175,21 @@ fn apply_sqlite_pragmas(conn: &mut SqliteConnection) -> diesel::QueryResult<()> 
     ))
 }
 
+/// Bounds every statement and lock wait of a PostgreSQL connection by the database timeout, so
+/// that a held lock or a stuck query ends in an error rather than a hang.
+#[derive(Debug, Clone, Copy)]
+struct PostgresTimeouts {
+    timeout: Duration,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PostgresTimeouts {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        let ms = self.timeout.as_millis().max(1);
+        conn.batch_execute(&format!("SET statement_timeout = {ms}; SET lock_timeout = {ms};"))
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
 /// Pool settings.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolOptions {
@@ -189,6 +204,8 @@ pub struct PoolOptions {
 pub struct Database {
     pool: DbPool,
     url: DatabaseUrl,
+    /// How long a call waits for the database (DATABASE_TIMEOUT).
+    timeout: Duration,
     /// SQLite only: the group-commit writer every create goes through.
     writer: Option<writer::SqliteWriter>,
 }
@@ -278,6 +295,7 @@ impl Database {
                         .max_size(size)
                         .min_idle(Some(size.min(4)))
                         .connection_timeout(options.timeout)
+                        .connection_customizer(Box::new(PostgresTimeouts { timeout: options.timeout }))
                         .build(manager)
                         .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL connection pool: {e}"))?,
                 )
@@ -287,7 +305,7 @@ impl Database {
             DatabaseUrl::Sqlite(path) => Some(writer::SqliteWriter::start(path, options.timeout)?),
             DatabaseUrl::Postgres(_) => None,
         };
-        Ok(Self { pool, url, writer })
+        Ok(Self { pool, url, timeout: options.timeout, writer })
     }
 
     /// The parsed URL (never print it unredacted).
@@ -311,7 +329,18 @@ impl Database {
 
     /// Runs a synchronous database function on the blocking pool, with the caller's tracing span
     /// and a pooled connection; a panic inside is raised again here.
+    ///
+    /// The call gives up after the database timeout (SERVICE_UNAVAILABLE), also when the server
+    /// hangs without closing the connection; the blocking thread is then left to finish alone.
     pub async fn run<R, F>(&self, f: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(DbConn<'_>) -> Result<R, DbError> + Send + 'static,
+    {
+        self.run_within(self.timeout, f).await
+    }
+
+    async fn run_within<R, F>(&self, timeout: Duration, f: F) -> Result<R, DbError>
     where
         R: Send + 'static,
         F: FnOnce(DbConn<'_>) -> Result<R, DbError> + Send + 'static,
@@ -322,16 +351,19 @@ impl Database {
             let _entered = span.enter();
             match pool {
                 DbPool::Sqlite(p) => {
-                    let mut conn: PooledConnection<_> = p.get()?;
+                    let mut conn: PooledConnection<_> = p.get_timeout(timeout)?;
                     f(DbConn::Sqlite(&mut conn))
                 }
                 DbPool::Postgres(p) => {
-                    let mut conn: PooledConnection<_> = p.get()?;
+                    let mut conn: PooledConnection<_> = p.get_timeout(timeout)?;
                     f(DbConn::Postgres(&mut conn))
                 }
             }
         });
-        match task.in_current_span().await {
+        let Ok(joined) = tokio::time::timeout(timeout, task.in_current_span()).await else {
+            return Err(DbError::Unavailable(format!("the database did not answer within {timeout:?}")));
+        };
+        match joined {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(DbError::Unavailable(format!("the database task was cancelled: {e}"))),
@@ -345,9 +377,32 @@ impl Database {
         opportunity: crate::domain::opportunity::Opportunity,
         key: Option<opportunity::IdempotencyRecord>,
     ) -> Result<opportunity::CreateOutcome, DbError> {
-        match &self.writer {
-            Some(writer) => writer.create(opportunity, key).await,
-            None => self.run(move |conn| opportunity::create(conn, &opportunity, key.as_ref())).await,
+        if let Some(writer) = &self.writer {
+            return writer.create(opportunity, key).await;
+        }
+        let id = opportunity.id;
+        // Stop a little before the caller gives up, so that a late commit is rolled back instead.
+        let deadline = std::time::Instant::now() + self.timeout.mul_f64(0.9);
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ran = started.clone();
+        let outcome = self
+            .run(move |conn| {
+                ran.store(true, std::sync::atomic::Ordering::Relaxed);
+                opportunity::create(conn, &opportunity, key.as_ref(), deadline)
+            })
+            .await;
+        match outcome {
+            // The connection went away around the commit: whether it happened decides the answer.
+            Err(DbError::Unavailable(cause)) if started.load(std::sync::atomic::Ordering::Relaxed) => {
+                match self.run(move |conn| opportunity::exists(conn, id)).await {
+                    Ok(true) => {
+                        tracing::warn!(%id, cause, "the connection was lost after the commit; the create is stored");
+                        Ok(opportunity::CreateOutcome::Created)
+                    }
+                    _ => Err(DbError::Unavailable(cause)),
+                }
+            }
+            other => other,
         }
     }
 

@@ -1,5 +1,7 @@
 //! Queries of opportunities and of the idempotency keys of their creates.
 
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -194,6 +196,7 @@ fn create_postgres(
     conn: &mut PgConnection,
     o: &Opportunity,
     key: Option<&IdempotencyRecord>,
+    deadline: Instant,
 ) -> QueryResult<CreateOutcome> {
     conn.transaction(|conn| {
         if let Some(record) = key {
@@ -218,6 +221,11 @@ fn create_postgres(
                     pg::idempotency_keys::created_at.eq(o.created_at),
                 ))
                 .execute(conn)?;
+        }
+        // The caller stops waiting at the deadline and answers SERVICE_UNAVAILABLE: past it,
+        // roll back rather than store a create that was answered as not done.
+        if Instant::now() >= deadline {
+            return Err(DieselError::RollbackTransaction);
         }
         Ok(CreateOutcome::Created)
     })
@@ -264,17 +272,36 @@ pub(super) fn create_sqlite(
 /// key's earlier answer is replayed, or a reuse with other params reported, and nothing written.
 /// When a concurrent call commits the same key first, this call's transaction is rolled back
 /// whole and the key looked up again, so one key never makes two rows.
-pub fn create(conn: DbConn<'_>, o: &Opportunity, key: Option<&IdempotencyRecord>) -> Result<CreateOutcome, DbError> {
+pub fn create(
+    conn: DbConn<'_>,
+    o: &Opportunity,
+    key: Option<&IdempotencyRecord>,
+    deadline: Instant,
+) -> Result<CreateOutcome, DbError> {
     let run = |conn: &mut DbConn<'_>| match conn {
-        DbConn::Postgres(c) => create_postgres(c, o, key),
+        DbConn::Postgres(c) => create_postgres(c, o, key, deadline),
         // IMMEDIATE takes the write lock up front: the key lookup and the inserts see one state.
         DbConn::Sqlite(c) => c.immediate_transaction(|c| create_sqlite(c, o, key)),
     };
     let mut conn = conn;
     match run(&mut conn) {
         Err(e) if key.is_some() && is_unique_violation(&e) => run(&mut conn).map_err(DbError::classify),
+        Err(DieselError::RollbackTransaction) => {
+            Err(DbError::Unavailable("the database did not answer before the deadline".into()))
+        }
         other => other.map_err(DbError::classify),
     }
+}
+
+/// Whether an opportunity with this id is stored: after a connection was lost around a commit,
+/// this tells whether the commit happened.
+pub fn exists(conn: DbConn<'_>, id: Uuid) -> Result<bool, DbError> {
+    match conn {
+        DbConn::Postgres(c) => pg::opportunities::table.find(id).count().get_result::<i64>(c),
+        DbConn::Sqlite(c) => lite::opportunities::table.find(id.to_string()).count().get_result::<i64>(c),
+    }
+    .map(|n| n > 0)
+    .map_err(DbError::classify)
 }
 
 /// Deletes idempotency keys created before `cutoff`; returns how many.

@@ -4,8 +4,11 @@
 mod auth;
 mod discover;
 mod durability;
+mod faults;
 mod helpers;
 mod observability;
+mod pg_instance;
 mod smoke;
+mod soak;
 mod transport;
 mod validation;
