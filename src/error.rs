@@ -232,6 +232,11 @@ pub fn normalize_error_value(error: &mut Value) -> bool {
             data.insert("formErrors".into(), json!([detail]));
         } else if code != INTERNAL_ERROR {
             data.insert("detail".into(), detail.into());
+        } else {
+            // Internal failures carry a request id that is also in the log (CONTRACT.md §4).
+            let request_id = Uuid::now_v7();
+            tracing::error!(%request_id, detail, "internal error from the JSON-RPC server");
+            data.insert("requestId".into(), request_id.to_string().into());
         }
     }
     obj.insert("code".into(), code.into());
@@ -318,6 +323,7 @@ mod tests {
             assert!(normalize_response_value(&mut v));
             assert_eq!(v["error"]["code"], code);
             assert_eq!(v["error"]["data"]["code"], name);
+            assert_eq!(v["error"]["data"].get("requestId").is_some(), code == -32603, "{v}");
         }
     }
 

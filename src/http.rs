@@ -105,6 +105,12 @@ pub struct Edge<S> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+fn not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
 fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
     let mut response = HttpResponse::new(HttpBody::from(body));
     *response.status_mut() = status;
@@ -126,6 +132,16 @@ where
     }
 
     fn call(&mut self, mut request: HttpRequest) -> Self::Future {
+        let path = request.uri().path();
+        if matches!(path, "/health" | "/ready" | "/metrics") && request.method() != Method::GET {
+            return Box::pin(async { Ok(not_allowed("GET")) });
+        }
+        if !matches!(path, "/" | "/health" | "/ready" | "/metrics") {
+            return Box::pin(async { Ok(plain(StatusCode::NOT_FOUND, "not found\n")) });
+        }
+        if path == "/" && request.method() != Method::POST && !jsonrpsee::server::ws::is_upgrade_request(&request) {
+            return Box::pin(async { Ok(not_allowed("POST")) });
+        }
         if request.method() == Method::GET {
             match request.uri().path() {
                 "/health" => return Box::pin(async { Ok(plain(StatusCode::OK, "ok\n")) }),
@@ -190,8 +206,12 @@ where
                 }
             };
             let (bytes, swaps) = match swap_unsupported_ids(&bytes) {
-                Some((swapped, swaps)) => (swapped, swaps),
-                None => (bytes, Vec::new()),
+                Swapped::Invalid => {
+                    let error = ApiError::BadRequest("the id must be a string, a number or null".into());
+                    return Ok(error_response(StatusCode::OK, error));
+                }
+                Swapped::Body(swapped, swaps) => (swapped, swaps),
+                Swapped::Unchanged => (bytes, Vec::new()),
             };
             let request = HttpRequest::from_parts(parts, HttpBody::new(http_body_util::Full::new(bytes.clone())));
             let response = inner.call(request).await?;
@@ -214,37 +234,67 @@ struct IdSwap {
     original: String,
 }
 
-/// jsonrpsee reads numeric ids only as unsigned integers: a request with `"id": -1` or `1.5`
-/// would be taken for a notification and dropped. Such ids are replaced by unique string
-/// placeholders in the body, and put back in the answer.
-fn swap_unsupported_ids(body: &Bytes) -> Option<(Bytes, Vec<IdSwap>)> {
-    let unsupported =
-        |id: &&serde_json::value::RawValue| id.get().starts_with('-') || id.get().contains(['.', 'e', 'E']);
-    let ids: Vec<&serde_json::value::RawValue> = match serde_json::from_slice::<IdProbe<'_>>(body) {
-        Ok(probe) => probe.id.filter(unsupported).into_iter().collect(),
-        Err(_) => serde_json::from_slice::<Vec<IdProbe<'_>>>(body)
-            .ok()?
-            .into_iter()
-            .filter_map(|p| p.id.filter(unsupported))
-            .collect(),
+enum Swapped {
+    Unchanged,
+    Body(Bytes, Vec<IdSwap>),
+    /// A single request whose id is of a type JSON-RPC forbids.
+    Invalid,
+}
+
+/// jsonrpsee reads numeric ids only as u64, and takes a request whose id it cannot read for a
+/// notification. Numeric ids it cannot hold are swapped for unique string placeholders (put back
+/// in the answer); batch items whose id is neither a string, a number nor null are swapped for
+/// `0`, which jsonrpsee answers as an invalid request.
+fn swap_unsupported_ids(body: &Bytes) -> Swapped {
+    use serde_json::value::RawValue;
+    let forbidden = |id: &RawValue| id.get().starts_with(['{', '[', 't', 'f']);
+    let unsupported = |id: &RawValue| {
+        let text = id.get();
+        text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && text.parse::<u64>().is_err()
     };
-    if ids.is_empty() {
-        return None;
+    let is_batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    // (span to replace, replacement, swap to undo)
+    let mut edits: Vec<(&RawValue, String, Option<IdSwap>)> = Vec::new();
+    let items: Vec<&RawValue> = if is_batch {
+        match serde_json::from_slice::<Vec<&RawValue>>(body) {
+            Ok(items) => items,
+            Err(_) => return Swapped::Unchanged,
+        }
+    } else {
+        match serde_json::from_slice::<&RawValue>(body) {
+            Ok(item) => vec![item],
+            Err(_) => return Swapped::Unchanged,
+        }
+    };
+    for item in items {
+        let Some(id) = serde_json::from_str::<IdProbe<'_>>(item.get()).ok().and_then(|p| p.id) else { continue };
+        // `id` borrows from `item`, which borrows from `body`.
+        if forbidden(id) {
+            if !is_batch {
+                return Swapped::Invalid;
+            }
+            edits.push((item, "0".to_string(), None));
+        } else if unsupported(id) {
+            let placeholder = format!("\"opportunity-service-id-{}\"", uuid::Uuid::new_v4().simple());
+            let swap = IdSwap { placeholder: placeholder.clone(), original: id.get().to_string() };
+            edits.push((id, placeholder, Some(swap)));
+        }
     }
-    let mut out = Vec::with_capacity(body.len() + ids.len() * 48);
-    let mut swaps = Vec::with_capacity(ids.len());
+    if edits.is_empty() {
+        return Swapped::Unchanged;
+    }
+    let mut out = Vec::with_capacity(body.len() + edits.len() * 48);
+    let mut swaps = Vec::new();
     let mut copied = 0;
-    for id in ids {
-        // The raw id borrows from `body`: its offset is where it starts in the body.
-        let start = id.get().as_ptr() as usize - body.as_ptr() as usize;
-        let placeholder = format!("\"opportunity-service-id-{}\"", uuid::Uuid::new_v4().simple());
+    for (span, replacement, swap) in edits {
+        let start = span.get().as_ptr() as usize - body.as_ptr() as usize;
         out.extend_from_slice(&body[copied..start]);
-        out.extend_from_slice(placeholder.as_bytes());
-        copied = start + id.get().len();
-        swaps.push(IdSwap { placeholder, original: id.get().to_string() });
+        out.extend_from_slice(replacement.as_bytes());
+        copied = start + span.get().len();
+        swaps.extend(swap);
     }
     out.extend_from_slice(&body[copied..]);
-    Some((Bytes::from(out), swaps))
+    Swapped::Body(Bytes::from(out), swaps)
 }
 
 /// A JSON-RPC error answer made here, before jsonrpsee saw the request.
@@ -268,25 +318,33 @@ async fn normalize_http_response(
         return Ok(response);
     }
     let (mut parts, body) = response.into_parts();
-    let mut bytes = body.collect().await?.to_bytes();
-    if !swaps.is_empty() {
-        let mut text = String::from_utf8_lossy(&bytes).into_owned();
-        for swap in swaps {
-            text = text.replace(&swap.placeholder, &swap.original);
-        }
-        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
-        bytes = Bytes::from(text);
+    let bytes = body.collect().await?.to_bytes();
+    let (parts_out, body) = rewrite_errors(parts, bytes, request).await?;
+    parts = parts_out;
+    if swaps.is_empty() {
+        return Ok(HttpResponse::from_parts(parts, HttpBody::new(http_body_util::Full::new(body))));
     }
+    let mut text = String::from_utf8_lossy(&body).into_owned();
+    for swap in swaps {
+        text = text.replace(&swap.placeholder, &swap.original);
+    }
+    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+    Ok(HttpResponse::from_parts(parts, HttpBody::from(text)))
+}
+
+async fn rewrite_errors(
+    mut parts: hyper::http::response::Parts,
+    bytes: Bytes,
+    request: &[u8],
+) -> Result<(hyper::http::response::Parts, Bytes), BoxError> {
     // Only bodies that hold an error are parsed; errors that already have data.code stay as they are.
     let needs_rewrite = contains(&bytes, b"\"error\"");
     if !needs_rewrite {
-        return Ok(HttpResponse::from_parts(parts, HttpBody::new(http_body_util::Full::new(bytes))));
+        return Ok((parts, bytes));
     }
     let mut value = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(value) => value,
-        Err(_) => {
-            return Ok(HttpResponse::from_parts(parts, HttpBody::new(http_body_util::Full::new(bytes))));
-        }
+        Err(_) => return Ok((parts, bytes)),
     };
     // jsonrpsee calls any single request it cannot read a parse error; JSON that is simply not
     // JSON-RPC is an invalid request (-32600) by the contract.
@@ -296,14 +354,13 @@ async fn normalize_http_response(
         value["error"] =
             serde_json::json!({"code": crate::error::INVALID_REQUEST, "message": "not a JSON-RPC 2.0 request"});
     }
-    let body = if normalize_response_value(&mut value) {
+    if normalize_response_value(&mut value) {
         let text = serde_json::to_vec(&value)?;
         parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
-        HttpBody::from(text)
+        Ok((parts, Bytes::from(text)))
     } else {
-        HttpBody::new(http_body_util::Full::new(bytes))
-    };
-    Ok(HttpResponse::from_parts(parts, body))
+        Ok((parts, bytes))
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -132,9 +132,12 @@ pub fn parse_create(
         && reader.is_object()
         && let Some(header) = workspace_header
     {
-        match Uuid::try_parse(header.trim()) {
-            Ok(ws) => input.workspace_id = Some(ws),
-            Err(_) => failure.field("workspaceId", "the X-Workspace-Id header must be a UUID"),
+        match Uuid::try_parse(header.trim()).ok().filter(|_| header.trim().len() == 36) {
+            Some(ws) => input.workspace_id = Some(ws),
+            None => failure.field(
+                "workspaceId",
+                "the X-Workspace-Id header must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+            ),
         }
     }
     (input, failure)

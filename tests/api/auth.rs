@@ -622,7 +622,12 @@ async fn several_workspaces_and_none_named_is_a_field_error() {
 async fn a_workspace_header_that_is_not_a_uuid_is_refused() {
     let app = spawn_app().await;
     let token = format!("Bearer {}", app.token());
-    for header in ["marketing", "1234", &format!("{}0", app.workspace)] {
+    let braced = format!("{{{}}}", app.workspace);
+    let compact = app.workspace.simple().to_string();
+    let urn = app.workspace.urn().to_string();
+    // Braced, compact and URN forms name the right workspace, but like params the header takes
+    // the hyphenated form only.
+    for header in ["marketing", "1234", &format!("{}0", app.workspace), &braced, &compact, &urn] {
         let response = call(&app, &[("authorization", &token), ("x-workspace-id", header)], valid_params()).await;
         let case = format!("X-Workspace-Id {header:?}");
         assert!(

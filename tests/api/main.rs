@@ -7,6 +7,7 @@ mod durability;
 mod faults;
 mod helpers;
 mod observability;
+mod openapi;
 mod pg_instance;
 mod smoke;
 mod soak;
