@@ -143,13 +143,18 @@ pub fn parse_create(
     (input, failure)
 }
 
-/// A fingerprint of what a create asks for, to tell a replay from a reuse of its key.
-fn request_hash(input: &CreateOpportunity, workspace: Uuid, owner: Uuid) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(serde_json::to_vec(input).expect("the input serializes"));
-    hasher.update(workspace.as_bytes());
-    hasher.update(owner.as_bytes());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+/// A fingerprint of what a create asks for, to tell a replay from a reuse of its key: the new
+/// opportunity with its defaults applied, less what every call makes anew (id, times, caller).
+/// So `stage` left out and `"stage": "lead"` are the same request.
+fn request_hash(opportunity: &Opportunity) -> String {
+    let mut value = serde_json::to_value(opportunity).expect("an opportunity serializes");
+    if let Some(fields) = value.as_object_mut() {
+        for made_anew in ["id", "createdAt", "updatedAt", "createdBy"] {
+            fields.remove(made_anew);
+        }
+    }
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `opportunity.create`: authenticate, read and check the params, resolve the workspace, and
@@ -177,9 +182,9 @@ pub async fn create(
     }
 
     let key = input.idempotency_key.clone();
-    let hash = key.as_ref().map(|_| request_hash(&input, workspace, input.owner_user_id.unwrap_or(principal.user_id)));
     let opportunity = Opportunity::new(input, workspace, principal.user_id, Utc::now())
         .expect("required fields once the params are valid");
+    let hash = key.as_ref().map(|_| request_hash(&opportunity));
     let response = serde_json::to_string(&opportunity).expect("an opportunity serializes");
 
     let record = key.clone().zip(hash).map(|(key, request_hash)| IdempotencyRecord {

@@ -746,3 +746,25 @@ async fn idempotency_key_on_the_websocket_handshake_does_not_apply_to_every_call
     assert_ne!(ok_id(&first), ok_id(&second), "two calls on one socket are two creates: {first} {second}");
     assert_eq!(app.count(None).await, 2);
 }
+
+#[tokio::test]
+async fn a_retry_that_differs_only_in_form_is_a_replay() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let key = format!("retry-{}", Uuid::new_v4());
+    let params = params_titled("same request, other spelling");
+    let first = app_create(&app, &token, &params, &[("idempotency-key", &key)]).await;
+    // Defaults spelled out, the title padded, the UUID upper-case, the workspace named: the
+    // same opportunity is asked for.
+    let mut spelled = params.clone();
+    spelled["stage"] = json!("lead");
+    spelled["budgetConfirmed"] = json!(false);
+    spelled["visibilityMode"] = json!("workspace_local");
+    spelled["title"] = json!(format!("  {}  ", params["title"].as_str().unwrap()));
+    spelled["customerId"] = json!(params["customerId"].as_str().unwrap().to_uppercase());
+    spelled["workspaceId"] = json!(app.workspace.to_string());
+    spelled["ownerUserId"] = json!(app.user.to_string());
+    let again = app_create(&app, &token, &spelled, &[("idempotency-key", &key)]).await;
+    assert_eq!(ok_result(&again), ok_result(&first), "{again}");
+    assert_eq!(app.count(None).await, 1);
+}
