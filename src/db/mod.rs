@@ -156,7 +156,7 @@ pub enum DbConn<'a> {
 #[derive(Clone)]
 enum DbPool {
     Sqlite(Pool<ConnectionManager<SqliteConnection>>),
-    Postgres(Pool<ConnectionManager<PgConnection>>),
+    Postgres(Pool<PgManager>),
 }
 
 /// Sets the pragmas of §5 on every new SQLite connection.
@@ -175,18 +175,39 @@ fn apply_sqlite_pragmas(conn: &mut SqliteConnection) -> diesel::QueryResult<()> 
     ))
 }
 
-/// Bounds every statement and lock wait of a PostgreSQL connection by the database timeout, so
-/// that a held lock or a stuck query ends in an error rather than a hang.
-#[derive(Debug, Clone, Copy)]
-struct PostgresTimeouts {
+/// A pooled PostgreSQL connection, and whether a call found it broken.
+pub struct PgPooled {
+    conn: PgConnection,
+    broken: bool,
+}
+
+/// Opens PostgreSQL connections with every statement and lock wait bounded by the database
+/// timeout (so a held lock or a stuck query ends in an error, not a hang), and retires a
+/// connection once a call on it failed as unavailable. Check-outs are not pinged: a lost
+/// connection costs the one call that finds it, not a round trip on every call.
+struct PgManager {
+    inner: ConnectionManager<PgConnection>,
     timeout: Duration,
 }
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PostgresTimeouts {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+impl r2d2::ManageConnection for PgManager {
+    type Connection = PgPooled;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PgPooled, Self::Error> {
+        let mut conn = self.inner.connect()?;
         let ms = self.timeout.as_millis().max(1);
         conn.batch_execute(&format!("SET statement_timeout = {ms}; SET lock_timeout = {ms};"))
-            .map_err(diesel::r2d2::Error::QueryError)
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        Ok(PgPooled { conn, broken: false })
+    }
+
+    fn is_valid(&self, pooled: &mut PgPooled) -> Result<(), Self::Error> {
+        self.inner.is_valid(&mut pooled.conn)
+    }
+
+    fn has_broken(&self, pooled: &mut PgPooled) -> bool {
+        pooled.broken || self.inner.has_broken(&mut pooled.conn)
     }
 }
 
@@ -289,13 +310,13 @@ impl Database {
                 )
             }
             DatabaseUrl::Postgres(u) => {
-                let manager = ConnectionManager::<PgConnection>::new(u.clone());
+                let manager = PgManager { inner: ConnectionManager::new(u.clone()), timeout: options.timeout };
                 DbPool::Postgres(
                     Pool::builder()
                         .max_size(size)
                         .min_idle(Some(size.min(4)))
                         .connection_timeout(options.timeout)
-                        .connection_customizer(Box::new(PostgresTimeouts { timeout: options.timeout }))
+                        .test_on_check_out(false)
                         .build(manager)
                         .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL connection pool: {e}"))?,
                 )
@@ -355,8 +376,13 @@ impl Database {
                     f(DbConn::Sqlite(&mut conn))
                 }
                 DbPool::Postgres(p) => {
-                    let mut conn: PooledConnection<_> = p.get_timeout(timeout)?;
-                    f(DbConn::Postgres(&mut conn))
+                    let mut pooled: PooledConnection<_> = p.get_timeout(timeout)?;
+                    let result = f(DbConn::Postgres(&mut pooled.conn));
+                    if matches!(result, Err(DbError::Unavailable(_))) {
+                        // Lost, or stuck past a timeout: r2d2 drops it on return.
+                        pooled.broken = true;
+                    }
+                    result
                 }
             }
         });

@@ -198,6 +198,12 @@ fn create_postgres(
     key: Option<&IdempotencyRecord>,
     deadline: Instant,
 ) -> QueryResult<CreateOutcome> {
+    let Some(_) = key else {
+        // One statement commits alone: one round trip, no BEGIN and COMMIT around it. A caller
+        // that stops waiting looks the id up before answering (Database::create_opportunity).
+        diesel::insert_into(pg::opportunities::table).values(PgRow::new(o)).execute(conn)?;
+        return Ok(CreateOutcome::Created);
+    };
     conn.transaction(|conn| {
         if let Some(record) = key {
             let stored = pg::idempotency_keys::table
