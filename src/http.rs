@@ -205,9 +205,14 @@ where
                     return Ok(error_response(StatusCode::REQUEST_TIMEOUT, ApiError::BadRequest(message)));
                 }
             };
+            // JSON is UTF-8: anything else is not JSON at all (jsonrpsee would call bad bytes
+            // inside a string an invalid request).
+            if std::str::from_utf8(&bytes).is_err() {
+                return Ok(error_response(StatusCode::OK, ApiError::Parse));
+            }
             let (bytes, swaps) = match swap_unsupported_ids(&bytes) {
                 Swapped::Invalid => {
-                    let error = ApiError::BadRequest("the id must be a string, a number or null".into());
+                    let error = ApiError::BadRequest("the id must be one string, number or null".into());
                     return Ok(error_response(StatusCode::OK, error));
                 }
                 Swapped::Body(swapped, swaps) => (swapped, swaps),
@@ -267,8 +272,20 @@ fn swap_unsupported_ids(body: &Bytes) -> Swapped {
         }
     };
     for item in items {
-        let Some(id) = serde_json::from_str::<IdProbe<'_>>(item.get()).ok().and_then(|p| p.id) else { continue };
+        let id = match serde_json::from_str::<IdProbe<'_>>(item.get()) {
+            Ok(IdProbe { id: Some(id) }) => id,
+            Ok(IdProbe { id: None }) => continue,
+            // jsonrpsee would take a request whose id it cannot read (`"id"` twice, say) for a
+            // notification; in a batch it answers such an entry as an invalid request itself.
+            Err(e) if !is_batch && item.get().starts_with('{') && e.to_string().contains("duplicate field") => {
+                return Swapped::Invalid;
+            }
+            Err(_) => continue,
+        };
         // `id` borrows from `item`, which borrows from `body`.
+        if !is_batch && id.get().starts_with('"') && serde_json::from_str::<String>(id.get()).is_err() {
+            return Swapped::Invalid; // a string id that is not valid text (a lone surrogate)
+        }
         if forbidden(id) {
             if !is_batch {
                 return Swapped::Invalid;
@@ -353,6 +370,11 @@ async fn rewrite_errors(
     {
         value["error"] =
             serde_json::json!({"code": crate::error::INVALID_REQUEST, "message": "not a JSON-RPC 2.0 request"});
+    }
+    // One rule for the status, whatever path jsonrpsee took (it answers some parse errors with
+    // 400): a JSON-RPC error travels with 200; data.httpStatus says what kind it is.
+    if parts.status == StatusCode::BAD_REQUEST {
+        parts.status = StatusCode::OK;
     }
     if normalize_response_value(&mut value) {
         let text = serde_json::to_vec(&value)?;

@@ -104,6 +104,8 @@ impl Application {
             .max_connections(settings.max_connections)
             // The RPC middleware enforces MAX_BATCH, so that both transports refuse in §4's shape.
             .set_batch_request_config(BatchRequestConfig::Unlimited)
+            // A new connection must send its first request within the request timeout.
+            .set_first_request_timeout(Some(settings.request_timeout))
             // A peer that stops answering pings (gone, or stalled) is disconnected.
             .enable_ws_ping(
                 PingConfig::new()

@@ -394,6 +394,7 @@ pub fn camel_case(snake: &str) -> String {
 /// Checks solution families item by item: each trimmed 1–100 characters, no duplicates. Errors
 /// go to `solutionFamilies.N`.
 pub fn check_solution_families(items: &[String], failure: &mut ValidationFailure) {
+    let mut first_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let field = format!("solutionFamilies.{index}");
         let chars = item.chars().count();
@@ -401,8 +402,10 @@ pub fn check_solution_families(items: &[String], failure: &mut ValidationFailure
             failure.field(field, "must not be empty");
         } else if chars > MAX_SOLUTION_FAMILY_CHARS {
             failure.field(field, "must be at most 100 characters");
-        } else if let Some(first) = items[..index].iter().position(|earlier| earlier == item) {
+        } else if let Some(first) = first_of.get(item.as_str()) {
             failure.field(field, format!("must not repeat item {first}"));
+        } else {
+            first_of.insert(item, index);
         }
     }
 }

@@ -186,6 +186,18 @@ where
     }
 
     fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
-        self.inner.notification(n)
+        let this = self.clone();
+        async move {
+            // JSON-RPC 2.0: a notification is processed like a call; only its answer is dropped.
+            let request = Request {
+                jsonrpc: n.jsonrpc,
+                id: Id::Null,
+                method: n.method,
+                params: n.params,
+                extensions: n.extensions,
+            };
+            let _ = this.call(request).await;
+            MethodResponse::notification()
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! their top-level members (kept as raw JSON text), and each member is then deserialized on its
 //! own, its problems collected in a [`ValidationFailure`].
 
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::Deserialize;
@@ -45,6 +46,18 @@ pub struct FieldReader<'a> {
     pub failure: ValidationFailure,
 }
 
+/// The most names one kind of form error lists; a hostile body cannot make the answer huge.
+pub const MAX_NAMED: usize = 20;
+
+fn report_capped(failure: &mut ValidationFailure, names: Vec<&str>, one: &str, many: &str) {
+    for name in names.iter().take(MAX_NAMED) {
+        failure.form(format!("{one} {name:?}"));
+    }
+    if names.len() > MAX_NAMED {
+        failure.form(format!("and {} more {many}", names.len() - MAX_NAMED));
+    }
+}
+
 const NOT_AN_OBJECT: &str = "params must be an object, or an array holding one object";
 
 impl<'a> FieldReader<'a> {
@@ -67,11 +80,14 @@ impl<'a> FieldReader<'a> {
                 Vec::new()
             }
         };
-        for (index, (name, _)) in members.iter().enumerate() {
-            if members[..index].iter().any(|(earlier, _)| earlier == name) {
-                failure.form(format!("duplicate field {name:?}"));
-            }
-        }
+        let mut seen = HashSet::with_capacity(members.len());
+        let mut reported = HashSet::new();
+        let duplicates: Vec<&str> = members
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| !seen.insert(*name) && reported.insert(*name))
+            .collect();
+        report_capped(&mut failure, duplicates, "duplicate field", "duplicate fields");
         Self { members, failure }
     }
 
@@ -82,11 +98,14 @@ impl<'a> FieldReader<'a> {
 
     /// Reports every member whose name is not in `known`, as §4 asks: `unknown field "x"`.
     pub fn refuse_unknown(&mut self, known: &[&str]) {
-        for (name, _) in &self.members {
-            if !known.contains(&name.as_str()) {
-                self.failure.form(format!("unknown field {name:?}"));
-            }
-        }
+        let mut reported = HashSet::new();
+        let unknown: Vec<&str> = self
+            .members
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| !known.contains(name) && reported.insert(*name))
+            .collect();
+        report_capped(&mut self.failure, unknown, "unknown field", "unknown fields");
     }
 
     fn raw(&self, name: &str) -> Option<&'a RawValue> {
@@ -172,7 +191,12 @@ pub fn one_of<T>(
 }
 
 /// An array of trimmed strings; items that are not strings are reported at `field.N`.
-pub fn string_array(raw: &RawValue, field: &str, failure: &mut ValidationFailure) -> Option<Vec<String>> {
+pub fn string_array(
+    raw: &RawValue,
+    field: &str,
+    max_items: usize,
+    failure: &mut ValidationFailure,
+) -> Option<Vec<String>> {
     let items: Vec<&RawValue> = match serde_json::from_str(raw.get()) {
         Ok(items) => items,
         Err(_) => {
@@ -180,6 +204,11 @@ pub fn string_array(raw: &RawValue, field: &str, failure: &mut ValidationFailure
             return None;
         }
     };
+    if items.len() > max_items {
+        // Items are not looked at one by one: a hostile array cannot make the answer huge.
+        failure.field(field, format!("must have at most {max_items} items"));
+        return None;
+    }
     let mut out = Vec::with_capacity(items.len());
     let mut ok = true;
     for (index, item) in items.into_iter().enumerate() {
@@ -217,6 +246,21 @@ mod tests {
     }
 
     #[test]
+    fn many_unknown_or_duplicate_fields_are_reported_briefly_and_fast() {
+        let body =
+            format!("{{{}}}", (0..100_000).map(|i| format!("\"f{}\":1", i % 50_000)).collect::<Vec<_>>().join(","));
+        let mut r = FieldReader::new(Some(&body));
+        r.refuse_unknown(&["title"]);
+        assert_eq!(r.failure.form_errors.len(), 2 * (MAX_NAMED + 1));
+        assert!(r.failure.form_errors.contains(&"and 49980 more duplicate fields".to_string()));
+        assert!(r.failure.form_errors.contains(&"and 49980 more unknown fields".to_string()));
+        let mut f = ValidationFailure::default();
+        let items: Box<RawValue> = serde_json::from_str(&format!("[{}]", vec!["\"x\""; 100_000].join(","))).unwrap();
+        assert_eq!(string_array(&items, "xs", 50, &mut f), None);
+        assert_eq!(f.field_errors["xs"], ["must have at most 50 items"]);
+    }
+
+    #[test]
     fn required_optional_defaulted() {
         let mut r = FieldReader::new(Some(r#"{"a":null,"b":null,"c":null}"#));
         assert_eq!(r.required("a", string), None);
@@ -251,8 +295,8 @@ mod tests {
         assert_eq!(stage(&raw("\"lead\"")), Ok(1));
         assert_eq!(stage(&raw("\"LEAD\"")), Err("must be one of: lead, won".into()));
         let mut f = ValidationFailure::default();
-        assert_eq!(string_array(&raw(r#"[" a ", 1]"#), "xs", &mut f), None);
+        assert_eq!(string_array(&raw(r#"[" a ", 1]"#), "xs", 5, &mut f), None);
         assert_eq!(f.field_errors["xs.1"], ["must be a string"]);
-        assert_eq!(string_array(&raw(r#"["a"]"#), "xs", &mut f), Some(vec!["a".into()]));
+        assert_eq!(string_array(&raw(r#"["a"]"#), "xs", 5, &mut f), Some(vec!["a".into()]));
     }
 }

@@ -6,6 +6,7 @@ mod discover;
 mod durability;
 mod faults;
 mod helpers;
+mod hostile;
 mod observability;
 mod openapi;
 mod pg_instance;

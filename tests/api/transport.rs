@@ -554,3 +554,17 @@ async fn two_hundred_concurrent_creates_all_succeed() {
     assert_eq!(app.count(None).await, 200);
     assert_eq!(app.count(Some(app.workspace)).await, 200);
 }
+
+#[tokio::test]
+async fn notifications_are_executed_without_an_answer() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let notification = json!({"jsonrpc": "2.0", "method": CREATE, "params": valid_params()});
+    let (status, body) = app.post(&notification, &token).await;
+    assert_eq!(status, 200);
+    assert!(body.is_null() || body == json!(""), "no JSON-RPC answer: {body}");
+    let batch = json!([notification.clone(), notification]);
+    let (_, body) = app.post(&batch, &token).await;
+    assert!(body.is_null() || body == json!(""), "no JSON-RPC answer: {body}");
+    assert_eq!(app.count(None).await, 3, "JSON-RPC 2.0 processes notifications");
+}
