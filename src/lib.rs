@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod rpc;
+pub mod serve;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
-use jsonrpsee::server::{BatchRequestConfig, PingConfig, Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{BatchRequestConfig, PingConfig, Server, ServerConfig, ServerHandle, TowerServiceBuilder};
 use secrecy::SecretString;
 
 use crate::auth::Authenticator;
@@ -61,13 +62,16 @@ pub fn resolve_secret(auth: &AuthArgs, url: &DatabaseUrl) -> anyhow::Result<(Sec
 
 /// A built application, bound and ready to run.
 pub struct Application {
-    server: Server<tower::layer::util::Stack<EdgeLayer, tower::layer::util::Identity>, RpcStack>,
+    builder: TowerServiceBuilder<RpcStack, HttpStack>,
+    listener: tokio::net::TcpListener,
     methods: jsonrpsee::RpcModule<()>,
     local_addr: SocketAddr,
     db: Database,
+    request_timeout: Duration,
 }
 
 type RpcStack = tower::layer::util::Stack<CallLayer, tower::layer::util::Identity>;
+type HttpStack = tower::layer::util::Stack<EdgeLayer, tower::layer::util::Identity>;
 
 impl Application {
     /// Opens the database (migrating it), binds the listener and assembles the server.
@@ -93,6 +97,7 @@ impl Application {
         let listener = std::net::TcpListener::bind(&settings.listen_addr)
             .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
         listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let local_addr = listener.local_addr()?;
 
         let max_response_bytes = 16 * 1024 * 1024;
@@ -104,8 +109,6 @@ impl Application {
             .max_connections(settings.max_connections)
             // The RPC middleware enforces MAX_BATCH, so that both transports refuse in §4's shape.
             .set_batch_request_config(BatchRequestConfig::Unlimited)
-            // A new connection must send its first request within the request timeout.
-            .set_first_request_timeout(Some(settings.request_timeout))
             // A peer that stops answering pings (gone, or stalled) is disconnected.
             .enable_ws_ping(
                 PingConfig::new()
@@ -124,13 +127,13 @@ impl Application {
             body_timeout: settings.request_timeout,
         }));
         let rpc_middleware = RpcServiceBuilder::new().layer(CallLayer { limits, metrics: metrics.clone() });
-        let server = Server::builder()
+        let builder = Server::builder()
             .set_config(config)
             .set_http_middleware(tower::ServiceBuilder::new().layer(edge))
             .set_rpc_middleware(rpc_middleware)
-            .build_from_tcp(listener)?;
+            .to_service_builder();
         let methods = rpc::methods(AppState { db: db.clone(), metrics })?;
-        Ok(Self { server, methods, local_addr, db })
+        Ok(Self { builder, listener, methods, local_addr, db, request_timeout: settings.request_timeout })
     }
 
     /// The bound address (useful with port 0).
@@ -159,6 +162,8 @@ impl Application {
                 }
             }
         });
-        self.server.start(self.methods)
+        let (stop, handle) = jsonrpsee::server::stop_channel();
+        tokio::spawn(serve::accept_loop(self.listener, self.builder, self.methods.into(), stop, self.request_timeout));
+        handle
     }
 }

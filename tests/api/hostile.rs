@@ -414,8 +414,6 @@ async fn client_that_stalls_inside_its_headers_is_cut_off() {
 
 /// The same on a kept-alive connection: one call answered, then half the head of the next one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: jsonrpsee's server arms no header-read timer on kept-alive connections; \
-            closing it needs our own accept loop with hyper's header_read_timeout (issue 4 follow-up)"]
 async fn kept_alive_connection_that_stalls_inside_its_next_headers_is_cut_off() {
     let app = spawn_app_with(&["--request-timeout", "1s"]).await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
