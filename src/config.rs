@@ -92,7 +92,8 @@ pub struct ServeArgs {
     /// `/health` and `/ready` are answered regardless.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
-    /// A request body must arrive within this time, else HTTP 408 (slow or stalled clients).
+    /// A request's headers, and then its body, must each arrive within this time (slow or
+    /// stalled clients): a stalled body gets HTTP 408, stalled headers a closed connection.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
     /// WebSocket ping interval; a peer that answers no ping for two intervals is disconnected.
