@@ -341,3 +341,48 @@ pub fn count(conn: DbConn<'_>, workspace: Option<Uuid>) -> Result<i64, DbError> 
     }
     .map_err(DbError::classify)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::db::{Database, DatabaseUrl, PoolOptions};
+    use crate::domain::opportunity::{CreateOpportunity, PipelineType};
+
+    fn opportunity(created_at: DateTime<Utc>) -> Opportunity {
+        let input = CreateOpportunity {
+            customer_id: Some(Uuid::now_v7()),
+            title: Some("kept".into()),
+            pipeline_type: Some(PipelineType::Retrofit),
+            ..Default::default()
+        };
+        Opportunity::new(input, Uuid::nil(), Uuid::nil(), created_at).unwrap()
+    }
+
+    fn key(name: &str) -> Option<IdempotencyRecord> {
+        Some(IdempotencyRecord { key: name.into(), request_hash: "h".into(), response: "{}".into() })
+    }
+
+    #[tokio::test]
+    async fn purging_removes_only_keys_older_than_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("k.db"));
+        let db = Database::connect(url, PoolOptions { size: Some(2), timeout: Duration::from_secs(5) }).unwrap();
+        let now = Utc::now();
+        db.create_opportunity(opportunity(now - TimeDelta::hours(26)), key("old")).await.unwrap();
+        db.create_opportunity(opportunity(now - TimeDelta::hours(23)), key("young")).await.unwrap();
+        let cutoff = now - crate::IDEMPOTENCY_KEY_TTL;
+        let purged = db.run(move |conn| purge_idempotency_keys(conn, cutoff)).await.unwrap();
+        assert_eq!(purged, 1);
+        // The young key still replays; the old one is free again (a new create under it).
+        let replay = db.create_opportunity(opportunity(now), key("young")).await.unwrap();
+        assert_eq!(replay, CreateOutcome::Replayed("{}".into()));
+        let reused = db.create_opportunity(opportunity(now), key("old")).await.unwrap();
+        assert_eq!(reused, CreateOutcome::Created);
+        // Purging never removes opportunities.
+        assert_eq!(db.run(|conn| count(conn, None)).await.unwrap(), 3);
+    }
+}
