@@ -2,7 +2,7 @@
 //! refused, which scopes a create needs, which workspace a call acts in, the same rules over a
 //! WebSocket, and the development secret and `token` subcommand of §1.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -142,39 +142,7 @@ fn bin(database_url: &str) -> Command {
 
 /// Starts `serve` on `database_url` with no AUTH_JWT_SECRET and waits for its address.
 fn start_without_secret(database_url: &str) -> ServiceProcess {
-    let mut child = bin(database_url)
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let stderr = child.stderr.take().unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let addr =
-                line.split("listening on ").nth(1).map(|rest| rest.split_whitespace().next().unwrap_or("").to_string());
-            {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-            if let Some(addr) = addr {
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(addr) => ServiceProcess { addr: addr.parse().expect("address in the log"), child, log },
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the service without AUTH_JWT_SECRET on SQLite did not start; log:\n{}", log.lock().unwrap());
-        }
-    }
+    ServiceProcess::spawn(bin(database_url))
 }
 
 /// Runs `opportunity-service token …` with no secret configured; returns the printed token.

@@ -238,17 +238,20 @@ impl ServiceProcess {
     /// Starts `opportunity-service serve` on `database_url` with port 0 and waits for its
     /// "listening on" line.
     pub fn start(database_url: &str, envs: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_opportunity-service"));
+        command.env("DATABASE_URL", database_url).env("AUTH_JWT_SECRET", SECRET).envs(envs.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Starts a prepared command of the binary on port 0 with info logs, and waits for its
+    /// "listening on" line.
+    pub fn spawn(mut command: Command) -> Self {
         use std::io::{BufRead, BufReader};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_opportunity-service"))
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("DATABASE_URL", database_url)
-            .env("AUTH_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "info")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
+        command.env("LISTEN_ADDR", "127.0.0.1:0").stdout(Stdio::null()).stderr(Stdio::piped());
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "info");
+        }
+        let mut child = command.spawn().expect("binary starts");
         let stderr = child.stderr.take().unwrap();
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -270,6 +273,7 @@ impl ServiceProcess {
             Ok(addr) => addr.parse().expect("address in the log"),
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("the service did not log its address; log:\n{}", log.lock().unwrap());
             }
         };
