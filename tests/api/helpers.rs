@@ -243,14 +243,19 @@ impl ServiceProcess {
         Self::spawn(command)
     }
 
-    /// Starts a prepared command of the binary on port 0 with info logs, and waits for its
-    /// "listening on" line.
+    /// Starts a prepared command of the binary (on port 0 with info logs unless the command sets
+    /// `LISTEN_ADDR` or `RUST_LOG`), and waits for its "listening on" line.
     pub fn spawn(mut command: Command) -> Self {
         use std::io::{BufRead, BufReader};
-        command.env("LISTEN_ADDR", "127.0.0.1:0").stdout(Stdio::null()).stderr(Stdio::piped());
-        if std::env::var_os("RUST_LOG").is_none() {
+        // What the caller set wins; otherwise port 0 and info logs.
+        let set = |command: &Command, name: &str| command.get_envs().any(|(k, _)| k == name);
+        if !set(&command, "LISTEN_ADDR") {
+            command.env("LISTEN_ADDR", "127.0.0.1:0");
+        }
+        if !set(&command, "RUST_LOG") {
             command.env("RUST_LOG", "info");
         }
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("binary starts");
         let stderr = child.stderr.take().unwrap();
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
