@@ -355,7 +355,7 @@ async fn rewrite_errors(
     request: &[u8],
 ) -> Result<(hyper::http::response::Parts, Bytes), BoxError> {
     // Only bodies that hold an error are parsed; errors that already have data.code stay as they are.
-    let needs_rewrite = contains(&bytes, b"\"error\"");
+    let needs_rewrite = memchr::memmem::find(&bytes, b"\"error\"").is_some();
     if !needs_rewrite {
         return Ok((parts, bytes));
     }
@@ -383,8 +383,4 @@ async fn rewrite_errors(
     } else {
         Ok((parts, bytes))
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }

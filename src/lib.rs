@@ -141,11 +141,6 @@ impl Application {
         self.local_addr
     }
 
-    /// The database the application uses.
-    pub fn database(&self) -> &Database {
-        &self.db
-    }
-
     /// Starts serving; the handle stops it. In-flight calls finish before `stopped()` resolves.
     pub fn start(self) -> ServerHandle {
         tracing::info!(addr = %self.local_addr, backend = self.db.backend(), database = %self.db.url().redacted(), "listening on {}", self.local_addr);

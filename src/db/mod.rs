@@ -358,14 +358,7 @@ impl Database {
         R: Send + 'static,
         F: FnOnce(DbConn<'_>) -> Result<R, DbError> + Send + 'static,
     {
-        self.run_within(self.timeout, f).await
-    }
-
-    async fn run_within<R, F>(&self, timeout: Duration, f: F) -> Result<R, DbError>
-    where
-        R: Send + 'static,
-        F: FnOnce(DbConn<'_>) -> Result<R, DbError> + Send + 'static,
-    {
+        let timeout = self.timeout;
         let pool = self.pool.clone();
         let span = tracing::Span::current();
         let task = tokio::task::spawn_blocking(move || {

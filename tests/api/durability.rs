@@ -45,12 +45,7 @@ async fn try_create_at(
     params: &Value,
     headers: &[(&str, &str)],
 ) -> Result<(u16, Value), reqwest::Error> {
-    let body = request(json!(1), "opportunity.create", params.clone());
-    let mut req = http
-        .post(format!("http://{addr}/"))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(body.to_string());
+    let mut req = create_request(http, addr, token, params);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }

@@ -90,12 +90,7 @@ pub(crate) async fn http_create(
     key_header: Option<&str>,
 ) -> (Answer, Duration) {
     let started = Instant::now();
-    let body = request(json!(1), "opportunity.create", params.clone());
-    let mut req = http
-        .post(format!("http://{addr}/"))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(body.to_string());
+    let mut req = create_request(http, addr, token, params);
     if let Some(key) = key_header {
         req = req.header("idempotency-key", key);
     }

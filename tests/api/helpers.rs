@@ -217,6 +217,19 @@ impl TestApp {
     }
 }
 
+/// An `opportunity.create` POST to `addr` with a bearer token, ready for more headers.
+pub fn create_request(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    token: &str,
+    params: &Value,
+) -> reqwest::RequestBuilder {
+    http.post(format!("http://{addr}/"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(request(json!(1), "opportunity.create", params.clone()).to_string())
+}
+
 /// Calls `opportunity.create` over a WebSocket client with the params object as it is.
 pub async fn ws_create(client: &WsClient, params: &Value) -> Result<Value, jsonrpsee::core::ClientError> {
     use jsonrpsee::core::client::ClientT;

@@ -20,3 +20,41 @@ async fn contract_example_creates_and_stores() {
     assert_eq!(result["createdBy"], app.user.to_string());
     assert_eq!(app.count(Some(app.workspace)).await, 1);
 }
+
+/// Runs the binary with `args` and `env`, returning (success, stdout + stderr).
+fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_opportunity-service"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("AUTH_JWT_SECRET")
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn migrate_applies_the_migrations_once_and_exits() {
+    let db = TestDatabase::new();
+    let (ok, log) = run_binary(&["migrate"], &[("DATABASE_URL", &db.url)]);
+    assert!(ok, "{log}");
+    assert!(log.contains("applied=1"), "the first run applies the migration: {log}");
+    let (ok, log) = run_binary(&["migrate", "--database-url", &db.url], &[]);
+    assert!(ok, "{log}");
+    assert!(log.contains("applied=0"), "a second run finds nothing pending: {log}");
+    // The tables are there: counting opportunities works on the migrated database.
+    let count = db.open().run(|conn| opportunity_service::db::opportunity::count(conn, None)).await.unwrap();
+    assert_eq!(count, 0);
+}
+
+#[test]
+fn start_up_refuses_a_bad_database_url_or_an_empty_secret() {
+    let (ok, log) = run_binary(&["migrate", "--database-url", "mysql://localhost/x"], &[]);
+    assert!(!ok && log.contains("DATABASE_URL must start with sqlite:// or postgres://"), "{log}");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("x.db").display());
+    let (ok, log) =
+        run_binary(&["serve", "--listen-addr", "127.0.0.1:0"], &[("DATABASE_URL", &url), ("AUTH_JWT_SECRET", "")]);
+    assert!(!ok && log.contains("AUTH_JWT_SECRET is set but empty"), "{log}");
+}
