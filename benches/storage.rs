@@ -12,9 +12,9 @@
 //! another, until the time is up, along one of two paths (`--path`):
 //!
 //! - `service` (the default): `Database::create_opportunity`, what the RPC handler calls: the
-//!   group-commit writer on SQLite, a pooled connection on PostgreSQL;
+//!   group-commit writer of the backend (`src/db/writer.rs`, `src/db/pg_writer.rs`);
 //! - `pool`: `db::opportunity::create` on a pooled connection through `Database::run`, one
-//!   transaction per create (on PostgreSQL the same as `service`).
+//!   transaction (or one autocommitted INSERT) per create, the design before group commit.
 //!
 //! Only the storage call is timed. The last line is machine-readable for `bench/run`:
 //!
@@ -71,7 +71,7 @@ struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StoragePath {
-    /// `Database::create_opportunity`: group commit on SQLite, the pool on PostgreSQL.
+    /// `Database::create_opportunity`: group commit.
     Service,
     /// `Database::run` + `db::opportunity::create`: one transaction per create, pooled.
     Pool,

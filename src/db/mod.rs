@@ -2,6 +2,7 @@
 //! with migrations embedded per backend and every query run on the blocking thread pool.
 
 pub mod opportunity;
+pub mod pg_writer;
 pub mod schema;
 pub mod writer;
 
@@ -142,6 +143,9 @@ fn is_transient_message(message: &str) -> bool {
         "the database system is shutting down",
         "the database system is starting up",
         "could not connect",
+        // lock_timeout and statement_timeout (DATABASE_TIMEOUT): the database is too slow now.
+        "canceling statement due to lock timeout",
+        "canceling statement due to statement timeout",
     ]
     .iter()
     .any(|needle| m.contains(needle))
@@ -227,8 +231,14 @@ pub struct Database {
     url: DatabaseUrl,
     /// How long a call waits for the database (DATABASE_TIMEOUT).
     timeout: Duration,
-    /// SQLite only: the group-commit writer every create goes through.
-    writer: Option<writer::SqliteWriter>,
+    /// The group-commit writer every create goes through.
+    writer: Writer,
+}
+
+#[derive(Clone)]
+enum Writer {
+    Sqlite(writer::SqliteWriter),
+    Postgres(pg_writer::PgWriter),
 }
 
 impl std::fmt::Debug for Database {
@@ -322,9 +332,12 @@ impl Database {
                 )
             }
         };
-        let writer = match &url {
-            DatabaseUrl::Sqlite(path) => Some(writer::SqliteWriter::start(path, options.timeout)?),
-            DatabaseUrl::Postgres(_) => None,
+        let writer = match (&url, &pool) {
+            (DatabaseUrl::Sqlite(path), _) => Writer::Sqlite(writer::SqliteWriter::start(path, options.timeout)?),
+            (_, DbPool::Postgres(pool)) => {
+                Writer::Postgres(pg_writer::PgWriter::start(pool.clone(), options.timeout, pg_writer::writers(size))?)
+            }
+            (DatabaseUrl::Postgres(_), DbPool::Sqlite(_)) => unreachable!("the pool follows the URL"),
         };
         Ok(Self { pool, url, timeout: options.timeout, writer })
     }
@@ -389,39 +402,16 @@ impl Database {
         }
     }
 
-    /// Stores an opportunity with its idempotency key, answering once it is committed: on SQLite
-    /// through the group-commit writer, on PostgreSQL on a pooled connection.
+    /// Stores an opportunity with its idempotency key, answering once it is committed: through
+    /// the group-commit writer of the backend (`writer.rs` for SQLite, `pg_writer.rs`).
     pub async fn create_opportunity(
         &self,
         opportunity: crate::domain::opportunity::Opportunity,
         key: Option<opportunity::IdempotencyRecord>,
     ) -> Result<opportunity::CreateOutcome, DbError> {
-        if let Some(writer) = &self.writer {
-            return writer.create(opportunity, key).await;
-        }
-        let id = opportunity.id;
-        // Stop a little before the caller gives up, so that a late commit is rolled back instead.
-        let deadline = std::time::Instant::now() + self.timeout.mul_f64(0.9);
-        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let ran = started.clone();
-        let outcome = self
-            .run(move |conn| {
-                ran.store(true, std::sync::atomic::Ordering::Relaxed);
-                opportunity::create(conn, &opportunity, key.as_ref(), deadline)
-            })
-            .await;
-        match outcome {
-            // The connection went away around the commit: whether it happened decides the answer.
-            Err(DbError::Unavailable(cause)) if started.load(std::sync::atomic::Ordering::Relaxed) => {
-                match self.run(move |conn| opportunity::exists(conn, id)).await {
-                    Ok(true) => {
-                        tracing::warn!(%id, cause, "the connection was lost after the commit; the create is stored");
-                        Ok(opportunity::CreateOutcome::Created)
-                    }
-                    _ => Err(DbError::Unavailable(cause)),
-                }
-            }
-            other => other,
+        match &self.writer {
+            Writer::Sqlite(writer) => writer.create(opportunity, key).await,
+            Writer::Postgres(writer) => writer.create(opportunity, key).await,
         }
     }
 

@@ -198,43 +198,89 @@ fn create_postgres(
     key: Option<&IdempotencyRecord>,
     deadline: Instant,
 ) -> QueryResult<CreateOutcome> {
-    let Some(_) = key else {
+    let Some(record) = key else {
         // One statement commits alone: one round trip, no BEGIN and COMMIT around it. A caller
         // that stops waiting looks the id up before answering (Database::create_opportunity).
         diesel::insert_into(pg::opportunities::table).values(PgRow::new(o)).execute(conn)?;
         return Ok(CreateOutcome::Created);
     };
     conn.transaction(|conn| {
-        if let Some(record) = key {
-            let stored = pg::idempotency_keys::table
-                .find((o.workspace_id, record.key.as_str()))
-                .select((pg::idempotency_keys::request_hash, pg::idempotency_keys::response))
-                .first::<(String, String)>(conn)
-                .optional()?;
-            if let Some(outcome) = replay_or_reuse(stored, record) {
-                return Ok(outcome);
-            }
-        }
-        diesel::insert_into(pg::opportunities::table).values(PgRow::new(o)).execute(conn)?;
-        if let Some(record) = key {
-            diesel::insert_into(pg::idempotency_keys::table)
-                .values((
-                    pg::idempotency_keys::workspace_id.eq(o.workspace_id),
-                    pg::idempotency_keys::key.eq(record.key.as_str()),
-                    pg::idempotency_keys::request_hash.eq(record.request_hash.as_str()),
-                    pg::idempotency_keys::opportunity_id.eq(o.id),
-                    pg::idempotency_keys::response.eq(record.response.as_str()),
-                    pg::idempotency_keys::created_at.eq(o.created_at),
-                ))
-                .execute(conn)?;
-        }
+        let outcome = insert_keyed_postgres(conn, o, record)?;
         // The caller stops waiting at the deadline and answers SERVICE_UNAVAILABLE: past it,
         // roll back rather than store a create that was answered as not done.
         if Instant::now() >= deadline {
             return Err(DieselError::RollbackTransaction);
         }
-        Ok(CreateOutcome::Created)
+        Ok(outcome)
     })
+}
+
+/// Stores a group of creates together on PostgreSQL, answering each.
+///
+/// Creates without a key go in as one multi-row INSERT. With no key in the group, that statement
+/// commits alone (autocommit, one round trip); otherwise it runs in one transaction with the keyed
+/// creates, each looked up and inserted as [`create_postgres`] would, and the transaction is
+/// rolled back when `deadline` passed before COMMIT. `outcomes` receives one outcome per create,
+/// in order, as soon as it is known, so that a caller who loses the connection during COMMIT can
+/// still answer once it finds the rows stored. Any error leaves nothing stored: the caller falls
+/// back to one create at a time.
+pub(super) fn create_postgres_group(
+    conn: &mut PgConnection,
+    group: &[(&Opportunity, Option<&IdempotencyRecord>)],
+    deadline: Instant,
+    outcomes: &mut Vec<CreateOutcome>,
+) -> QueryResult<()> {
+    outcomes.clear();
+    let keyless: Vec<PgRow<'_>> = group.iter().filter(|(_, key)| key.is_none()).map(|(o, _)| PgRow::new(o)).collect();
+    if keyless.len() == group.len() {
+        outcomes.resize(group.len(), CreateOutcome::Created);
+        diesel::insert_into(pg::opportunities::table).values(keyless).execute(conn)?;
+        return Ok(());
+    }
+    conn.transaction(|conn| {
+        if !keyless.is_empty() {
+            diesel::insert_into(pg::opportunities::table).values(keyless).execute(conn)?;
+        }
+        for (o, key) in group {
+            outcomes.push(match key {
+                None => CreateOutcome::Created,
+                Some(record) => insert_keyed_postgres(conn, o, record)?,
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(DieselError::RollbackTransaction);
+        }
+        Ok(())
+    })
+}
+
+/// The keyed part of a create on PostgreSQL, inside the caller's transaction: replay or report a
+/// reuse of the key, or insert the opportunity and its key.
+fn insert_keyed_postgres(
+    conn: &mut PgConnection,
+    o: &Opportunity,
+    record: &IdempotencyRecord,
+) -> QueryResult<CreateOutcome> {
+    let stored = pg::idempotency_keys::table
+        .find((o.workspace_id, record.key.as_str()))
+        .select((pg::idempotency_keys::request_hash, pg::idempotency_keys::response))
+        .first::<(String, String)>(conn)
+        .optional()?;
+    if let Some(outcome) = replay_or_reuse(stored, record) {
+        return Ok(outcome);
+    }
+    diesel::insert_into(pg::opportunities::table).values(PgRow::new(o)).execute(conn)?;
+    diesel::insert_into(pg::idempotency_keys::table)
+        .values((
+            pg::idempotency_keys::workspace_id.eq(o.workspace_id),
+            pg::idempotency_keys::key.eq(record.key.as_str()),
+            pg::idempotency_keys::request_hash.eq(record.request_hash.as_str()),
+            pg::idempotency_keys::opportunity_id.eq(o.id),
+            pg::idempotency_keys::response.eq(record.response.as_str()),
+            pg::idempotency_keys::created_at.eq(o.created_at),
+        ))
+        .execute(conn)?;
+    Ok(CreateOutcome::Created)
 }
 
 /// Inserts one opportunity (and its key) in a savepoint of the caller's transaction.

@@ -5,6 +5,7 @@ mod auth;
 mod discover;
 mod durability;
 mod faults;
+mod group_commit;
 mod helpers;
 mod hostile;
 mod observability;

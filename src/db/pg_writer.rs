@@ -1,0 +1,211 @@
+//! Group commit for PostgreSQL: a few writer threads take the creates that arrive together and
+//! store each group with one statement (or one transaction), so that one round trip, one commit
+//! and one WAL flush serve many callers.
+//!
+//! One INSERT and one commit per create costs PostgreSQL far more than the row itself: under load
+//! the server's own CPU is the limit (`bench/run`). Here callers queue in a channel; each of
+//! [`writers`] threads drains what is waiting (up to [`MAX_GROUP`]) and stores it on a pooled
+//! connection: creates without an idempotency key as one multi-row INSERT, committed alone, and a
+//! group with keys as one transaction (see `opportunity::create_postgres_group`). A caller is
+//! answered only once its group is committed. When a group fails on a create of its own (a query
+//! error, not a lost server), nothing of it is stored and its creates are stored again one at a
+//! time, so that a create that fails never fails the others. A lone create takes the path it took
+//! before grouping: one autocommitted INSERT, or one transaction with its key.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use diesel::r2d2::PooledConnection;
+use r2d2::Pool;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::opportunity::{self, CreateOutcome, IdempotencyRecord};
+use super::{DbConn, DbError, PgManager};
+use crate::domain::opportunity::Opportunity;
+
+/// The most creates stored by one statement: 29 columns a row stay well under PostgreSQL's
+/// 65,535 bind parameters.
+pub const MAX_GROUP: usize = 256;
+/// Creates waiting for a writer before callers wait to enqueue.
+const QUEUE: usize = 4096;
+/// Writer threads, each with one pooled connection while it stores a group. Few writers make
+/// large groups under load; more than one keeps a slow group from stalling every caller.
+const WRITERS: u32 = 2;
+
+/// How many writer threads a pool of `pool_size` connections gets: one connection stays free
+/// for `/ready`, the key purge and the checks after a lost connection.
+pub fn writers(pool_size: u32) -> u32 {
+    WRITERS.min(pool_size.saturating_sub(1)).max(1)
+}
+
+struct Job {
+    /// Past this instant the create is not started, and a group holding it is rolled back
+    /// before COMMIT: the caller is about to answer SERVICE_UNAVAILABLE, and a create answered
+    /// so must not be stored.
+    deadline: Instant,
+    /// When the caller stops waiting.
+    gives_up: Instant,
+    opportunity: Opportunity,
+    key: Option<IdempotencyRecord>,
+    reply: oneshot::Sender<Result<CreateOutcome, DbError>>,
+}
+
+type Conn = PooledConnection<PgManager>;
+
+/// The handle callers enqueue creates with; the writer threads end when the last handle is
+/// dropped, after storing what was queued.
+#[derive(Debug, Clone)]
+pub struct PgWriter {
+    jobs: mpsc::Sender<Job>,
+    timeout: Duration,
+}
+
+impl PgWriter {
+    /// Starts `writers` threads that store creates through `pool`; a create waits at most
+    /// `timeout` in all.
+    pub(super) fn start(pool: Pool<PgManager>, timeout: Duration, writers: u32) -> anyhow::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>(QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..writers {
+            let queue = queue.clone();
+            let pool = pool.clone();
+            thread::Builder::new().name(format!("pg-writer-{n}")).spawn(move || {
+                let mut group = Vec::with_capacity(MAX_GROUP);
+                loop {
+                    {
+                        // One writer waits on the queue at a time and takes all that is waiting.
+                        let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
+                        let Some(first) = queue.blocking_recv() else { break };
+                        group.push(first);
+                        while group.len() < MAX_GROUP {
+                            match queue.try_recv() {
+                                Ok(job) => group.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    let outcomes = store(&pool, &group);
+                    for (job, outcome) in group.drain(..).zip(outcomes) {
+                        // A caller that went away no longer needs the answer.
+                        let _ = job.reply.send(outcome);
+                    }
+                }
+            })?;
+        }
+        Ok(Self { jobs, timeout })
+    }
+
+    /// Stores one opportunity (with its idempotency key) and answers once it is committed, or
+    /// SERVICE_UNAVAILABLE within the database timeout.
+    pub async fn create(
+        &self,
+        opportunity: Opportunity,
+        key: Option<IdempotencyRecord>,
+    ) -> Result<CreateOutcome, DbError> {
+        let now = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        // Stop a little before the caller gives up, so that a late group is rolled back instead.
+        let job =
+            Job { deadline: now + self.timeout.mul_f64(0.9), gives_up: now + self.timeout, opportunity, key, reply };
+        let call = async {
+            self.jobs
+                .send(job)
+                .await
+                .map_err(|_| DbError::Unavailable("the PostgreSQL writers have stopped".into()))?;
+            answer.await.map_err(|_| DbError::Unavailable("the PostgreSQL writer stopped before answering".into()))?
+        };
+        tokio::time::timeout(self.timeout, call).await.unwrap_or_else(|_| {
+            Err(DbError::Unavailable(format!("the database did not answer within {:?}", self.timeout)))
+        })
+    }
+}
+
+/// Stores a group and returns one outcome per create, in order.
+fn store(pool: &Pool<PgManager>, group: &[Job]) -> Vec<Result<CreateOutcome, DbError>> {
+    if group.len() > 1
+        && let Some(outcomes) = store_together(pool, group)
+    {
+        return outcomes;
+    }
+    group.iter().map(|job| store_one(pool, job)).collect()
+}
+
+/// Stores a whole group at once; `None` when a create of it failed (nothing is stored then).
+fn store_together(pool: &Pool<PgManager>, group: &[Job]) -> Option<Vec<Result<CreateOutcome, DbError>>> {
+    let unavailable = |cause: &str| Some(group.iter().map(|_| Err(DbError::Unavailable(cause.to_string()))).collect());
+    let deadline = group.iter().map(|job| job.deadline).min()?;
+    let mut conn = match checkout(pool, deadline) {
+        Ok(conn) => conn,
+        Err(e) => return unavailable(&e.to_string()),
+    };
+    let items: Vec<_> = group.iter().map(|job| (&job.opportunity, job.key.as_ref())).collect();
+    let mut outcomes = Vec::with_capacity(group.len());
+    let stored = opportunity::create_postgres_group(&mut conn.conn, &items, deadline, &mut outcomes);
+    match stored.map_err(|e| (matches!(e, diesel::result::Error::RollbackTransaction), DbError::classify(e))) {
+        Ok(()) => Some(outcomes.into_iter().map(Ok).collect()),
+        Err((true, _)) => unavailable("the database did not answer before the deadline"),
+        Err((false, DbError::Query(e))) => {
+            tracing::debug!(error = %e, size = group.len(), "a group failed; storing its creates one at a time");
+            None
+        }
+        Err((false, DbError::Unavailable(cause))) => {
+            // Lost around the commit: the group is stored whole or not at all, and whether one
+            // of its new rows is there decides every answer.
+            conn.broken = true;
+            drop(conn);
+            let created = group.iter().zip(&outcomes).find(|(_, o)| **o == CreateOutcome::Created);
+            let gives_up = group.iter().map(|job| job.gives_up).min()?;
+            match created {
+                Some((job, _)) if outcomes.len() == group.len() && is_stored(pool, job.opportunity.id, gives_up) => {
+                    tracing::warn!(
+                        cause,
+                        size = group.len(),
+                        "the connection was lost after the commit; the group is stored"
+                    );
+                    Some(outcomes.into_iter().map(Ok).collect())
+                }
+                _ => unavailable(&cause),
+            }
+        }
+    }
+}
+
+/// Stores one create in its own statement or transaction.
+fn store_one(pool: &Pool<PgManager>, job: &Job) -> Result<CreateOutcome, DbError> {
+    let mut conn = checkout(pool, job.deadline)?;
+    let id = job.opportunity.id;
+    match opportunity::create(DbConn::Postgres(&mut conn.conn), &job.opportunity, job.key.as_ref(), job.deadline) {
+        Err(DbError::Unavailable(cause)) => {
+            // Lost, or stuck past a timeout: r2d2 drops the connection on return. Whether the
+            // commit happened decides the answer.
+            conn.broken = true;
+            drop(conn);
+            if is_stored(pool, id, job.gives_up) {
+                tracing::warn!(%id, cause, "the connection was lost after the commit; the create is stored");
+                Ok(CreateOutcome::Created)
+            } else {
+                Err(DbError::Unavailable(cause))
+            }
+        }
+        other => other,
+    }
+}
+
+/// A pooled connection, waited for until `deadline` at most.
+fn checkout(pool: &Pool<PgManager>, deadline: Instant) -> Result<Conn, DbError> {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    if wait.is_zero() {
+        return Err(DbError::Unavailable("waited too long for a PostgreSQL writer".into()));
+    }
+    Ok(pool.get_timeout(wait)?)
+}
+
+/// Whether the opportunity is stored, asked on a fresh connection; `false` when that cannot be
+/// told before `until`.
+fn is_stored(pool: &Pool<PgManager>, id: Uuid, until: Instant) -> bool {
+    checkout(pool, until)
+        .and_then(|mut conn| opportunity::exists(DbConn::Postgres(&mut conn.conn), id))
+        .unwrap_or(false)
+}

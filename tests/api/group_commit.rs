@@ -1,0 +1,208 @@
+//! Group commit through the storage layer (`Database::create_opportunity`), on the backend of
+//! this run: creates that queue up while the table is locked from outside go in together once it
+//! is released; a create that fails inside a group fails alone, keys replay inside a group, and a
+//! create answered SERVICE_UNAVAILABLE is never stored.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use diesel::Connection;
+use diesel::connection::SimpleConnection;
+use opportunity_service::db::opportunity::{CreateOutcome, IdempotencyRecord, count};
+use opportunity_service::db::{Database, DatabaseUrl, DbError, PoolOptions};
+use opportunity_service::domain::opportunity::{CreateOpportunity, Opportunity, PipelineType};
+use uuid::Uuid;
+
+use crate::helpers::TestDatabase;
+
+/// Blocks every writer of the backend from outside: PostgreSQL's table lock (INSERT waits for
+/// it), SQLite's write lock. Released on `release` or drop.
+enum OutsideLock {
+    Postgres(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+impl OutsideLock {
+    fn take(db: &TestDatabase) -> Self {
+        match DatabaseUrl::parse(&db.url).unwrap() {
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = diesel::PgConnection::establish(&url).unwrap();
+                conn.batch_execute("BEGIN; LOCK TABLE opportunities IN EXCLUSIVE MODE;").unwrap();
+                Self::Postgres(conn)
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+                conn.batch_execute("BEGIN IMMEDIATE").unwrap();
+                Self::Sqlite(conn)
+            }
+        }
+    }
+
+    fn release(self) {
+        match self {
+            Self::Postgres(mut c) => c.batch_execute("COMMIT").unwrap(),
+            Self::Sqlite(mut c) => c.batch_execute("COMMIT").unwrap(),
+        }
+    }
+}
+
+fn opportunity(title: &str) -> Opportunity {
+    let input = CreateOpportunity {
+        customer_id: Some(Uuid::now_v7()),
+        title: Some(title.into()),
+        pipeline_type: Some(PipelineType::Retrofit),
+        ..Default::default()
+    };
+    Opportunity::new(input, Uuid::nil(), Uuid::nil(), Utc::now()).unwrap()
+}
+
+fn key(key: &str, hash: &str) -> Option<IdempotencyRecord> {
+    Some(IdempotencyRecord { key: key.into(), request_hash: hash.into(), response: format!("\"{hash}\"") })
+}
+
+fn open(db: &TestDatabase, timeout: Duration) -> Database {
+    // The service's default pool size on PostgreSQL, so that it has its default writers.
+    Database::connect(DatabaseUrl::parse(&db.url).unwrap(), PoolOptions { size: Some(16), timeout }).unwrap()
+}
+
+async fn stored(db: &Database) -> i64 {
+    db.run(|conn| count(conn, None)).await.unwrap()
+}
+
+/// Creates `jobs` while every writer is blocked on the outside lock, so that they queue and go in
+/// as one group after it is released; returns their outcomes in order.
+async fn queued_behind_a_lock(
+    test_db: &TestDatabase,
+    db: &Database,
+    jobs: Vec<(Opportunity, Option<IdempotencyRecord>)>,
+) -> Vec<Result<CreateOutcome, DbError>> {
+    let lock = OutsideLock::take(test_db);
+    // Each blocker occupies one writer (there are at most a few); the spare ones queue with the
+    // jobs and are stored with them.
+    let mut blockers = Vec::new();
+    for i in 0..4 {
+        let db = db.clone();
+        blockers
+            .push(tokio::spawn(async move { db.create_opportunity(opportunity(&format!("blocker {i}")), None).await }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut calls = Vec::new();
+    for (o, k) in jobs {
+        let db = db.clone();
+        calls.push(tokio::spawn(async move { db.create_opportunity(o, k).await }));
+        tokio::time::sleep(Duration::from_millis(20)).await; // keep the queue order
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lock.release();
+    for blocker in blockers {
+        assert_eq!(blocker.await.unwrap().unwrap(), CreateOutcome::Created, "a blocker is stored");
+    }
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.unwrap());
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_create_does_not_fail_its_group() {
+    let test_db = TestDatabase::new();
+    let db = open(&test_db, Duration::from_secs(10));
+    let twin = opportunity("twin");
+    let outcomes = queued_behind_a_lock(
+        &test_db,
+        &db,
+        vec![
+            (opportunity("a"), None),
+            (twin.clone(), None),
+            (twin, None), // breaks the primary key
+            (opportunity("b"), None),
+            (opportunity("c"), None),
+        ],
+    )
+    .await;
+    assert!(matches!(outcomes[0], Ok(CreateOutcome::Created)), "{:?}", outcomes[0]);
+    assert!(matches!(outcomes[1], Ok(CreateOutcome::Created)), "{:?}", outcomes[1]);
+    assert!(matches!(outcomes[2], Err(DbError::Query(_))), "the twin fails alone: {:?}", outcomes[2]);
+    assert!(matches!(outcomes[3], Ok(CreateOutcome::Created)), "{:?}", outcomes[3]);
+    assert!(matches!(outcomes[4], Ok(CreateOutcome::Created)), "{:?}", outcomes[4]);
+    assert_eq!(stored(&db).await, 4 + 4, "four blockers, a, twin, b, c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_in_a_group_replay_and_refuse_reuse() {
+    let test_db = TestDatabase::new();
+    let db = open(&test_db, Duration::from_secs(10));
+    let outcomes = queued_behind_a_lock(
+        &test_db,
+        &db,
+        vec![
+            (opportunity("plain"), None),
+            (opportunity("k1"), key("k", "h1")),
+            (opportunity("k2"), key("k", "h1")), // replays k1, stored in the same group
+            (opportunity("k3"), key("k", "h2")), // reuses the key with other params
+            (opportunity("other key"), key("other", "h3")),
+            (opportunity("plain too"), None),
+        ],
+    )
+    .await;
+    let outcomes: Vec<CreateOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            CreateOutcome::Created,
+            CreateOutcome::Created,
+            CreateOutcome::Replayed("\"h1\"".into()),
+            CreateOutcome::KeyReused,
+            CreateOutcome::Created,
+            CreateOutcome::Created,
+        ]
+    );
+    assert_eq!(stored(&db).await, 4 + 4, "four blockers, plain, k1, other key, plain too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_creates_are_each_stored_once() {
+    let test_db = TestDatabase::new();
+    let db = open(&test_db, Duration::from_secs(10));
+    let mut calls = Vec::new();
+    for i in 0..400 {
+        let db = db.clone();
+        let k = (i % 4 == 0).then(|| key(&format!("key {i}"), "h")).flatten();
+        calls.push(tokio::spawn(async move { db.create_opportunity(opportunity(&format!("burst {i}")), k).await }));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), CreateOutcome::Created);
+    }
+    assert_eq!(stored(&db).await, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_that_wait_past_the_timeout_are_refused_and_never_stored() {
+    let test_db = TestDatabase::new();
+    let timeout = Duration::from_millis(500);
+    let db = open(&test_db, timeout);
+    let lock = OutsideLock::take(&test_db);
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let db = db.clone();
+            let k = (i % 2 == 0).then(|| key(&format!("late {i}"), "h")).flatten();
+            tokio::spawn(async move { db.create_opportunity(opportunity(&format!("late {i}")), k).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.unwrap());
+    }
+    let waited = started.elapsed();
+    // Hold the lock a while longer: a create still running must not slip in after the answer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.release();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for outcome in &outcomes {
+        assert!(matches!(outcome, Err(DbError::Unavailable(_))), "{outcome:?}");
+    }
+    assert!(waited < timeout + Duration::from_secs(2), "answered after {waited:?} (timeout {timeout:?})");
+    assert_eq!(stored(&db).await, 0, "a create answered unavailable is never stored");
+}
