@@ -215,15 +215,12 @@ fn create_postgres(
     })
 }
 
-/// Stores a group of creates together on PostgreSQL, answering each.
-///
-/// Creates without a key go in as one multi-row INSERT. With no key in the group, that statement
-/// commits alone (autocommit, one round trip); otherwise it runs in one transaction with the keyed
-/// creates, each looked up and inserted as [`create_postgres`] would, and the transaction is
-/// rolled back when `deadline` passed before COMMIT. `outcomes` receives one outcome per create,
-/// in order, as soon as it is known, so that a caller who loses the connection during COMMIT can
-/// still answer once it finds the rows stored. Any error leaves nothing stored: the caller falls
-/// back to one create at a time.
+/// Stores a group of creates together on PostgreSQL, in one transaction: the creates without a
+/// key as one multi-row INSERT, the keyed ones each looked up and inserted as [`create_postgres`]
+/// would. The transaction is rolled back when `deadline` passed before COMMIT. `outcomes`
+/// receives one outcome per create, in order, once its statements ran, so that a caller who
+/// loses the connection during COMMIT can still answer once it finds the rows stored. Any error
+/// leaves nothing stored: the caller falls back to one create at a time.
 pub(super) fn create_postgres_group(
     conn: &mut PgConnection,
     group: &[(&Opportunity, Option<&IdempotencyRecord>)],
@@ -232,11 +229,6 @@ pub(super) fn create_postgres_group(
 ) -> QueryResult<()> {
     outcomes.clear();
     let keyless: Vec<PgRow<'_>> = group.iter().filter(|(_, key)| key.is_none()).map(|(o, _)| PgRow::new(o)).collect();
-    if keyless.len() == group.len() {
-        outcomes.resize(group.len(), CreateOutcome::Created);
-        diesel::insert_into(pg::opportunities::table).values(keyless).execute(conn)?;
-        return Ok(());
-    }
     conn.transaction(|conn| {
         if !keyless.is_empty() {
             diesel::insert_into(pg::opportunities::table).values(keyless).execute(conn)?;
@@ -430,5 +422,60 @@ mod tests {
         assert_eq!(reused, CreateOutcome::Created);
         // Purging never removes opportunities.
         assert_eq!(db.run(|conn| count(conn, None)).await.unwrap(), 3);
+    }
+
+    /// A fresh, migrated PostgreSQL database when `TEST_DATABASE_URL` names a server (dropped
+    /// when the guard goes); `None`, said on stderr, otherwise.
+    fn postgres_database(test: &str) -> Option<(PgConnection, PgDropGuard)> {
+        let Some(admin) = std::env::var("TEST_DATABASE_URL").ok().filter(|u| u.starts_with("postgres")) else {
+            eprintln!("{test}: SKIPPED, needs PostgreSQL (set TEST_DATABASE_URL=postgres://…)");
+            return None;
+        };
+        let name = format!("ops_unit_{}", Uuid::new_v4().simple());
+        let mut server = PgConnection::establish(&admin).expect("TEST_DATABASE_URL answers");
+        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut server).unwrap();
+        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+        crate::db::migrate(&DatabaseUrl::Postgres(url.clone())).unwrap();
+        Some((PgConnection::establish(&url).unwrap(), PgDropGuard { admin, name }))
+    }
+
+    struct PgDropGuard {
+        admin: String,
+        name: String,
+    }
+
+    impl Drop for PgDropGuard {
+        fn drop(&mut self) {
+            if let Ok(mut server) = PgConnection::establish(&self.admin) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                    .execute(&mut server);
+            }
+        }
+    }
+
+    #[test]
+    fn a_postgres_group_past_its_deadline_is_rolled_back_whole() {
+        let Some((mut conn, _guard)) = postgres_database("a_postgres_group_past_its_deadline_is_rolled_back_whole")
+        else {
+            return;
+        };
+        let now = Utc::now();
+        let (a, b, c) = (opportunity(now), opportunity(now), opportunity(now));
+        let k = key("late");
+        let group = [(&a, None), (&b, k.as_ref()), (&c, None)];
+        let mut outcomes = Vec::new();
+        let late = create_postgres_group(&mut conn, &group, Instant::now(), &mut outcomes);
+        assert!(matches!(late, Err(DieselError::RollbackTransaction)), "{late:?}");
+        assert_eq!(outcomes.len(), 3, "every statement ran before the deadline check");
+        assert_eq!(count(DbConn::Postgres(&mut conn), None).unwrap(), 0, "nothing of a late group is stored");
+        let keys: i64 = pg::idempotency_keys::table.count().get_result(&mut conn).unwrap();
+        assert_eq!(keys, 0, "nor its keys");
+
+        let in_time = Instant::now() + Duration::from_secs(60);
+        create_postgres_group(&mut conn, &group, in_time, &mut outcomes).unwrap();
+        assert_eq!(outcomes, vec![CreateOutcome::Created; 3]);
+        assert_eq!(count(DbConn::Postgres(&mut conn), None).unwrap(), 3);
+        let keys: i64 = pg::idempotency_keys::table.count().get_result(&mut conn).unwrap();
+        assert_eq!(keys, 1);
     }
 }

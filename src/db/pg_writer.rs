@@ -5,8 +5,9 @@
 //! One INSERT and one commit per create costs PostgreSQL far more than the row itself: under load
 //! the server's own CPU is the limit (`bench/run`). Here callers queue in a channel; each of
 //! [`writers`] threads drains what is waiting (up to [`MAX_GROUP`]) and stores it on a pooled
-//! connection: creates without an idempotency key as one multi-row INSERT, committed alone, and a
-//! group with keys as one transaction (see `opportunity::create_postgres_group`). A caller is
+//! connection in one transaction: creates without an idempotency key as one multi-row INSERT,
+//! keyed ones each looked up and inserted (see `opportunity::create_postgres_group`); past the
+//! earliest deadline of the group, it is rolled back instead of committed. A caller is
 //! answered only once its group is committed. When a group fails on a create of its own (a query
 //! error, not a lost server), nothing of it is stored and its creates are stored again one at a
 //! time, so that a create that fails never fails the others. A lone create takes the path it took
