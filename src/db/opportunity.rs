@@ -108,8 +108,10 @@ impl<'a> PgRow<'a> {
     }
 }
 
+// Every column bound, `None` as NULL: SQLite has no DEFAULT keyword, and only so does diesel
+// make one multi-row INSERT of a batch (`insert_sqlite_batch`) instead of one INSERT per row.
 #[derive(Insertable)]
-#[diesel(table_name = lite::opportunities)]
+#[diesel(table_name = lite::opportunities, treat_none_as_default_value = false)]
 struct SqliteRow<'a> {
     id: String,
     workspace_id: String,
@@ -273,6 +275,13 @@ fn insert_keyed_postgres(
         ))
         .execute(conn)?;
     Ok(CreateOutcome::Created)
+}
+
+/// Inserts opportunities without keys as one multi-row INSERT, in a savepoint of the caller's
+/// transaction: all are stored or, on an error, none.
+pub(super) fn insert_sqlite_batch(conn: &mut SqliteConnection, batch: &[&Opportunity]) -> QueryResult<()> {
+    let rows: Vec<SqliteRow<'_>> = batch.iter().map(|o| SqliteRow::new(o)).collect();
+    conn.transaction(|conn| diesel::insert_into(lite::opportunities::table).values(rows).execute(conn).map(|_| ()))
 }
 
 /// Inserts one opportunity (and its key) in a savepoint of the caller's transaction.

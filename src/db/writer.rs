@@ -3,9 +3,11 @@
 //!
 //! SQLite has a single write lock: several pooled writers only queue on it, each paying its own
 //! fsync (`synchronous=FULL`). Here callers queue in a channel instead; the writer drains what is
-//! waiting (up to [`MAX_GROUP`]), runs each create in its own savepoint — a create that fails is
-//! rolled back alone and the others go on — commits once, and only then answers each caller. A
-//! failed commit fails the whole group, and nothing of it is stored.
+//! waiting (up to [`MAX_GROUP`]), inserts the creates without a key as one multi-row INSERT and
+//! runs each keyed create in its own savepoint, commits once, and only then answers each caller.
+//! When the multi-row INSERT fails, nothing of it is kept and its creates run one by one in
+//! savepoints too: a create that fails is rolled back alone and the others go on. A failed
+//! commit fails the whole group, and nothing of it is stored.
 
 use std::path::Path;
 use std::thread;
@@ -17,7 +19,7 @@ use diesel::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::DbError;
-use super::opportunity::{CreateOutcome, IdempotencyRecord, create_sqlite};
+use super::opportunity::{CreateOutcome, IdempotencyRecord, create_sqlite, insert_sqlite_batch};
 use crate::domain::opportunity::Opportunity;
 
 /// The most creates committed in one transaction.
@@ -102,7 +104,15 @@ fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<Job>) {
     let size = group.len();
     let mut outcomes: Vec<Result<CreateOutcome, DbError>> = Vec::with_capacity(size);
     let committed = conn.immediate_transaction(|conn| {
+        // The creates without a key go in as one INSERT; when it fails (nothing of it is kept),
+        // each goes alone, as the keyed ones do.
+        let keyless: Vec<&Opportunity> = group.iter().filter(|j| j.key.is_none()).map(|j| &j.opportunity).collect();
+        let batched = keyless.len() > 1 && insert_sqlite_batch(conn, &keyless).is_ok();
         for job in group.iter() {
+            if batched && job.key.is_none() {
+                outcomes.push(Ok(CreateOutcome::Created));
+                continue;
+            }
             // `create_sqlite` runs in a savepoint: its failure is its own.
             outcomes.push(create_sqlite(conn, &job.opportunity, job.key.as_ref()).map_err(DbError::classify));
         }
