@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -52,9 +53,10 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Whether the token is still valid now (with the leeway).
+    /// Whether the token is no longer valid now (with the leeway), as `jsonwebtoken` decides on
+    /// decoding: expired once `exp` is more than the leeway in the past.
     pub fn is_expired(&self) -> bool {
-        self.expires_at + LEEWAY_SECONDS as i64 <= Utc::now().timestamp()
+        self.expires_at + (LEEWAY_SECONDS as i64) < Utc::now().timestamp()
     }
 
     /// Refuses with FORBIDDEN unless `scope` is granted.
@@ -89,11 +91,19 @@ impl Principal {
     }
 }
 
+/// Tokens whose check is remembered (about 1,000 bytes each at most, with the principal).
+const VERIFIED_TOKENS: usize = 1024;
+
 /// Checks bearer tokens against the configured secret, issuer and audience.
+///
+/// A token that passed is remembered by its exact text, so that a caller who sends the same
+/// token again (every service-to-service client does) is not decoded and its HMAC not computed
+/// again; its expiry is still checked on every call. Tokens that fail are never remembered.
 #[derive(Clone)]
 pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
+    verified: Arc<quick_cache::sync::Cache<String, Principal>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -122,7 +132,11 @@ impl Authenticator {
         if let Some(audience) = audience {
             validation.set_audience(&[audience]);
         }
-        Self { key: DecodingKey::from_secret(secret.expose_secret().as_bytes()), validation }
+        Self {
+            key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            validation,
+            verified: Arc::new(quick_cache::sync::Cache::new(VERIFIED_TOKENS)),
+        }
     }
 
     /// Authenticates the value of an `Authorization` header.
@@ -134,6 +148,9 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be \"Bearer <token>\""))?;
+        if let Some(principal) = self.verified.get(token) {
+            return if principal.is_expired() { Err(unauthorized("the token has expired")) } else { Ok(principal) };
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
@@ -159,7 +176,9 @@ impl Authenticator {
             .filter(|w| !w.is_empty())
             .ok_or_else(|| unauthorized("the token's workspaces must be a non-empty array of UUIDs"))?;
         let scopes = claims.scope.unwrap_or_default().split_whitespace().map(str::to_string).collect();
-        Ok(Principal { user_id, workspaces, scopes, expires_at: claims.exp })
+        let principal = Principal { user_id, workspaces, scopes, expires_at: claims.exp };
+        self.verified.insert(token.to_string(), principal.clone());
+        Ok(principal)
     }
 }
 
@@ -254,6 +273,28 @@ mod tests {
         assert!(unauthorized(check(&auth, &Claims { workspaces: vec![], ..good.clone() })));
         let other_key = mint(&SecretString::from("other".to_string()), &good).unwrap();
         assert!(unauthorized(auth.authenticate(Some(&format!("Bearer {other_key}")))));
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let auth = Authenticator::new(&secret(), None, None);
+        // Valid for about one more second thanks to the leeway.
+        let claims = Claims { exp: Utc::now().timestamp() - LEEWAY_SECONDS as i64 + 1, ..claims() };
+        let token = format!("Bearer {}", mint(&secret(), &claims).unwrap());
+        let first = auth.authenticate(Some(&token)).unwrap();
+        assert_eq!(auth.authenticate(Some(&token)).unwrap(), first, "the remembered check gives the same caller");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let late = auth.authenticate(Some(&token));
+        assert!(
+            matches!(&late, Err(ApiError::Unauthorized(m)) if m.contains("expired")),
+            "a remembered token is refused once expired: {late:?}"
+        );
+        // A token that failed is not remembered: with another secret it fails every time.
+        let forged =
+            format!("Bearer {}", mint(&SecretString::from("other".to_string()), &super::tests::claims()).unwrap());
+        for _ in 0..2 {
+            assert!(matches!(auth.authenticate(Some(&forged)), Err(ApiError::Unauthorized(_))));
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use uuid::Uuid;
@@ -33,71 +33,98 @@ pub enum CreateOutcome {
     KeyReused,
 }
 
-fn sqlite_instant(instant: &DateTime<Utc>) -> String {
-    // Fixed width, so that text order is time order.
-    instant.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+/// Inserts the rows of a `Vec` with as few multi-row INSERTs of 64, 32, 16, 8, 4, 2 and 1 rows
+/// as it takes. diesel prepares an INSERT of a fixed number of rows once per connection and
+/// keeps it; one of any length would be parsed (and on PostgreSQL planned) again every time,
+/// which cost more than the rows themselves.
+macro_rules! insert_in_chunks {
+    ($conn:expr, $table:expr, $rows:expr) => {{
+        let rows = $rows;
+        let mut left = rows.len();
+        let mut rows = rows.into_iter();
+        let mut result: QueryResult<()> = Ok(());
+        insert_in_chunks!(@sizes result, $conn, $table, rows, left, 64, 32, 16, 8, 4, 2, 1);
+        result
+    }};
+    (@sizes $result:ident, $conn:expr, $table:expr, $rows:ident, $left:ident, $($n:literal),+) => {
+        $(
+            while $result.is_ok() && $left >= $n {
+                let chunk: [_; $n] = std::array::from_fn(|_| $rows.next().expect("counted rows"));
+                $result = diesel::insert_into($table).values(chunk).execute($conn).map(|_| ());
+                $left -= $n;
+            }
+        )+
+    };
 }
 
+fn sqlite_instant(instant: &DateTime<Utc>) -> String {
+    // Fixed width (`%Y-%m-%dT%H:%M:%S%.6fZ`), so that text order is time order.
+    instant.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+// Every column bound, `None` as NULL, so that the SQL of an INSERT of N rows is always the same
+// and diesel keeps it prepared (see `insert_in_chunks!`).
 #[derive(Insertable)]
-#[diesel(table_name = pg::opportunities)]
-struct PgRow<'a> {
+#[diesel(table_name = pg::opportunities, treat_none_as_default_value = false)]
+struct PgRow {
     id: Uuid,
     workspace_id: Uuid,
     customer_id: Uuid,
     primary_contact_id: Option<Uuid>,
     site_id: Option<Uuid>,
-    title: &'a str,
-    stage: &'a str,
-    pipeline_type: &'a str,
-    source: Option<&'a str>,
+    title: String,
+    stage: &'static str,
+    pipeline_type: &'static str,
+    source: Option<&'static str>,
     estimated_value: Option<bigdecimal::BigDecimal>,
     expected_close_date: Option<DateTime<Utc>>,
     probability: Option<i16>,
-    solution_families: &'a [String],
-    scope_summary: Option<&'a str>,
-    competitor_notes: Option<&'a str>,
-    win_loss_reason: Option<&'a str>,
-    next_step_description: Option<&'a str>,
+    solution_families: Vec<String>,
+    scope_summary: Option<String>,
+    competitor_notes: Option<String>,
+    win_loss_reason: Option<String>,
+    next_step_description: Option<String>,
     next_step_date: Option<DateTime<Utc>>,
     bid_due_date: Option<DateTime<Utc>>,
     budget_confirmed: bool,
-    priority: Option<&'a str>,
-    lost_reason_category: Option<&'a str>,
-    technical_requirements: Option<&'a str>,
+    priority: Option<&'static str>,
+    lost_reason_category: Option<&'static str>,
+    technical_requirements: Option<String>,
     owner_user_id: Uuid,
-    visibility_mode: &'a str,
+    visibility_mode: &'static str,
     created_by: Uuid,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     version: i32,
 }
 
-impl<'a> PgRow<'a> {
-    fn new(o: &'a Opportunity) -> Self {
+impl PgRow {
+    /// Owned, so that diesel can keep the prepared INSERT of a fixed number of rows.
+    fn new(o: &Opportunity) -> Self {
         Self {
             id: o.id,
             workspace_id: o.workspace_id,
             customer_id: o.customer_id,
             primary_contact_id: o.primary_contact_id,
             site_id: o.site_id,
-            title: &o.title,
+            title: o.title.clone(),
             stage: o.stage.as_str(),
             pipeline_type: o.pipeline_type.as_str(),
             source: o.source.map(|s| s.as_str()),
             estimated_value: o.estimated_value.map(|m| m.to_decimal()),
             expected_close_date: o.expected_close_date,
             probability: o.probability,
-            solution_families: &o.solution_families,
-            scope_summary: o.scope_summary.as_deref(),
-            competitor_notes: o.competitor_notes.as_deref(),
-            win_loss_reason: o.win_loss_reason.as_deref(),
-            next_step_description: o.next_step_description.as_deref(),
+            solution_families: o.solution_families.clone(),
+            scope_summary: o.scope_summary.clone(),
+            competitor_notes: o.competitor_notes.clone(),
+            win_loss_reason: o.win_loss_reason.clone(),
+            next_step_description: o.next_step_description.clone(),
             next_step_date: o.next_step_date,
             bid_due_date: o.bid_due_date,
             budget_confirmed: o.budget_confirmed,
             priority: o.priority.map(|p| p.as_str()),
             lost_reason_category: o.lost_reason_category.map(|l| l.as_str()),
-            technical_requirements: o.technical_requirements.as_deref(),
+            technical_requirements: o.technical_requirements.clone(),
             owner_user_id: o.owner_user_id,
             visibility_mode: o.visibility_mode.as_str(),
             created_by: o.created_by,
@@ -112,40 +139,41 @@ impl<'a> PgRow<'a> {
 // make one multi-row INSERT of a batch (`insert_sqlite_batch`) instead of one INSERT per row.
 #[derive(Insertable)]
 #[diesel(table_name = lite::opportunities, treat_none_as_default_value = false)]
-struct SqliteRow<'a> {
+struct SqliteRow {
     id: String,
     workspace_id: String,
     customer_id: String,
     primary_contact_id: Option<String>,
     site_id: Option<String>,
-    title: &'a str,
-    stage: &'a str,
-    pipeline_type: &'a str,
-    source: Option<&'a str>,
+    title: String,
+    stage: &'static str,
+    pipeline_type: &'static str,
+    source: Option<&'static str>,
     estimated_value_cents: Option<i64>,
     expected_close_date: Option<String>,
     probability: Option<i32>,
     solution_families: String,
-    scope_summary: Option<&'a str>,
-    competitor_notes: Option<&'a str>,
-    win_loss_reason: Option<&'a str>,
-    next_step_description: Option<&'a str>,
+    scope_summary: Option<String>,
+    competitor_notes: Option<String>,
+    win_loss_reason: Option<String>,
+    next_step_description: Option<String>,
     next_step_date: Option<String>,
     bid_due_date: Option<String>,
     budget_confirmed: bool,
-    priority: Option<&'a str>,
-    lost_reason_category: Option<&'a str>,
-    technical_requirements: Option<&'a str>,
+    priority: Option<&'static str>,
+    lost_reason_category: Option<&'static str>,
+    technical_requirements: Option<String>,
     owner_user_id: String,
-    visibility_mode: &'a str,
+    visibility_mode: &'static str,
     created_by: String,
     created_at: String,
     updated_at: String,
     version: i32,
 }
 
-impl<'a> SqliteRow<'a> {
-    fn new(o: &'a Opportunity) -> Self {
+impl SqliteRow {
+    /// Owned, so that diesel can keep the prepared INSERT of a fixed number of rows.
+    fn new(o: &Opportunity) -> Self {
         let id = |u: Uuid| u.to_string();
         Self {
             id: id(o.id),
@@ -153,7 +181,7 @@ impl<'a> SqliteRow<'a> {
             customer_id: id(o.customer_id),
             primary_contact_id: o.primary_contact_id.map(id),
             site_id: o.site_id.map(id),
-            title: &o.title,
+            title: o.title.clone(),
             stage: o.stage.as_str(),
             pipeline_type: o.pipeline_type.as_str(),
             source: o.source.map(|s| s.as_str()),
@@ -161,16 +189,16 @@ impl<'a> SqliteRow<'a> {
             expected_close_date: o.expected_close_date.as_ref().map(sqlite_instant),
             probability: o.probability.map(i32::from),
             solution_families: serde_json::to_string(&o.solution_families).expect("a list of strings serializes"),
-            scope_summary: o.scope_summary.as_deref(),
-            competitor_notes: o.competitor_notes.as_deref(),
-            win_loss_reason: o.win_loss_reason.as_deref(),
-            next_step_description: o.next_step_description.as_deref(),
+            scope_summary: o.scope_summary.clone(),
+            competitor_notes: o.competitor_notes.clone(),
+            win_loss_reason: o.win_loss_reason.clone(),
+            next_step_description: o.next_step_description.clone(),
             next_step_date: o.next_step_date.as_ref().map(sqlite_instant),
             bid_due_date: o.bid_due_date.as_ref().map(sqlite_instant),
             budget_confirmed: o.budget_confirmed,
             priority: o.priority.map(|p| p.as_str()),
             lost_reason_category: o.lost_reason_category.map(|l| l.as_str()),
-            technical_requirements: o.technical_requirements.as_deref(),
+            technical_requirements: o.technical_requirements.clone(),
             owner_user_id: id(o.owner_user_id),
             visibility_mode: o.visibility_mode.as_str(),
             created_by: id(o.created_by),
@@ -230,10 +258,10 @@ pub(super) fn create_postgres_group(
     outcomes: &mut Vec<CreateOutcome>,
 ) -> QueryResult<()> {
     outcomes.clear();
-    let keyless: Vec<PgRow<'_>> = group.iter().filter(|(_, key)| key.is_none()).map(|(o, _)| PgRow::new(o)).collect();
+    let keyless: Vec<PgRow> = group.iter().filter(|(_, key)| key.is_none()).map(|(o, _)| PgRow::new(o)).collect();
     conn.transaction(|conn| {
         if !keyless.is_empty() {
-            diesel::insert_into(pg::opportunities::table).values(keyless).execute(conn)?;
+            insert_in_chunks!(conn, pg::opportunities::table, keyless)?;
         }
         for (o, key) in group {
             outcomes.push(match key {
@@ -280,8 +308,8 @@ fn insert_keyed_postgres(
 /// Inserts opportunities without keys as one multi-row INSERT, in a savepoint of the caller's
 /// transaction: all are stored or, on an error, none.
 pub(super) fn insert_sqlite_batch(conn: &mut SqliteConnection, batch: &[&Opportunity]) -> QueryResult<()> {
-    let rows: Vec<SqliteRow<'_>> = batch.iter().map(|o| SqliteRow::new(o)).collect();
-    conn.transaction(|conn| diesel::insert_into(lite::opportunities::table).values(rows).execute(conn).map(|_| ()))
+    let rows: Vec<SqliteRow> = batch.iter().map(|o| SqliteRow::new(o)).collect();
+    conn.transaction(|conn| insert_in_chunks!(conn, lite::opportunities::table, rows))
 }
 
 /// Inserts one opportunity (and its key) in a savepoint of the caller's transaction.
@@ -411,6 +439,14 @@ mod tests {
 
     fn key(name: &str) -> Option<IdempotencyRecord> {
         Some(IdempotencyRecord { key: name.into(), request_hash: "h".into(), response: "{}".into() })
+    }
+
+    #[test]
+    fn sqlite_instants_have_a_fixed_width() {
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
+        assert_eq!(sqlite_instant(&at("2026-12-01T09:30:00+02:00")), "2026-12-01T07:30:00.000000Z");
+        assert_eq!(sqlite_instant(&at("1970-01-01T00:00:00.5Z")), "1970-01-01T00:00:00.500000Z");
+        assert_eq!(sqlite_instant(&at("2199-12-31T23:59:59.123456Z")), "2199-12-31T23:59:59.123456Z");
     }
 
     #[tokio::test]

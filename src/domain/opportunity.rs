@@ -4,7 +4,7 @@
 use std::fmt;
 
 use bigdecimal::BigDecimal;
-use chrono::{DateTime, Datelike, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
@@ -280,14 +280,14 @@ pub fn validate_instant_range(instant: &DateTime<Utc>) -> Result<(), ValidationE
 /// Formats an instant as §5 returns it: UTC, `Z`, fractional seconds only when not zero and
 /// without trailing zeros (`2026-12-01T07:30:00Z`, `2026-12-01T07:30:00.125Z`).
 pub fn format_instant(instant: &DateTime<Utc>) -> String {
-    let base = instant.format("%Y-%m-%dT%H:%M:%S");
-    let micros = instant.timestamp_subsec_micros();
-    if micros == 0 {
-        format!("{base}Z")
-    } else {
-        let fraction = format!("{micros:06}");
-        format!("{base}.{}Z", fraction.trim_end_matches('0'))
-    }
+    // chrono's RFC 3339 writer (no format string to interpret on every call), then the
+    // fraction's trailing zeros and, when nothing is left of it, the dot are cut.
+    let mut text = instant.to_rfc3339_opts(SecondsFormat::Micros, true);
+    text.pop(); // the Z
+    let kept = text.trim_end_matches('0').trim_end_matches('.').len();
+    text.truncate(kept);
+    text.push('Z');
+    text
 }
 
 fn serialize_instant<S: Serializer>(instant: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -598,6 +598,10 @@ mod tests {
         assert_eq!(format_instant(&t), "2026-12-01T07:30:00.125Z");
         let t = parse_instant("2026-12-01T07:30:00.1234567Z").unwrap();
         assert_eq!(format_instant(&t), "2026-12-01T07:30:00.123456Z");
+        let t = parse_instant("2026-12-01T07:30:10.5Z").unwrap();
+        assert_eq!(format_instant(&t), "2026-12-01T07:30:10.5Z", "zeros of the seconds stay");
+        let t = parse_instant("2000-01-01T00:00:00.000001Z").unwrap();
+        assert_eq!(format_instant(&t), "2000-01-01T00:00:00.000001Z");
         for bad in ["2026-12-01", "2026-12-01T09:30:00", "2026-12-01 09:30:00Z", "tomorrow", "2026-13-01T00:00:00Z"] {
             assert!(parse_instant(bad).is_err(), "{bad}");
         }

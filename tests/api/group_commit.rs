@@ -162,6 +162,17 @@ async fn keys_in_a_group_replay_and_refuse_reuse() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_every_chunk_size_is_stored_whole() {
+    // 127 = 64 + 32 + 16 + 8 + 4 + 2 + 1: the multi-row INSERT goes in one chunk of each size.
+    let test_db = TestDatabase::new();
+    let db = open(&test_db, Duration::from_secs(20));
+    let jobs = (0..127).map(|i| (opportunity(&format!("chunked {i}")), None)).collect();
+    let outcomes = queued_behind_a_lock(&test_db, &db, jobs).await;
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(CreateOutcome::Created))), "{outcomes:?}");
+    assert_eq!(stored(&db).await, 127 + 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_creates_are_each_stored_once() {
     let test_db = TestDatabase::new();
     let db = open(&test_db, Duration::from_secs(10));
