@@ -259,25 +259,31 @@ fn swap_unsupported_ids(body: &Bytes) -> Swapped {
     };
     let is_batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     // (span to replace, replacement, swap to undo)
-    let mut edits: Vec<(&RawValue, String, Option<IdSwap>)> = Vec::new();
-    let items: Vec<&RawValue> = if is_batch {
+    let mut edits: Vec<(&[u8], String, Option<IdSwap>)> = Vec::new();
+    // A single request is probed in one pass over the body; a batch item by item.
+    let probes: Vec<(&[u8], Result<IdProbe<'_>, serde_json::Error>)> = if is_batch {
         match serde_json::from_slice::<Vec<&RawValue>>(body) {
-            Ok(items) => items,
+            Ok(items) => {
+                items.into_iter().map(|item| (item.get().as_bytes(), serde_json::from_str(item.get()))).collect()
+            }
             Err(_) => return Swapped::Unchanged,
         }
     } else {
-        match serde_json::from_slice::<&RawValue>(body) {
-            Ok(item) => vec![item],
-            Err(_) => return Swapped::Unchanged,
-        }
+        vec![(body.trim_ascii(), serde_json::from_slice(body))]
     };
-    for item in items {
-        let id = match serde_json::from_str::<IdProbe<'_>>(item.get()) {
+    for (item, probe) in probes {
+        let id = match probe {
             Ok(IdProbe { id: Some(id) }) => id,
             Ok(IdProbe { id: None }) => continue,
             // jsonrpsee would take a request whose id it cannot read (`"id"` twice, say) for a
             // notification; in a batch it answers such an entry as an invalid request itself.
-            Err(e) if !is_batch && item.get().starts_with('{') && e.to_string().contains("duplicate field") => {
+            // (A body that is not JSON as a whole stays a parse error.)
+            Err(e)
+                if !is_batch
+                    && item.starts_with(b"{")
+                    && e.to_string().contains("duplicate field")
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() =>
+            {
                 return Swapped::Invalid;
             }
             Err(_) => continue,
@@ -294,7 +300,7 @@ fn swap_unsupported_ids(body: &Bytes) -> Swapped {
         } else if unsupported(id) {
             let placeholder = format!("\"opportunity-service-id-{}\"", uuid::Uuid::new_v4().simple());
             let swap = IdSwap { placeholder: placeholder.clone(), original: id.get().to_string() };
-            edits.push((id, placeholder, Some(swap)));
+            edits.push((id.get().as_bytes(), placeholder, Some(swap)));
         }
     }
     if edits.is_empty() {
@@ -304,10 +310,10 @@ fn swap_unsupported_ids(body: &Bytes) -> Swapped {
     let mut swaps = Vec::new();
     let mut copied = 0;
     for (span, replacement, swap) in edits {
-        let start = span.get().as_ptr() as usize - body.as_ptr() as usize;
+        let start = span.as_ptr() as usize - body.as_ptr() as usize;
         out.extend_from_slice(&body[copied..start]);
         out.extend_from_slice(replacement.as_bytes());
-        copied = start + span.get().len();
+        copied = start + span.len();
         swaps.extend(swap);
     }
     out.extend_from_slice(&body[copied..]);

@@ -1102,6 +1102,13 @@ async fn duplicate_keys_are_refused_and_never_resolved_silently() {
             assert_refused(answered(&answer, what), what, &[-32600, -32602]);
         });
     }
+    // A duplicate id does not make a body that is not JSON at all an invalid request.
+    let what = "id twice, then bytes that are not JSON";
+    let answer =
+        send(&app, format!(r#"{{"jsonrpc":"2.0","id":1,"id":2,"method":"{CREATE}","params":{valid}}} x"#)).await;
+    failures.check(|| {
+        assert_refused(answered(&answer, what), what, &[-32700]);
+    });
     let stored = app.count(None).await;
     failures.check(|| assert_eq!(stored, 0, "refused calls write nothing"));
     failures.finish();
