@@ -91,8 +91,10 @@ impl Principal {
     }
 }
 
-/// Tokens whose check is remembered (about 1,000 bytes each at most, with the principal).
+/// Tokens whose check is remembered.
 const VERIFIED_TOKENS: usize = 1024;
+/// Longer tokens are checked every time, so that the cache holds 1,024 × 4 KiB at most.
+const REMEMBERED_TOKEN_BYTES: usize = 4096;
 
 /// Checks bearer tokens against the configured secret, issuer and audience.
 ///
@@ -177,7 +179,9 @@ impl Authenticator {
             .ok_or_else(|| unauthorized("the token's workspaces must be a non-empty array of UUIDs"))?;
         let scopes = claims.scope.unwrap_or_default().split_whitespace().map(str::to_string).collect();
         let principal = Principal { user_id, workspaces, scopes, expires_at: claims.exp };
-        self.verified.insert(token.to_string(), principal.clone());
+        if token.len() <= REMEMBERED_TOKEN_BYTES {
+            self.verified.insert(token.to_string(), principal.clone());
+        }
         Ok(principal)
     }
 }
@@ -295,6 +299,20 @@ mod tests {
         for _ in 0..2 {
             assert!(matches!(auth.authenticate(Some(&forged)), Err(ApiError::Unauthorized(_))));
         }
+    }
+
+    #[test]
+    fn only_tokens_of_bounded_size_are_remembered() {
+        let auth = Authenticator::new(&secret(), None, None);
+        let short = format!("Bearer {}", mint(&secret(), &claims()).unwrap());
+        let long_claims =
+            Claims { scope: Some(format!("{ALL_SCOPES} {}", "x".repeat(REMEMBERED_TOKEN_BYTES))), ..claims() };
+        let long = format!("Bearer {}", mint(&secret(), &long_claims).unwrap());
+        for _ in 0..2 {
+            assert!(auth.authenticate(Some(&short)).is_ok());
+            assert!(auth.authenticate(Some(&long)).is_ok(), "a long token is checked, not refused");
+        }
+        assert_eq!(auth.verified.len(), 1, "only the short token is remembered");
     }
 
     #[test]

@@ -132,47 +132,39 @@ where
     }
 
     fn call(&mut self, mut request: HttpRequest) -> Self::Future {
-        let path = request.uri().path();
-        if matches!(path, "/health" | "/ready" | "/metrics") && request.method() != Method::GET {
-            return Box::pin(async { Ok(not_allowed("GET")) });
-        }
-        if !matches!(path, "/" | "/health" | "/ready" | "/metrics") {
-            return Box::pin(async { Ok(plain(StatusCode::NOT_FOUND, "not found\n")) });
-        }
-        if path == "/" && request.method() != Method::POST && !jsonrpsee::server::ws::is_upgrade_request(&request) {
-            return Box::pin(async { Ok(not_allowed("POST")) });
-        }
-        if request.method() == Method::GET {
-            match request.uri().path() {
-                "/health" => return Box::pin(async { Ok(plain(StatusCode::OK, "ok\n")) }),
-                "/metrics" => {
-                    let mut response = HttpResponse::new(HttpBody::from(self.state.metrics.render(&self.state.db)));
-                    response
-                        .headers_mut()
-                        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-                    return Box::pin(async { Ok(response) });
-                }
-                "/ready" => {
-                    let state = self.state.clone();
-                    return Box::pin(async move {
-                        let ready = tokio::time::timeout(state.ready_timeout, state.db.ping()).await;
-                        Ok(match ready {
-                            Ok(Ok(())) => plain(StatusCode::OK, "ready\n"),
-                            Ok(Err(e)) => {
-                                tracing::warn!(error = %e, "not ready: the database does not answer");
-                                plain(StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
-                            }
-                            Err(_) => {
-                                tracing::warn!("not ready: the database did not answer in time");
-                                plain(StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
-                            }
-                        })
-                    });
-                }
-                _ => {}
-            }
-        }
         let is_websocket = jsonrpsee::server::ws::is_upgrade_request(&request);
+        match (request.uri().path(), request.method()) {
+            ("/health", &Method::GET) => return Box::pin(async { Ok(plain(StatusCode::OK, "ok\n")) }),
+            ("/metrics", &Method::GET) => {
+                let mut response = HttpResponse::new(HttpBody::from(self.state.metrics.render(&self.state.db)));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                return Box::pin(async { Ok(response) });
+            }
+            ("/ready", &Method::GET) => {
+                let state = self.state.clone();
+                return Box::pin(async move {
+                    let ready = tokio::time::timeout(state.ready_timeout, state.db.ping()).await;
+                    Ok(match ready {
+                        Ok(Ok(())) => plain(StatusCode::OK, "ready\n"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "not ready: the database does not answer");
+                            plain(StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+                        }
+                        Err(_) => {
+                            tracing::warn!("not ready: the database did not answer in time");
+                            plain(StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+                        }
+                    })
+                });
+            }
+            ("/health" | "/ready" | "/metrics", _) => return Box::pin(async { Ok(not_allowed("GET")) }),
+            ("/", &Method::POST) => {}
+            ("/", _) if is_websocket => {}
+            ("/", _) => return Box::pin(async { Ok(not_allowed("POST")) }),
+            _ => return Box::pin(async { Ok(plain(StatusCode::NOT_FOUND, "not found\n")) }),
+        }
         let mut context = CallContext::from_headers(request.headers(), &self.state.auth);
         if is_websocket {
             // A handshake header would apply one key to every call of the connection; on a

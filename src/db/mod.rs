@@ -305,39 +305,31 @@ impl Database {
     pub fn connect(url: DatabaseUrl, options: PoolOptions) -> anyhow::Result<Self> {
         migrate(&url)?;
         let size = options.size.unwrap_or_else(|| default_pool_size(&url)).max(1);
-        let pool = match &url {
+        let (pool, writer) = match &url {
             DatabaseUrl::Sqlite(path) => {
                 let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
-                DbPool::Sqlite(
-                    Pool::builder()
-                        .max_size(size)
-                        .connection_timeout(options.timeout)
-                        // A local file does not go away between calls: skip the check-out ping.
-                        .test_on_check_out(false)
-                        .connection_customizer(Box::new(SqlitePragmas))
-                        .build(manager)
-                        .context("cannot open the SQLite connection pool")?,
-                )
+                let pool = Pool::builder()
+                    .max_size(size)
+                    .connection_timeout(options.timeout)
+                    // A local file does not go away between calls: skip the check-out ping.
+                    .test_on_check_out(false)
+                    .connection_customizer(Box::new(SqlitePragmas))
+                    .build(manager)
+                    .context("cannot open the SQLite connection pool")?;
+                (DbPool::Sqlite(pool), Writer::Sqlite(writer::SqliteWriter::start(path, options.timeout)?))
             }
             DatabaseUrl::Postgres(u) => {
                 let manager = PgManager { inner: ConnectionManager::new(u.clone()), timeout: options.timeout };
-                DbPool::Postgres(
-                    Pool::builder()
-                        .max_size(size)
-                        .min_idle(Some(size.min(4)))
-                        .connection_timeout(options.timeout)
-                        .test_on_check_out(false)
-                        .build(manager)
-                        .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL connection pool: {e}"))?,
-                )
+                let pool = Pool::builder()
+                    .max_size(size)
+                    .min_idle(Some(size.min(4)))
+                    .connection_timeout(options.timeout)
+                    .test_on_check_out(false)
+                    .build(manager)
+                    .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL connection pool: {e}"))?;
+                let writer = pg_writer::PgWriter::start(pool.clone(), options.timeout, pg_writer::writers(size))?;
+                (DbPool::Postgres(pool), Writer::Postgres(writer))
             }
-        };
-        let writer = match (&url, &pool) {
-            (DatabaseUrl::Sqlite(path), _) => Writer::Sqlite(writer::SqliteWriter::start(path, options.timeout)?),
-            (_, DbPool::Postgres(pool)) => {
-                Writer::Postgres(pg_writer::PgWriter::start(pool.clone(), options.timeout, pg_writer::writers(size))?)
-            }
-            (DatabaseUrl::Postgres(_), DbPool::Sqlite(_)) => unreachable!("the pool follows the URL"),
         };
         Ok(Self { pool, url, timeout: options.timeout, writer })
     }

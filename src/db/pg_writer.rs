@@ -144,32 +144,31 @@ fn store_together(pool: &Pool<PgManager>, group: &[Job]) -> Option<Vec<Result<Cr
     let items: Vec<_> = group.iter().map(|job| (&job.opportunity, job.key.as_ref())).collect();
     let mut outcomes = Vec::with_capacity(group.len());
     let stored = opportunity::create_postgres_group(&mut conn.conn, &items, deadline, &mut outcomes);
-    match stored.map_err(|e| (matches!(e, diesel::result::Error::RollbackTransaction), DbError::classify(e))) {
-        Ok(()) => Some(outcomes.into_iter().map(Ok).collect()),
-        Err((true, _)) => unavailable("the database did not answer before the deadline"),
-        Err((false, DbError::Query(e))) => {
-            tracing::debug!(error = %e, size = group.len(), "a group failed; storing its creates one at a time");
-            None
+    let cause = match stored {
+        Ok(()) => return Some(outcomes.into_iter().map(Ok).collect()),
+        Err(diesel::result::Error::RollbackTransaction) => {
+            return unavailable("the database did not answer before the deadline");
         }
-        Err((false, DbError::Unavailable(cause))) => {
-            // Lost around the commit: the group is stored whole or not at all, and whether one
-            // of its new rows is there decides every answer.
-            conn.broken = true;
-            drop(conn);
-            let created = group.iter().zip(&outcomes).find(|(_, o)| **o == CreateOutcome::Created);
-            let gives_up = group.iter().map(|job| job.gives_up).min()?;
-            match created {
-                Some((job, _)) if outcomes.len() == group.len() && is_stored(pool, job.opportunity.id, gives_up) => {
-                    tracing::warn!(
-                        cause,
-                        size = group.len(),
-                        "the connection was lost after the commit; the group is stored"
-                    );
-                    Some(outcomes.into_iter().map(Ok).collect())
-                }
-                _ => unavailable(&cause),
+        Err(e) => match DbError::classify(e) {
+            DbError::Query(e) => {
+                tracing::debug!(error = %e, size = group.len(), "a group failed; storing its creates one at a time");
+                return None;
             }
+            DbError::Unavailable(cause) => cause,
+        },
+    };
+    // Lost around the commit: the group is stored whole or not at all, and whether one of its
+    // new rows is there decides every answer.
+    conn.broken = true;
+    drop(conn);
+    let created = group.iter().zip(&outcomes).find(|(_, o)| **o == CreateOutcome::Created);
+    let gives_up = group.iter().map(|job| job.gives_up).min()?;
+    match created {
+        Some((job, _)) if outcomes.len() == group.len() && is_stored(pool, job.opportunity.id, gives_up) => {
+            tracing::warn!(cause, size = group.len(), "the connection was lost after the commit; the group is stored");
+            Some(outcomes.into_iter().map(Ok).collect())
         }
+        _ => unavailable(&cause),
     }
 }
 
@@ -206,7 +205,5 @@ fn checkout(pool: &Pool<PgManager>, deadline: Instant) -> Result<Conn, DbError> 
 /// Whether the opportunity is stored, asked on a fresh connection; `false` when that cannot be
 /// told before `until`.
 fn is_stored(pool: &Pool<PgManager>, id: Uuid, until: Instant) -> bool {
-    checkout(pool, until)
-        .and_then(|mut conn| opportunity::exists(DbConn::Postgres(&mut conn.conn), id))
-        .unwrap_or(false)
+    checkout(pool, until).and_then(|mut conn| opportunity::exists_postgres(&mut conn.conn, id)).unwrap_or(false)
 }

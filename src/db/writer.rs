@@ -67,15 +67,7 @@ impl SqliteWriter {
                         Err(_) => break,
                     }
                 }
-                let now = Instant::now();
-                group.retain_mut(|job| {
-                    if job.deadline > now {
-                        return true;
-                    }
-                    let reply = std::mem::replace(&mut job.reply, oneshot::channel().0);
-                    let _ = reply.send(Err(DbError::Unavailable("waited too long for the SQLite writer".into())));
-                    false
-                });
+                refuse_expired(&mut group, Instant::now());
                 if !group.is_empty() {
                     commit_group(&mut conn, &mut group);
                 }
@@ -96,6 +88,14 @@ impl SqliteWriter {
             .await
             .map_err(|_| DbError::Unavailable("the SQLite writer has stopped".into()))?;
         answer.await.map_err(|_| DbError::Unavailable("the SQLite writer stopped before answering".into()))?
+    }
+}
+
+/// Answers SERVICE_UNAVAILABLE to the jobs of `group` whose deadline has passed and takes them
+/// out: they are never run.
+fn refuse_expired(group: &mut Vec<Job>, now: Instant) {
+    for job in group.extract_if(.., |job| job.deadline <= now) {
+        let _ = job.reply.send(Err(DbError::Unavailable("waited too long for the SQLite writer".into())));
     }
 }
 
@@ -140,98 +140,39 @@ fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<Job>) {
     }
 }
 
+// Grouping, savepoints and the fallback are tested through `Database::create_opportunity` on
+// both backends (tests/api/group_commit.rs); the deadline rule here, where a test can set it.
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
     use uuid::Uuid;
 
     use super::*;
-    use crate::db::{Database, DatabaseUrl, PoolOptions};
     use crate::domain::opportunity::{CreateOpportunity, PipelineType};
 
-    fn opportunity(title: &str) -> Opportunity {
+    fn job(deadline: Instant) -> (Job, oneshot::Receiver<Result<CreateOutcome, DbError>>) {
         let input = CreateOpportunity {
             customer_id: Some(Uuid::now_v7()),
-            title: Some(title.into()),
+            title: Some("queued".into()),
             pipeline_type: Some(PipelineType::Retrofit),
             ..Default::default()
         };
-        Opportunity::new(input, Uuid::nil(), Uuid::nil(), Utc::now()).unwrap()
+        let opportunity = Opportunity::new(input, Uuid::nil(), Uuid::nil(), Utc::now()).unwrap();
+        let (reply, answer) = oneshot::channel();
+        (Job { deadline, opportunity, key: None, reply }, answer)
     }
 
-    fn key(key: &str, hash: &str) -> Option<IdempotencyRecord> {
-        Some(IdempotencyRecord { key: key.into(), request_hash: hash.into(), response: format!("\"{hash}\"") })
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failing_create_does_not_fail_its_group() {
-        use diesel::connection::SimpleConnection;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let db = Database::connect(
-            DatabaseUrl::Sqlite(path.clone()),
-            PoolOptions { size: Some(2), timeout: Duration::from_secs(10) },
-        )
-        .unwrap();
-        // Hold the write lock from outside, so that the writer stalls on a first job while the
-        // creates under test queue up behind it and then go in as one group.
-        let mut outside = crate::db::establish_sqlite(&path).unwrap();
-        outside.batch_execute("BEGIN IMMEDIATE").unwrap();
-        let blocker = tokio::spawn({
-            let db = db.clone();
-            async move { db.create_opportunity(opportunity("blocker"), None).await }
-        });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let twin = opportunity("twin");
-        let jobs = vec![
-            (opportunity("a"), None),
-            (twin.clone(), None),
-            (twin, None), // breaks the primary key
-            (opportunity("k1"), key("k", "h1")),
-            (opportunity("k2"), key("k", "h1")), // replays k1, stored in the same group
-            (opportunity("k3"), key("k", "h2")), // reuses the key with other params
-            (opportunity("b"), None),
-        ];
-        let mut calls = Vec::new();
-        for (o, k) in jobs {
-            let db = db.clone();
-            calls.push(tokio::spawn(async move { db.create_opportunity(o, k).await }));
-            tokio::time::sleep(Duration::from_millis(10)).await; // keep the queue order
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        outside.batch_execute("COMMIT").unwrap();
-        assert!(matches!(blocker.await.unwrap(), Ok(CreateOutcome::Created)));
-        let mut outcomes = Vec::new();
-        for call in calls {
-            outcomes.push(call.await.unwrap());
-        }
-        assert!(matches!(outcomes[0], Ok(CreateOutcome::Created)));
-        assert!(matches!(outcomes[1], Ok(CreateOutcome::Created)));
-        assert!(matches!(outcomes[2], Err(DbError::Query(_))), "{:?}", outcomes[2]);
-        assert!(matches!(outcomes[3], Ok(CreateOutcome::Created)));
-        assert_eq!(outcomes[4].as_ref().unwrap(), &CreateOutcome::Replayed("\"h1\"".into()));
-        assert_eq!(outcomes[5].as_ref().unwrap(), &CreateOutcome::KeyReused);
-        assert!(matches!(outcomes[6], Ok(CreateOutcome::Created)));
-        let stored = db.run(|conn| crate::db::opportunity::count(conn, None)).await.unwrap();
-        assert_eq!(stored, 5, "blocker, a, twin, k1, b");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_create_that_waited_past_its_deadline_is_not_run() {
-        use diesel::connection::SimpleConnection;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let timeout = Duration::from_millis(300);
-        let db = Database::connect(DatabaseUrl::Sqlite(path.clone()), PoolOptions { size: Some(1), timeout }).unwrap();
-        let mut outside = crate::db::establish_sqlite(&path).unwrap();
-        outside.batch_execute("BEGIN IMMEDIATE").unwrap();
-        let first = db.create_opportunity(opportunity("first"), None);
-        let second = db.create_opportunity(opportunity("second"), None);
-        let (first, second) = tokio::join!(first, second);
-        outside.batch_execute("COMMIT").unwrap();
-        assert!(matches!(first, Err(DbError::Unavailable(_))), "{first:?}");
-        assert!(matches!(second, Err(DbError::Unavailable(_))), "{second:?}");
-        let stored = db.run(|conn| crate::db::opportunity::count(conn, None)).await.unwrap();
-        assert_eq!(stored, 0, "a create answered unavailable is never stored");
+    #[test]
+    fn jobs_past_their_deadline_are_refused_and_never_run() {
+        let now = Instant::now();
+        let (late, mut late_answer) = job(now - Duration::from_millis(1));
+        let (due, mut due_answer) = job(now);
+        let (live, mut live_answer) = job(now + Duration::from_secs(1));
+        let mut group = vec![late, live, due];
+        refuse_expired(&mut group, now);
+        assert_eq!(group.len(), 1, "only the job still in time stays in the group");
+        assert!(matches!(late_answer.try_recv(), Ok(Err(DbError::Unavailable(_)))));
+        assert!(matches!(due_answer.try_recv(), Ok(Err(DbError::Unavailable(_)))));
+        assert!(live_answer.try_recv().is_err(), "the job in time is not answered yet");
     }
 }

@@ -132,12 +132,10 @@ pub fn parse_create(
         && reader.is_object()
         && let Some(header) = workspace_header
     {
-        match Uuid::try_parse(header.trim()).ok().filter(|_| header.trim().len() == 36) {
+        match params::parse_uuid(header.trim()) {
             Some(ws) => input.workspace_id = Some(ws),
-            None => failure.field(
-                "workspaceId",
-                "the X-Workspace-Id header must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
-            ),
+            None => failure
+                .field("workspaceId", format!("the X-Workspace-Id header must be a UUID ({})", params::UUID_FORM)),
         }
     }
     (input, failure)
@@ -153,8 +151,7 @@ fn request_hash(opportunity: &Opportunity) -> String {
             fields.remove(made_anew);
         }
     }
-    let digest = Sha256::digest(value.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", Sha256::digest(value.to_string().as_bytes()))
 }
 
 /// `opportunity.create`: authenticate, read and check the params, resolve the workspace, and

@@ -155,13 +155,19 @@ pub fn trimmed_string(raw: &RawValue) -> Result<String, String> {
     string(raw).map(|s| s.trim().to_string())
 }
 
+/// What a UUID must look like, for the error messages.
+pub const UUID_FORM: &str = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+
+/// A UUID in the 36-character hyphenated form, any case (`uuid` alone would also take the
+/// simple, braced and URN forms).
+pub fn parse_uuid(text: &str) -> Option<Uuid> {
+    Uuid::try_parse(text).ok().filter(|_| text.len() == 36)
+}
+
 /// A UUID in the hyphenated form, any case.
 pub fn uuid(raw: &RawValue) -> Result<Uuid, String> {
     let text = string(raw).map_err(|_| "must be a UUID string".to_string())?;
-    match Uuid::try_parse(&text) {
-        Ok(id) if text.len() == 36 => Ok(id),
-        _ => Err("must be a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)".into()),
-    }
+    parse_uuid(&text).ok_or_else(|| format!("must be a UUID ({UUID_FORM})"))
 }
 
 /// A boolean.

@@ -349,6 +349,15 @@ async fn assert_others_served_promptly(app: &TestApp, what: &str) {
     assert!(started.elapsed() < Duration::from_secs(2), "{what}: others waited {:?}", started.elapsed());
 }
 
+/// A client has stalled on `stream` since `started`: other callers are served meanwhile, and the
+/// stalled connection is cut off within [`CUT_OFF_WITHIN`].
+async fn assert_stall_is_cut_off<R: AsyncRead + Unpin>(app: &TestApp, stream: &mut R, started: Instant, what: &str) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_others_served_promptly(app, &format!("while {what}")).await;
+    let outcome = response_or_close(stream, CUT_OFF_WITHIN).await;
+    assert_cut_off(outcome, started.elapsed(), what);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Slow and stalled HTTP clients
 // ---------------------------------------------------------------------------------------------
@@ -371,11 +380,7 @@ async fn body_trickled_slower_than_request_timeout_is_cut_off() {
         }
         writer
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_others_served_promptly(&app, "while a body trickles in").await;
-
-    let outcome = response_or_close(&mut reader, CUT_OFF_WITHIN).await;
-    assert_cut_off(outcome, started.elapsed(), "a body trickled at 4 bytes/s with --request-timeout 1s");
+    assert_stall_is_cut_off(&app, &mut reader, started, "a body trickles in at 4 bytes/s, --request-timeout 1s").await;
     trickle.abort();
     assert_still_serving(&app, 1).await;
 }
@@ -386,11 +391,8 @@ async fn client_that_sends_headers_and_no_body_is_cut_off() {
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     stream.write_all(post_head(&app, 200).as_bytes()).await.unwrap();
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_others_served_promptly(&app, "while a client stalls after its headers").await;
-
-    let outcome = response_or_close(&mut stream, CUT_OFF_WITHIN).await;
-    assert_cut_off(outcome, started.elapsed(), "headers with Content-Length 200 and no body, --request-timeout 1s");
+    let what = "a client stalls after headers with Content-Length 200, --request-timeout 1s";
+    assert_stall_is_cut_off(&app, &mut stream, started, what).await;
     assert_still_serving(&app, 1).await;
 }
 
@@ -404,11 +406,8 @@ async fn client_that_stalls_inside_its_headers_is_cut_off() {
     let head = format!("POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAuthor", app.addr);
     stream.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_others_served_promptly(&app, "while a client stalls inside its headers").await;
-
-    let outcome = response_or_close(&mut stream, CUT_OFF_WITHIN).await;
-    assert_cut_off(outcome, started.elapsed(), "half a request head, then nothing, --request-timeout 1s");
+    let what = "a client stalls inside its request head, --request-timeout 1s";
+    assert_stall_is_cut_off(&app, &mut stream, started, what).await;
     assert_still_serving(&app, 1).await;
 }
 
@@ -429,11 +428,8 @@ async fn kept_alive_connection_that_stalls_inside_its_next_headers_is_cut_off() 
     let head = format!("POST / HTTP/1.1\r\nHost: {}\r\nContent-Ty", app.addr);
     stream.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_others_served_promptly(&app, "while a kept-alive client stalls inside its next headers").await;
-
-    let outcome = response_or_close(&mut stream, CUT_OFF_WITHIN).await;
-    assert_cut_off(outcome, started.elapsed(), "half the next request head on a kept-alive connection");
+    let what = "a kept-alive client stalls inside its next request head";
+    assert_stall_is_cut_off(&app, &mut stream, started, what).await;
     assert_still_serving(&app, 2).await;
 }
 
