@@ -15,12 +15,14 @@ use crate::error::{ApiError, ValidationFailure};
 
 /// Clock skew tolerated on `exp`, in seconds (the contract allows at most 60).
 pub const LEEWAY_SECONDS: u64 = 30;
-/// The scope needed to create.
+/// The scope needed to create, update, archive and restore (it also lets a caller read).
 pub const SCOPE_WRITE: &str = "opportunity:write";
+/// The scope needed to get, list and follow changes (or [`SCOPE_WRITE`]).
+pub const SCOPE_READ: &str = "opportunity:read";
 /// The scope needed for `visibilityMode: "global"`.
 pub const SCOPE_GLOBAL: &str = "opportunity:global";
 /// Every scope this service knows; a minted token grants them all by default.
-pub const ALL_SCOPES: &str = "opportunity:write opportunity:global";
+pub const ALL_SCOPES: &str = "opportunity:read opportunity:write opportunity:global";
 
 /// The claims this service reads and writes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +67,16 @@ impl Principal {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!("the token does not grant the scope {scope:?}")))
+        }
+    }
+
+    /// Refuses with FORBIDDEN unless the caller may read: `opportunity:read` or
+    /// `opportunity:write`.
+    pub fn require_read(&self) -> Result<(), ApiError> {
+        if self.scopes.contains(SCOPE_READ) || self.scopes.contains(SCOPE_WRITE) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("the token grants neither {SCOPE_READ:?} nor {SCOPE_WRITE:?}")))
         }
     }
 

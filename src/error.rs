@@ -106,6 +106,8 @@ pub enum ApiError {
         reason: Option<&'static str>,
         /// Whether the same call may succeed later.
         retryable: bool,
+        /// With `version_mismatch`: the version stored now.
+        current_version: Option<i32>,
     },
     /// The database is unreachable or the pool is exhausted; the cause is only logged.
     #[error("Service unavailable")]
@@ -178,9 +180,12 @@ impl ApiError {
                 data.insert("fieldErrors".into(), json!(failure.field_errors));
                 data.insert("formErrors".into(), json!(failure.form_errors));
             }
-            ApiError::Conflict { reason, retryable, .. } => {
+            ApiError::Conflict { reason, retryable, current_version, .. } => {
                 if let Some(reason) = reason {
                     data.insert("reason".into(), reason.into());
+                }
+                if let Some(version) = current_version {
+                    data.insert("currentVersion".into(), version.into());
                 }
                 data.insert("retryable".into(), retryable.into());
             }

@@ -132,7 +132,8 @@ impl Application {
             .set_http_middleware(tower::ServiceBuilder::new().layer(edge))
             .set_rpc_middleware(rpc_middleware)
             .to_service_builder();
-        let methods = rpc::methods(AppState { db: db.clone(), metrics })?;
+        let cursor_key = rpc::list::CursorKey::derive(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
+        let methods = rpc::methods(AppState { db: db.clone(), metrics, cursor_key })?;
         Ok(Self { builder, listener, methods, local_addr, db, request_timeout: settings.request_timeout })
     }
 

@@ -1,6 +1,7 @@
 //! Storage: one pool over the embedded SQLite database or PostgreSQL, chosen by the URL scheme,
 //! with migrations embedded per backend and every query run on the blocking thread pool.
 
+pub mod list;
 pub mod opportunity;
 pub mod pg_writer;
 pub mod schema;
@@ -173,7 +174,14 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
     }
 }
 
+diesel::define_sql_function! {
+    /// Unicode lowercasing for SQLite, whose own `lower()` only knows ASCII: the case-insensitive
+    /// `titleContains` of `opportunity.list` matches `É` with `é` on both backends.
+    fn unicode_lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
 fn apply_sqlite_pragmas(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
+    unicode_lower_utils::register_impl(conn, |text: String| text.to_lowercase())?;
     conn.batch_execute(&format!(
         "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
     ))
@@ -332,6 +340,11 @@ impl Database {
             }
         };
         Ok(Self { pool, url, timeout: options.timeout, writer })
+    }
+
+    /// How long a call waits for the database (DATABASE_TIMEOUT).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The parsed URL (never print it unredacted).

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::schema::{postgres as pg, sqlite as lite};
 use super::{DbConn, DbError};
-use crate::domain::opportunity::Opportunity;
+use crate::domain::opportunity::{
+    LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source, Stage, VisibilityMode,
+};
 
 /// An idempotency key with what the first call under it answered.
 #[derive(Debug, Clone)]
@@ -57,15 +59,15 @@ macro_rules! insert_in_chunks {
     };
 }
 
-fn sqlite_instant(instant: &DateTime<Utc>) -> String {
+pub(super) fn sqlite_instant(instant: &DateTime<Utc>) -> String {
     // Fixed width (`%Y-%m-%dT%H:%M:%S%.6fZ`), so that text order is time order.
     instant.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 // Every column bound, `None` as NULL, so that the SQL of an INSERT of N rows is always the same
 // and diesel keeps it prepared (see `insert_in_chunks!`).
-#[derive(Insertable)]
-#[diesel(table_name = pg::opportunities, treat_none_as_default_value = false)]
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = pg::opportunities, treat_none_as_default_value = false, treat_none_as_null = true)]
 struct PgRow {
     id: Uuid,
     workspace_id: Uuid,
@@ -96,6 +98,7 @@ struct PgRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     version: i32,
+    archived_at: Option<DateTime<Utc>>,
 }
 
 impl PgRow {
@@ -131,14 +134,15 @@ impl PgRow {
             created_at: o.created_at,
             updated_at: o.updated_at,
             version: o.version,
+            archived_at: o.archived_at,
         }
     }
 }
 
 // Every column bound, `None` as NULL: SQLite has no DEFAULT keyword, and only so does diesel
 // make one multi-row INSERT of a batch (`insert_sqlite_batch`) instead of one INSERT per row.
-#[derive(Insertable)]
-#[diesel(table_name = lite::opportunities, treat_none_as_default_value = false)]
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = lite::opportunities, treat_none_as_default_value = false, treat_none_as_null = true)]
 struct SqliteRow {
     id: String,
     workspace_id: String,
@@ -169,6 +173,7 @@ struct SqliteRow {
     created_at: String,
     updated_at: String,
     version: i32,
+    archived_at: Option<String>,
 }
 
 impl SqliteRow {
@@ -205,6 +210,7 @@ impl SqliteRow {
             created_at: sqlite_instant(&o.created_at),
             updated_at: sqlite_instant(&o.updated_at),
             version: o.version,
+            archived_at: o.archived_at.as_ref().map(sqlite_instant),
         }
     }
 }
@@ -410,6 +416,457 @@ pub fn count(conn: DbConn<'_>, workspace: Option<Uuid>) -> Result<i64, DbError> 
             None => lite::opportunities::table.count().get_result(c),
         },
     }
+    .map_err(DbError::classify)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and changing stored opportunities (CONTRACT.md §8)
+// ---------------------------------------------------------------------------------------------
+
+/// A stored row on PostgreSQL, as a `SELECT *` returns it.
+#[derive(QueryableByName)]
+#[diesel(table_name = pg::opportunities)]
+pub(super) struct PgStored {
+    id: Uuid,
+    workspace_id: Uuid,
+    customer_id: Uuid,
+    primary_contact_id: Option<Uuid>,
+    site_id: Option<Uuid>,
+    title: String,
+    stage: String,
+    pipeline_type: String,
+    source: Option<String>,
+    estimated_value: Option<bigdecimal::BigDecimal>,
+    expected_close_date: Option<DateTime<Utc>>,
+    probability: Option<i16>,
+    solution_families: Vec<String>,
+    scope_summary: Option<String>,
+    competitor_notes: Option<String>,
+    win_loss_reason: Option<String>,
+    next_step_description: Option<String>,
+    next_step_date: Option<DateTime<Utc>>,
+    bid_due_date: Option<DateTime<Utc>>,
+    budget_confirmed: bool,
+    priority: Option<String>,
+    lost_reason_category: Option<String>,
+    technical_requirements: Option<String>,
+    owner_user_id: Uuid,
+    visibility_mode: String,
+    created_by: Uuid,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    version: i32,
+    archived_at: Option<DateTime<Utc>>,
+}
+
+/// A stored row on SQLite, as a `SELECT *` returns it.
+#[derive(QueryableByName)]
+#[diesel(table_name = lite::opportunities)]
+pub(super) struct SqliteStored {
+    id: String,
+    workspace_id: String,
+    customer_id: String,
+    primary_contact_id: Option<String>,
+    site_id: Option<String>,
+    title: String,
+    stage: String,
+    pipeline_type: String,
+    source: Option<String>,
+    estimated_value_cents: Option<i64>,
+    expected_close_date: Option<String>,
+    probability: Option<i32>,
+    solution_families: String,
+    scope_summary: Option<String>,
+    competitor_notes: Option<String>,
+    win_loss_reason: Option<String>,
+    next_step_description: Option<String>,
+    next_step_date: Option<String>,
+    bid_due_date: Option<String>,
+    budget_confirmed: bool,
+    priority: Option<String>,
+    lost_reason_category: Option<String>,
+    technical_requirements: Option<String>,
+    owner_user_id: String,
+    visibility_mode: String,
+    created_by: String,
+    created_at: String,
+    updated_at: String,
+    version: i32,
+    archived_at: Option<String>,
+}
+
+/// A stored value this code cannot read: the row was not written by it (or was altered by hand).
+fn corrupt(what: &str, value: &str) -> DbError {
+    DbError::Query(DieselError::DeserializationError(format!("stored {what} {value:?} is not valid").into()))
+}
+
+fn stored_enum<T>(what: &str, value: &str, parse: fn(&str) -> Option<T>) -> Result<T, DbError> {
+    parse(value).ok_or_else(|| corrupt(what, value))
+}
+
+fn stored_optional_enum<T>(what: &str, value: Option<String>, parse: fn(&str) -> Option<T>) -> Result<Option<T>, DbError> {
+    value.map(|v| stored_enum(what, &v, parse)).transpose()
+}
+
+fn stored_uuid(what: &str, value: &str) -> Result<Uuid, DbError> {
+    Uuid::try_parse(value).map_err(|_| corrupt(what, value))
+}
+
+fn stored_instant(what: &str, value: &str) -> Result<DateTime<Utc>, DbError> {
+    DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&Utc)).map_err(|_| corrupt(what, value))
+}
+
+/// The enums of a stored row, read back.
+struct StoredEnums {
+    stage: Stage,
+    pipeline_type: PipelineType,
+    source: Option<Source>,
+    priority: Option<Priority>,
+    lost_reason_category: Option<LostReasonCategory>,
+    visibility_mode: VisibilityMode,
+}
+
+impl StoredEnums {
+    fn read(
+        stage: &str,
+        pipeline_type: &str,
+        source: Option<String>,
+        priority: Option<String>,
+        lost_reason_category: Option<String>,
+        visibility_mode: &str,
+    ) -> Result<Self, DbError> {
+        Ok(Self {
+            stage: stored_enum("stage", stage, Stage::parse)?,
+            pipeline_type: stored_enum("pipeline type", pipeline_type, PipelineType::parse)?,
+            source: stored_optional_enum("source", source, Source::parse)?,
+            priority: stored_optional_enum("priority", priority, Priority::parse)?,
+            lost_reason_category: stored_optional_enum(
+                "lost reason category",
+                lost_reason_category,
+                LostReasonCategory::parse,
+            )?,
+            visibility_mode: stored_enum("visibility mode", visibility_mode, VisibilityMode::parse)?,
+        })
+    }
+}
+
+impl TryFrom<PgStored> for Opportunity {
+    type Error = DbError;
+    fn try_from(r: PgStored) -> Result<Self, DbError> {
+        use bigdecimal::ToPrimitive;
+        let e = StoredEnums::read(
+            &r.stage,
+            &r.pipeline_type,
+            r.source,
+            r.priority,
+            r.lost_reason_category,
+            &r.visibility_mode,
+        )?;
+        let estimated_value = match r.estimated_value {
+            Some(d) => Some(Money::from_cents(
+                (d.clone() * bigdecimal::BigDecimal::from(100)).to_i64().ok_or_else(|| corrupt("value", &d.to_string()))?,
+            )),
+            None => None,
+        };
+        Ok(Opportunity {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            customer_id: r.customer_id,
+            primary_contact_id: r.primary_contact_id,
+            site_id: r.site_id,
+            title: r.title,
+            stage: e.stage,
+            pipeline_type: e.pipeline_type,
+            source: e.source,
+            estimated_value,
+            expected_close_date: r.expected_close_date,
+            probability: r.probability,
+            solution_families: r.solution_families,
+            scope_summary: r.scope_summary,
+            competitor_notes: r.competitor_notes,
+            win_loss_reason: r.win_loss_reason,
+            next_step_description: r.next_step_description,
+            next_step_date: r.next_step_date,
+            bid_due_date: r.bid_due_date,
+            budget_confirmed: r.budget_confirmed,
+            priority: e.priority,
+            lost_reason_category: e.lost_reason_category,
+            technical_requirements: r.technical_requirements,
+            owner_user_id: r.owner_user_id,
+            visibility_mode: e.visibility_mode,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            version: r.version,
+            is_closed: e.stage.is_closed(),
+            is_won: e.stage == Stage::Won,
+            archived_at: r.archived_at,
+        })
+    }
+}
+
+impl TryFrom<SqliteStored> for Opportunity {
+    type Error = DbError;
+    fn try_from(r: SqliteStored) -> Result<Self, DbError> {
+        let e = StoredEnums::read(
+            &r.stage,
+            &r.pipeline_type,
+            r.source,
+            r.priority,
+            r.lost_reason_category,
+            &r.visibility_mode,
+        )?;
+        let uuid = |what: &str, v: Option<String>| v.map(|v| stored_uuid(what, &v)).transpose();
+        let instant = |what: &str, v: Option<String>| v.map(|v| stored_instant(what, &v)).transpose();
+        let solution_families: Vec<String> =
+            serde_json::from_str(&r.solution_families).map_err(|_| corrupt("solution families", &r.solution_families))?;
+        Ok(Opportunity {
+            id: stored_uuid("id", &r.id)?,
+            workspace_id: stored_uuid("workspace id", &r.workspace_id)?,
+            customer_id: stored_uuid("customer id", &r.customer_id)?,
+            primary_contact_id: uuid("primary contact id", r.primary_contact_id)?,
+            site_id: uuid("site id", r.site_id)?,
+            title: r.title,
+            stage: e.stage,
+            pipeline_type: e.pipeline_type,
+            source: e.source,
+            estimated_value: r.estimated_value_cents.map(Money::from_cents),
+            expected_close_date: instant("expected close date", r.expected_close_date)?,
+            probability: r.probability.map(|p| p as i16),
+            solution_families,
+            scope_summary: r.scope_summary,
+            competitor_notes: r.competitor_notes,
+            win_loss_reason: r.win_loss_reason,
+            next_step_description: r.next_step_description,
+            next_step_date: instant("next step date", r.next_step_date)?,
+            bid_due_date: instant("bid due date", r.bid_due_date)?,
+            budget_confirmed: r.budget_confirmed,
+            priority: e.priority,
+            lost_reason_category: e.lost_reason_category,
+            technical_requirements: r.technical_requirements,
+            owner_user_id: stored_uuid("owner user id", &r.owner_user_id)?,
+            visibility_mode: e.visibility_mode,
+            created_by: stored_uuid("created by", &r.created_by)?,
+            created_at: stored_instant("created at", &r.created_at)?,
+            updated_at: stored_instant("updated at", &r.updated_at)?,
+            version: r.version,
+            is_closed: e.stage.is_closed(),
+            is_won: e.stage == Stage::Won,
+            archived_at: instant("archived at", r.archived_at)?,
+        })
+    }
+}
+
+/// The opportunity with this id, in any workspace (who may read it is for the caller to say).
+pub fn get(conn: DbConn<'_>, id: Uuid) -> Result<Option<Opportunity>, DbError> {
+    match conn {
+        DbConn::Postgres(c) => select_postgres(c, id, false),
+        DbConn::Sqlite(c) => select_sqlite(c, id),
+    }
+}
+
+fn select_postgres(c: &mut PgConnection, id: Uuid, for_update: bool) -> Result<Option<Opportunity>, DbError> {
+    let sql = if for_update {
+        "SELECT * FROM opportunities WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT * FROM opportunities WHERE id = $1"
+    };
+    diesel::sql_query(sql)
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .get_result::<PgStored>(c)
+        .optional()
+        .map_err(DbError::classify)?
+        .map(Opportunity::try_from)
+        .transpose()
+}
+
+fn select_sqlite(c: &mut SqliteConnection, id: Uuid) -> Result<Option<Opportunity>, DbError> {
+    diesel::sql_query("SELECT * FROM opportunities WHERE id = ?")
+        .bind::<diesel::sql_types::Text, _>(id.to_string())
+        .get_result::<SqliteStored>(c)
+        .optional()
+        .map_err(DbError::classify)?
+        .map(Opportunity::try_from)
+        .transpose()
+}
+
+/// What a change decided, given the stored opportunity.
+#[derive(Debug)]
+pub enum Decision<E> {
+    /// Store this opportunity in place of the current one.
+    Write(Opportunity),
+    /// Nothing to write: answer the opportunity as stored.
+    Unchanged(Opportunity),
+    /// Refused (not found, forbidden, a conflict, a rule): nothing is written.
+    Refuse(E),
+}
+
+/// What a change did.
+#[derive(Debug)]
+pub enum Changed<E> {
+    /// Written (or, with [`Decision::Unchanged`], left as it was); the answer.
+    Done(Opportunity),
+    /// The key was used before with the same params: the stored answer.
+    Replayed(String),
+    /// The key was used before with other params.
+    KeyReused,
+    /// The decision refused.
+    Refused(E),
+}
+
+/// An idempotency key of a change, scoped to the workspace the call acts in.
+#[derive(Debug, Clone)]
+pub struct ChangeKey {
+    pub workspace_id: Uuid,
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// Reads the opportunity `id` under a write lock, lets `decide` say what becomes of it (it sees
+/// `None` when there is no such opportunity), and writes the result with the idempotency key's
+/// answer in the same transaction. A key seen before replays (or refuses a reuse) before
+/// anything is decided. When a concurrent call stores the same key first, the transaction is
+/// run again and replays. Past `deadline` the transaction is rolled back (the caller has
+/// answered SERVICE_UNAVAILABLE by then).
+pub fn change<E>(
+    conn: DbConn<'_>,
+    id: Uuid,
+    key: Option<&ChangeKey>,
+    deadline: Instant,
+    decide: &dyn Fn(Option<Opportunity>) -> Decision<E>,
+) -> Result<Changed<E>, DbError> {
+    let mut conn = conn;
+    let run = |conn: &mut DbConn<'_>| -> Result<Changed<E>, DbError> {
+        let mut outcome = None;
+        let result = match conn {
+            DbConn::Postgres(c) => c.transaction(|c| {
+                // The row lock first: a concurrent call with the same key waits here, then sees
+                // the key it stored (READ COMMITTED reads what committed before each statement).
+                let current = select_postgres(c, id, true).map_err(into_diesel)?;
+                outcome = Some(change_locked(DbConn::Postgres(c), current, key, decide).map_err(into_diesel)?);
+                if Instant::now() >= deadline {
+                    return Err(DieselError::RollbackTransaction);
+                }
+                Ok(())
+            }),
+            // IMMEDIATE takes the write lock up front: the reads and the write see one state.
+            DbConn::Sqlite(c) => c.immediate_transaction(|c| {
+                let current = select_sqlite(c, id).map_err(into_diesel)?;
+                outcome = Some(change_locked(DbConn::Sqlite(c), current, key, decide).map_err(into_diesel)?);
+                Ok(())
+            }),
+        };
+        match result {
+            Ok(()) => Ok(outcome.expect("set when the transaction commits")),
+            Err(DieselError::RollbackTransaction) => {
+                Err(DbError::Unavailable("the database did not answer before the deadline".into()))
+            }
+            Err(e) => Err(from_diesel(e)),
+        }
+    };
+    match run(&mut conn) {
+        Err(DbError::Query(e)) if key.is_some() && is_unique_violation(&e) => run(&mut conn),
+        other => other,
+    }
+}
+
+/// Carries a [`DbError`] through diesel's transaction closure and back.
+fn into_diesel(e: DbError) -> DieselError {
+    match e {
+        DbError::Query(e) => e,
+        DbError::Unavailable(message) => DieselError::QueryBuilderError(Box::new(Unavailable(message))),
+    }
+}
+
+fn from_diesel(e: DieselError) -> DbError {
+    match e {
+        DieselError::QueryBuilderError(inner) if inner.is::<Unavailable>() => {
+            DbError::Unavailable(inner.to_string())
+        }
+        e => DbError::classify(e),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unavailable(String);
+
+/// The part of [`change`] that runs under the lock.
+fn change_locked<E>(
+    mut conn: DbConn<'_>,
+    current: Option<Opportunity>,
+    key: Option<&ChangeKey>,
+    decide: &dyn Fn(Option<Opportunity>) -> Decision<E>,
+) -> Result<Changed<E>, DbError> {
+    if let Some(key) = key
+        && let Some((hash, response)) = stored_key(&mut conn, key)?
+    {
+        return Ok(if hash == key.request_hash { Changed::Replayed(response) } else { Changed::KeyReused });
+    }
+    let answer = match decide(current) {
+        Decision::Refuse(e) => return Ok(Changed::Refused(e)),
+        Decision::Unchanged(o) => o,
+        Decision::Write(o) => {
+            match &mut conn {
+                DbConn::Postgres(c) => diesel::update(pg::opportunities::table.find(o.id))
+                    .set(PgRow::new(&o))
+                    .execute(*c),
+                DbConn::Sqlite(c) => diesel::update(lite::opportunities::table.find(o.id.to_string()))
+                    .set(SqliteRow::new(&o))
+                    .execute(*c),
+            }
+            .map_err(DbError::classify)?;
+            o
+        }
+    };
+    if let Some(key) = key {
+        let response = serde_json::to_string(&answer).expect("an opportunity serializes");
+        store_key(&mut conn, key, answer.id, &response)?;
+    }
+    Ok(Changed::Done(answer))
+}
+
+fn stored_key(conn: &mut DbConn<'_>, key: &ChangeKey) -> Result<Option<(String, String)>, DbError> {
+    match conn {
+        DbConn::Postgres(c) => pg::idempotency_keys::table
+            .find((key.workspace_id, key.key.as_str()))
+            .select((pg::idempotency_keys::request_hash, pg::idempotency_keys::response))
+            .first::<(String, String)>(*c)
+            .optional(),
+        DbConn::Sqlite(c) => lite::idempotency_keys::table
+            .find((key.workspace_id.to_string(), key.key.as_str()))
+            .select((lite::idempotency_keys::request_hash, lite::idempotency_keys::response))
+            .first::<(String, String)>(*c)
+            .optional(),
+    }
+    .map_err(DbError::classify)
+}
+
+fn store_key(conn: &mut DbConn<'_>, key: &ChangeKey, opportunity: Uuid, response: &str) -> Result<(), DbError> {
+    let now = Utc::now();
+    match conn {
+        DbConn::Postgres(c) => diesel::insert_into(pg::idempotency_keys::table)
+            .values((
+                pg::idempotency_keys::workspace_id.eq(key.workspace_id),
+                pg::idempotency_keys::key.eq(key.key.as_str()),
+                pg::idempotency_keys::request_hash.eq(key.request_hash.as_str()),
+                pg::idempotency_keys::opportunity_id.eq(opportunity),
+                pg::idempotency_keys::response.eq(response),
+                pg::idempotency_keys::created_at.eq(now),
+            ))
+            .execute(*c),
+        DbConn::Sqlite(c) => diesel::insert_into(lite::idempotency_keys::table)
+            .values((
+                lite::idempotency_keys::workspace_id.eq(key.workspace_id.to_string()),
+                lite::idempotency_keys::key.eq(key.key.as_str()),
+                lite::idempotency_keys::request_hash.eq(key.request_hash.as_str()),
+                lite::idempotency_keys::opportunity_id.eq(opportunity.to_string()),
+                lite::idempotency_keys::response.eq(response),
+                lite::idempotency_keys::created_at.eq(sqlite_instant(&now)),
+            ))
+            .execute(*c),
+    }
+    .map(|_| ())
     .map_err(DbError::classify)
 }
 

@@ -78,6 +78,13 @@ string_enum!(
     VisibilityMode { Global => "global", WorkspaceLocal => "workspace_local", Shared => "shared" }
 );
 
+impl Stage {
+    /// Whether the opportunity is decided (won or lost).
+    pub fn is_closed(self) -> bool {
+        matches!(self, Stage::Won | Stage::Lost)
+    }
+}
+
 /// The largest estimated value, 1e12.
 pub const MAX_ESTIMATED_VALUE_CENTS: i64 = 100_000_000_000_000;
 /// The most characters of a free-text field other than `title`.
@@ -414,6 +421,12 @@ impl CreateOpportunity {
     /// Runs every rule of §5 that the types do not already hold, adding to `failure` the
     /// problems of fields that have none yet (a field with a type error is not checked again).
     pub fn check(&self, failure: &mut ValidationFailure) {
+        self.check_fields(failure);
+        check_across_fields(self.stage.unwrap_or(Stage::Lead), self.probability, self.lost_reason_category, failure);
+    }
+
+    /// The rules of single fields (§5), for the fields that are set.
+    pub fn check_fields(&self, failure: &mut ValidationFailure) {
         if let Err(errors) = self.validate() {
             let mut fields: Vec<_> = errors.field_errors().into_iter().collect();
             fields.sort_by(|a, b| a.0.cmp(&b.0));
@@ -431,31 +444,35 @@ impl CreateOpportunity {
         if let Some(items) = &self.solution_families {
             check_solution_families(items, failure);
         }
-        self.check_across_fields(failure);
     }
+}
 
-    /// Rules across fields. Each is reported on the field it constrains (so a form can point at
-    /// it) and in `formErrors` (as §4 asks for rules across fields).
-    fn check_across_fields(&self, failure: &mut ValidationFailure) {
-        let stage = self.stage.unwrap_or(Stage::Lead);
-        if let Some(probability) = self.probability
-            && !failure.has_field("probability")
-        {
-            let rule = match stage {
-                Stage::Won if probability != 100 => Some("must be 100 when stage is \"won\""),
-                Stage::Lost if probability != 0 => Some("must be 0 when stage is \"lost\""),
-                _ => None,
-            };
-            if let Some(rule) = rule {
-                failure.field("probability", rule);
-                failure.form(format!("probability {rule}"));
-            }
+/// Rules across fields, on the opportunity as it will be stored (after a create's defaults or
+/// an update's change). Each is reported on the field it constrains (so a form can point at it)
+/// and in `formErrors` (as §4 asks for rules across fields).
+pub fn check_across_fields(
+    stage: Stage,
+    probability: Option<i64>,
+    lost_reason_category: Option<LostReasonCategory>,
+    failure: &mut ValidationFailure,
+) {
+    if let Some(probability) = probability
+        && !failure.has_field("probability")
+    {
+        let rule = match stage {
+            Stage::Won if probability != 100 => Some("must be 100 when stage is \"won\""),
+            Stage::Lost if probability != 0 => Some("must be 0 when stage is \"lost\""),
+            _ => None,
+        };
+        if let Some(rule) = rule {
+            failure.field("probability", rule);
+            failure.form(format!("probability {rule}"));
         }
-        if self.lost_reason_category.is_some() && stage != Stage::Lost && !failure.has_field("stage") {
-            let rule = "is only allowed when stage is \"lost\"";
-            failure.field("lostReasonCategory", rule);
-            failure.form(format!("lostReasonCategory {rule}"));
-        }
+    }
+    if lost_reason_category.is_some() && stage != Stage::Lost && !failure.has_field("stage") {
+        let rule = "is only allowed when stage is \"lost\"";
+        failure.field("lostReasonCategory", rule);
+        failure.form(format!("lostReasonCategory {rule}"));
     }
 }
 
@@ -499,6 +516,8 @@ pub struct Opportunity {
     pub version: i32,
     pub is_closed: bool,
     pub is_won: bool,
+    #[serde(serialize_with = "serialize_optional_instant")]
+    pub archived_at: Option<DateTime<Utc>>,
 }
 
 impl Opportunity {
@@ -538,9 +557,99 @@ impl Opportunity {
             created_at: now,
             updated_at: now,
             version: 1,
-            is_closed: matches!(stage, Stage::Won | Stage::Lost),
+            is_closed: stage.is_closed(),
             is_won: stage == Stage::Won,
+            archived_at: None,
         })
+    }
+}
+
+/// What `opportunity.update` asks to change. For each field: `None` leaves it as it is; for an
+/// optional field `Some(None)` clears it and `Some(Some(v))` sets it; a required field is only
+/// ever set. `solutionFamilies: null` clears the list to `[]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpportunityPatch {
+    pub customer_id: Option<Uuid>,
+    pub primary_contact_id: Option<Option<Uuid>>,
+    pub site_id: Option<Option<Uuid>>,
+    pub title: Option<String>,
+    pub stage: Option<Stage>,
+    pub pipeline_type: Option<PipelineType>,
+    pub source: Option<Option<Source>>,
+    pub estimated_value: Option<Option<Money>>,
+    pub expected_close_date: Option<Option<DateTime<Utc>>>,
+    pub probability: Option<Option<i16>>,
+    pub solution_families: Option<Vec<String>>,
+    pub scope_summary: Option<Option<String>>,
+    pub competitor_notes: Option<Option<String>>,
+    pub win_loss_reason: Option<Option<String>>,
+    pub next_step_description: Option<Option<String>>,
+    pub next_step_date: Option<Option<DateTime<Utc>>>,
+    pub bid_due_date: Option<Option<DateTime<Utc>>>,
+    pub budget_confirmed: Option<bool>,
+    pub priority: Option<Option<Priority>>,
+    pub lost_reason_category: Option<Option<LostReasonCategory>>,
+    pub technical_requirements: Option<Option<String>>,
+    /// `ownerUserId: null` gives the opportunity back to its default owner, the caller.
+    pub owner_user_id: Option<Uuid>,
+    pub visibility_mode: Option<VisibilityMode>,
+}
+
+impl OpportunityPatch {
+    /// The opportunity as it would be after the change, with §8's two conveniences: a change of
+    /// `stage` to won or lost that names no `probability` sets it to 100 or 0, and a change away
+    /// from lost that names no `lostReasonCategory` clears it. `version`, `updatedAt` and
+    /// `archivedAt` are left as they are.
+    pub fn apply(&self, current: &Opportunity) -> Opportunity {
+        fn set<T: Clone>(field: &mut T, change: &Option<T>) {
+            if let Some(value) = change {
+                *field = value.clone();
+            }
+        }
+        let mut next = current.clone();
+        set(&mut next.customer_id, &self.customer_id);
+        set(&mut next.primary_contact_id, &self.primary_contact_id);
+        set(&mut next.site_id, &self.site_id);
+        set(&mut next.title, &self.title);
+        set(&mut next.stage, &self.stage);
+        set(&mut next.pipeline_type, &self.pipeline_type);
+        set(&mut next.source, &self.source);
+        set(&mut next.estimated_value, &self.estimated_value);
+        set(&mut next.expected_close_date, &self.expected_close_date);
+        set(&mut next.probability, &self.probability);
+        set(&mut next.solution_families, &self.solution_families);
+        set(&mut next.scope_summary, &self.scope_summary);
+        set(&mut next.competitor_notes, &self.competitor_notes);
+        set(&mut next.win_loss_reason, &self.win_loss_reason);
+        set(&mut next.next_step_description, &self.next_step_description);
+        set(&mut next.next_step_date, &self.next_step_date);
+        set(&mut next.bid_due_date, &self.bid_due_date);
+        set(&mut next.budget_confirmed, &self.budget_confirmed);
+        set(&mut next.priority, &self.priority);
+        set(&mut next.lost_reason_category, &self.lost_reason_category);
+        set(&mut next.technical_requirements, &self.technical_requirements);
+        set(&mut next.owner_user_id, &self.owner_user_id);
+        set(&mut next.visibility_mode, &self.visibility_mode);
+        if next.stage != current.stage {
+            if self.probability.is_none() {
+                match next.stage {
+                    Stage::Won => next.probability = Some(100),
+                    Stage::Lost => next.probability = Some(0),
+                    _ => {}
+                }
+            }
+            if current.stage == Stage::Lost && self.lost_reason_category.is_none() {
+                next.lost_reason_category = None;
+            }
+        }
+        next.is_closed = next.stage.is_closed();
+        next.is_won = next.stage == Stage::Won;
+        next
+    }
+
+    /// The rules across fields of §5, on the opportunity after the change.
+    pub fn check_result(next: &Opportunity, failure: &mut ValidationFailure) {
+        check_across_fields(next.stage, next.probability.map(i64::from), next.lost_reason_category, failure);
     }
 }
 

@@ -12,12 +12,29 @@ const OPENAPI: &str = include_str!("../../openapi/openapi.yaml");
 
 /// What OpenRPC says of each method: its params and result schemas (names under
 /// `components.schemas` of the OpenAPI document) and a summary.
-const METHODS: &[(&str, &str, &str, &str)] = &[(
-    super::opportunity::CREATE,
-    "CreateOpportunityParams",
-    "Opportunity",
-    "Create an opportunity in the caller's workspace; answered once it is durably stored.",
-)];
+const METHODS: &[(&str, &str, &str, &str)] = &[
+    (
+        super::opportunity::CREATE,
+        "CreateOpportunityParams",
+        "Opportunity",
+        "Create an opportunity in the caller's workspace; answered once it is durably stored.",
+    ),
+    (super::lifecycle::GET, "OpportunityRef", "Opportunity", "Read one opportunity, archived or not."),
+    (
+        super::list::LIST,
+        "ListOpportunitiesParams",
+        "OpportunityPage",
+        "List opportunities of a workspace (or every one readable there), filtered, ordered, in keyset pages.",
+    ),
+    (
+        super::lifecycle::UPDATE,
+        "UpdateOpportunityParams",
+        "Opportunity",
+        "Change some fields of an opportunity at the expected version.",
+    ),
+    (super::lifecycle::ARCHIVE, "ChangeStateParams", "Opportunity", "Archive an opportunity (nothing is deleted)."),
+    (super::lifecycle::RESTORE, "ChangeStateParams", "Opportunity", "Restore an archived opportunity."),
+];
 
 /// Builds the document for the given method names; a method without an entry in [`METHODS`], or
 /// an entry without its schemas, is an error, so the document cannot fall behind the code.

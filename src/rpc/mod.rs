@@ -2,7 +2,10 @@
 //! middleware that logs each call, runs notifications, enforces the batch rules and normalizes
 //! errors.
 
+pub mod caller;
 pub mod discover;
+pub mod lifecycle;
+pub mod list;
 pub mod opportunity;
 pub mod params;
 
@@ -28,6 +31,8 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub db: Database,
     pub metrics: Arc<Metrics>,
+    /// Signs the cursors of `opportunity.list`.
+    pub cursor_key: list::CursorKey,
 }
 
 /// The id of one call: in its log line, its span, and `data.requestId` of an internal error.

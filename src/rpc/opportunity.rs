@@ -55,12 +55,12 @@ pub const CREATE_FIELDS: &[&str] = &[
     "idempotencyKey",
 ];
 
-fn instant(raw: &RawValue) -> Result<chrono::DateTime<Utc>, String> {
+pub(super) fn instant(raw: &RawValue) -> Result<chrono::DateTime<Utc>, String> {
     let text = params::string(raw).map_err(|_| "must be a date-time string".to_string())?;
     parse_instant(&text).map_err(str::to_string)
 }
 
-fn money(raw: &RawValue) -> Result<Money, String> {
+pub(super) fn money(raw: &RawValue) -> Result<Money, String> {
     Money::parse_json_number(raw.get()).map_err(str::to_string)
 }
 
@@ -147,7 +147,9 @@ pub fn parse_create(
 fn request_hash(opportunity: &Opportunity) -> String {
     let mut value = serde_json::to_value(opportunity).expect("an opportunity serializes");
     if let Some(fields) = value.as_object_mut() {
-        for made_anew in ["id", "createdAt", "updatedAt", "createdBy"] {
+        // `archivedAt` is always null on a create; left out so that keys stored before the
+        // field existed still replay.
+        for made_anew in ["id", "createdAt", "updatedAt", "createdBy", "archivedAt"] {
             fields.remove(made_anew);
         }
     }
@@ -204,6 +206,7 @@ pub async fn create(
             message: format!("the idempotency key {:?} was used before with other params", key.unwrap_or_default()),
             reason: Some("idempotency_key_reused"),
             retryable: false,
+            current_version: None,
         }),
     }
 }
@@ -214,7 +217,7 @@ fn internal(request_id: Uuid, cause: &str) -> ApiError {
 }
 
 /// Maps a database failure to the caller's error, logging the cause with a request id.
-fn db_failure(e: DbError, request_id: Uuid, metrics: &Metrics) -> ApiError {
+pub(super) fn db_failure(e: DbError, request_id: Uuid, metrics: &Metrics) -> ApiError {
     metrics.observe_db_error(match e {
         DbError::Unavailable(_) => "unavailable",
         DbError::Query(_) => "query",
@@ -229,7 +232,12 @@ fn db_failure(e: DbError, request_id: Uuid, metrics: &Metrics) -> ApiError {
             info,
         )) => {
             tracing::warn!(%request_id, cause = info.message(), "unique violation");
-            ApiError::Conflict { message: "a record with the same key exists".into(), reason: None, retryable: false }
+            ApiError::Conflict {
+                message: "a record with the same key exists".into(),
+                reason: None,
+                retryable: false,
+                current_version: None,
+            }
         }
         DbError::Query(cause) => {
             tracing::error!(%request_id, cause = %cause, "database error");
@@ -247,5 +255,22 @@ pub fn module(state: AppState) -> anyhow::Result<RpcModule<AppState>> {
             .await
             .map_err(ApiError::into_error_object)
     })?;
+    macro_rules! register {
+        ($name:expr, |$state:ident, $params:ident, $context:ident, $request_id:ident| $call:expr) => {
+            module.register_async_method($name, |params, state, extensions: Extensions| async move {
+                let $request_id = extensions.get::<RequestId>().map_or_else(Uuid::now_v7, |r| r.0);
+                let $state = &*state;
+                let $params = params.as_str();
+                let $context = extensions.get::<CallContext>();
+                $call.await.map_err(ApiError::into_error_object)
+            })?;
+        };
+    }
+    use super::{lifecycle, list};
+    register!(lifecycle::GET, |s, p, c, r| lifecycle::get(s, p, c, r));
+    register!(list::LIST, |s, p, c, r| list::list(s, p, c, r));
+    register!(lifecycle::UPDATE, |s, p, c, r| lifecycle::update(s, p, c, r));
+    register!(lifecycle::ARCHIVE, |s, p, c, r| lifecycle::set_archived(s, true, p, c, r));
+    register!(lifecycle::RESTORE, |s, p, c, r| lifecycle::set_archived(s, false, p, c, r));
     Ok(module)
 }

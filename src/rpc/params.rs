@@ -118,6 +118,26 @@ impl<'a> FieldReader<'a> {
         parse(raw).map_err(|message| self.failure.field(name, message)).ok()
     }
 
+    /// Whether the params have a member of this name.
+    pub fn has(&self, name: &str) -> bool {
+        self.raw(name).is_some()
+    }
+
+    /// The names of the members, in their order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// A field of a change, in three states: absent (`None`, unchanged), `null` (`Some(None)`,
+    /// cleared) or a value (`Some(Some(v))`, set).
+    pub fn patch<T>(&mut self, name: &str, parse: impl Fn(&'a RawValue) -> Result<T, String>) -> Option<Option<T>> {
+        let raw = self.raw(name)?;
+        if raw.get() == "null" {
+            return Some(None);
+        }
+        Some(parse(raw).map_err(|message| self.failure.field(name, message)).ok())
+    }
+
     /// A required field without a default: absent and `null` are refused.
     pub fn required<T>(&mut self, name: &str, parse: impl Fn(&'a RawValue) -> Result<T, String>) -> Option<T> {
         match self.raw(name) {

@@ -42,6 +42,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         version -> Int4,
+        archived_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -42,6 +42,7 @@ diesel::table! {
         created_at -> Text,
         updated_at -> Text,
         version -> Integer,
+        archived_at -> Nullable<Text>,
     }
 }
 

@@ -1,0 +1,15 @@
+-- The lifecycle of CONTRACT.md §8: archiving, and indexes for every `orderBy` of
+-- opportunity.list within a workspace (ties broken by id, NULLs last in both directions).
+ALTER TABLE opportunities ADD COLUMN archived_at timestamptz;
+
+CREATE INDEX opportunities_ws_created_id_idx ON opportunities (workspace_id, created_at, id);
+CREATE INDEX opportunities_ws_updated_id_idx ON opportunities (workspace_id, updated_at, id);
+-- Nullable orderings come NULLs last in both directions: one index per direction.
+CREATE INDEX opportunities_ws_close_id_idx ON opportunities (workspace_id, expected_close_date, id);
+CREATE INDEX opportunities_ws_close_desc_id_idx ON opportunities (workspace_id, expected_close_date DESC NULLS LAST, id DESC);
+CREATE INDEX opportunities_ws_value_id_idx ON opportunities (workspace_id, estimated_value, id);
+CREATE INDEX opportunities_ws_value_desc_id_idx ON opportunities (workspace_id, estimated_value DESC NULLS LAST, id DESC);
+-- `include: "visible"` reads the shared and global opportunities of every workspace.
+CREATE INDEX opportunities_visible_created_id_idx ON opportunities (created_at, id)
+    WHERE visibility_mode IN ('shared', 'global');
+DROP INDEX opportunities_workspace_created_idx;

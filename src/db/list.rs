@@ -1,0 +1,328 @@
+//! `opportunity.list` as one SQL statement, written once for both backends: the filters of
+//! CONTRACT.md §8 and a keyset page (the rows after the last one of the previous page in a total
+//! order: the ordering field with NULLs last, then `id`, both in the asked direction).
+//!
+//! The statement is built from fixed fragments; every value a caller sent is a bound parameter.
+
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::BoxedSqlQuery;
+use diesel::sql_types;
+use diesel::sqlite::Sqlite;
+use uuid::Uuid;
+
+use super::opportunity::{PgStored, SqliteStored, sqlite_instant};
+use super::{DbConn, DbError};
+use crate::domain::opportunity::{Money, Opportunity};
+
+/// The field a list is ordered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderBy {
+    CreatedAt,
+    UpdatedAt,
+    ExpectedCloseDate,
+    EstimatedValue,
+}
+
+impl OrderBy {
+    /// Every wire value.
+    pub const VALUES: &'static [&'static str] = &["createdAt", "updatedAt", "expectedCloseDate", "estimatedValue"];
+
+    /// Parses a wire value.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "createdAt" => Self::CreatedAt,
+            "updatedAt" => Self::UpdatedAt,
+            "expectedCloseDate" => Self::ExpectedCloseDate,
+            "estimatedValue" => Self::EstimatedValue,
+            _ => return None,
+        })
+    }
+
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        Self::VALUES[self as usize]
+    }
+
+    fn column(self, backend: Backend) -> &'static str {
+        match (self, backend) {
+            (Self::CreatedAt, _) => "created_at",
+            (Self::UpdatedAt, _) => "updated_at",
+            (Self::ExpectedCloseDate, _) => "expected_close_date",
+            (Self::EstimatedValue, Backend::Postgres) => "estimated_value",
+            (Self::EstimatedValue, Backend::Sqlite) => "estimated_value_cents",
+        }
+    }
+
+    /// The value of this field in an opportunity, for the cursor of the page it ends.
+    pub fn value_of(self, o: &Opportunity) -> SortValue {
+        match self {
+            Self::CreatedAt => SortValue::Instant(o.created_at),
+            Self::UpdatedAt => SortValue::Instant(o.updated_at),
+            Self::ExpectedCloseDate => o.expected_close_date.map_or(SortValue::Null, SortValue::Instant),
+            Self::EstimatedValue => o.estimated_value.map_or(SortValue::Null, SortValue::Money),
+        }
+    }
+}
+
+/// Which archived opportunities a list holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Archived {
+    #[default]
+    Exclude,
+    Only,
+    Include,
+}
+
+/// A value of the ordering field, as a cursor carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortValue {
+    Null,
+    Instant(DateTime<Utc>),
+    Money(Money),
+}
+
+/// A list query, checked: every filter of §8, the order, and where the page starts.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// The workspace the call acts in.
+    pub workspace: Uuid,
+    /// `include: "visible"`: also the shared and global opportunities of other workspaces.
+    pub visible: bool,
+    pub stages: Option<Vec<&'static str>>,
+    pub pipeline_types: Option<Vec<&'static str>>,
+    pub priorities: Option<Vec<&'static str>>,
+    pub sources: Option<Vec<&'static str>>,
+    pub customer_id: Option<Uuid>,
+    pub owner_user_id: Option<Uuid>,
+    pub site_id: Option<Uuid>,
+    pub is_closed: Option<bool>,
+    pub archived: Archived,
+    pub expected_close_from: Option<DateTime<Utc>>,
+    pub expected_close_to: Option<DateTime<Utc>>,
+    pub updated_since: Option<DateTime<Utc>>,
+    /// Already lowercased.
+    pub title_contains: Option<String>,
+    pub order_by: Option<OrderBy>,
+    pub descending: bool,
+    /// Rows of the page; one more is read to know whether another page follows.
+    pub limit: usize,
+    /// The last row of the previous page: its ordering value and id.
+    pub after: Option<(SortValue, Uuid)>,
+}
+
+impl ListQuery {
+    /// The ordering field (`createdAt` by default).
+    pub fn order(&self) -> OrderBy {
+        self.order_by.unwrap_or(OrderBy::CreatedAt)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A bound value, typed per backend when bound.
+#[derive(Debug, Clone)]
+enum Bind {
+    Uuid(Uuid),
+    Text(String),
+    Instant(DateTime<Utc>),
+    Money(Money),
+}
+
+/// SQL text with its bound values, placeholders written for the backend.
+struct Statement {
+    backend: Backend,
+    sql: String,
+    binds: Vec<Bind>,
+}
+
+impl Statement {
+    fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    fn bind(&mut self, value: Bind) -> &mut Self {
+        self.binds.push(value);
+        match self.backend {
+            Backend::Postgres => {
+                let n = self.binds.len();
+                self.sql.push_str(&format!("${n}"));
+            }
+            Backend::Sqlite => self.sql.push('?'),
+        }
+        self
+    }
+
+    fn bind_sort(&mut self, value: SortValue) -> &mut Self {
+        match value {
+            SortValue::Instant(t) => self.bind(Bind::Instant(t)),
+            SortValue::Money(m) => self.bind(Bind::Money(m)),
+            SortValue::Null => self.push("NULL"),
+        }
+    }
+
+    fn any_of(&mut self, column: &str, values: &[&'static str]) {
+        if values.is_empty() {
+            // An empty list matches nothing.
+            self.push(" AND 1 = 0");
+            return;
+        }
+        self.push(&format!(" AND {column} IN ("));
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(Bind::Text((*value).to_string()));
+        }
+        self.push(")");
+    }
+
+    fn build(q: &ListQuery, backend: Backend) -> Self {
+        let mut s = Statement { backend, sql: String::from("SELECT * FROM opportunities WHERE "), binds: Vec::new() };
+        if q.visible {
+            s.push("(workspace_id = ").bind(Bind::Uuid(q.workspace)).push(" OR visibility_mode IN ('shared', 'global'))");
+        } else {
+            s.push("workspace_id = ").bind(Bind::Uuid(q.workspace));
+        }
+        for (column, values) in [
+            ("stage", &q.stages),
+            ("pipeline_type", &q.pipeline_types),
+            ("priority", &q.priorities),
+            ("source", &q.sources),
+        ] {
+            if let Some(values) = values {
+                s.any_of(column, values);
+            }
+        }
+        for (column, value) in [("customer_id", q.customer_id), ("owner_user_id", q.owner_user_id), ("site_id", q.site_id)]
+        {
+            if let Some(value) = value {
+                s.push(&format!(" AND {column} = ")).bind(Bind::Uuid(value));
+            }
+        }
+        match q.is_closed {
+            Some(true) => s.push(" AND stage IN ('won', 'lost')"),
+            Some(false) => s.push(" AND stage NOT IN ('won', 'lost')"),
+            None => &mut s,
+        };
+        match q.archived {
+            Archived::Exclude => s.push(" AND archived_at IS NULL"),
+            Archived::Only => s.push(" AND archived_at IS NOT NULL"),
+            Archived::Include => &mut s,
+        };
+        if let Some(from) = q.expected_close_from {
+            s.push(" AND expected_close_date >= ").bind(Bind::Instant(from));
+        }
+        if let Some(to) = q.expected_close_to {
+            s.push(" AND expected_close_date < ").bind(Bind::Instant(to));
+        }
+        if let Some(since) = q.updated_since {
+            s.push(" AND updated_at >= ").bind(Bind::Instant(since));
+        }
+        if let Some(needle) = &q.title_contains {
+            // A literal substring: no LIKE, so `%`, `_` and `\` are themselves.
+            match backend {
+                Backend::Postgres => s.push(" AND strpos(lower(title), ").bind(Bind::Text(needle.clone())).push(") > 0"),
+                Backend::Sqlite => {
+                    s.push(" AND instr(unicode_lower(title), ").bind(Bind::Text(needle.clone())).push(") > 0")
+                }
+            };
+        }
+        let column = q.order().column(backend);
+        let (before, dir) = if q.descending { ("<", "DESC") } else { (">", "ASC") };
+        if let Some((value, id)) = q.after {
+            // Rows after (value, id) in the order "value (NULLs last), id".
+            match value {
+                SortValue::Null => {
+                    s.push(&format!(" AND {column} IS NULL AND id {before} ")).bind(Bind::Uuid(id));
+                }
+                value => {
+                    s.push(&format!(" AND ({column} {before} "))
+                        .bind_sort(value)
+                        .push(&format!(" OR ({column} = "))
+                        .bind_sort(value)
+                        .push(&format!(" AND id {before} "))
+                        .bind(Bind::Uuid(id))
+                        .push(&format!(") OR {column} IS NULL)"));
+                }
+            }
+        }
+        s.push(&format!(" ORDER BY {column} {dir} NULLS LAST, id {dir} LIMIT {}", q.limit + 1));
+        s
+    }
+}
+
+fn bind_pg(
+    query: BoxedSqlQuery<'static, Pg, diesel::query_builder::SqlQuery>,
+    value: Bind,
+) -> BoxedSqlQuery<'static, Pg, diesel::query_builder::SqlQuery> {
+    match value {
+        Bind::Uuid(u) => query.bind::<sql_types::Uuid, _>(u),
+        Bind::Text(t) => query.bind::<sql_types::Text, _>(t),
+        Bind::Instant(t) => query.bind::<sql_types::Timestamptz, _>(t),
+        Bind::Money(m) => query.bind::<sql_types::Numeric, _>(m.to_decimal()),
+    }
+}
+
+fn bind_sqlite(
+    query: BoxedSqlQuery<'static, Sqlite, diesel::query_builder::SqlQuery>,
+    value: Bind,
+) -> BoxedSqlQuery<'static, Sqlite, diesel::query_builder::SqlQuery> {
+    match value {
+        Bind::Uuid(u) => query.bind::<sql_types::Text, _>(u.to_string()),
+        Bind::Text(t) => query.bind::<sql_types::Text, _>(t),
+        Bind::Instant(t) => query.bind::<sql_types::Text, _>(sqlite_instant(&t)),
+        Bind::Money(m) => query.bind::<sql_types::BigInt, _>(m.cents()),
+    }
+}
+
+/// One page of a list: up to `limit` opportunities, and whether more follow.
+pub fn list(conn: DbConn<'_>, q: &ListQuery) -> Result<(Vec<Opportunity>, bool), DbError> {
+    let mut rows: Vec<Opportunity> = match conn {
+        DbConn::Postgres(c) => {
+            let s = Statement::build(q, Backend::Postgres);
+            let query = s.binds.into_iter().fold(diesel::sql_query(s.sql).into_boxed::<Pg>(), bind_pg);
+            query.load::<PgStored>(c).map_err(DbError::classify)?.into_iter().map(Opportunity::try_from).collect::<Result<_, _>>()
+        }
+        DbConn::Sqlite(c) => {
+            let s = Statement::build(q, Backend::Sqlite);
+            let query = s.binds.into_iter().fold(diesel::sql_query(s.sql).into_boxed::<Sqlite>(), bind_sqlite);
+            query.load::<SqliteStored>(c).map_err(DbError::classify)?.into_iter().map(Opportunity::try_from).collect::<Result<_, _>>()
+        }
+    }?;
+    let more = rows.len() > q.limit;
+    rows.truncate(q.limit);
+    Ok((rows, more))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_bound_never_written_into_the_sql() {
+        let q = ListQuery {
+            workspace: Uuid::nil(),
+            title_contains: Some("'; drop table opportunities; --".into()),
+            stages: Some(vec!["lead", "won"]),
+            limit: 50,
+            descending: true,
+            after: Some((SortValue::Null, Uuid::nil())),
+            order_by: Some(OrderBy::ExpectedCloseDate),
+            ..Default::default()
+        };
+        let pg = Statement::build(&q, Backend::Postgres);
+        assert!(!pg.sql.contains("drop table"), "{}", pg.sql);
+        assert_eq!(pg.binds.len(), 5, "{}", pg.sql);
+        assert!(pg.sql.contains("$5"), "{}", pg.sql);
+        assert!(pg.sql.ends_with("ORDER BY expected_close_date DESC NULLS LAST, id DESC LIMIT 51"), "{}", pg.sql);
+        let lite = Statement::build(&q, Backend::Sqlite);
+        assert_eq!(lite.sql.matches('?').count(), 5, "{}", lite.sql);
+    }
+}

@@ -1,0 +1,396 @@
+//! `opportunity.get`, `opportunity.update`, `opportunity.archive` and `opportunity.restore`
+//! (CONTRACT.md §8): their params, read field by field so that every problem is reported at
+//! once, and their handlers.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::AppState;
+use super::caller::{self, Access};
+use super::opportunity::{CREATE_FIELDS, db_failure, instant, money};
+use super::params::{self, FieldReader};
+use crate::auth::{Principal, SCOPE_GLOBAL};
+use crate::db::opportunity::{ChangeKey, Changed, Decision};
+use crate::domain::opportunity::{
+    CreateOpportunity, LostReasonCategory, MAX_SOLUTION_FAMILIES, Opportunity, OpportunityPatch, PipelineType,
+    Priority, Source, Stage, VisibilityMode,
+};
+use crate::error::{ApiError, ValidationFailure};
+use crate::http::CallContext;
+
+/// The dotted method names.
+pub const GET: &str = "opportunity.get";
+pub const UPDATE: &str = "opportunity.update";
+pub const ARCHIVE: &str = "opportunity.archive";
+pub const RESTORE: &str = "opportunity.restore";
+
+/// The params of `opportunity.get`.
+const GET_FIELDS: &[&str] = &["id", "workspaceId"];
+/// The params of archive and restore.
+const STATE_FIELDS: &[&str] = &["id", "expectedVersion", "workspaceId", "idempotencyKey"];
+/// The params of update that change nothing themselves.
+const UPDATE_CONTROL_FIELDS: &[&str] = &["id", "expectedVersion", "workspaceId", "idempotencyKey"];
+
+/// The one answer for an opportunity that does not exist and one the caller may not read, so
+/// that nothing tells them apart.
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("no opportunity {id} in reach of this workspace"))
+}
+
+/// Whether a call acting in `workspace` may read `o` (§8's table).
+pub fn readable(o: &Opportunity, workspace: Uuid) -> bool {
+    o.workspace_id == workspace || o.visibility_mode != VisibilityMode::WorkspaceLocal
+}
+
+/// Whether a call acting in `workspace` may change `o` (§8's table).
+fn changeable(o: &Opportunity, workspace: Uuid, principal: &Principal) -> bool {
+    o.workspace_id == workspace
+        || (o.visibility_mode == VisibilityMode::Global && principal.scopes.contains(SCOPE_GLOBAL))
+}
+
+/// `expectedVersion`: an integer ≥ 1.
+fn version(raw: &RawValue) -> Result<i32, String> {
+    let v = params::integer(raw)?;
+    if v < 1 {
+        return Err("must be an integer of at least 1".into());
+    }
+    Ok(i32::try_from(v).unwrap_or(i32::MAX))
+}
+
+/// The id, the idempotency key (params or header) and the named workspace, common to every
+/// method that names one opportunity.
+struct Target {
+    id: Option<Uuid>,
+    expected_version: Option<i32>,
+    idempotency_key: Option<String>,
+    workspace: Option<Uuid>,
+}
+
+fn read_target(
+    reader: &mut FieldReader<'_>,
+    context: Option<&CallContext>,
+    with_version: bool,
+    failure: &mut ValidationFailure,
+) -> Target {
+    let id = reader.required("id", params::uuid);
+    let expected_version = if with_version { reader.required("expectedVersion", version) } else { None };
+    let mut idempotency_key = if with_version { reader.optional("idempotencyKey", params::string) } else { None };
+    if with_version {
+        let header = context.and_then(|c| c.idempotency_key.as_deref());
+        match (header, &idempotency_key) {
+            (Some(header), Some(field)) if header != field => failure
+                .field("idempotencyKey", "differs from the Idempotency-Key header; send one or make them equal"),
+            (Some(header), None) if !reader.failure.has_field("idempotencyKey") => {
+                idempotency_key = Some(header.to_string())
+            }
+            _ => {}
+        }
+        if let Some(key) = &idempotency_key
+            && !failure.has_field("idempotencyKey")
+        {
+            let check = CreateOpportunity { idempotency_key: Some(key.clone()), ..Default::default() };
+            check.check_fields(failure);
+        }
+    }
+    let workspace = caller::named_workspace(reader, context, failure);
+    Target { id, expected_version, idempotency_key, workspace }
+}
+
+/// Merges the reader's problems into `failure` (reader first, as they were found first).
+fn merge(reader: &mut FieldReader<'_>, failure: ValidationFailure) -> ValidationFailure {
+    let mut all = std::mem::take(&mut reader.failure);
+    for (field, messages) in failure.field_errors {
+        for m in messages {
+            all.field(field.clone(), m);
+        }
+    }
+    all.form_errors.extend(failure.form_errors);
+    all
+}
+
+/// `opportunity.get`.
+pub async fn get(
+    state: &AppState,
+    params: Option<&str>,
+    context: Option<&CallContext>,
+    request_id: Uuid,
+) -> Result<Box<RawValue>, ApiError> {
+    let principal = caller::principal(context, Access::Read)?;
+    let mut reader = FieldReader::new(params);
+    reader.refuse_unknown(GET_FIELDS);
+    let mut failure = ValidationFailure::default();
+    let target = read_target(&mut reader, context, false, &mut failure);
+    let failure = merge(&mut reader, failure);
+    let workspace = caller::workspace(principal, target.workspace, failure)?;
+    let id = target.id.expect("an id once the params are valid");
+    let stored = state
+        .db
+        .run(move |conn| crate::db::opportunity::get(conn, id))
+        .await
+        .map_err(|e| db_failure(e, request_id, &state.metrics))?;
+    match stored {
+        Some(o) if readable(&o, workspace) => Ok(to_raw(&o)),
+        _ => Err(not_found(id)),
+    }
+}
+
+fn to_raw(o: &Opportunity) -> Box<RawValue> {
+    RawValue::from_string(serde_json::to_string(o).expect("an opportunity serializes")).expect("serde_json output is JSON")
+}
+
+/// The fields of an update, read with their types: the change, and a view of the values it
+/// sets to run the single-field rules of §5 on (the same rules as a create's).
+fn read_patch(reader: &mut FieldReader<'_>) -> (OpportunityPatch, CreateOpportunity) {
+    let solution_families = match reader.patch("solutionFamilies", Ok) {
+        Some(Some(raw)) => Some(
+            params::string_array(raw, "solutionFamilies", MAX_SOLUTION_FAMILIES as usize, &mut reader.failure)
+                .unwrap_or_default(),
+        ),
+        Some(None) => Some(Vec::new()),
+        None => None,
+    };
+    let probability = reader.patch("probability", params::integer);
+    let patch = OpportunityPatch {
+        customer_id: reader.defaulted("customerId", params::uuid),
+        primary_contact_id: reader.patch("primaryContactId", params::uuid),
+        site_id: reader.patch("siteId", params::uuid),
+        title: reader.defaulted("title", params::trimmed_string),
+        stage: reader.defaulted("stage", params::one_of(Stage::VALUES, Stage::parse)),
+        pipeline_type: reader.defaulted("pipelineType", params::one_of(PipelineType::VALUES, PipelineType::parse)),
+        source: reader.patch("source", params::one_of(Source::VALUES, Source::parse)),
+        estimated_value: reader.patch("estimatedValue", money),
+        expected_close_date: reader.patch("expectedCloseDate", instant),
+        probability: probability.map(|p| p.map(|v| v.clamp(i16::MIN.into(), i16::MAX.into()) as i16)),
+        solution_families,
+        scope_summary: reader.patch("scopeSummary", params::string),
+        competitor_notes: reader.patch("competitorNotes", params::string),
+        win_loss_reason: reader.patch("winLossReason", params::string),
+        next_step_description: reader.patch("nextStepDescription", params::string),
+        next_step_date: reader.patch("nextStepDate", instant),
+        bid_due_date: reader.patch("bidDueDate", instant),
+        budget_confirmed: reader.defaulted("budgetConfirmed", params::boolean),
+        priority: reader.patch("priority", params::one_of(Priority::VALUES, Priority::parse)),
+        lost_reason_category: reader
+            .patch("lostReasonCategory", params::one_of(LostReasonCategory::VALUES, LostReasonCategory::parse)),
+        technical_requirements: reader.patch("technicalRequirements", params::string),
+        owner_user_id: None,
+        visibility_mode: reader
+            .defaulted("visibilityMode", params::one_of(VisibilityMode::VALUES, VisibilityMode::parse)),
+    };
+    let set = |v: &Option<Option<String>>| v.clone().flatten();
+    let values = CreateOpportunity {
+        title: patch.title.clone(),
+        expected_close_date: patch.expected_close_date.flatten(),
+        probability: probability.flatten(),
+        solution_families: patch.solution_families.clone(),
+        scope_summary: set(&patch.scope_summary),
+        competitor_notes: set(&patch.competitor_notes),
+        win_loss_reason: set(&patch.win_loss_reason),
+        next_step_description: set(&patch.next_step_description),
+        next_step_date: patch.next_step_date.flatten(),
+        bid_due_date: patch.bid_due_date.flatten(),
+        technical_requirements: set(&patch.technical_requirements),
+        ..Default::default()
+    };
+    (patch, values)
+}
+
+/// A fingerprint of a change request, to tell a replay from a reuse of its key: the method, the
+/// opportunity, the expected version and the change as parsed (so spelling does not matter).
+fn change_hash(method: &str, id: Uuid, expected: i32, patch: Option<&OpportunityPatch>) -> String {
+    let text = format!("{method}|{id}|{expected}|{patch:?}");
+    format!("{:x}", Sha256::digest(text.as_bytes()))
+}
+
+/// The checks a change runs under the row lock, in the order of §4 after the params: not
+/// readable (NOT_FOUND), not changeable (FORBIDDEN), `version_mismatch`, then the method's own.
+fn check_change(
+    current: Option<Opportunity>,
+    id: Uuid,
+    workspace: Uuid,
+    principal: &Principal,
+    expected: i32,
+    becomes_global: bool,
+) -> Result<Opportunity, ApiError> {
+    let current = current.filter(|o| readable(o, workspace)).ok_or_else(|| not_found(id))?;
+    if !changeable(&current, workspace, principal) {
+        return Err(ApiError::Forbidden(format!(
+            "opportunity {id} belongs to another workspace and may only be read from this one"
+        )));
+    }
+    if becomes_global && current.visibility_mode != VisibilityMode::Global {
+        principal.require_scope(SCOPE_GLOBAL)?;
+    }
+    if current.version != expected {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "expectedVersion is {expected} but the opportunity is at version {}; read it again",
+                current.version
+            ),
+            reason: Some("version_mismatch"),
+            retryable: false,
+            current_version: Some(current.version),
+        });
+    }
+    Ok(current)
+}
+
+fn archived_conflict(id: Uuid) -> ApiError {
+    ApiError::Conflict {
+        message: format!("opportunity {id} is archived; restore it before changing it"),
+        reason: Some("archived"),
+        retryable: false,
+        current_version: None,
+    }
+}
+
+/// The time of a change: now, never before the previous `updatedAt`.
+fn change_time(current: &Opportunity) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6).max(current.updated_at)
+}
+
+/// What a change method asks once its params are read.
+enum Change {
+    Update(Box<OpportunityPatch>),
+    Archive,
+    Restore,
+}
+
+/// Runs a change: checks, decides and writes under the row lock, replaying an idempotency key.
+async fn run_change(
+    state: &AppState,
+    method: &'static str,
+    principal: &Principal,
+    workspace: Uuid,
+    target: Target,
+    change: Change,
+    request_id: Uuid,
+) -> Result<Box<RawValue>, ApiError> {
+    let id = target.id.expect("an id once the params are valid");
+    let expected = target.expected_version.expect("a version once the params are valid");
+    let key = target.idempotency_key.map(|key| ChangeKey {
+        workspace_id: workspace,
+        key,
+        request_hash: change_hash(
+            method,
+            id,
+            expected,
+            match &change {
+                Change::Update(p) => Some(p),
+                _ => None,
+            },
+        ),
+    });
+    let principal = principal.clone();
+    let deadline = Instant::now() + state.db.timeout();
+    let decide = move |current: Option<Opportunity>| -> Decision<ApiError> {
+        let becomes_global =
+            matches!(&change, Change::Update(p) if p.visibility_mode == Some(VisibilityMode::Global));
+        let current = match check_change(current, id, workspace, &principal, expected, becomes_global) {
+            Ok(current) => current,
+            Err(e) => return Decision::Refuse(e),
+        };
+        match &change {
+            Change::Update(patch) => {
+                if current.archived_at.is_some() {
+                    return Decision::Refuse(archived_conflict(id));
+                }
+                let mut next = patch.apply(&current);
+                let mut failure = ValidationFailure::default();
+                OpportunityPatch::check_result(&next, &mut failure);
+                if !failure.is_empty() {
+                    return Decision::Refuse(ApiError::InvalidParams(failure));
+                }
+                if next == current {
+                    return Decision::Unchanged(current);
+                }
+                next.version = current.version + 1;
+                next.updated_at = change_time(&current);
+                Decision::Write(next)
+            }
+            Change::Archive if current.archived_at.is_some() => Decision::Unchanged(current),
+            Change::Restore if current.archived_at.is_none() => Decision::Unchanged(current),
+            Change::Archive | Change::Restore => {
+                let mut next = current.clone();
+                let now = change_time(&current);
+                next.archived_at = matches!(change, Change::Archive).then_some(now);
+                next.version = current.version + 1;
+                next.updated_at = now;
+                Decision::Write(next)
+            }
+        }
+    };
+    let changed = state
+        .db
+        .run(move |conn| crate::db::opportunity::change(conn, id, key.as_ref(), deadline, &decide))
+        .await
+        .map_err(|e| db_failure(e, request_id, &state.metrics))?;
+    match changed {
+        Changed::Done(o) => Ok(to_raw(&o)),
+        Changed::Replayed(stored) => {
+            tracing::info!("idempotency key replayed");
+            RawValue::from_string(stored).map_err(|_| ApiError::Internal { request_id })
+        }
+        Changed::KeyReused => Err(ApiError::Conflict {
+            message: "the idempotency key was used before with other params".into(),
+            reason: Some("idempotency_key_reused"),
+            retryable: false,
+            current_version: None,
+        }),
+        Changed::Refused(e) => Err(e),
+    }
+}
+
+/// `opportunity.update`.
+pub async fn update(
+    state: &AppState,
+    params: Option<&str>,
+    context: Option<&CallContext>,
+    request_id: Uuid,
+) -> Result<Box<RawValue>, ApiError> {
+    let principal = caller::principal(context, Access::Write)?;
+    let mut reader = FieldReader::new(params);
+    let known: Vec<&str> = CREATE_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| *f != "workspaceId" && *f != "idempotencyKey")
+        .chain(UPDATE_CONTROL_FIELDS.iter().copied())
+        .collect();
+    reader.refuse_unknown(&known);
+    let mut failure = ValidationFailure::default();
+    let target = read_target(&mut reader, context, true, &mut failure);
+    let owner = reader.patch("ownerUserId", params::uuid);
+    let (mut patch, values) = read_patch(&mut reader);
+    patch.owner_user_id = owner.map(|o| o.unwrap_or(principal.user_id));
+    let mut failure = merge(&mut reader, failure);
+    values.check_fields(&mut failure);
+    if reader.is_object() && reader.names().all(|n| UPDATE_CONTROL_FIELDS.contains(&n) || !known.contains(&n)) {
+        failure.form("nothing to change: name at least one field to change besides id and expectedVersion");
+    }
+    let workspace = caller::workspace(principal, target.workspace, failure)?;
+    run_change(state, UPDATE, principal, workspace, target, Change::Update(Box::new(patch)), request_id).await
+}
+
+/// `opportunity.archive` and `opportunity.restore`.
+pub async fn set_archived(
+    state: &AppState,
+    archive: bool,
+    params: Option<&str>,
+    context: Option<&CallContext>,
+    request_id: Uuid,
+) -> Result<Box<RawValue>, ApiError> {
+    let principal = caller::principal(context, Access::Write)?;
+    let mut reader = FieldReader::new(params);
+    reader.refuse_unknown(STATE_FIELDS);
+    let mut failure = ValidationFailure::default();
+    let target = read_target(&mut reader, context, true, &mut failure);
+    let failure = merge(&mut reader, failure);
+    let workspace = caller::workspace(principal, target.workspace, failure)?;
+    let (method, change) = if archive { (ARCHIVE, Change::Archive) } else { (RESTORE, Change::Restore) };
+    run_change(state, method, principal, workspace, target, change, request_id).await
+}
