@@ -280,7 +280,12 @@ mod tests {
             (ApiError::Unauthorized("x".into()), -32001, "UNAUTHORIZED", 401),
             (ApiError::Forbidden("x".into()), -32003, "FORBIDDEN", 403),
             (ApiError::NotFound("x".into()), -32004, "NOT_FOUND", 404),
-            (ApiError::Conflict { message: "x".into(), reason: None, retryable: false }, -32009, "CONFLICT", 409),
+            (
+                ApiError::Conflict { message: "x".into(), reason: None, retryable: false, current_version: None },
+                -32009,
+                "CONFLICT",
+                409,
+            ),
             (ApiError::Unavailable { request_id: id }, -32603, "SERVICE_UNAVAILABLE", 503),
             (ApiError::Internal { request_id: id }, -32603, "INTERNAL_SERVER_ERROR", 500),
         ];

@@ -186,7 +186,9 @@ impl Statement {
     fn build(q: &ListQuery, backend: Backend) -> Self {
         let mut s = Statement { backend, sql: String::from("SELECT * FROM opportunities WHERE "), binds: Vec::new() };
         if q.visible {
-            s.push("(workspace_id = ").bind(Bind::Uuid(q.workspace)).push(" OR visibility_mode IN ('shared', 'global'))");
+            s.push("(workspace_id = ")
+                .bind(Bind::Uuid(q.workspace))
+                .push(" OR visibility_mode IN ('shared', 'global'))");
         } else {
             s.push("workspace_id = ").bind(Bind::Uuid(q.workspace));
         }
@@ -200,7 +202,8 @@ impl Statement {
                 s.any_of(column, values);
             }
         }
-        for (column, value) in [("customer_id", q.customer_id), ("owner_user_id", q.owner_user_id), ("site_id", q.site_id)]
+        for (column, value) in
+            [("customer_id", q.customer_id), ("owner_user_id", q.owner_user_id), ("site_id", q.site_id)]
         {
             if let Some(value) = value {
                 s.push(&format!(" AND {column} = ")).bind(Bind::Uuid(value));
@@ -228,7 +231,9 @@ impl Statement {
         if let Some(needle) = &q.title_contains {
             // A literal substring: no LIKE, so `%`, `_` and `\` are themselves.
             match backend {
-                Backend::Postgres => s.push(" AND strpos(lower(title), ").bind(Bind::Text(needle.clone())).push(") > 0"),
+                Backend::Postgres => {
+                    s.push(" AND strpos(lower(title), ").bind(Bind::Text(needle.clone())).push(") > 0")
+                }
                 Backend::Sqlite => {
                     s.push(" AND instr(unicode_lower(title), ").bind(Bind::Text(needle.clone())).push(") > 0")
                 }
@@ -288,12 +293,22 @@ pub fn list(conn: DbConn<'_>, q: &ListQuery) -> Result<(Vec<Opportunity>, bool),
         DbConn::Postgres(c) => {
             let s = Statement::build(q, Backend::Postgres);
             let query = s.binds.into_iter().fold(diesel::sql_query(s.sql).into_boxed::<Pg>(), bind_pg);
-            query.load::<PgStored>(c).map_err(DbError::classify)?.into_iter().map(Opportunity::try_from).collect::<Result<_, _>>()
+            query
+                .load::<PgStored>(c)
+                .map_err(DbError::classify)?
+                .into_iter()
+                .map(Opportunity::try_from)
+                .collect::<Result<_, _>>()
         }
         DbConn::Sqlite(c) => {
             let s = Statement::build(q, Backend::Sqlite);
             let query = s.binds.into_iter().fold(diesel::sql_query(s.sql).into_boxed::<Sqlite>(), bind_sqlite);
-            query.load::<SqliteStored>(c).map_err(DbError::classify)?.into_iter().map(Opportunity::try_from).collect::<Result<_, _>>()
+            query
+                .load::<SqliteStored>(c)
+                .map_err(DbError::classify)?
+                .into_iter()
+                .map(Opportunity::try_from)
+                .collect::<Result<_, _>>()
         }
     }?;
     let more = rows.len() > q.limit;

@@ -504,7 +504,11 @@ fn stored_enum<T>(what: &str, value: &str, parse: fn(&str) -> Option<T>) -> Resu
     parse(value).ok_or_else(|| corrupt(what, value))
 }
 
-fn stored_optional_enum<T>(what: &str, value: Option<String>, parse: fn(&str) -> Option<T>) -> Result<Option<T>, DbError> {
+fn stored_optional_enum<T>(
+    what: &str,
+    value: Option<String>,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, DbError> {
     value.map(|v| stored_enum(what, &v, parse)).transpose()
 }
 
@@ -564,7 +568,9 @@ impl TryFrom<PgStored> for Opportunity {
         )?;
         let estimated_value = match r.estimated_value {
             Some(d) => Some(Money::from_cents(
-                (d.clone() * bigdecimal::BigDecimal::from(100)).to_i64().ok_or_else(|| corrupt("value", &d.to_string()))?,
+                (d.clone() * bigdecimal::BigDecimal::from(100))
+                    .to_i64()
+                    .ok_or_else(|| corrupt("value", &d.to_string()))?,
             )),
             None => None,
         };
@@ -618,8 +624,8 @@ impl TryFrom<SqliteStored> for Opportunity {
         )?;
         let uuid = |what: &str, v: Option<String>| v.map(|v| stored_uuid(what, &v)).transpose();
         let instant = |what: &str, v: Option<String>| v.map(|v| stored_instant(what, &v)).transpose();
-        let solution_families: Vec<String> =
-            serde_json::from_str(&r.solution_families).map_err(|_| corrupt("solution families", &r.solution_families))?;
+        let solution_families: Vec<String> = serde_json::from_str(&r.solution_families)
+            .map_err(|_| corrupt("solution families", &r.solution_families))?;
         Ok(Opportunity {
             id: stored_uuid("id", &r.id)?,
             workspace_id: stored_uuid("workspace id", &r.workspace_id)?,
@@ -780,9 +786,7 @@ fn into_diesel(e: DbError) -> DieselError {
 
 fn from_diesel(e: DieselError) -> DbError {
     match e {
-        DieselError::QueryBuilderError(inner) if inner.is::<Unavailable>() => {
-            DbError::Unavailable(inner.to_string())
-        }
+        DieselError::QueryBuilderError(inner) if inner.is::<Unavailable>() => DbError::Unavailable(inner.to_string()),
         e => DbError::classify(e),
     }
 }
@@ -808,9 +812,9 @@ fn change_locked<E>(
         Decision::Unchanged(o) => o,
         Decision::Write(o) => {
             match &mut conn {
-                DbConn::Postgres(c) => diesel::update(pg::opportunities::table.find(o.id))
-                    .set(PgRow::new(&o))
-                    .execute(*c),
+                DbConn::Postgres(c) => {
+                    diesel::update(pg::opportunities::table.find(o.id)).set(PgRow::new(&o)).execute(*c)
+                }
                 DbConn::Sqlite(c) => diesel::update(lite::opportunities::table.find(o.id.to_string()))
                     .set(SqliteRow::new(&o))
                     .execute(*c),

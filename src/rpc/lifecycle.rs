@@ -82,8 +82,9 @@ fn read_target(
     if with_version {
         let header = context.and_then(|c| c.idempotency_key.as_deref());
         match (header, &idempotency_key) {
-            (Some(header), Some(field)) if header != field => failure
-                .field("idempotencyKey", "differs from the Idempotency-Key header; send one or make them equal"),
+            (Some(header), Some(field)) if header != field => {
+                failure.field("idempotencyKey", "differs from the Idempotency-Key header; send one or make them equal")
+            }
             (Some(header), None) if !reader.failure.has_field("idempotencyKey") => {
                 idempotency_key = Some(header.to_string())
             }
@@ -139,7 +140,8 @@ pub async fn get(
 }
 
 fn to_raw(o: &Opportunity) -> Box<RawValue> {
-    RawValue::from_string(serde_json::to_string(o).expect("an opportunity serializes")).expect("serde_json output is JSON")
+    RawValue::from_string(serde_json::to_string(o).expect("an opportunity serializes"))
+        .expect("serde_json output is JSON")
 }
 
 /// The fields of an update, read with their types: the change, and a view of the values it
@@ -289,8 +291,7 @@ async fn run_change(
     let principal = principal.clone();
     let deadline = Instant::now() + state.db.timeout();
     let decide = move |current: Option<Opportunity>| -> Decision<ApiError> {
-        let becomes_global =
-            matches!(&change, Change::Update(p) if p.visibility_mode == Some(VisibilityMode::Global));
+        let becomes_global = matches!(&change, Change::Update(p) if p.visibility_mode == Some(VisibilityMode::Global));
         let current = match check_change(current, id, workspace, &principal, expected, becomes_global) {
             Ok(current) => current,
             Err(e) => return Decision::Refuse(e),

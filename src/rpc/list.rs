@@ -203,7 +203,12 @@ fn enum_array<T: Copy>(
     ok.then_some(out)
 }
 
-fn keyword<T>(reader: &mut FieldReader<'_>, field: &str, values: &'static [&'static str], parse: fn(&str) -> Option<T>) -> Option<T> {
+fn keyword<T>(
+    reader: &mut FieldReader<'_>,
+    field: &str,
+    values: &'static [&'static str],
+    parse: fn(&str) -> Option<T>,
+) -> Option<T> {
     reader.optional(field, params::one_of(values, parse))
 }
 

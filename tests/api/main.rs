@@ -8,6 +8,7 @@ mod faults;
 mod group_commit;
 mod helpers;
 mod hostile;
+mod lifecycle;
 mod observability;
 mod openapi;
 mod pg_instance;

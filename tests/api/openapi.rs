@@ -560,8 +560,13 @@ fn every_error_the_code_makes_fits_the_error_schema() {
         ApiError::Unauthorized("x".into()),
         ApiError::Forbidden("x".into()),
         ApiError::NotFound("x".into()),
-        ApiError::Conflict { message: "x".into(), reason: Some("idempotency_key_reused"), retryable: false },
-        ApiError::Conflict { message: "x".into(), reason: None, retryable: true },
+        ApiError::Conflict {
+            message: "x".into(),
+            reason: Some("idempotency_key_reused"),
+            retryable: false,
+            current_version: None,
+        },
+        ApiError::Conflict { message: "x".into(), reason: None, retryable: true, current_version: None },
         ApiError::Unavailable { request_id: id },
         ApiError::Internal { request_id: id },
     ];
