@@ -824,7 +824,7 @@ fn token_subcommand_puts_the_claims_asked_for() {
     assert!((before + 1800..=after + 1800).contains(&exp), "exp {exp} is not 30 minutes from now: {claims}");
     let mut scopes: Vec<&str> = claims["scope"].as_str().unwrap().split_whitespace().collect();
     scopes.sort_unstable();
-    assert_eq!(scopes, ["opportunity:global", "opportunity:write"], "{claims}");
+    assert_eq!(scopes, ["opportunity:global", "opportunity:read", "opportunity:write"], "{claims}");
     assert!(Uuid::try_parse(claims["sub"].as_str().unwrap_or("")).is_ok(), "{claims}");
     assert_eq!(claims["workspaces"], json!([a.to_string()]), "{claims}");
 }

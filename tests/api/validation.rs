@@ -42,7 +42,8 @@ const SEED_FIELDS: [&str; 24] = [
 ];
 
 /// What the answer has beyond the input fields.
-const SERVER_FIELDS: [&str; 7] = ["id", "createdBy", "createdAt", "updatedAt", "version", "isClosed", "isWon"];
+const SERVER_FIELDS: [&str; 8] =
+    ["id", "createdBy", "createdAt", "updatedAt", "version", "isClosed", "isWon", "archivedAt"];
 
 /// The optional fields: absent and `null` mean "not set".
 const OPTIONAL_FIELDS: [&str; 17] = [
@@ -994,6 +995,7 @@ async fn answer_echoes_every_field_when_all_are_set() {
         ("version", json!(1)),
         ("isClosed", json!(true)),
         ("isWon", json!(false)),
+        ("archivedAt", Value::Null),
     ] {
         expected[field] = value;
     }
