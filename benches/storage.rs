@@ -240,8 +240,16 @@ async fn drive(
                         StoragePath::Pool => {
                             // As the service bounds a call: stop a little before the pool timeout.
                             let call_deadline = started + TIMEOUT.mul_f64(0.9);
+                            let json = serde_json::to_string(&opportunity).expect("serializes");
+                            let event = opportunity_service::db::events::NewEvent::created(&opportunity, json);
                             db.run(move |conn| {
-                                opportunity_service::db::opportunity::create(conn, &opportunity, None, call_deadline)
+                                opportunity_service::db::opportunity::create(
+                                    conn,
+                                    &opportunity,
+                                    None,
+                                    &event,
+                                    call_deadline,
+                                )
                             })
                             .await
                         }

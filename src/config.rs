@@ -99,9 +99,24 @@ pub struct ServeArgs {
     /// WebSocket ping interval; a peer that answers no ping for two intervals is disconnected.
     #[arg(long, env = "WS_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ws_ping_interval: Duration,
+    /// How long change events are kept (`opportunity.changes`, `opportunity.subscribe`); older
+    /// ones are purged within a minute, e.g. `7d`.
+    #[arg(long, env = "EVENT_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub event_retention: Duration,
     /// `text` or `json`; levels through `RUST_LOG`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    if d > Duration::from_secs(100 * 365 * 86_400) {
+        return Err("must be at most 100 years".into());
+    }
+    Ok(d)
 }
 
 /// Options of `token`.

@@ -228,6 +228,19 @@ pub fn normalize_error_value(error: &mut Value) -> bool {
         INVALID_PARAMS => (INVALID_PARAMS, "Invalid params"),
         // jsonrpsee: oversized request (-32007), batch over the limit (-32010).
         -32007 | -32010 => (PAYLOAD_TOO_LARGE, "Payload too large"),
+        // jsonrpsee: more subscriptions on the connection than allowed.
+        -32006 => {
+            let mut data = data(CONFLICT);
+            data.insert("reason".into(), "too_many_subscriptions".into());
+            data.insert("retryable".into(), false.into());
+            obj.insert("code".into(), CONFLICT.into());
+            obj.insert(
+                "message".into(),
+                "Conflict: at most 16 subscriptions per connection; unsubscribe one first".into(),
+            );
+            obj.insert("data".into(), Value::Object(data));
+            return true;
+        }
         _ => (INTERNAL_ERROR, "Internal server error"),
     };
     let mut data = data(code);

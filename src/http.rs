@@ -29,6 +29,8 @@ pub struct CallContext {
     pub workspace_header: Option<String>,
     /// `Idempotency-Key`, raw.
     pub idempotency_key: Option<String>,
+    /// Whether the calls come over a WebSocket (subscriptions need one).
+    pub websocket: bool,
 }
 
 impl CallContext {
@@ -43,7 +45,12 @@ impl CallContext {
             Some(Ok(value)) => auth.authenticate(Some(value)).map_err(unauthorized_reason),
             None => auth.authenticate(None).map_err(unauthorized_reason),
         };
-        Self { principal, workspace_header: text("x-workspace-id"), idempotency_key: text("idempotency-key") }
+        Self {
+            principal,
+            workspace_header: text("x-workspace-id"),
+            idempotency_key: text("idempotency-key"),
+            websocket: false,
+        }
     }
 
     /// The caller, refusing an absent, invalid or (on a long WebSocket) since expired token.
@@ -170,6 +177,7 @@ where
             // A handshake header would apply one key to every call of the connection; on a
             // WebSocket the key goes in each call's params (CONTRACT.md §6).
             context.idempotency_key = None;
+            context.websocket = true;
         }
         request.extensions_mut().insert(context);
         // Take the service that was polled ready, leave a fresh clone behind.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod feed;
 pub mod http;
 pub mod metrics;
 pub mod rpc;
@@ -31,6 +32,8 @@ use crate::rpc::{AppState, CallLayer, RpcLimits};
 
 /// How often expired idempotency keys are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+/// How often change events past `EVENT_RETENTION` are purged.
+const EVENT_PURGE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long idempotency keys are kept (the contract asks for at least 24 hours).
 pub const IDEMPOTENCY_KEY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(25);
 
@@ -68,6 +71,7 @@ pub struct Application {
     local_addr: SocketAddr,
     db: Database,
     request_timeout: Duration,
+    event_retention: Duration,
 }
 
 type RpcStack = tower::layer::util::Stack<CallLayer, tower::layer::util::Identity>;
@@ -109,6 +113,7 @@ impl Application {
             .max_connections(settings.max_connections)
             // The RPC middleware enforces MAX_BATCH, so that both transports refuse in §4's shape.
             .set_batch_request_config(BatchRequestConfig::Unlimited)
+            .max_subscriptions_per_connection(rpc::changes::MAX_SUBSCRIPTIONS_PER_CONNECTION)
             // A peer that stops answering pings (gone, or stalled) is disconnected.
             .enable_ws_ping(
                 PingConfig::new()
@@ -133,8 +138,17 @@ impl Application {
             .set_rpc_middleware(rpc_middleware)
             .to_service_builder();
         let cursor_key = rpc::list::CursorKey::derive(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
-        let methods = rpc::methods(AppState { db: db.clone(), metrics, cursor_key })?;
-        Ok(Self { builder, listener, methods, local_addr, db, request_timeout: settings.request_timeout })
+        let feed = feed::Feed::start(db.clone());
+        let methods = rpc::methods(AppState { db: db.clone(), metrics, cursor_key, feed })?;
+        Ok(Self {
+            builder,
+            listener,
+            methods,
+            local_addr,
+            db,
+            request_timeout: settings.request_timeout,
+            event_retention: settings.event_retention,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -155,6 +169,22 @@ impl Application {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
                     Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+                }
+            }
+        });
+        let db = self.db.clone();
+        let retention = chrono::TimeDelta::from_std(self.event_retention).unwrap_or(chrono::TimeDelta::MAX);
+        tokio::spawn(async move {
+            // Events older than EVENT_RETENTION go within a minute (CONTRACT.md §9).
+            let every = EVENT_PURGE_INTERVAL.min(self.event_retention / 2).max(Duration::from_millis(100));
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let cutoff = chrono::Utc::now() - retention;
+                match db.run(move |conn| db::events::purge(conn, cutoff)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "change events past EVENT_RETENTION purged"),
+                    Err(e) => tracing::warn!(error = %e, "purging change events failed"),
                 }
             }
         });

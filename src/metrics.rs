@@ -2,7 +2,10 @@
 //! call latency, pool connections and database errors. Each application has its own registry,
 //! so that several in one process (as in the tests) count apart.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::db::Database;
 
@@ -14,6 +17,20 @@ pub struct Metrics {
     duration: HistogramVec,
     db_errors: IntCounterVec,
     pool: IntGaugeVec,
+    subscriptions: IntGauge,
+    events_delivered: IntCounter,
+    delivery_lag: Histogram,
+    slow_consumers: IntCounter,
+}
+
+/// Counts a live subscription while it is held.
+#[derive(Debug)]
+pub struct LiveSubscription(IntGauge);
+
+impl Drop for LiveSubscription {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -41,11 +58,32 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let subscriptions =
+            IntGauge::new("subscriptions_live", "Live opportunity.subscribe subscriptions").expect("valid metric");
+        let events_delivered =
+            IntCounter::new("subscription_events_delivered_total", "Events sent to subscribers").expect("valid metric");
+        let delivery_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "subscription_delivery_lag_seconds",
+                "From a change (its occurredAt) to its notification being handed to the subscriber's connection",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )
+        .expect("valid metric");
+        let slow_consumers = IntCounter::new(
+            "subscription_slow_consumer_ends_total",
+            "Subscriptions ended because more than 1,000 events waited for the subscriber",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(db_errors.clone()),
             Box::new(pool.clone()),
+            Box::new(subscriptions.clone()),
+            Box::new(events_delivered.clone()),
+            Box::new(delivery_lag.clone()),
+            Box::new(slow_consumers.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -53,7 +91,17 @@ impl Metrics {
         for kind in ["unavailable", "query"] {
             db_errors.with_label_values(&[kind]);
         }
-        Self { registry, calls, duration, db_errors, pool }
+        Self {
+            registry,
+            calls,
+            duration,
+            db_errors,
+            pool,
+            subscriptions,
+            events_delivered,
+            delivery_lag,
+            slow_consumers,
+        }
     }
 
     /// Counts one call.
@@ -62,6 +110,24 @@ impl Metrics {
         let method = if method.starts_with("opportunity.") || method.starts_with("rpc.") { method } else { "other" };
         self.calls.with_label_values(&[method, outcome]).inc();
         self.duration.with_label_values(&[method]).observe(seconds);
+    }
+
+    /// Counts a subscription until the guard is dropped.
+    pub fn subscription_started(&self) -> LiveSubscription {
+        self.subscriptions.inc();
+        LiveSubscription(self.subscriptions.clone())
+    }
+
+    /// Counts one event handed to a subscriber, and its lag since the change.
+    pub fn observe_event_delivered(&self, occurred_at: chrono::DateTime<chrono::Utc>) {
+        self.events_delivered.inc();
+        let lag = (chrono::Utc::now() - occurred_at).to_std().unwrap_or_default();
+        self.delivery_lag.observe(lag.as_secs_f64());
+    }
+
+    /// Counts a subscription ended as a slow consumer.
+    pub fn observe_slow_consumer(&self) {
+        self.slow_consumers.inc();
     }
 
     /// Counts one failed database call.

@@ -1,6 +1,7 @@
 //! Storage: one pool over the embedded SQLite database or PostgreSQL, chosen by the URL scheme,
 //! with migrations embedded per backend and every query run on the blocking thread pool.
 
+pub mod events;
 pub mod list;
 pub mod opportunity;
 pub mod pg_writer;
@@ -241,6 +242,8 @@ pub struct Database {
     timeout: Duration,
     /// The group-commit writer every create goes through.
     writer: Writer,
+    /// Woken after this process committed events, so that its feed reads them at once.
+    committed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone)]
@@ -339,7 +342,17 @@ impl Database {
                 (DbPool::Postgres(pool), Writer::Postgres(writer))
             }
         };
-        Ok(Self { pool, url, timeout: options.timeout, writer })
+        Ok(Self { pool, url, timeout: options.timeout, writer, committed: Default::default() })
+    }
+
+    /// Tells this process's feed that events were committed.
+    pub fn wake_feed(&self) {
+        self.committed.notify_one();
+    }
+
+    /// Resolves when this process committed events since the last call.
+    pub async fn committed(&self) {
+        self.committed.notified().await
     }
 
     /// How long a call waits for the database (DATABASE_TIMEOUT).
@@ -414,10 +427,27 @@ impl Database {
         opportunity: crate::domain::opportunity::Opportunity,
         key: Option<opportunity::IdempotencyRecord>,
     ) -> Result<opportunity::CreateOutcome, DbError> {
-        match &self.writer {
-            Writer::Sqlite(writer) => writer.create(opportunity, key).await,
-            Writer::Postgres(writer) => writer.create(opportunity, key).await,
+        let json = serde_json::to_string(&opportunity).expect("an opportunity serializes");
+        self.create_opportunity_answered(opportunity, json, key).await
+    }
+
+    /// [`Database::create_opportunity`] with the answer already serialized (`json`), which the
+    /// create's event carries.
+    pub async fn create_opportunity_answered(
+        &self,
+        opportunity: crate::domain::opportunity::Opportunity,
+        json: String,
+        key: Option<opportunity::IdempotencyRecord>,
+    ) -> Result<opportunity::CreateOutcome, DbError> {
+        let event = events::NewEvent::created(&opportunity, json);
+        let outcome = match &self.writer {
+            Writer::Sqlite(writer) => writer.create(opportunity, key, event).await,
+            Writer::Postgres(writer) => writer.create(opportunity, key, event).await,
+        };
+        if matches!(outcome, Ok(opportunity::CreateOutcome::Created)) {
+            self.committed.notify_one();
         }
+        outcome
     }
 
     /// Whether the database answers a trivial query.

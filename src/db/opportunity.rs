@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use uuid::Uuid;
 
+use super::events::{self, NewEvent};
 use super::schema::{postgres as pg, sqlite as lite};
 use super::{DbConn, DbError};
 use crate::domain::opportunity::{
@@ -232,16 +233,20 @@ fn create_postgres(
     conn: &mut PgConnection,
     o: &Opportunity,
     key: Option<&IdempotencyRecord>,
+    event: &NewEvent,
     deadline: Instant,
 ) -> QueryResult<CreateOutcome> {
-    let Some(record) = key else {
-        // One statement commits alone: one round trip, no BEGIN and COMMIT around it. A caller
-        // that stops waiting looks the id up before answering (Database::create_opportunity).
-        diesel::insert_into(pg::opportunities::table).values(PgRow::new(o)).execute(conn)?;
-        return Ok(CreateOutcome::Created);
-    };
     conn.transaction(|conn| {
-        let outcome = insert_keyed_postgres(conn, o, record)?;
+        let outcome = match key {
+            None => {
+                diesel::insert_into(pg::opportunities::table).values(PgRow::new(o)).execute(conn)?;
+                CreateOutcome::Created
+            }
+            Some(record) => insert_keyed_postgres(conn, o, record)?,
+        };
+        if outcome == CreateOutcome::Created {
+            events::append(&mut DbConn::Postgres(conn), std::slice::from_ref(event))?;
+        }
         // The caller stops waiting at the deadline and answers SERVICE_UNAVAILABLE: past it,
         // roll back rather than store a create that was answered as not done.
         if Instant::now() >= deadline {
@@ -259,22 +264,30 @@ fn create_postgres(
 /// leaves nothing stored: the caller falls back to one create at a time.
 pub(super) fn create_postgres_group(
     conn: &mut PgConnection,
-    group: &[(&Opportunity, Option<&IdempotencyRecord>)],
+    group: &[(&Opportunity, Option<&IdempotencyRecord>, &NewEvent)],
     deadline: Instant,
     outcomes: &mut Vec<CreateOutcome>,
 ) -> QueryResult<()> {
     outcomes.clear();
-    let keyless: Vec<PgRow> = group.iter().filter(|(_, key)| key.is_none()).map(|(o, _)| PgRow::new(o)).collect();
+    let keyless: Vec<PgRow> = group.iter().filter(|(_, key, _)| key.is_none()).map(|(o, _, _)| PgRow::new(o)).collect();
     conn.transaction(|conn| {
         if !keyless.is_empty() {
             insert_in_chunks!(conn, pg::opportunities::table, keyless)?;
         }
-        for (o, key) in group {
+        for (o, key, _) in group {
             outcomes.push(match key {
                 None => CreateOutcome::Created,
                 Some(record) => insert_keyed_postgres(conn, o, record)?,
             });
         }
+        // The events of what was stored, last (this takes the position lock until COMMIT).
+        let created: Vec<NewEvent> = group
+            .iter()
+            .zip(outcomes.iter())
+            .filter(|(_, outcome)| **outcome == CreateOutcome::Created)
+            .map(|((_, _, event), _)| (*event).clone())
+            .collect();
+        events::append(&mut DbConn::Postgres(conn), &created)?;
         if Instant::now() >= deadline {
             return Err(DieselError::RollbackTransaction);
         }
@@ -363,12 +376,19 @@ pub fn create(
     conn: DbConn<'_>,
     o: &Opportunity,
     key: Option<&IdempotencyRecord>,
+    event: &NewEvent,
     deadline: Instant,
 ) -> Result<CreateOutcome, DbError> {
     let run = |conn: &mut DbConn<'_>| match conn {
-        DbConn::Postgres(c) => create_postgres(c, o, key, deadline),
+        DbConn::Postgres(c) => create_postgres(c, o, key, event, deadline),
         // IMMEDIATE takes the write lock up front: the key lookup and the inserts see one state.
-        DbConn::Sqlite(c) => c.immediate_transaction(|c| create_sqlite(c, o, key)),
+        DbConn::Sqlite(c) => c.immediate_transaction(|c| {
+            let outcome = create_sqlite(c, o, key)?;
+            if outcome == CreateOutcome::Created {
+                events::append(&mut DbConn::Sqlite(c), std::slice::from_ref(event))?;
+            }
+            Ok(outcome)
+        }),
     };
     let mut conn = conn;
     match run(&mut conn) {
@@ -699,8 +719,8 @@ fn select_sqlite(c: &mut SqliteConnection, id: Uuid) -> Result<Option<Opportunit
 /// What a change decided, given the stored opportunity.
 #[derive(Debug)]
 pub enum Decision<E> {
-    /// Store this opportunity in place of the current one.
-    Write(Opportunity),
+    /// Store this opportunity in place of the current one, and record the event.
+    Write(Opportunity, Box<NewEvent>),
     /// Nothing to write: answer the opportunity as stored.
     Unchanged(Opportunity),
     /// Refused (not found, forbidden, a conflict, a rule): nothing is written.
@@ -711,7 +731,7 @@ pub enum Decision<E> {
 #[derive(Debug)]
 pub enum Changed<E> {
     /// Written (or, with [`Decision::Unchanged`], left as it was); the answer.
-    Done(Opportunity),
+    Done(Box<Opportunity>),
     /// The key was used before with the same params: the stored answer.
     Replayed(String),
     /// The key was used before with other params.
@@ -807,10 +827,12 @@ fn change_locked<E>(
     {
         return Ok(if hash == key.request_hash { Changed::Replayed(response) } else { Changed::KeyReused });
     }
+    let mut event = None;
     let answer = match decide(current) {
         Decision::Refuse(e) => return Ok(Changed::Refused(e)),
         Decision::Unchanged(o) => o,
-        Decision::Write(o) => {
+        Decision::Write(o, e) => {
+            event = Some(e);
             match &mut conn {
                 DbConn::Postgres(c) => {
                     diesel::update(pg::opportunities::table.find(o.id)).set(PgRow::new(&o)).execute(*c)
@@ -824,10 +846,17 @@ fn change_locked<E>(
         }
     };
     if let Some(key) = key {
-        let response = serde_json::to_string(&answer).expect("an opportunity serializes");
+        let response = match &event {
+            Some(e) => e.opportunity.clone(),
+            None => serde_json::to_string(&answer).expect("an opportunity serializes"),
+        };
         store_key(&mut conn, key, answer.id, &response)?;
     }
-    Ok(Changed::Done(answer))
+    if let Some(event) = event {
+        // Last: this takes the position lock until COMMIT.
+        events::append(&mut conn, std::slice::from_ref(&*event)).map_err(DbError::classify)?;
+    }
+    Ok(Changed::Done(Box::new(answer)))
 }
 
 fn stored_key(conn: &mut DbConn<'_>, key: &ChangeKey) -> Result<Option<(String, String)>, DbError> {
@@ -964,7 +993,9 @@ mod tests {
         let now = Utc::now();
         let (a, b, c) = (opportunity(now), opportunity(now), opportunity(now));
         let k = key("late");
-        let group = [(&a, None), (&b, k.as_ref()), (&c, None)];
+        let event = |o: &Opportunity| NewEvent::created(o, serde_json::to_string(o).unwrap());
+        let (ea, eb, ec) = (event(&a), event(&b), event(&c));
+        let group = [(&a, None, &ea), (&b, k.as_ref(), &eb), (&c, None, &ec)];
         let mut outcomes = Vec::new();
         let late = create_postgres_group(&mut conn, &group, Instant::now(), &mut outcomes);
         assert!(matches!(late, Err(DieselError::RollbackTransaction)), "{late:?}");

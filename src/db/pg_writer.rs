@@ -22,6 +22,7 @@ use r2d2::Pool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::events::NewEvent;
 use super::opportunity::{self, CreateOutcome, IdempotencyRecord};
 use super::{DbConn, DbError, PgManager};
 use crate::domain::opportunity::Opportunity;
@@ -50,6 +51,8 @@ struct Job {
     gives_up: Instant,
     opportunity: Opportunity,
     key: Option<IdempotencyRecord>,
+    /// Appended, in the same transaction, when the create is stored.
+    event: NewEvent,
     reply: oneshot::Sender<Result<CreateOutcome, DbError>>,
 }
 
@@ -104,12 +107,19 @@ impl PgWriter {
         &self,
         opportunity: Opportunity,
         key: Option<IdempotencyRecord>,
+        event: NewEvent,
     ) -> Result<CreateOutcome, DbError> {
         let now = Instant::now();
         let (reply, answer) = oneshot::channel();
         // Stop a little before the caller gives up, so that a late group is rolled back instead.
-        let job =
-            Job { deadline: now + self.timeout.mul_f64(0.9), gives_up: now + self.timeout, opportunity, key, reply };
+        let job = Job {
+            deadline: now + self.timeout.mul_f64(0.9),
+            gives_up: now + self.timeout,
+            opportunity,
+            key,
+            event,
+            reply,
+        };
         let call = async {
             self.jobs
                 .send(job)
@@ -141,7 +151,7 @@ fn store_together(pool: &Pool<PgManager>, group: &[Job]) -> Option<Vec<Result<Cr
         Ok(conn) => conn,
         Err(e) => return unavailable(&e.to_string()),
     };
-    let items: Vec<_> = group.iter().map(|job| (&job.opportunity, job.key.as_ref())).collect();
+    let items: Vec<_> = group.iter().map(|job| (&job.opportunity, job.key.as_ref(), &job.event)).collect();
     let mut outcomes = Vec::with_capacity(group.len());
     let stored = opportunity::create_postgres_group(&mut conn.conn, &items, deadline, &mut outcomes);
     let cause = match stored {
@@ -176,7 +186,13 @@ fn store_together(pool: &Pool<PgManager>, group: &[Job]) -> Option<Vec<Result<Cr
 fn store_one(pool: &Pool<PgManager>, job: &Job) -> Result<CreateOutcome, DbError> {
     let mut conn = checkout(pool, job.deadline)?;
     let id = job.opportunity.id;
-    match opportunity::create(DbConn::Postgres(&mut conn.conn), &job.opportunity, job.key.as_ref(), job.deadline) {
+    match opportunity::create(
+        DbConn::Postgres(&mut conn.conn),
+        &job.opportunity,
+        job.key.as_ref(),
+        &job.event,
+        job.deadline,
+    ) {
         Err(DbError::Unavailable(cause)) => {
             // Lost, or stuck past a timeout: r2d2 drops the connection on return. Whether the
             // commit happened decides the answer.

@@ -18,7 +18,9 @@ use diesel::connection::SimpleConnection;
 use diesel::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::DbConn;
 use super::DbError;
+use super::events::{self, NewEvent};
 use super::opportunity::{CreateOutcome, IdempotencyRecord, create_sqlite, insert_sqlite_batch};
 use crate::domain::opportunity::Opportunity;
 
@@ -33,6 +35,8 @@ struct Job {
     deadline: Instant,
     opportunity: Opportunity,
     key: Option<IdempotencyRecord>,
+    /// Appended, in the group's transaction, when the create is stored.
+    event: NewEvent,
     reply: oneshot::Sender<Result<CreateOutcome, DbError>>,
 }
 
@@ -81,10 +85,11 @@ impl SqliteWriter {
         &self,
         opportunity: Opportunity,
         key: Option<IdempotencyRecord>,
+        event: NewEvent,
     ) -> Result<CreateOutcome, DbError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { deadline: Instant::now() + self.timeout, opportunity, key, reply })
+            .send(Job { deadline: Instant::now() + self.timeout, opportunity, key, event, reply })
             .await
             .map_err(|_| DbError::Unavailable("the SQLite writer has stopped".into()))?;
         answer.await.map_err(|_| DbError::Unavailable("the SQLite writer stopped before answering".into()))?
@@ -116,6 +121,15 @@ fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<Job>) {
             // `create_sqlite` runs in a savepoint: its failure is its own.
             outcomes.push(create_sqlite(conn, &job.opportunity, job.key.as_ref()).map_err(DbError::classify));
         }
+        // The events of what was stored, last: no create without its event, no event without
+        // its create (a failure here fails the whole group).
+        let created: Vec<NewEvent> = group
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, Ok(CreateOutcome::Created)))
+            .map(|(job, _)| job.event.clone())
+            .collect();
+        events::append(&mut DbConn::Sqlite(conn), &created)?;
         Ok::<_, diesel::result::Error>(())
     });
     if let Err(e) = committed {
@@ -159,7 +173,8 @@ mod tests {
         };
         let opportunity = Opportunity::new(input, Uuid::nil(), Uuid::nil(), Utc::now()).unwrap();
         let (reply, answer) = oneshot::channel();
-        (Job { deadline, opportunity, key: None, reply }, answer)
+        let event = NewEvent::created(&opportunity, "{}".into());
+        (Job { deadline, opportunity, key: None, event, reply }, answer)
     }
 
     #[test]

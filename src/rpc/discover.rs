@@ -34,6 +34,19 @@ const METHODS: &[(&str, &str, &str, &str)] = &[
     ),
     (super::lifecycle::ARCHIVE, "ChangeStateParams", "Opportunity", "Archive an opportunity (nothing is deleted)."),
     (super::lifecycle::RESTORE, "ChangeStateParams", "Opportunity", "Restore an archived opportunity."),
+    (
+        super::changes::CHANGES,
+        "ChangesParams",
+        "ChangesPage",
+        "Page through the change events after `since`, in commit order (HTTP or WebSocket).",
+    ),
+    (
+        super::changes::SUBSCRIBE,
+        "SubscribeParams",
+        "SubscriptionId",
+        "WebSocket only: stored events after `since`, then live ones, as opportunity.changed notifications.",
+    ),
+    (super::changes::UNSUBSCRIBE, "UnsubscribeParams", "Unsubscribed", "End a subscription of this connection."),
 ];
 
 /// Builds the document for the given method names; a method without an entry in [`METHODS`], or

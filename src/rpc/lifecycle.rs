@@ -14,6 +14,7 @@ use super::caller::{self, Access};
 use super::opportunity::{CREATE_FIELDS, db_failure, instant, money};
 use super::params::{self, FieldReader};
 use crate::auth::{Principal, SCOPE_GLOBAL};
+use crate::db::events::{EventKind, NewEvent};
 use crate::db::opportunity::{ChangeKey, Changed, Decision};
 use crate::domain::opportunity::{
     CreateOpportunity, LostReasonCategory, MAX_SOLUTION_FAMILIES, Opportunity, OpportunityPatch, PipelineType,
@@ -289,7 +290,13 @@ async fn run_change(
         ),
     });
     let principal = principal.clone();
+    let actor = principal.user_id;
     let deadline = Instant::now() + state.db.timeout();
+    let write = move |current: &Opportunity, next: Opportunity, kind: EventKind| {
+        let json = serde_json::to_string(&next).expect("an opportunity serializes");
+        let event = NewEvent::new(kind, Some(current), &next, actor, json);
+        Decision::Write(next, Box::new(event))
+    };
     let decide = move |current: Option<Opportunity>| -> Decision<ApiError> {
         let becomes_global = matches!(&change, Change::Update(p) if p.visibility_mode == Some(VisibilityMode::Global));
         let current = match check_change(current, id, workspace, &principal, expected, becomes_global) {
@@ -312,7 +319,7 @@ async fn run_change(
                 }
                 next.version = current.version + 1;
                 next.updated_at = change_time(&current);
-                Decision::Write(next)
+                write(&current, next, EventKind::Updated)
             }
             Change::Archive if current.archived_at.is_some() => Decision::Unchanged(current),
             Change::Restore if current.archived_at.is_none() => Decision::Unchanged(current),
@@ -322,7 +329,8 @@ async fn run_change(
                 next.archived_at = matches!(change, Change::Archive).then_some(now);
                 next.version = current.version + 1;
                 next.updated_at = now;
-                Decision::Write(next)
+                let kind = if matches!(change, Change::Archive) { EventKind::Archived } else { EventKind::Restored };
+                write(&current, next, kind)
             }
         }
     };
@@ -332,7 +340,10 @@ async fn run_change(
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
     match changed {
-        Changed::Done(o) => Ok(to_raw(&o)),
+        Changed::Done(o) => {
+            state.db.wake_feed();
+            Ok(to_raw(&o))
+        }
         Changed::Replayed(stored) => {
             tracing::info!("idempotency key replayed");
             RawValue::from_string(stored).map_err(|_| ApiError::Internal { request_id })

@@ -300,7 +300,7 @@ pub async fn list(
     request_id: Uuid,
 ) -> Result<Box<RawValue>, ApiError> {
     let principal = caller::principal(context, Access::Read)?;
-    let mut reader = FieldReader::new(params);
+    let mut reader = FieldReader::new_or_empty(params);
     let (mut query, cursor) = read_list(&mut reader);
     let mut failure = ValidationFailure::default();
     let named = caller::named_workspace(&mut reader, context, &mut failure);

@@ -3,6 +3,7 @@
 //! errors.
 
 pub mod caller;
+pub mod changes;
 pub mod discover;
 pub mod lifecycle;
 pub mod list;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Signs the cursors of `opportunity.list`.
     pub cursor_key: list::CursorKey,
+    /// The live change feed of this process.
+    pub feed: crate::feed::Feed,
 }
 
 /// The id of one call: in its log line, its span, and `data.requestId` of an internal error.
@@ -100,6 +103,26 @@ fn normalize(id: Id<'static>, response: MethodResponse) -> MethodResponse {
     }
 }
 
+/// `opportunity.unsubscribe` also takes `{"subscription": id}`; jsonrpsee reads only `[id]`.
+fn unsubscribe_params(
+    params: Option<std::borrow::Cow<'_, serde_json::value::RawValue>>,
+) -> Option<std::borrow::Cow<'_, serde_json::value::RawValue>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ByName<'a> {
+        #[serde(borrow)]
+        subscription: &'a serde_json::value::RawValue,
+    }
+    let text = params.as_ref()?.get();
+    match serde_json::from_str::<ByName<'_>>(text) {
+        Ok(by_name) => {
+            let array = format!("[{}]", by_name.subscription.get());
+            serde_json::value::RawValue::from_string(array).ok().map(std::borrow::Cow::Owned)
+        }
+        Err(_) => params,
+    }
+}
+
 /// The `data.code` of an error response (SERVICE_UNAVAILABLE is told from other -32603s).
 fn error_name(response: &MethodResponse) -> &'static str {
     let code = response.as_error_code().unwrap_or_default();
@@ -132,6 +155,21 @@ where
             let started = Instant::now();
             let id = request.id().into_owned();
             let request_id = Uuid::now_v7();
+            let method_name = request.method_name();
+            if method_name == changes::SUBSCRIBE || method_name == changes::UNSUBSCRIBE {
+                let websocket = request.extensions.get::<crate::http::CallContext>().is_some_and(|c| c.websocket);
+                if !websocket {
+                    let error = ApiError::BadRequest(format!(
+                        "{method_name} needs a WebSocket connection (the same port and path); over HTTP, poll opportunity.changes"
+                    ));
+                    let response = MethodResponse::error(id, error.into_error_object());
+                    metrics.observe_call(method_name, "BAD_REQUEST", started.elapsed().as_secs_f64());
+                    return response;
+                }
+                if method_name == changes::UNSUBSCRIBE {
+                    request.params = unsubscribe_params(request.params.take());
+                }
+            }
             request.extensions.insert(RequestId(request_id));
             // The handler records the workspace into this span once it knows it.
             let span = tracing::info_span!("call", method = %request.method_name(), %request_id, workspace = tracing::field::Empty);

@@ -193,7 +193,7 @@ pub async fn create(
     });
     let outcome = state
         .db
-        .create_opportunity(opportunity, record)
+        .create_opportunity_answered(opportunity, response.clone(), record)
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
     match outcome {
@@ -272,5 +272,6 @@ pub fn module(state: AppState) -> anyhow::Result<RpcModule<AppState>> {
     register!(lifecycle::UPDATE, |s, p, c, r| lifecycle::update(s, p, c, r));
     register!(lifecycle::ARCHIVE, |s, p, c, r| lifecycle::set_archived(s, true, p, c, r));
     register!(lifecycle::RESTORE, |s, p, c, r| lifecycle::set_archived(s, false, p, c, r));
+    super::changes::register(&mut module)?;
     Ok(module)
 }

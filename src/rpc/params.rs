@@ -91,6 +91,11 @@ impl<'a> FieldReader<'a> {
         Self { members, failure }
     }
 
+    /// For methods whose params are all optional: absent params are an empty object.
+    pub fn new_or_empty(params: Option<&'a str>) -> Self {
+        Self::new(Some(params.unwrap_or("{}")))
+    }
+
     /// Whether the params were an object at all.
     pub fn is_object(&self) -> bool {
         !self.failure.form_errors.iter().any(|e| e == NOT_AN_OBJECT)

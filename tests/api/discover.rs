@@ -41,6 +41,7 @@ async fn discover_answers_without_a_token_and_lists_the_registered_methods() {
         db: app.db.open(),
         metrics: std::sync::Arc::new(opportunity_service::metrics::Metrics::new()),
         cursor_key: opportunity_service::rpc::list::CursorKey::derive(SECRET.as_bytes()),
+        feed: opportunity_service::feed::Feed::start(app.db.open()),
     };
     let module = opportunity_service::rpc::methods(state).unwrap();
     let registered: BTreeSet<&str> = module.method_names().filter(|m| *m != "rpc.discover").collect();

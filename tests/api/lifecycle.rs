@@ -534,7 +534,8 @@ async fn list_filters_match_the_contract() {
     let want = |pred: &dyn Fn(&Value) -> bool| -> BTreeSet<String> {
         items.iter().filter(|o| pred(o)).map(|o| o["id"].as_str().unwrap().to_string()).collect()
     };
-    let cases: Vec<(Value, Box<dyn Fn(&Value) -> bool>)> = vec![
+    type Case<'a> = (Value, Box<dyn Fn(&Value) -> bool + 'a>);
+    let cases: Vec<Case> = vec![
         (json!({"stage": ["won", "lead"]}), Box::new(|o| o["stage"] == "won" || o["stage"] == "lead")),
         (json!({"stage": []}), Box::new(|_| false)),
         (json!({"isClosed": true}), Box::new(|o| o["isClosed"] == true)),

@@ -46,6 +46,35 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    opportunity_events (position) {
+        position -> Int8,
+        kind -> Text,
+        occurred_at -> Timestamptz,
+        workspace_id -> Uuid,
+        actor -> Uuid,
+        opportunity_id -> Uuid,
+        visible_elsewhere -> Bool,
+        stage -> Text,
+        pipeline_type -> Text,
+        owner_user_id -> Uuid,
+        opportunity -> Text,
+    }
+}
+
+diesel::table! {
+    opportunity_event_feed (id) {
+        id -> Int2,
+        last_position -> Int8,
+        purged_through -> Int8,
+    }
+}
+
 diesel::joinable!(idempotency_keys -> opportunities (opportunity_id));
 
-diesel::allow_tables_to_appear_in_same_query!(idempotency_keys, opportunities,);
+diesel::allow_tables_to_appear_in_same_query!(
+    idempotency_keys,
+    opportunities,
+    opportunity_events,
+    opportunity_event_feed,
+);

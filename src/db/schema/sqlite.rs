@@ -46,6 +46,35 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    opportunity_events (position) {
+        position -> BigInt,
+        kind -> Text,
+        occurred_at -> Text,
+        workspace_id -> Text,
+        actor -> Text,
+        opportunity_id -> Text,
+        visible_elsewhere -> Bool,
+        stage -> Text,
+        pipeline_type -> Text,
+        owner_user_id -> Text,
+        opportunity -> Text,
+    }
+}
+
+diesel::table! {
+    opportunity_event_feed (id) {
+        id -> Integer,
+        last_position -> BigInt,
+        purged_through -> BigInt,
+    }
+}
+
 diesel::joinable!(idempotency_keys -> opportunities (opportunity_id));
 
-diesel::allow_tables_to_appear_in_same_query!(idempotency_keys, opportunities,);
+diesel::allow_tables_to_appear_in_same_query!(
+    idempotency_keys,
+    opportunities,
+    opportunity_events,
+    opportunity_event_feed,
+);

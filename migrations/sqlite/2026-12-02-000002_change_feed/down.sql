@@ -1,0 +1,2 @@
+DROP TABLE opportunity_event_feed;
+DROP TABLE opportunity_events;

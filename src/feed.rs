@@ -1,0 +1,105 @@
+//! The live side of the change feed (CONTRACT.md §9): one task per process follows the stored
+//! events in position order and hands them, in batches, to every live subscription of this
+//! process. The database stays the truth: a subscriber that falls behind the batches (or starts
+//! from a `since`) reads what it missed from the database, so no event is skipped or repeated.
+//!
+//! The task wakes when this process committed events, and otherwise polls the feed's head every
+//! [`POLL_INTERVAL`]: a change committed by any other process on the same database is seen
+//! within that time. A poll is one primary-key read of a one-row table. (Polling rather than
+//! PostgreSQL's LISTEN/NOTIFY keeps the feed working through PgBouncer in transaction mode and
+//! across a failover, where a listening connection would be lost silently.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::db::Database;
+use crate::db::events::{self, Event};
+
+/// How often the feed looks for events committed by other processes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// Events read at a time.
+pub const PAGE: i64 = 1000;
+/// Batches kept for subscribers that are a little behind; one further behind reads from the
+/// database.
+const BATCHES: usize = 256;
+
+/// The events after position `after`, through position `through` (every stored event in that
+/// range, in order).
+#[derive(Debug)]
+pub struct Batch {
+    pub after: i64,
+    pub through: i64,
+    pub events: Vec<Arc<Event>>,
+}
+
+/// The handle subscriptions follow the feed with.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    batches: broadcast::Sender<Arc<Batch>>,
+}
+
+impl Feed {
+    /// Starts following the database's events.
+    pub fn start(db: Database) -> Self {
+        let (batches, _) = broadcast::channel(BATCHES);
+        tokio::spawn(follow(db, batches.clone()));
+        Self { batches }
+    }
+
+    /// Live batches from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Batch>> {
+        self.batches.subscribe()
+    }
+}
+
+async fn follow(db: Database, batches: broadcast::Sender<Arc<Batch>>) {
+    let mut last: Option<i64> = None;
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = db.committed() => {}
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+        let head = match db.run(events::head).await {
+            Ok(head) => head,
+            Err(e) => {
+                // Logged once per run of failures: a database that is down for a minute does
+                // not write 2,400 lines.
+                if failures == 0 {
+                    tracing::warn!(error = %e, "the change feed cannot read the database; retrying");
+                }
+                failures = failures.saturating_add(1);
+                continue;
+            }
+        };
+        if failures > 0 {
+            tracing::info!(failures, "the change feed reads the database again");
+            failures = 0;
+        }
+        let Some(mut after) = last.filter(|_| batches.receiver_count() > 0) else {
+            // Nobody listens: nothing to read, only the place to start from.
+            last = Some(head);
+            continue;
+        };
+        while after < head {
+            let page = match db.run(move |conn| events::page(conn, Some(after), None, PAGE)).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the change feed cannot read events; retrying");
+                    break;
+                }
+            };
+            let full = page.events.len() as i64 == PAGE;
+            let through = if full { page.events.last().map_or(page.head, |e| e.position) } else { page.head };
+            let events = page.events.into_iter().map(Arc::new).collect();
+            let _ = batches.send(Arc::new(Batch { after, through, events }));
+            after = through;
+            if !full {
+                break;
+            }
+        }
+        last = Some(after);
+    }
+}

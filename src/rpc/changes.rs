@@ -1,0 +1,420 @@
+//! Following changes (CONTRACT.md §9): `opportunity.changes` pages through the stored events;
+//! `opportunity.subscribe` replays them from a `since` and then delivers live ones as
+//! `opportunity.changed` notifications on the WebSocket, until `opportunity.unsubscribe`.
+//!
+//! A subscription forwards through a bounded queue of [`MAX_UNDELIVERED`] events: a subscriber
+//! that falls that far behind is ended with a `slow_consumer` error naming where to resume, and
+//! never makes the service buffer more. It ends with `UNAUTHORIZED` when its token expires.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use jsonrpsee::core::SubscriptionError;
+use jsonrpsee::{Extensions, PendingSubscriptionSink, RpcModule, SubscriptionMessage};
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+use super::caller::{self, Access};
+use super::opportunity::db_failure;
+use super::params::{self, FieldReader};
+use super::{AppState, RequestId};
+use crate::auth::LEEWAY_SECONDS;
+use crate::db::events::{self, Event, Reader, event_id, parse_event_id};
+use crate::domain::opportunity::{PipelineType, Stage};
+use crate::error::{ApiError, ValidationFailure};
+use crate::http::CallContext;
+
+/// The dotted method names.
+pub const CHANGES: &str = "opportunity.changes";
+pub const SUBSCRIBE: &str = "opportunity.subscribe";
+pub const CHANGED: &str = "opportunity.changed";
+pub const UNSUBSCRIBE: &str = "opportunity.unsubscribe";
+
+/// A subscriber with more undelivered events than this is ended (`slow_consumer`).
+pub const MAX_UNDELIVERED: usize = 1000;
+/// The most subscriptions on one connection.
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: u32 = 16;
+/// The default and largest page of `opportunity.changes`.
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+const CHANGES_FIELDS: &[&str] = &["workspaceId", "include", "since", "limit"];
+const SUBSCRIBE_FIELDS: &[&str] = &["workspaceId", "include", "since", "stage", "pipelineType", "ownerUserId"];
+
+/// `include`: `"own"` (false) or `"visible"` (true).
+fn include(raw: &RawValue) -> Result<bool, String> {
+    params::one_of(&["own", "visible"], |s| match s {
+        "own" => Some(false),
+        "visible" => Some(true),
+        _ => None,
+    })(raw)
+}
+
+/// `since`: an event id in the form this service issues.
+fn since(raw: &RawValue) -> Result<i64, String> {
+    let text = params::string(raw).map_err(|_| "must be an eventId string".to_string())?;
+    parse_event_id(&text).ok_or_else(|| "is not an eventId this service issued".to_string())
+}
+
+/// One enum value or an array of them; `None` matches all.
+fn enum_filter(
+    reader: &mut FieldReader<'_>,
+    field: &str,
+    values: &'static [&'static str],
+) -> Option<Vec<&'static str>> {
+    let raw = reader.optional(field, Ok)?;
+    let one = |raw: &RawValue| values.iter().copied().find(|v| params::string(raw).is_ok_and(|s| s == *v));
+    if let Some(v) = one(raw) {
+        return Some(vec![v]);
+    }
+    let message = format!("must be one of, or an array of: {}", values.join(", "));
+    match serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
+        Ok(items) if items.len() <= values.len() * 4 => {
+            let mut out = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match one(item) {
+                    Some(v) => out.push(v),
+                    None => {
+                        reader.failure.field(format!("{field}.{i}"), format!("must be one of: {}", values.join(", ")))
+                    }
+                }
+            }
+            Some(out)
+        }
+        _ => {
+            reader.failure.field(field, message);
+            None
+        }
+    }
+}
+
+/// What a reader of the feed asked for, checked.
+#[derive(Debug, Clone)]
+struct Follow {
+    reader: Reader,
+    since: Option<i64>,
+    stages: Option<Vec<&'static str>>,
+    pipeline_types: Option<Vec<&'static str>>,
+    owner_user_id: Option<Uuid>,
+}
+
+impl Follow {
+    /// Whether a live event is for this reader.
+    fn wants(&self, e: &Event) -> bool {
+        (e.workspace_id == self.reader.workspace || (self.reader.visible && e.visible_elsewhere))
+            && self.stages.as_ref().is_none_or(|s| s.contains(&e.stage.as_str()))
+            && self.pipeline_types.as_ref().is_none_or(|p| p.contains(&e.pipeline_type.as_str()))
+            && self.owner_user_id.is_none_or(|o| o == e.owner_user_id)
+    }
+}
+
+fn read_follow(
+    params: Option<&str>,
+    context: Option<&CallContext>,
+    principal: &crate::auth::Principal,
+    fields: &[&str],
+) -> Result<(Follow, Option<i64>), ApiError> {
+    let mut reader = FieldReader::new_or_empty(params);
+    reader.refuse_unknown(fields);
+    let visible = reader.optional("include", include).unwrap_or(false);
+    let since = reader.optional("since", since);
+    let mut limit = None;
+    let (mut stages, mut pipeline_types, mut owner_user_id) = (None, None, None);
+    if fields.contains(&"limit") {
+        limit = reader.optional("limit", params::integer).and_then(|l| {
+            if (1..=MAX_LIMIT).contains(&l) {
+                Some(l)
+            } else {
+                reader.failure.field("limit", format!("must be between 1 and {MAX_LIMIT}"));
+                None
+            }
+        });
+    } else {
+        stages = enum_filter(&mut reader, "stage", Stage::VALUES);
+        pipeline_types = enum_filter(&mut reader, "pipelineType", PipelineType::VALUES);
+        owner_user_id = reader.optional("ownerUserId", params::uuid);
+    }
+    let mut failure = ValidationFailure::default();
+    let named = caller::named_workspace(&mut reader, context, &mut failure);
+    let mut all = std::mem::take(&mut reader.failure);
+    for (field, messages) in failure.field_errors {
+        for m in messages {
+            all.field(field.clone(), m);
+        }
+    }
+    let workspace = caller::workspace(principal, named, all)?;
+    let follow = Follow { reader: Reader { workspace, visible }, since, stages, pipeline_types, owner_user_id };
+    Ok((follow, limit))
+}
+
+fn since_error(message: &str) -> ApiError {
+    let mut failure = ValidationFailure::default();
+    failure.field("since", message);
+    ApiError::InvalidParams(failure)
+}
+
+fn expired() -> ApiError {
+    ApiError::Conflict {
+        message:
+            "events after this since are no longer kept (EVENT_RETENTION); list afresh and follow from the newest event"
+                .into(),
+        reason: Some("events_expired"),
+        retryable: false,
+        current_version: None,
+    }
+}
+
+/// Refuses a `since` that was never issued or whose events are gone.
+fn check_since(since: Option<i64>, head: i64, purged_through: i64) -> Result<(), ApiError> {
+    match since {
+        Some(s) if s > head => Err(since_error("is not an eventId this service issued")),
+        Some(s) if s < purged_through => Err(expired()),
+        _ => Ok(()),
+    }
+}
+
+/// `opportunity.changes`.
+pub async fn changes(
+    state: &AppState,
+    params: Option<&str>,
+    context: Option<&CallContext>,
+    request_id: Uuid,
+) -> Result<Box<RawValue>, ApiError> {
+    let principal = caller::principal(context, Access::Read)?;
+    let (follow, limit) = read_follow(params, context, principal, CHANGES_FIELDS)?;
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    let reader = follow.reader;
+    let since = follow.since;
+    let page = state
+        .db
+        .run(move |conn| events::page(conn, since, Some(reader), limit))
+        .await
+        .map_err(|e| db_failure(e, request_id, &state.metrics))?;
+    check_since(since, page.head, page.purged_through)?;
+    let next = match (page.events.last(), since) {
+        (Some(last), _) => last.position,
+        (None, Some(s)) => s,
+        (None, None) => page.head,
+    };
+    let events: Vec<&RawValue> = page.events.iter().map(|e| &*e.json).collect();
+    let text = serde_json::to_string(&json!({"events": events, "nextSince": event_id(next)})).expect("serializes");
+    Ok(RawValue::from_string(text).expect("serde_json output is JSON"))
+}
+
+/// A final `opportunity.changed` notification: an error object of §4 with `resumeFrom`.
+fn ending(error: ApiError, resume_from: i64) -> SubscriptionError {
+    let mut object = serde_json::to_value(error.into_error_object()).expect("an error object serializes");
+    object["data"]["resumeFrom"] = json!(event_id(resume_from));
+    SubscriptionError::from_json(serde_json::value::to_raw_value(&object).expect("serializes"))
+}
+
+/// Why the producing half of a subscription stopped.
+enum Stop {
+    /// The subscriber went away.
+    Gone,
+    /// More than [`MAX_UNDELIVERED`] events wait.
+    Slow,
+    /// The database could not be read.
+    Failed(String),
+}
+
+/// Reads from the database what a subscriber missed after `seen`, queueing what it wants.
+/// `pace`: wait for room in the queue (a replay from `since`) instead of ending a subscriber
+/// that falls behind. Returns the position everything has been looked at through.
+async fn catch_up(
+    state: &AppState,
+    follow: &Follow,
+    mut seen: i64,
+    queue: &mpsc::Sender<Arc<Event>>,
+    pace: bool,
+) -> Result<i64, Stop> {
+    loop {
+        let reader = follow.reader;
+        let page = state
+            .db
+            .run(move |conn| events::page(conn, Some(seen), Some(reader), crate::feed::PAGE))
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        if seen < page.purged_through {
+            return Err(Stop::Slow);
+        }
+        let full = page.events.len() as i64 == crate::feed::PAGE;
+        let through = if full { page.events.last().map_or(page.head, |e| e.position) } else { page.head };
+        for event in page.events {
+            if follow.wants(&event) {
+                enqueue(queue, Arc::new(event), pace).await?;
+            }
+        }
+        seen = through;
+        if !full {
+            return Ok(seen);
+        }
+    }
+}
+
+async fn enqueue(queue: &mpsc::Sender<Arc<Event>>, event: Arc<Event>, pace: bool) -> Result<(), Stop> {
+    if pace {
+        return queue.send(event).await.map_err(|_| Stop::Gone);
+    }
+    queue.try_send(event).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => Stop::Slow,
+        mpsc::error::TrySendError::Closed(_) => Stop::Gone,
+    })
+}
+
+/// The producing half: the replay, then live batches, queued for the sending half.
+async fn produce(
+    state: &AppState,
+    follow: &Follow,
+    start: i64,
+    mut live: broadcast::Receiver<Arc<crate::feed::Batch>>,
+    queue: mpsc::Sender<Arc<Event>>,
+) -> Stop {
+    let mut seen = start;
+    if follow.since.is_some() {
+        match catch_up(state, follow, seen, &queue, true).await {
+            Ok(s) => seen = s,
+            Err(stop) => return stop,
+        }
+    }
+    loop {
+        let batch = match live.recv().await {
+            Ok(batch) => batch,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                match catch_up(state, follow, seen, &queue, false).await {
+                    Ok(s) => seen = s,
+                    Err(stop) => return stop,
+                }
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return Stop::Failed("the feed stopped".into()),
+        };
+        if batch.through <= seen {
+            continue;
+        }
+        if batch.after > seen {
+            // A gap between what was read and this batch: read it from the database.
+            match catch_up(state, follow, seen, &queue, false).await {
+                Ok(s) => seen = s,
+                Err(stop) => return stop,
+            }
+            if batch.through <= seen {
+                continue;
+            }
+        }
+        for event in &batch.events {
+            if event.position > seen
+                && follow.wants(event)
+                && let Err(stop) = enqueue(&queue, event.clone(), false).await
+            {
+                return stop;
+            }
+        }
+        seen = batch.through;
+    }
+}
+
+/// Runs an accepted subscription until it ends; the error, if any, is its final notification.
+async fn run(
+    state: Arc<AppState>,
+    sink: jsonrpsee::SubscriptionSink,
+    follow: Follow,
+    start: i64,
+    live: broadcast::Receiver<Arc<crate::feed::Batch>>,
+    expires_at: i64,
+) -> Result<(), SubscriptionError> {
+    let (queue, mut undelivered) = mpsc::channel::<Arc<Event>>(MAX_UNDELIVERED);
+    let delivered = AtomicI64::new(start);
+    let metrics = state.metrics.clone();
+    let send = async {
+        while let Some(event) = undelivered.recv().await {
+            let message: SubscriptionMessage = event.json.clone().into();
+            if sink.send(message).await.is_err() {
+                return;
+            }
+            delivered.store(event.position, Ordering::Relaxed);
+            metrics.observe_event_delivered(event.occurred_at);
+        }
+    };
+    let expiry = {
+        let left = expires_at + LEEWAY_SECONDS as i64 - chrono::Utc::now().timestamp();
+        tokio::time::Instant::from_std(Instant::now()) + std::time::Duration::from_secs(left.max(0) as u64)
+    };
+    let ended = tokio::select! {
+        stop = produce(&state, &follow, start, live, queue) => Some(stop),
+        () = send => None,
+        () = sink.closed() => None,
+        () = tokio::time::sleep_until(expiry) => {
+            let resume = delivered.load(Ordering::Relaxed);
+            return Err(ending(ApiError::Unauthorized("the token has expired; subscribe again with a new token".into()), resume));
+        }
+    };
+    let resume = delivered.load(Ordering::Relaxed);
+    match ended {
+        Some(Stop::Slow) => {
+            metrics.observe_slow_consumer();
+            Err(ending(
+                ApiError::Conflict {
+                    message: format!("more than {MAX_UNDELIVERED} events were waiting; resume with since = resumeFrom"),
+                    reason: Some("slow_consumer"),
+                    retryable: true,
+                    current_version: None,
+                },
+                resume,
+            ))
+        }
+        Some(Stop::Failed(cause)) => {
+            let request_id = Uuid::now_v7();
+            tracing::warn!(%request_id, cause, "a subscription ended: the database could not be read");
+            Err(ending(ApiError::Unavailable { request_id }, resume))
+        }
+        Some(Stop::Gone) | None => Ok(()),
+    }
+}
+
+/// Registers `opportunity.changes` and the subscription methods.
+pub fn register(module: &mut RpcModule<AppState>) -> anyhow::Result<()> {
+    module.register_async_method(CHANGES, |params, state, extensions: Extensions| async move {
+        let request_id = extensions.get::<RequestId>().map_or_else(Uuid::now_v7, |r| r.0);
+        changes(&state, params.as_str(), extensions.get::<CallContext>(), request_id)
+            .await
+            .map_err(ApiError::into_error_object)
+    })?;
+    module.register_subscription(
+        SUBSCRIBE,
+        CHANGED,
+        UNSUBSCRIBE,
+        |params, pending: PendingSubscriptionSink, state: Arc<AppState>, extensions: Extensions| async move {
+            let request_id = extensions.get::<RequestId>().map_or_else(Uuid::now_v7, |r| r.0);
+            let context = extensions.get::<CallContext>();
+            let prepared = async {
+                let principal = caller::principal(context, Access::Read)?;
+                let (follow, _) = read_follow(params.as_str(), context, principal, SUBSCRIBE_FIELDS)?;
+                // Live batches from before the head is read: nothing falls between the two.
+                let live = state.feed.subscribe();
+                let page = state
+                    .db
+                    .run(|conn| events::page(conn, None, None, 0))
+                    .await
+                    .map_err(|e| db_failure(e, request_id, &state.metrics))?;
+                check_since(follow.since, page.head, page.purged_through)?;
+                let start = follow.since.unwrap_or(page.head);
+                Ok::<_, ApiError>((follow, start, live, principal.expires_at))
+            };
+            let (follow, start, live, expires_at) = match prepared.await {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    pending.reject(e.into_error_object()).await;
+                    return Ok(());
+                }
+            };
+            let Ok(sink) = pending.accept().await else { return Ok(()) };
+            let _live = state.metrics.subscription_started();
+            run(state.clone(), sink, follow, start, live, expires_at).await
+        },
+    )?;
+    Ok(())
+}

@@ -1,0 +1,483 @@
+//! Following changes (CONTRACT.md §9): the event of every committed change, `opportunity.changes`
+//! pages, ordering under concurrent writers, retention, and live subscriptions over WebSocket.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use jsonrpsee::core::client::{Subscription, SubscriptionClientT};
+use jsonrpsee::core::params::ObjectParams;
+use opportunity_service::auth::ALL_SCOPES;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+async fn call(app: &TestApp, token: &str, method: &str, params: Value) -> Value {
+    app.post(&request(json!(1), method, params), token).await.1
+}
+
+#[track_caller]
+fn ok(response: &Value) -> Value {
+    assert!(response.get("error").is_none(), "expected a result: {response}");
+    response["result"].clone()
+}
+
+async fn create(app: &TestApp, token: &str, extra: Value) -> Value {
+    let mut params = valid_params();
+    params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    ok(&call(app, token, "opportunity.create", params).await)
+}
+
+async fn changes(app: &TestApp, token: &str, params: Value) -> Value {
+    ok(&call(app, token, "opportunity.changes", params).await)
+}
+
+fn events(page: &Value) -> Vec<Value> {
+    page["events"].as_array().unwrap().clone()
+}
+
+fn token_for(user: Uuid, workspaces: &[Uuid]) -> String {
+    sign(&claims(user, workspaces, ALL_SCOPES))
+}
+
+#[tokio::test]
+async fn every_committed_change_records_one_event_in_order() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let start = changes(&app, &token, json!({})).await;
+    assert_eq!(events(&start), Vec::<Value>::new());
+    let origin = start["nextSince"].as_str().expect("a start position, never null").to_string();
+
+    let o = create(&app, &token, json!({"idempotencyKey": "k1"})).await;
+    create(&app, &token, json!({"idempotencyKey": "k1"})).await; // a replay: no event
+    let id = o["id"].as_str().unwrap();
+    let updated =
+        ok(&call(&app, &token, "opportunity.update", json!({"id": id, "expectedVersion": 1, "stage": "survey"})).await);
+    // a no-op update writes nothing and records nothing
+    ok(&call(&app, &token, "opportunity.update", json!({"id": id, "expectedVersion": 2, "stage": "survey"})).await);
+    let archived = ok(&call(&app, &token, "opportunity.archive", json!({"id": id, "expectedVersion": 2})).await);
+    ok(&call(&app, &token, "opportunity.archive", json!({"id": id, "expectedVersion": 3})).await); // no-op
+    let restored = ok(&call(&app, &token, "opportunity.restore", json!({"id": id, "expectedVersion": 3})).await);
+    // a refused change records nothing
+    call(&app, &token, "opportunity.update", json!({"id": id, "expectedVersion": 1, "title": "stale"})).await;
+
+    let page = changes(&app, &token, json!({"since": origin})).await;
+    let got = events(&page);
+    let kinds: Vec<&str> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["created", "updated", "archived", "restored"]);
+    for (event, answer) in got.iter().zip([&o, &updated, &archived, &restored]) {
+        assert_eq!(&event["opportunity"], answer, "the opportunity after the change, as answered");
+        assert_eq!(event["workspaceId"], app.workspace.to_string());
+        assert_eq!(event["actor"], app.user.to_string());
+        assert_eq!(event["occurredAt"], answer["updatedAt"]);
+    }
+    let ids: Vec<&str> = got.iter().map(|e| e["eventId"].as_str().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "increasing: {ids:?}");
+    assert_eq!(page["nextSince"], got[3]["eventId"]);
+    // without since: from the oldest kept
+    assert_eq!(events(&changes(&app, &token, json!({})).await), got);
+    // pages
+    let first = changes(&app, &token, json!({"since": origin, "limit": 3})).await;
+    assert_eq!(events(&first), got[..3]);
+    let rest = changes(&app, &token, json!({"since": first["nextSince"], "limit": 3})).await;
+    assert_eq!(events(&rest), got[3..]);
+    // polling at the end: nothing, and since comes back
+    let end = changes(&app, &token, json!({"since": page["nextSince"]})).await;
+    assert_eq!(events(&end), Vec::<Value>::new());
+    assert_eq!(end["nextSince"], page["nextSince"]);
+}
+
+#[tokio::test]
+async fn bad_since_and_limits_are_refused() {
+    let app = spawn_app().await;
+    let token = app.token();
+    create(&app, &token, json!({})).await;
+    let head = changes(&app, &token, json!({})).await["nextSince"].as_str().unwrap().to_string();
+    let beyond = format!("{:020}", head.parse::<i64>().unwrap() + 5);
+    for (params, field) in [
+        (json!({"since": "nope"}), "since"),
+        (json!({"since": 5}), "since"),
+        (json!({"since": beyond}), "since"),
+        (json!({"limit": 0}), "limit"),
+        (json!({"limit": 1001}), "limit"),
+        (json!({"include": "all"}), "include"),
+    ] {
+        let r = call(&app, &token, "opportunity.changes", params.clone()).await;
+        assert_eq!(r["error"]["code"], -32602, "{params}: {r}");
+        assert!(r["error"]["data"]["fieldErrors"][field].is_array(), "{params}: {r}");
+    }
+    let r = call(&app, &token, "opportunity.changes", json!({"cursor": "x"})).await;
+    assert_eq!(r["error"]["data"]["formErrors"], json!(["unknown field \"cursor\""]));
+}
+
+#[tokio::test]
+async fn events_reach_the_readers_who_can_read_the_opportunity_after_or_before() {
+    let app = spawn_app().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let in_a = token_for(app.user, &[a]);
+    let in_b = token_for(app.user, &[b]);
+    let local = create(&app, &in_a, json!({})).await;
+    let shared = create(&app, &in_a, json!({"visibilityMode": "shared"})).await;
+    // shared → local: readers elsewhere could read it before, so they get this event too
+    let made_local = ok(&call(
+        &app,
+        &in_a,
+        "opportunity.update",
+        json!({"id": shared["id"], "expectedVersion": 1, "visibilityMode": "workspace_local"}),
+    )
+    .await);
+    ok(&call(&app, &in_a, "opportunity.update", json!({"id": local["id"], "expectedVersion": 1, "title": "x"})).await);
+    let ids = |page: &Value| -> Vec<String> {
+        events(page)
+            .iter()
+            .map(|e| format!("{}:{}", e["type"].as_str().unwrap(), e["opportunity"]["id"].as_str().unwrap()))
+            .collect()
+    };
+    let own_b = changes(&app, &in_b, json!({})).await;
+    assert!(events(&own_b).is_empty(), "include own: only B's own opportunities");
+    let visible_b = changes(&app, &in_b, json!({"include": "visible"})).await;
+    assert_eq!(
+        ids(&visible_b),
+        [
+            format!("created:{}", shared["id"].as_str().unwrap()),
+            format!("updated:{}", made_local["id"].as_str().unwrap())
+        ]
+    );
+    assert_eq!(events(&changes(&app, &in_a, json!({})).await).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poller_sees_every_event_of_concurrent_writers_once_and_in_order() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let origin = changes(&app, &token, json!({})).await["nextSince"].as_str().unwrap().to_string();
+    let writers = (0..8).map(|w| {
+        let (app, token) = (&app, token.clone());
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..15 {
+                let o = create(app, &token, json!({"title": format!("w{w} #{i}")})).await;
+                if i % 3 == 0 {
+                    let id = o["id"].as_str().unwrap();
+                    ok(&call(
+                        app,
+                        &token,
+                        "opportunity.update",
+                        json!({"id": id, "expectedVersion": 1, "stage": "won"}),
+                    )
+                    .await);
+                }
+                ids.push(o["id"].as_str().unwrap().to_string());
+            }
+            ids
+        }
+    });
+    let poller = async {
+        let mut seen = Vec::new();
+        let mut since = origin.clone();
+        for _ in 0..2000 {
+            let page = changes(&app, &token, json!({"since": since, "limit": 7})).await;
+            seen.extend(events(&page));
+            since = page["nextSince"].as_str().unwrap().to_string();
+            if seen.len() >= 8 * (15 + 5) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        seen
+    };
+    let (created, seen) = tokio::join!(futures_util::future::join_all(writers), poller);
+    let created: BTreeSet<String> = created.into_iter().flatten().collect();
+    let ids: Vec<&str> = seen.iter().map(|e| e["eventId"].as_str().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "no repeat, in order");
+    let first = |kind: &str| -> BTreeSet<String> {
+        seen.iter()
+            .filter(|e| e["type"] == kind)
+            .map(|e| e["opportunity"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(first("created"), created, "every create seen once");
+    assert_eq!(seen.iter().filter(|e| e["type"] == "updated").count(), 8 * 5);
+    // and a reader from the start afterwards sees the same sequence
+    let mut all = Vec::new();
+    let mut since = origin;
+    loop {
+        let page = changes(&app, &token, json!({"since": since, "limit": 1000})).await;
+        if events(&page).is_empty() {
+            break;
+        }
+        all.extend(events(&page));
+        since = page["nextSince"].as_str().unwrap().to_string();
+    }
+    assert_eq!(all, seen);
+}
+
+#[tokio::test]
+async fn events_older_than_the_retention_are_purged_and_since_then_expires() {
+    let app = spawn_app_with(&["--event-retention", "1s"]).await;
+    let token = app.token();
+    let origin = changes(&app, &token, json!({})).await["nextSince"].as_str().unwrap().to_string();
+    create(&app, &token, json!({})).await;
+    let mut expired = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = call(&app, &token, "opportunity.changes", json!({"since": origin})).await;
+        if r.get("error").is_some() {
+            expired = Some(r);
+            break;
+        }
+    }
+    let r = expired.expect("the event was purged within 5 s of a 1 s retention");
+    assert_eq!(r["error"]["code"], -32009);
+    assert_eq!(r["error"]["data"]["reason"], "events_expired");
+    // listing afresh and following from the newest works
+    let fresh = changes(&app, &token, json!({})).await;
+    assert!(events(&fresh).is_empty());
+    let o = create(&app, &token, json!({})).await;
+    let next = changes(&app, &token, json!({"since": fresh["nextSince"]})).await;
+    assert_eq!(events(&next)[0]["opportunity"]["id"], o["id"]);
+}
+
+async fn subscribe(client: &jsonrpsee::ws_client::WsClient, params: Value) -> Subscription<Value> {
+    let mut object = ObjectParams::new();
+    for (k, v) in params.as_object().unwrap() {
+        object.insert(k, v).unwrap();
+    }
+    client.subscribe("opportunity.subscribe", object, "opportunity.unsubscribe").await.expect("subscribed")
+}
+
+async fn next_event(sub: &mut Subscription<Value>) -> Value {
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("the subscription is open")
+        .expect("an event")
+}
+
+#[tokio::test]
+async fn a_subscriber_replays_from_since_then_gets_live_events_without_gap_or_repeat() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let origin = changes(&app, &token, json!({})).await["nextSince"].as_str().unwrap().to_string();
+    let before: Vec<Value> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(create(&app, &token, json!({})).await);
+        }
+        v
+    };
+    let auth = format!("Bearer {token}");
+    let ws = app.ws(&[("authorization", &auth)]).await;
+    let mut replaying = subscribe(&ws, json!({"since": origin})).await;
+    let mut live_only = subscribe(&ws, json!({})).await;
+    let mut won_only = subscribe(&ws, json!({"stage": ["won"]})).await;
+    let after = create(&app, &token, json!({})).await;
+    let won = create(&app, &token, json!({"stage": "won"})).await;
+    for o in before.iter().chain([&after, &won]) {
+        assert_eq!(next_event(&mut replaying).await["opportunity"]["id"], o["id"]);
+    }
+    assert_eq!(next_event(&mut live_only).await["opportunity"]["id"], after["id"], "live only: what came after");
+    assert_eq!(next_event(&mut live_only).await["opportunity"]["id"], won["id"]);
+    assert_eq!(next_event(&mut won_only).await["opportunity"]["id"], won["id"], "filtered by stage");
+    // unsubscribe by name and by position both answer true
+    let mut params = ObjectParams::new();
+    let jsonrpsee::core::client::SubscriptionKind::Subscription(sub_id) = replaying.kind().clone() else {
+        panic!("a subscription id")
+    };
+    params.insert("subscription", sub_id).unwrap();
+    let by_name: Result<bool, _> =
+        jsonrpsee::core::client::ClientT::request(&ws, "opportunity.unsubscribe", params).await;
+    assert!(matches!(by_name, Ok(true)), "{by_name:?}");
+    live_only.unsubscribe().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_instance_on_the_same_database_delivers_within_a_second() {
+    let app = spawn_app().await;
+    let token = app.token();
+    // Another instance of the service: its own pool, writer and feed, the same database.
+    let other = opportunity_service::Application::build(&settings(&app.db, &[])).await.unwrap();
+    let other_addr = other.local_addr();
+    let _other = other.start();
+    let auth = format!("Bearer {token}");
+    let ws = app.ws(&[("authorization", &auth)]).await;
+    let mut sub = subscribe(&ws, json!({})).await;
+    let started = std::time::Instant::now();
+    let response = create_request(&app.http, other_addr, &token, &valid_params()).send().await.unwrap();
+    let created: Value = response.json().await.unwrap();
+    let event = next_event(&mut sub).await;
+    assert_eq!(event["opportunity"]["id"], created["result"]["id"]);
+    eprintln!("cross-instance delivery took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn subscribe_is_refused_over_http_and_beyond_16_per_connection() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let r = call(&app, &token, "opportunity.subscribe", json!({})).await;
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    assert_eq!(r["error"]["data"]["code"], "BAD_REQUEST");
+    assert!(r["error"]["message"].as_str().unwrap().contains("WebSocket"), "{r}");
+    let auth = format!("Bearer {token}");
+    let ws = app.ws(&[("authorization", &auth)]).await;
+    let mut subs = Vec::new();
+    for _ in 0..16 {
+        subs.push(subscribe(&ws, json!({})).await);
+    }
+    let mut object = ObjectParams::new();
+    object.insert("include", "own").unwrap();
+    let refused = ws.subscribe::<Value, _>("opportunity.subscribe", object, "opportunity.unsubscribe").await;
+    let text = format!("{refused:?}");
+    assert!(text.contains("-32009") && text.contains("too_many_subscriptions"), "{text}");
+    // bad params are refused before anything is subscribed
+    let mut object = ObjectParams::new();
+    object.insert("since", "garbage").unwrap();
+    let fresh = app.ws(&[("authorization", &auth)]).await;
+    let refused = fresh.subscribe::<Value, _>("opportunity.subscribe", object, "opportunity.unsubscribe").await;
+    let text = format!("{refused:?}");
+    assert!(text.contains("InvalidParams") && text.contains("\"since\""), "{text}");
+}
+
+/// A raw WebSocket client: handshake, one masked text frame, and unmasked frames read back.
+struct RawWs {
+    stream: tokio::net::TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl RawWs {
+    async fn connect(app: &TestApp, token: &str) -> Self {
+        let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n",
+            app.addr
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut ws = Self { stream, buffer: Vec::new() };
+        loop {
+            if let Some(end) = ws.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                assert!(ws.buffer.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&ws.buffer));
+                ws.buffer.drain(..end + 4);
+                return ws;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = ws.stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed during the handshake");
+            ws.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn send_text(&mut self, text: &str) {
+        let payload = text.as_bytes();
+        let mut frame = vec![0x81u8];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        let mask = [1u8, 2, 3, 4];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
+    /// The next text message, or `None` when none comes within `wait`.
+    async fn next_text(&mut self, wait: Duration) -> Option<String> {
+        loop {
+            if self.buffer.len() >= 2 {
+                let opcode = self.buffer[0] & 0x0f;
+                let (len, start) = match self.buffer[1] & 0x7f {
+                    126 if self.buffer.len() >= 4 => (u16::from_be_bytes([self.buffer[2], self.buffer[3]]) as usize, 4),
+                    127 if self.buffer.len() >= 10 => {
+                        (u64::from_be_bytes(self.buffer[2..10].try_into().unwrap()) as usize, 10)
+                    }
+                    n if n < 126 => (n as usize, 2),
+                    _ => (usize::MAX, 0),
+                };
+                if len != usize::MAX && self.buffer.len() >= start + len {
+                    let payload: Vec<u8> = self.buffer.drain(..start + len).skip(start).collect();
+                    if opcode == 1 {
+                        return Some(String::from_utf8(payload).unwrap());
+                    }
+                    continue; // pings and others
+                }
+            }
+            let mut chunk = vec![0u8; 1 << 16];
+            let n = tokio::time::timeout(wait, self.stream.read(&mut chunk)).await.ok()?.ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_that_stops_reading_is_ended_as_a_slow_consumer_with_a_resume_point() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let mut ws = RawWs::connect(&app, &token).await;
+    ws.send_text(r#"{"jsonrpc":"2.0","id":1,"method":"opportunity.subscribe","params":{}}"#).await;
+    let answer: Value = serde_json::from_str(&ws.next_text(Duration::from_secs(5)).await.unwrap()).unwrap();
+    let subscription = answer["result"].clone();
+    assert!(!subscription.is_null(), "{answer}");
+    // The client reads nothing while far more than 1,000 events are committed.
+    let batch: Vec<Value> = (0..100).map(|i| request(json!(i), "opportunity.create", valid_params())).collect();
+    for _ in 0..60 {
+        let (_, answers) = app.post(&json!(batch), &token).await;
+        assert_eq!(answers.as_array().unwrap().len(), 100);
+    }
+    // Now it reads: events in order, then the end.
+    let mut delivered: Vec<String> = Vec::new();
+    let mut ending = None;
+    while let Some(text) = ws.next_text(Duration::from_secs(10)).await {
+        let message: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(message["method"], "opportunity.changed");
+        assert_eq!(message["params"]["subscription"], subscription);
+        if let Some(error) = message["params"].get("error") {
+            ending = Some(error.clone());
+            break;
+        }
+        delivered.push(message["params"]["result"]["eventId"].as_str().unwrap().to_string());
+    }
+    let error = ending.expect("a final notification ends the subscription");
+    assert_eq!(error["code"], -32009, "{error}");
+    assert_eq!(error["data"]["code"], "CONFLICT");
+    assert_eq!(error["data"]["reason"], "slow_consumer");
+    assert!(delivered.len() < 6000, "it was ended before everything was queued for it");
+    assert!(delivered.windows(2).all(|w| w[0] < w[1]));
+    let resume = error["data"]["resumeFrom"].as_str().unwrap().to_string();
+    if let Some(last) = delivered.last() {
+        assert!(resume <= *last, "resumeFrom {resume} is at most the last delivered {last}");
+    }
+    // Resuming from there misses nothing: what came before it plus what follows it is all.
+    let mut all: BTreeSet<String> = delivered.iter().filter(|id| **id <= resume).cloned().collect();
+    let mut since = resume;
+    loop {
+        let page = changes(&app, &token, json!({"since": since, "limit": 1000})).await;
+        if events(&page).is_empty() {
+            break;
+        }
+        all.extend(events(&page).iter().map(|e| e["eventId"].as_str().unwrap().to_string()));
+        since = page["nextSince"].as_str().unwrap().to_string();
+    }
+    assert_eq!(all.len(), 6000, "every event, once");
+}
+
+#[tokio::test]
+async fn a_subscription_ends_unauthorized_when_its_token_expires() {
+    let app = spawn_app().await;
+    // A token 29 s past its exp is still accepted (30 s leeway) and expires for good in ~1 s.
+    let mut c = claims(app.user, &[app.workspace], ALL_SCOPES);
+    c.exp = chrono::Utc::now().timestamp() - 29;
+    let token = sign(&c);
+    let mut ws = RawWs::connect(&app, &token).await;
+    ws.send_text(r#"{"jsonrpc":"2.0","id":1,"method":"opportunity.subscribe","params":{}}"#).await;
+    let answer: Value = serde_json::from_str(&ws.next_text(Duration::from_secs(5)).await.unwrap()).unwrap();
+    assert!(answer.get("result").is_some(), "{answer}");
+    let ending: Value = serde_json::from_str(&ws.next_text(Duration::from_secs(5)).await.expect("an end")).unwrap();
+    assert_eq!(ending["params"]["error"]["code"], -32001, "{ending}");
+    assert_eq!(ending["params"]["error"]["data"]["code"], "UNAUTHORIZED");
+}
