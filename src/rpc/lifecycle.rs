@@ -381,6 +381,13 @@ pub async fn update(
     patch.owner_user_id = owner.map(|o| o.unwrap_or(principal.user_id));
     let mut failure = merge(&mut reader, failure);
     values.check_fields(&mut failure);
+    if let Some(stage) = patch.stage {
+        // The rules across fields that the params alone break, whatever is stored, are
+        // reported with the other problems of the params; the rest is checked on the
+        // opportunity after the change.
+        let lost_reason = patch.lost_reason_category.flatten();
+        crate::domain::opportunity::check_across_fields(stage, values.probability, lost_reason, &mut failure);
+    }
     if reader.is_object() && reader.names().all(|n| UPDATE_CONTROL_FIELDS.contains(&n) || !known.contains(&n)) {
         failure.form("nothing to change: name at least one field to change besides id and expectedVersion");
     }

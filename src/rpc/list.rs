@@ -135,9 +135,10 @@ fn encode_cursor(key: &CursorKey, q: &ListQuery, last: &Opportunity) -> String {
     format!("{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(tag))
 }
 
-/// Reads a cursor of this query; the message says why it is refused.
-fn decode_cursor(key: &CursorKey, q: &ListQuery, cursor: &str) -> Result<(SortValue, Uuid), &'static str> {
-    const NOT_OURS: &str = "is not a cursor this service issued (pass nextCursor back unchanged)";
+const NOT_OURS: &str = "is not a cursor this service issued (pass nextCursor back unchanged)";
+
+/// Checks a cursor's signature and reads what it carries.
+fn verify_cursor(key: &CursorKey, cursor: &str) -> Result<Payload, &'static str> {
     if cursor.len() > MAX_CURSOR_CHARS {
         return Err(NOT_OURS);
     }
@@ -147,7 +148,12 @@ fn decode_cursor(key: &CursorKey, q: &ListQuery, cursor: &str) -> Result<(SortVa
     let mut mac = key.mac();
     mac.update(&payload);
     mac.verify_slice(&tag).map_err(|_| NOT_OURS)?;
-    let payload: Payload = serde_json::from_slice(&payload).map_err(|_| NOT_OURS)?;
+    serde_json::from_slice(&payload).map_err(|_| NOT_OURS)
+}
+
+/// Reads a cursor of this query; the message says why it is refused.
+fn decode_cursor(key: &CursorKey, q: &ListQuery, cursor: &str) -> Result<(SortValue, Uuid), &'static str> {
+    let payload = verify_cursor(key, cursor)?;
     if payload.q != fingerprint(q) {
         return Err("belongs to another query: use it with the same workspace, include, filters and order");
     }
@@ -309,6 +315,13 @@ pub async fn list(
         for m in messages {
             all.field(field.clone(), m);
         }
+    }
+    // A cursor that is not ours is reported with the other problems; whether it belongs to
+    // this query can only be told once the workspace is known.
+    if let Some(cursor) = &cursor
+        && let Err(message) = verify_cursor(&state.cursor_key, cursor)
+    {
+        all.field("cursor", message);
     }
     let workspace = caller::workspace(principal, named, all)?;
     query.workspace = workspace;

@@ -147,6 +147,21 @@ async fn bad_params_of_every_method_are_reported_at_once() {
         ],
     );
     field_errors(&call(&app, &token, "opportunity.list", json!({"limit": 201})).await, &["limit"]);
+    field_errors(
+        &call(&app, &token, "opportunity.list", json!({"limit": 201, "cursor": "abc"})).await,
+        &["limit", "cursor"],
+    );
+    // rules across fields that the params alone break come with the other problems, before
+    // the opportunity is even looked up
+    let r = call(
+        &app,
+        &token,
+        "opportunity.update",
+        json!({"id": Uuid::new_v4(), "expectedVersion": 1, "stage": "won", "probability": 50, "title": null,
+               "lostReasonCategory": "price"}),
+    )
+    .await;
+    field_errors(&r, &["probability", "title", "lostReasonCategory"]);
     // Params that are not an object
     let r = call(&app, &token, "opportunity.list", json!("x")).await;
     err(&r, -32602, "BAD_REQUEST");
