@@ -301,13 +301,36 @@ fn establish_postgres(url: &str) -> anyhow::Result<PgConnection> {
     })
 }
 
-/// Applies pending migrations; returns how many ran.
+/// The key of the PostgreSQL advisory lock migrations run under ("oppsvc-m").
+const MIGRATION_LOCK: i64 = 0x6f70_7073_7663_2d6d;
+
+/// Applies pending migrations; returns how many ran. They run under a lock the database holds
+/// (a PostgreSQL advisory lock; SQLite's write lock), and which are pending is decided under it:
+/// processes started together on an empty or outdated database all come up, and each migration
+/// runs once.
 pub fn migrate(url: &DatabaseUrl) -> anyhow::Result<usize> {
-    let applied = match url {
-        DatabaseUrl::Sqlite(path) => establish_sqlite(path)?.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-        DatabaseUrl::Postgres(u) => establish_postgres(u)?.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
-    };
-    applied.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+    let failed = |e: &dyn std::fmt::Display| anyhow::anyhow!("migrations failed: {e}");
+    match url {
+        DatabaseUrl::Sqlite(path) => {
+            let mut conn = establish_sqlite(path)?;
+            conn.immediate_transaction(|c| {
+                c.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|v| v.len())
+                    .map_err(|e| diesel::result::Error::QueryBuilderError(e))
+            })
+            .map_err(|e| failed(&e))
+        }
+        DatabaseUrl::Postgres(u) => {
+            let mut conn = establish_postgres(u)?;
+            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                .execute(&mut conn)
+                .map_err(|e| failed(&e))?;
+            let applied = conn.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()).map_err(|e| failed(&e));
+            // Also released when the connection closes, which it does next.
+            let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(&mut conn);
+            applied
+        }
+    }
 }
 
 impl Database {

@@ -13,6 +13,7 @@ mod lifecycle;
 mod observability;
 mod openapi;
 mod pg_instance;
+mod processes;
 mod smoke;
 mod soak;
 mod transport;
