@@ -118,13 +118,14 @@ struct SqliteEventRow<'a> {
 /// Rows per INSERT: 11 columns each, well under both backends' bind limits.
 const INSERT_CHUNK: usize = 256;
 
-/// Appends events in the caller's transaction; call it last before COMMIT (it takes the
-/// position lock, held until the transaction ends).
-pub fn append(conn: &mut DbConn<'_>, events: &[NewEvent]) -> QueryResult<()> {
+/// Appends events in the caller's transaction; call it late before COMMIT (it takes the
+/// position lock, held until the transaction ends). Returns the last position handed out.
+pub fn append(conn: &mut DbConn<'_>, events: &[NewEvent]) -> QueryResult<i64> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let n = events.len() as i64;
+    let position;
     match conn {
         DbConn::Postgres(c) => {
             let last: i64 = diesel::update(pg::opportunity_event_feed::table.find(1i16))
@@ -132,6 +133,7 @@ pub fn append(conn: &mut DbConn<'_>, events: &[NewEvent]) -> QueryResult<()> {
                 .returning(pg::opportunity_event_feed::last_position)
                 .get_result(*c)?;
             let first = last - n + 1;
+            position = last;
             let rows: Vec<PgEventRow<'_>> = events
                 .iter()
                 .enumerate()
@@ -159,6 +161,7 @@ pub fn append(conn: &mut DbConn<'_>, events: &[NewEvent]) -> QueryResult<()> {
                 .returning(lite::opportunity_event_feed::last_position)
                 .get_result(*c)?;
             let first = last - n + 1;
+            position = last;
             let rows: Vec<SqliteEventRow<'_>> = events
                 .iter()
                 .enumerate()
@@ -181,7 +184,7 @@ pub fn append(conn: &mut DbConn<'_>, events: &[NewEvent]) -> QueryResult<()> {
             }
         }
     }
-    Ok(())
+    Ok(position)
 }
 
 /// A stored event, ready to send.

@@ -45,6 +45,16 @@ impl OrderBy {
         Self::VALUES[self as usize]
     }
 
+    /// The column holding the feed position of the last change of this ordering value.
+    fn changed_at_column(self) -> Option<&'static str> {
+        match self {
+            Self::CreatedAt => None,
+            Self::UpdatedAt => Some("updated_pos"),
+            Self::ExpectedCloseDate => Some("close_pos"),
+            Self::EstimatedValue => Some("value_pos"),
+        }
+    }
+
     fn column(self, backend: Backend) -> &'static str {
         match (self, backend) {
             (Self::CreatedAt, _) => "created_at",
@@ -110,6 +120,9 @@ pub struct ListQuery {
     pub limit: usize,
     /// The last row of the previous page: its ordering value and id.
     pub after: Option<(SortValue, Uuid)>,
+    /// The feed's head when the first page was read: later pages leave out what changed its
+    /// ordering value since (it may have been returned already).
+    pub as_of: Option<i64>,
 }
 
 impl ListQuery {
@@ -239,6 +252,9 @@ impl Statement {
                 }
             };
         }
+        if let (Some(as_of), Some(changed)) = (q.as_of, q.order().changed_at_column()) {
+            s.push(&format!(" AND {changed} <= {as_of}"));
+        }
         let column = q.order().column(backend);
         let (before, dir) = if q.descending { ("<", "DESC") } else { (">", "ASC") };
         if let Some((value, id)) = q.after {
@@ -287,33 +303,47 @@ fn bind_sqlite(
     }
 }
 
-/// One page of a list: up to `limit` opportunities, and whether more follow.
-pub fn list(conn: DbConn<'_>, q: &ListQuery) -> Result<(Vec<Opportunity>, bool), DbError> {
-    let mut rows: Vec<Opportunity> = match conn {
+/// One page of a list: up to `limit` opportunities, whether more follow, and the feed's head
+/// in the same snapshot (the `as_of` of the pages that follow a first page).
+pub fn list(conn: DbConn<'_>, q: &ListQuery) -> Result<(Vec<Opportunity>, bool, i64), DbError> {
+    let (mut rows, head) = match conn {
         DbConn::Postgres(c) => {
             let s = Statement::build(q, Backend::Postgres);
-            let query = s.binds.into_iter().fold(diesel::sql_query(s.sql).into_boxed::<Pg>(), bind_pg);
-            query
-                .load::<PgStored>(c)
-                .map_err(DbError::classify)?
-                .into_iter()
-                .map(Opportunity::try_from)
-                .collect::<Result<_, _>>()
+            let (rows, head) = c
+                .build_transaction()
+                .repeatable_read()
+                .read_only()
+                .run(|c| {
+                    let head = head_of(super::events::head(DbConn::Postgres(c)))?;
+                    let query = s.binds.into_iter().fold(diesel::sql_query(s.sql).into_boxed::<Pg>(), bind_pg);
+                    Ok::<_, diesel::result::Error>((query.load::<PgStored>(c)?, head))
+                })
+                .map_err(DbError::classify)?;
+            (rows.into_iter().map(Opportunity::try_from).collect::<Result<Vec<_>, _>>()?, head)
         }
         DbConn::Sqlite(c) => {
             let s = Statement::build(q, Backend::Sqlite);
-            let query = s.binds.into_iter().fold(diesel::sql_query(s.sql).into_boxed::<Sqlite>(), bind_sqlite);
-            query
-                .load::<SqliteStored>(c)
-                .map_err(DbError::classify)?
-                .into_iter()
-                .map(Opportunity::try_from)
-                .collect::<Result<_, _>>()
+            let (rows, head) = c
+                .transaction(|c| {
+                    let head = head_of(super::events::head(DbConn::Sqlite(c)))?;
+                    let query = s.binds.into_iter().fold(diesel::sql_query(s.sql).into_boxed::<Sqlite>(), bind_sqlite);
+                    Ok::<_, diesel::result::Error>((query.load::<SqliteStored>(c)?, head))
+                })
+                .map_err(DbError::classify)?;
+            (rows.into_iter().map(Opportunity::try_from).collect::<Result<Vec<_>, _>>()?, head)
         }
-    }?;
+    };
     let more = rows.len() > q.limit;
     rows.truncate(q.limit);
-    Ok((rows, more))
+    Ok((rows, more, head))
+}
+
+/// The head inside a transaction closure, which speaks diesel's error.
+fn head_of(head: Result<i64, DbError>) -> Result<i64, diesel::result::Error> {
+    head.map_err(|e| match e {
+        DbError::Query(e) => e,
+        DbError::Unavailable(m) => diesel::result::Error::QueryBuilderError(m.into()),
+    })
 }
 
 #[cfg(test)]

@@ -827,19 +827,42 @@ fn change_locked<E>(
     {
         return Ok(if hash == key.request_hash { Changed::Replayed(response) } else { Changed::KeyReused });
     }
+    let before = current.clone();
     let mut event = None;
     let answer = match decide(current) {
         Decision::Refuse(e) => return Ok(Changed::Refused(e)),
         Decision::Unchanged(o) => o,
         Decision::Write(o, e) => {
+            // The event first: its position also marks which ordering values this change
+            // moved (see the `*_pos` columns), for the cursors of opportunity.list.
+            let position = events::append(&mut conn, std::slice::from_ref(&*e)).map_err(DbError::classify)?;
+            let before = before.as_ref().expect("a change follows a read");
+            let close = (before.expected_close_date != o.expected_close_date).then_some(position);
+            let value = (before.estimated_value != o.estimated_value).then_some(position);
             event = Some(e);
             match &mut conn {
                 DbConn::Postgres(c) => {
-                    diesel::update(pg::opportunities::table.find(o.id)).set(PgRow::new(&o)).execute(*c)
+                    use pg::opportunities as t;
+                    diesel::update(t::table.find(o.id))
+                        .set((
+                            PgRow::new(&o),
+                            t::updated_pos.eq(position),
+                            close.map(|p| t::close_pos.eq(p)),
+                            value.map(|p| t::value_pos.eq(p)),
+                        ))
+                        .execute(*c)
                 }
-                DbConn::Sqlite(c) => diesel::update(lite::opportunities::table.find(o.id.to_string()))
-                    .set(SqliteRow::new(&o))
-                    .execute(*c),
+                DbConn::Sqlite(c) => {
+                    use lite::opportunities as t;
+                    diesel::update(t::table.find(o.id.to_string()))
+                        .set((
+                            SqliteRow::new(&o),
+                            t::updated_pos.eq(position),
+                            close.map(|p| t::close_pos.eq(p)),
+                            value.map(|p| t::value_pos.eq(p)),
+                        ))
+                        .execute(*c)
+                }
             }
             .map_err(DbError::classify)?;
             o
@@ -851,10 +874,6 @@ fn change_locked<E>(
             None => serde_json::to_string(&answer).expect("an opportunity serializes"),
         };
         store_key(&mut conn, key, answer.id, &response)?;
-    }
-    if let Some(event) = event {
-        // Last: this takes the position lock until COMMIT.
-        events::append(&mut conn, std::slice::from_ref(&*event)).map_err(DbError::classify)?;
     }
     Ok(Changed::Done(Box::new(answer)))
 }

@@ -94,6 +94,8 @@ struct Payload {
     m: Option<i64>,
     /// The id of the last row.
     i: Uuid,
+    /// The feed's head at the first page.
+    a: i64,
 }
 
 /// The fingerprint of everything a cursor is bound to: workspace, include, filters, order.
@@ -128,7 +130,8 @@ fn encode_cursor(key: &CursorKey, q: &ListQuery, last: &Opportunity) -> String {
         SortValue::Instant(at) => (Some(format_instant(&at)), None),
         SortValue::Money(money) => (None, Some(money.cents())),
     };
-    let payload = serde_json::to_vec(&Payload { q: fingerprint(q), t, m, i: last.id }).expect("a payload serializes");
+    let payload = serde_json::to_vec(&Payload { q: fingerprint(q), t, m, i: last.id, a: q.as_of.unwrap_or(0) })
+        .expect("a payload serializes");
     let mut mac = key.mac();
     mac.update(&payload);
     let tag = mac.finalize().into_bytes();
@@ -152,7 +155,7 @@ fn verify_cursor(key: &CursorKey, cursor: &str) -> Result<Payload, &'static str>
 }
 
 /// Reads a cursor of this query; the message says why it is refused.
-fn decode_cursor(key: &CursorKey, q: &ListQuery, cursor: &str) -> Result<(SortValue, Uuid), &'static str> {
+fn decode_cursor(key: &CursorKey, q: &ListQuery, cursor: &str) -> Result<(SortValue, Uuid, i64), &'static str> {
     let payload = verify_cursor(key, cursor)?;
     if payload.q != fingerprint(q) {
         return Err("belongs to another query: use it with the same workspace, include, filters and order");
@@ -165,7 +168,7 @@ fn decode_cursor(key: &CursorKey, q: &ListQuery, cursor: &str) -> Result<(SortVa
         (OrderBy::ExpectedCloseDate | OrderBy::EstimatedValue, None, None) => SortValue::Null,
         _ => return Err(NOT_OURS),
     };
-    Ok((value, payload.i))
+    Ok((value, payload.i, payload.a))
 }
 
 /// An array of enum values; each item reported at `field.N`.
@@ -293,6 +296,7 @@ fn read_list(reader: &mut FieldReader<'_>) -> (ListQuery, Option<String>) {
         descending: order.unwrap_or(true),
         limit: limit.unwrap_or(DEFAULT_LIMIT),
         after: None,
+        as_of: None,
     };
     let cursor = reader.optional("cursor", params::string);
     (query, cursor)
@@ -327,7 +331,10 @@ pub async fn list(
     query.workspace = workspace;
     if let Some(cursor) = &cursor {
         match decode_cursor(&state.cursor_key, &query, cursor) {
-            Ok(after) => query.after = Some(after),
+            Ok((value, id, as_of)) => {
+                query.after = Some((value, id));
+                query.as_of = Some(as_of);
+            }
             Err(message) => {
                 let mut failure = ValidationFailure::default();
                 failure.field("cursor", message);
@@ -336,11 +343,13 @@ pub async fn list(
         }
     }
     let q = query.clone();
-    let (items, more) = state
+    let (items, more, head) = state
         .db
         .run(move |conn| crate::db::list::list(conn, &q))
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
+    // The first page fixes the head the following pages are read against.
+    query.as_of = query.as_of.or(Some(head));
     let next_cursor = match items.last() {
         Some(last) if more => Some(encode_cursor(&state.cursor_key, &query, last)),
         _ => None,
@@ -375,7 +384,7 @@ mod tests {
         let q = ListQuery { workspace: Uuid::now_v7(), limit: 10, descending: true, ..Default::default() };
         let last = opportunity();
         let cursor = encode_cursor(&key, &q, &last);
-        assert_eq!(decode_cursor(&key, &q, &cursor), Ok((SortValue::Instant(last.created_at), last.id)));
+        assert_eq!(decode_cursor(&key, &q, &cursor), Ok((SortValue::Instant(last.created_at), last.id, 0)));
         // limit may change between pages
         let other_limit = ListQuery { limit: 200, ..q.clone() };
         assert!(decode_cursor(&key, &other_limit, &cursor).is_ok());

@@ -609,43 +609,98 @@ async fn cursors_belong_to_their_query_and_cannot_be_altered() {
     field_errors(&r, &["cursor"]);
 }
 
-#[tokio::test]
-async fn paging_while_others_change_never_repeats_or_skips() {
-    let app = spawn_app().await;
-    let token = app.token();
-    let items = seed(&app, &token, 20).await;
-    let before: BTreeSet<String> = items.iter().map(|o| id(o).to_string()).collect();
-    let mut seen = Vec::new();
+/// Pages through a list ordered by `field` while, between pages, others create, archive one
+/// opportunity, move the ordering value of one already returned (so that it would come again),
+/// and change another field of one not yet returned (which must still come).
+async fn page_while_changing(app: &TestApp, token: &str, field: &str, order: &str) {
+    let items = seed(app, token, 16).await;
+    let mut seen: Vec<String> = Vec::new();
+    let mut moved = BTreeSet::new();
+    let mut archived = BTreeSet::new();
     let mut cursor: Option<String> = None;
-    let mut round = 0;
-    loop {
-        let mut p = json!({"limit": 3, "orderBy": "createdAt"});
+    let version = |o: &Value| o["version"].as_i64().unwrap();
+    for round in 0.. {
+        let mut p = json!({"limit": 3, "orderBy": field, "order": order});
         if let Some(c) = &cursor {
             p["cursor"] = json!(c);
         }
-        let r = call(&app, &token, "opportunity.list", p).await;
-        seen.extend(ok(&r)["items"].as_array().unwrap().iter().map(|o| id(o).to_string()));
-        // Others create and update between pages (creates land before the cursor in desc order;
-        // updates keep createdAt).
-        create(&app, &token, json!({})).await;
-        let target = &items[round % items.len()];
-        let current = ok(&call(&app, &token, "opportunity.get", json!({"id": id(target)})).await).clone();
-        ok(&call(
-            &app,
-            &token,
-            "opportunity.update",
-            json!({"id": id(target), "expectedVersion": current["version"], "title": format!("r{round}")}),
-        )
-        .await);
-        round += 1;
+        let r = call(app, token, "opportunity.list", p).await;
+        let page: Vec<String> = ok(&r)["items"].as_array().unwrap().iter().map(|o| id(o).to_string()).collect();
+        seen.extend(page.iter().cloned());
+        create(app, token, json!({})).await;
+        let get = |i: &str| {
+            let i = i.to_string();
+            async move { ok(&call(app, token, "opportunity.get", json!({"id": i})).await).clone() }
+        };
+        if let Some(first) = page.first() {
+            // Move an opportunity already returned to the far end of the order.
+            let o = get(first).await;
+            let far = if order == "desc" {
+                json!({"expectedCloseDate": "1999-01-01T00:00:00Z", "estimatedValue": 0.01})
+            } else {
+                json!({"expectedCloseDate": "2199-01-01T00:00:00Z", "estimatedValue": 999999999})
+            };
+            let mut params = json!({"id": id(&o), "expectedVersion": version(&o)});
+            params.as_object_mut().unwrap().extend(far.as_object().unwrap().clone());
+            if field == "updatedAt" || field == "createdAt" {
+                params = json!({"id": id(&o), "expectedVersion": version(&o), "title": format!("moved {round}")});
+            }
+            ok(&call(app, token, "opportunity.update", params).await);
+            moved.insert(id(&o).to_string());
+        }
+        // Change another field of one not returned yet: it keeps its ordering value (unless the
+        // list is ordered by updatedAt) and must still come.
+        if let Some(unseen) = items
+            .iter()
+            .find(|o| !seen.contains(&id(o).to_string()) && !moved.contains(id(o)) && !archived.contains(id(o)))
+        {
+            let o = get(id(unseen)).await;
+            ok(&call(
+                app,
+                token,
+                "opportunity.update",
+                json!({"id": id(&o), "expectedVersion": version(&o), "priority": "high"}),
+            )
+            .await);
+            if field == "updatedAt" {
+                moved.insert(id(&o).to_string());
+            }
+        }
+        // Archive one not returned yet: it no longer matches, and may be left out.
+        if round == 1
+            && let Some(victim) =
+                items.iter().rev().find(|o| !seen.contains(&id(o).to_string()) && !moved.contains(id(o)))
+        {
+            let o = get(id(victim)).await;
+            ok(&call(app, token, "opportunity.archive", json!({"id": id(&o), "expectedVersion": version(&o)})).await);
+            archived.insert(id(&o).to_string());
+        }
         match ok(&r)["nextCursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,
         }
     }
     let unique: BTreeSet<String> = seen.iter().cloned().collect();
-    assert_eq!(unique.len(), seen.len(), "no opportunity twice");
-    assert!(before.is_subset(&unique), "none that matched throughout is skipped");
+    assert_eq!(unique.len(), seen.len(), "orderBy {field} {order}: an opportunity came twice: {seen:?}");
+    for o in &items {
+        let o = id(o).to_string();
+        if !moved.contains(&o) && !archived.contains(&o) {
+            assert!(
+                unique.contains(&o),
+                "orderBy {field} {order}: {o} matched throughout and kept its value, yet was skipped"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn paging_while_others_change_never_repeats_or_skips() {
+    for field in ["createdAt", "updatedAt", "expectedCloseDate", "estimatedValue"] {
+        for order in ["desc", "asc"] {
+            let app = spawn_app().await;
+            page_while_changing(&app, &app.token(), field, order).await;
+        }
+    }
 }
 
 #[tokio::test]

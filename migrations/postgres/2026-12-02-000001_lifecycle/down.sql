@@ -6,4 +6,7 @@ DROP INDEX opportunities_ws_close_desc_id_idx;
 DROP INDEX opportunities_ws_close_id_idx;
 DROP INDEX opportunities_ws_updated_id_idx;
 DROP INDEX opportunities_ws_created_id_idx;
+ALTER TABLE opportunities DROP COLUMN value_pos;
+ALTER TABLE opportunities DROP COLUMN close_pos;
+ALTER TABLE opportunities DROP COLUMN updated_pos;
 ALTER TABLE opportunities DROP COLUMN archived_at;

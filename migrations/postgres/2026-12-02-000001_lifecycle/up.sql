@@ -1,6 +1,12 @@
 -- The lifecycle of CONTRACT.md §8: archiving, and indexes for every `orderBy` of
 -- opportunity.list within a workspace (ties broken by id, NULLs last in both directions).
 ALTER TABLE opportunities ADD COLUMN archived_at timestamptz;
+-- The feed position of the last change of each ordering value that can change (0: none since
+-- the create). A list cursor remembers the feed's head at its first page; later pages leave out
+-- what changed its ordering value since, so that paging never returns an opportunity twice.
+ALTER TABLE opportunities ADD COLUMN updated_pos bigint NOT NULL DEFAULT 0;
+ALTER TABLE opportunities ADD COLUMN close_pos bigint NOT NULL DEFAULT 0;
+ALTER TABLE opportunities ADD COLUMN value_pos bigint NOT NULL DEFAULT 0;
 
 CREATE INDEX opportunities_ws_created_id_idx ON opportunities (workspace_id, created_at, id);
 CREATE INDEX opportunities_ws_updated_id_idx ON opportunities (workspace_id, updated_at, id);

@@ -42,6 +42,9 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         version -> Int4,
+        updated_pos -> Int8,
+        close_pos -> Int8,
+        value_pos -> Int8,
         archived_at -> Nullable<Timestamptz>,
     }
 }

@@ -42,6 +42,9 @@ diesel::table! {
         created_at -> Text,
         updated_at -> Text,
         version -> Integer,
+        updated_pos -> BigInt,
+        close_pos -> BigInt,
+        value_pos -> BigInt,
         archived_at -> Nullable<Text>,
     }
 }
