@@ -12,7 +12,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::domain::opportunity::JsonDecimal;
+use crate::domain::opportunity::{JsonDecimal, NAME_CONTROL, TEXT_CONTROL, trim_blank};
 use crate::error::ValidationFailure;
 
 /// The members of a params object in their order, values as raw JSON.
@@ -150,9 +150,26 @@ pub fn string(raw: &RawValue) -> Result<String, String> {
     Ok(text)
 }
 
-/// A string, trimmed.
-pub fn trimmed_string(raw: &RawValue) -> Result<String, String> {
-    string(raw).map(|s| s.trim().to_string())
+/// A name (`title`, a solution family): a string with white space and invisible characters
+/// trimmed from both ends (see [`trim_blank`]), refused when a control character is left.
+/// Whether anything visible is left is for the length rule to say (`must not be empty`).
+pub fn name(raw: &RawValue) -> Result<String, String> {
+    let text = string(raw)?;
+    let text = trim_blank(&text);
+    if text.chars().any(char::is_control) {
+        return Err(NAME_CONTROL.into());
+    }
+    Ok(text.to_string())
+}
+
+/// A long free text: a string in which tab, line feed and carriage return are the only control
+/// characters allowed.
+pub fn text(raw: &RawValue) -> Result<String, String> {
+    let text = string(raw)?;
+    if text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        return Err(TEXT_CONTROL.into());
+    }
+    Ok(text)
 }
 
 /// What a UUID must look like, for the error messages.
@@ -196,7 +213,7 @@ pub fn one_of<T>(
     }
 }
 
-/// An array of trimmed strings; items that are not strings are reported at `field.N`.
+/// An array of names (see [`name`]); items that are not are reported at `field.N`.
 pub fn string_array(
     raw: &RawValue,
     field: &str,
@@ -218,7 +235,7 @@ pub fn string_array(
     let mut out = Vec::with_capacity(items.len());
     let mut ok = true;
     for (index, item) in items.into_iter().enumerate() {
-        match trimmed_string(item) {
+        match name(item) {
             Ok(text) => out.push(text),
             Err(message) => {
                 failure.field(format!("{field}.{index}"), message);
@@ -291,12 +308,28 @@ mod tests {
         assert!(uuid(&raw("42")).is_err());
         assert_eq!(integer(&raw("50")), Ok(50));
         assert_eq!(integer(&raw("50.0")), Ok(50));
+        for zero in ["0", "0.0", "-0", "-0.0", "0e2", "0.00e-3"] {
+            assert_eq!(integer(&raw(zero)), Ok(0), "{zero} is the integer 0");
+        }
+        assert_eq!(integer(&raw("1e2")), Ok(100));
+        assert_eq!(integer(&raw("100.000")), Ok(100));
         assert!(integer(&raw("50.5")).is_err());
         assert!(integer(&raw("\"50\"")).is_err());
         assert_eq!(integer(&raw("1e30")), Ok(i64::MAX));
         assert_eq!(string(&raw(r#""a\u0000b""#)), Err("must not contain NUL characters".into()));
         assert_eq!(string(&raw(r#""\ud800""#)), Err("must be a string".into()));
-        assert_eq!(trimmed_string(&raw(r#""  x  ""#)), Ok("x".into()));
+        assert_eq!(name(&raw(r#""  x  ""#)), Ok("x".into()));
+        assert_eq!(name(&raw(r#""\u200b\ufeff\u202e""#)), Ok(String::new()));
+        assert_eq!(name(&raw(r#""\u200b A\u00a0""#)), Ok("A".into()));
+        assert_eq!(name(&raw(r#""\tA\n""#)), Ok("A".into()), "white space at the ends is trimmed");
+        for bad in [r#""A\tB""#, r#""A\nB""#, r#""A\u001bB""#, r#""A\u0085B""#, r#""A\u007f""#] {
+            assert_eq!(name(&raw(bad)), Err(NAME_CONTROL.into()), "{bad}");
+        }
+        assert_eq!(name(&raw(r#""a\u0000b""#)), Err("must not contain NUL characters".into()));
+        assert_eq!(text(&raw(r#""line 1\r\n\tline 2""#)), Ok("line 1\r\n\tline 2".into()));
+        for bad in [r#""A\u0007""#, r#""A\u001b[31m""#, r#""A\u0085""#, r#""\u007f""#] {
+            assert_eq!(text(&raw(bad)), Err(TEXT_CONTROL.into()), "{bad}");
+        }
         let stage = one_of(&["lead", "won"], |s| (s == "lead").then_some(1));
         assert_eq!(stage(&raw("\"lead\"")), Ok(1));
         assert_eq!(stage(&raw("\"LEAD\"")), Err("must be one of: lead, won".into()));

@@ -488,6 +488,73 @@ async fn title_empty_blank_too_long_or_not_a_string_is_refused() {
     }
 }
 
+/// What shows nothing is no title: white space and invisible characters (zero-width space, byte
+/// order mark, bidirectional controls) are trimmed from both ends, control characters are
+/// refused anywhere, and a title must keep one visible character. Lengths count Unicode scalar
+/// values (code points), as the answer holds them.
+#[tokio::test]
+async fn title_and_solution_families_refuse_invisible_only_text_and_control_characters() {
+    let app = spawn_app().await;
+    for blank in
+        ["\u{200b}", "\u{feff}", "\u{202e}", "\u{200b}\u{feff}\u{202e}", "\u{00a0}\u{3000}\u{2060}", " \u{200d} "]
+    {
+        let messages = refuse_on(&app, with(&[("title", json!(blank))]), "title").await;
+        assert_eq!(messages, ["must not be empty"], "title {blank:?}");
+        let data = refuse(&app, with(&[("solutionFamilies", json!(["HVAC", blank]))])).await;
+        assert_eq!(field_error_keys(&data), ["solutionFamilies.1"], "solution family {blank:?}: {data}");
+        assert_eq!(field_errors(&data, "solutionFamilies.1"), ["must not be empty"]);
+    }
+    let control = "must not contain control characters (such as tab or line feed)";
+    for bad in ["Chiller\tretrofit", "Chiller\nretrofit", "Chiller\u{1b}[2J", "Chiller\u{7f}", "Chiller\u{85}x", "A\rB"]
+    {
+        assert_eq!(refuse_on(&app, with(&[("title", json!(bad))]), "title").await, [control], "title {bad:?}");
+        let data = refuse(&app, with(&[("solutionFamilies", json!([bad]))])).await;
+        assert_eq!(field_errors(&data, "solutionFamilies.0"), [control], "solution family {bad:?}");
+    }
+    let result = accept(
+        &app,
+        with(&[
+            ("title", json!("\u{feff}\u{200b} Chiller retrofit\u{00a0}\u{202e}\n")),
+            ("solutionFamilies", json!(["\u{200b}HVAC\u{200b}", "Fire\u{00a0}safety"])),
+        ]),
+    )
+    .await;
+    assert_eq!(result["title"], "Chiller retrofit", "invisible ends trimmed: {result}");
+    assert_eq!(result["solutionFamilies"], json!(["HVAC", "Fire\u{00a0}safety"]), "inside, a no-break space stays");
+    let data = refuse(&app, with(&[("solutionFamilies", json!(["HVAC", "HVAC\u{feff}"]))])).await;
+    assert_eq!(field_errors(&data, "solutionFamilies.1"), ["must not repeat item 0"], "equal once trimmed");
+    // Joiners inside stay: they are part of emoji and of some scripts.
+    let family = "\u{1F468}\u{200D}\u{1F527} crew";
+    assert_eq!(accept(&app, with(&[("title", json!(family))])).await["title"], family);
+    // Characters are Unicode scalar values: 200 emoji or 200 combining sequences' code points fit.
+    let emoji = "\u{1F600}".repeat(200);
+    assert_eq!(accept(&app, with(&[("title", json!(emoji))])).await["title"], emoji);
+    let combining = "e\u{301}".repeat(100);
+    assert_eq!(accept(&app, with(&[("title", json!(combining))])).await["title"], combining);
+    let too_long = "e\u{301}".repeat(100) + "x";
+    let messages = refuse_on(&app, with(&[("title", json!(too_long))]), "title").await;
+    assert_eq!(messages, ["must be at most 200 characters"]);
+}
+
+/// Long free texts keep tab, line feed and carriage return; other control characters (escape
+/// sequences, bell, C1 controls) are refused.
+#[tokio::test]
+async fn text_fields_allow_tab_and_newlines_but_no_other_control_characters() {
+    let app = spawn_app().await;
+    let text = "Line 1\r\n\tLine 2\n";
+    for field in TEXT_FIELDS {
+        assert_eq!(accept(&app, with(&[(field, json!(text))])).await[field], text, "{field}");
+        for bad in ["\u{1b}[31mred", "bell\u{7}", "C1\u{9b}", "del\u{7f}", "\u{c}form feed"] {
+            let messages = refuse_on(&app, with(&[(field, json!(bad))]), field).await;
+            assert_eq!(
+                messages,
+                ["must not contain control characters other than tab, line feed and carriage return"],
+                "{field}: {bad:?}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Enums
 // ---------------------------------------------------------------------------------------------
@@ -620,6 +687,43 @@ async fn probability_accepts_integers_from_0_to_100() {
     for p in [0, 1, 50, 99, 100] {
         let result = accept(&app, with(&[("probability", json!(p))])).await;
         assert_eq!(result["probability"], p, "{result}");
+    }
+}
+
+/// An integer is a JSON number with no fractional part however written (§4): each spelling of a
+/// value gets the same answer as the plain one, zero included.
+#[tokio::test]
+async fn probability_integers_are_the_same_however_written() {
+    let app = spawn_app().await;
+    for (literal, value) in [
+        ("0", 0),
+        ("0.0", 0),
+        ("-0", 0),
+        ("-0.0", 0),
+        ("0e0", 0),
+        ("0.00E+5", 0),
+        ("50", 50),
+        ("50.0", 50),
+        ("5E+1", 50),
+        ("500e-1", 50),
+        ("1e2", 100),
+        ("100.000", 100),
+    ] {
+        let params = format!(
+            r#"{{"customerId":"550e8400-e29b-41d4-a716-446655440000","title":"Chiller","pipelineType":"retrofit","probability":{literal}}}"#
+        );
+        let response = create_raw(&app, &params).await;
+        assert_eq!(response["result"]["probability"], json!(value), "probability {literal}: {response}");
+    }
+    for (literal, message) in
+        [("0.5", "must be an integer"), ("-1.0", "must be between 0 and 100"), ("1e3", "must be between 0 and 100")]
+    {
+        let params = format!(
+            r#"{{"customerId":"550e8400-e29b-41d4-a716-446655440000","title":"Chiller","pipelineType":"retrofit","probability":{literal}}}"#
+        );
+        let response = create_raw(&app, &params).await;
+        let data = invalid_params(&response, &json!(literal));
+        assert_eq!(field_errors(data, "probability"), [message], "probability {literal}");
     }
 }
 
@@ -762,6 +866,46 @@ async fn date_times_without_offset_malformed_or_out_of_range_are_refused() {
         refuse_on(&app, with(&[(field, json!("1969-12-31T23:59:59Z"))]), field).await;
         refuse_on(&app, with(&[(field, json!("2201-01-01T00:00:00Z"))]), field).await;
     }
+}
+
+/// Second 60 (a leap second) is refused with a message naming it, on every backend alike
+/// (SQLite and PostgreSQL would store it differently); so is any shape RFC 3339's grammar does
+/// not have, such as an offset written with U+2212 MINUS SIGN, which chrono alone would take.
+#[tokio::test]
+async fn date_times_with_second_60_or_outside_the_rfc_3339_grammar_are_refused() {
+    let app = spawn_app().await;
+    let leap =
+        "must not have second 60: leap seconds are not accepted (use :59, or the first second of the next minute)";
+    for sent in ["2026-06-15T12:34:60Z", "2016-12-31T23:59:60Z", "2016-12-31T23:59:60.999+00:00"] {
+        let data = refuse(&app, with_dates(&json!(sent))).await;
+        for field in DATE_FIELDS {
+            assert_eq!(field_errors(&data, field), [leap], "{field}: sent {sent}");
+        }
+    }
+    let form = "must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:30:00+02:00";
+    for sent in [
+        "2026-12-01T09:30:00\u{2212}02:00",
+        "2026-12-01T09:30:00\u{2013}02:00",
+        "2026-12-01T09:30:00+0200",
+        "2026-12-01T09:30:00+02",
+        "2026-12-01 09:30:00Z",
+        "2026-12-01T09:30:00.Z",
+        "2026-12-01T09:30:00Z ",
+        "2026-12-01T09:30:00 Z",
+        "2026-12-01T09:30:00UTC",
+        "\u{FF12}026-12-01T09:30:00Z",
+    ] {
+        let data = refuse(&app, with_dates(&json!(sent))).await;
+        for field in DATE_FIELDS {
+            assert_eq!(field_errors(&data, field), [form], "{field}: sent {sent:?}");
+        }
+    }
+    assert_eq!(app.count(None).await, 0, "nothing was stored");
+    // The second before and the one after are fine.
+    let result = accept(&app, with(&[("expectedCloseDate", json!("2016-12-31T23:59:59Z"))])).await;
+    assert_eq!(result["expectedCloseDate"], "2016-12-31T23:59:59Z");
+    let result = accept(&app, with(&[("expectedCloseDate", json!("2016-12-31T23:59:59.999999-00:00"))])).await;
+    assert_eq!(result["expectedCloseDate"], "2016-12-31T23:59:59.999999Z");
 }
 
 // ---------------------------------------------------------------------------------------------
