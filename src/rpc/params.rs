@@ -15,9 +15,34 @@ use uuid::Uuid;
 use crate::domain::opportunity::{JsonDecimal, NAME_CONTROL, TEXT_CONTROL, trim_blank};
 use crate::error::ValidationFailure;
 
-/// The members of a params object in their order, values as raw JSON.
+/// The members of a params object in their order, values as raw JSON, and how many members had
+/// a name that is not valid text (an escaped lone surrogate such as `"\ud800"`).
 #[derive(Debug)]
-struct RawObject<'a>(Vec<(String, &'a RawValue)>);
+struct RawObject<'a>(Vec<(String, &'a RawValue)>, usize);
+
+/// A member name: text, or `None` when its escapes make no valid text. Read as bytes, which
+/// serde_json decodes without refusing lone surrogates (read as a `String`, one bad name would
+/// make the whole object unreadable, and every field sent look absent).
+struct MemberName(Option<String>);
+
+impl<'de> Deserialize<'de> for MemberName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = MemberName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MemberName(Some(v.to_string())))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(MemberName(std::str::from_utf8(v).ok().map(str::to_string)))
+            }
+        }
+        deserializer.deserialize_bytes(NameVisitor)
+    }
+}
 
 impl<'de> Deserialize<'de> for RawObject<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -29,10 +54,15 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    members.push((key, map.next_value::<&'de RawValue>()?));
+                let mut bad_names = 0;
+                while let Some(MemberName(key)) = map.next_key::<MemberName>()? {
+                    let value = map.next_value::<&'de RawValue>()?;
+                    match key {
+                        Some(key) => members.push((key, value)),
+                        None => bad_names += 1,
+                    }
                 }
-                Ok(RawObject(members))
+                Ok(RawObject(members, bad_names))
             }
         }
         deserializer.deserialize_map(ObjectVisitor)
@@ -59,6 +89,8 @@ fn report_capped(failure: &mut ValidationFailure, names: Vec<&str>, one: &str, m
 }
 
 const NOT_AN_OBJECT: &str = "params must be an object, or an array holding one object";
+/// A member whose name is no text: it cannot be named back in the answer.
+pub const BAD_NAME: &str = "a field name is not valid text (a lone surrogate escape such as \\ud800)";
 
 impl<'a> FieldReader<'a> {
     /// Accepts params that are an object, or a one-element array holding an object. Anything
@@ -74,7 +106,14 @@ impl<'a> FieldReader<'a> {
             None => None,
         };
         let members = match members {
-            Some(RawObject(members)) => members,
+            Some(RawObject(members, bad_names)) => {
+                match bad_names {
+                    0 => {}
+                    1 => failure.form(BAD_NAME),
+                    n => failure.form(format!("{n} field names are not valid text (a lone surrogate escape)")),
+                }
+                members
+            }
             None => {
                 failure.form(NOT_AN_OBJECT);
                 Vec::new()
@@ -259,6 +298,22 @@ mod tests {
             assert!(!r.is_object(), "{bad:?}");
             assert_eq!(r.failure.form_errors, [NOT_AN_OBJECT]);
         }
+    }
+
+    #[test]
+    fn a_member_name_that_is_no_text_is_one_form_error() {
+        let mut r = FieldReader::new(Some(r#"{"title":"a","\ud800":1,"b\u00e9":2}"#));
+        assert!(r.is_object());
+        assert_eq!(r.required("title", string), Some("a".into()), "the fields sent are read");
+        r.refuse_unknown(&["title"]);
+        assert_eq!(r.failure.form_errors, [BAD_NAME, "unknown field \"bé\""]);
+        assert!(r.failure.field_errors.is_empty());
+        let r = FieldReader::new(Some(r#"[{"\udc00x":1,"\ud83d":2}]"#));
+        assert_eq!(r.failure.form_errors, ["2 field names are not valid text (a lone surrogate escape)"]);
+        // A surrogate pair is text.
+        let mut r = FieldReader::new(Some(r#"{"\ud83d\ude00":1}"#));
+        r.refuse_unknown(&[]);
+        assert_eq!(r.failure.form_errors, ["unknown field \"😀\""]);
     }
 
     #[test]

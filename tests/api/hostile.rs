@@ -1014,12 +1014,23 @@ async fn lone_surrogates_are_refused_cleanly() {
         let answer = send(&app, create_with_raw("solutionFamilies", items.as_bytes())).await;
         failures.check(|| assert_field_error(answered(&answer, &what), &what, "solutionFamilies.1"));
     }
-    // In a member name of the params: the member is named by no field; still a clean refusal.
-    let what = "a lone surrogate as a member name";
-    let answer = send(&app, create_with_raw("\\ud800", b"1")).await;
-    failures.check(|| {
-        assert_refused(answered(&answer, what), what, &[-32700, -32600, -32602]);
-    });
+    // In a member name of the params: one form error naming the problem, and the fields that
+    // were sent are read (no false "is required").
+    for name in ["\\ud800", "\\udfffx", "title\\ud800"] {
+        let what = format!("a lone surrogate as a member name ({name})");
+        let answer = send(&app, create_with_raw(name, b"1")).await;
+        failures.check(|| {
+            let answer = answered(&answer, &what);
+            assert_refused(answer, &what, &[-32602]);
+            let data = &answer["error"]["data"];
+            assert_eq!(data["fieldErrors"], json!({}), "{what}: no field errors: {answer}");
+            assert_eq!(
+                data["formErrors"],
+                json!(["a field name is not valid text (a lone surrogate escape such as \\ud800)"]),
+                "{what}: {answer}"
+            );
+        });
+    }
     // In the method name or the id.
     let what = "a lone surrogate in the method";
     let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"opportunity.create\ud800","params":{}}}"#, valid_params());
