@@ -303,6 +303,84 @@ async fn expired_tokens_are_unauthorized() {
     assert_eq!(app.count(None).await, 0);
 }
 
+/// §3: `nbf`, when present, refuses a token used before it (with at most 60 s of leeway).
+#[tokio::test]
+async fn tokens_used_before_their_nbf_are_unauthorized() {
+    let app = spawn_app().await;
+    for (case, ahead) in [("nbf in 2 minutes", 120), ("nbf in a day", 86_400)] {
+        let mut claims = base_claims(&app);
+        claims["nbf"] = json!(now() + ahead);
+        let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+        assert_unauthorized(&response, case);
+        let message = response["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not valid yet"), "{case}: the message says why: {response}");
+    }
+    let mut claims = base_claims(&app);
+    claims["nbf"] = json!("tomorrow");
+    assert_unauthorized(&call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await, "nbf not a number");
+    assert_eq!(app.count(None).await, 0);
+    for (case, ahead) in [("nbf a minute ago", -60), ("nbf now", 0), ("nbf 5 s ahead, within the leeway", 5)] {
+        let mut claims = base_claims(&app);
+        claims["nbf"] = json!(now() + ahead);
+        assert_created(&call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await, app.workspace, case);
+    }
+}
+
+/// RFC 7515 §4.1.11: a token whose header has `crit` names extensions that must be understood;
+/// this service understands none, so every such token is refused, even one signed right.
+#[tokio::test]
+async fn tokens_with_a_crit_header_are_unauthorized() {
+    let app = spawn_app().await;
+    let claims = base_claims(&app);
+    for (case, crit) in [
+        ("crit of an unknown extension", json!(["http://example.invalid/ext"])),
+        ("crit exp", json!(["exp"])),
+        ("crit b64", json!(["b64"])),
+        ("empty crit", json!([])),
+    ] {
+        let header = json!({"alg": "HS256", "typ": "JWT", "crit": crit});
+        let signing_input =
+            format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let signature = jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            Algorithm::HS256,
+        )
+        .expect("signs");
+        let token = format!("{signing_input}.{signature}");
+        assert_unauthorized(&call_with_token(&app, &token).await, case);
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+/// The scheme of `Authorization` is case-insensitive (RFC 7235 §2.1).
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app().await;
+    let token = app.token();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEARER"] {
+        let header = format!("{scheme} {token}");
+        let response = call(&app, &[("authorization", &header)], valid_params()).await;
+        assert_created(&response, app.workspace, scheme);
+    }
+}
+
+/// A token that names one workspace twice has one workspace: a call need not name it.
+#[tokio::test]
+async fn a_workspace_named_twice_in_the_token_counts_once() {
+    let app = spawn_app().await;
+    let mut claims = base_claims(&app);
+    let ws = app.workspace.to_string();
+    claims["workspaces"] = json!([ws, ws, ws.to_uppercase()]);
+    let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+    assert_created(&response, app.workspace, "workspaces [A, A, A]");
+    // Two distinct workspaces, one named twice: still two, so a call must name one.
+    let other = Uuid::new_v4().to_string();
+    claims["workspaces"] = json!([ws, other, ws]);
+    let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+    assert_workspace_field_error(&response, "workspaces [A, B, A], none named");
+}
+
 #[tokio::test]
 async fn token_without_exp_is_unauthorized() {
     let app = spawn_app().await;

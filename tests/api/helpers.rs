@@ -133,6 +133,7 @@ pub fn claims(user: Uuid, workspaces: &[Uuid], scope: &str) -> Claims {
         workspaces: workspaces.iter().map(ToString::to_string).collect(),
         scope: Some(scope.to_string()),
         exp: chrono::Utc::now().timestamp() + 3600,
+        nbf: None,
         iat: None,
         iss: None,
         aud: None,
