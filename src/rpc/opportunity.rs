@@ -64,6 +64,10 @@ fn money(raw: &RawValue) -> Result<Money, String> {
     Money::parse_json_number(raw.get()).map_err(str::to_string)
 }
 
+/// The field error of a create in a batch that carries an `Idempotency-Key` header.
+pub const BATCH_HEADER_KEY: &str =
+    "the Idempotency-Key header cannot be used with a batch: send each call's own idempotencyKey in its params";
+
 /// Reads every field with its type, recording every problem; rules come after.
 pub fn read_create(reader: &mut FieldReader<'_>) -> CreateOpportunity {
     reader.refuse_unknown(CREATE_FIELDS);
@@ -166,8 +170,17 @@ pub async fn create(
     let principal = context.principal()?;
     principal.require_scope(SCOPE_WRITE)?;
 
-    let (mut input, mut failure) =
-        parse_create(params, context.idempotency_key.as_deref(), context.workspace_header.as_deref());
+    // One header key cannot be the key of every call of a batch: the second call would replay
+    // (or conflict with) the first. Each call of a batch sends its own key in its params.
+    let header_key = context.idempotency_key.as_deref().filter(|_| !context.in_batch);
+    let (mut input, mut failure) = parse_create(params, header_key, context.workspace_header.as_deref());
+    if context.in_batch && context.idempotency_key.is_some() {
+        failure.field("idempotencyKey", BATCH_HEADER_KEY);
+    }
+    for field in &context.repeated {
+        let header = if *field == "workspaceId" { "X-Workspace-Id" } else { "Idempotency-Key" };
+        failure.field(*field, format!("the {header} header was sent more than once; send it once"));
+    }
     let named = input.workspace_id.take();
     let workspace =
         if failure.has_field("workspaceId") { None } else { principal.resolve_workspace(named, &mut failure)? };

@@ -353,6 +353,24 @@ async fn tokens_with_a_crit_header_are_unauthorized() {
     assert_eq!(app.count(None).await, 0);
 }
 
+/// `Authorization` sent twice is refused, even with the same valid token twice: the first does
+/// not silently win.
+#[tokio::test]
+async fn a_repeated_authorization_header_is_unauthorized() {
+    let app = spawn_app().await;
+    let good = format!("Bearer {}", app.token());
+    let forged = format!("Bearer {}", sign(&claims(app.user, &[Uuid::new_v4()], ALL_SCOPES)));
+    for (case, second) in [("the same token twice", good.as_str()), ("another token second", forged.as_str())] {
+        let response = call(&app, &[("authorization", &good), ("authorization", second)], valid_params()).await;
+        assert_unauthorized(&response, case);
+        assert_eq!(
+            response["error"]["message"], "Unauthorized: the Authorization header must be sent once",
+            "{case}: {response}"
+        );
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
 /// The scheme of `Authorization` is case-insensitive (RFC 7235 §2.1).
 #[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive() {

@@ -1179,3 +1179,125 @@ async fn a_refused_create_writes_nothing() {
     accept(&app, valid_params()).await;
     assert_eq!(app.count(None).await, 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Headers that stand for params: X-Workspace-Id and Idempotency-Key
+// ---------------------------------------------------------------------------------------------
+
+/// POSTs `body` with the app's token and `headers` (repeated names are sent repeated).
+async fn post_with_headers(app: &TestApp, body: &Value, headers: &[(&str, &str)]) -> Value {
+    let auth = format!("Bearer {}", app.token());
+    let mut all = vec![("authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    app.post_raw(body.to_string(), &all).await.1
+}
+
+/// A header sent twice has no one value: the first does not silently win. The call is refused
+/// with a field error on the field the header stands for; nothing is written.
+#[tokio::test]
+async fn repeated_workspace_or_idempotency_headers_are_field_errors() {
+    let app = spawn_app().await;
+    let ws = app.workspace.to_string();
+    let other = Uuid::new_v4().to_string();
+    let body = request(json!(1), "opportunity.create", valid_params());
+    for (case, headers, field, message) in [
+        (
+            "X-Workspace-Id twice, same value",
+            vec![("x-workspace-id", ws.as_str()), ("x-workspace-id", ws.as_str())],
+            "workspaceId",
+            "the X-Workspace-Id header was sent more than once; send it once",
+        ),
+        (
+            "X-Workspace-Id twice, the token's first",
+            vec![("x-workspace-id", ws.as_str()), ("x-workspace-id", other.as_str())],
+            "workspaceId",
+            "the X-Workspace-Id header was sent more than once; send it once",
+        ),
+        (
+            "Idempotency-Key twice",
+            vec![("idempotency-key", "key-1"), ("idempotency-key", "key-2")],
+            "idempotencyKey",
+            "the Idempotency-Key header was sent more than once; send it once",
+        ),
+        (
+            "Idempotency-Key twice, same value",
+            vec![("idempotency-key", "key-1"), ("Idempotency-Key", "key-1")],
+            "idempotencyKey",
+            "the Idempotency-Key header was sent more than once; send it once",
+        ),
+    ] {
+        let response = post_with_headers(&app, &body, &headers).await;
+        let data = invalid_params(&response, &json!(case));
+        assert_eq!(field_error_keys(data), [field], "{case}: {response}");
+        assert_eq!(field_errors(data, field), [message], "{case}");
+    }
+    assert_eq!(app.count(None).await, 0, "nothing was written");
+    // Once each, they work.
+    let response = post_with_headers(&app, &body, &[("x-workspace-id", &ws), ("idempotency-key", "key-1")]).await;
+    assert_eq!(response["result"]["workspaceId"], ws, "{response}");
+}
+
+/// One `Idempotency-Key` header cannot be the key of every call of a batch (the second call
+/// would replay or conflict with the first): each create of such a batch is refused with a
+/// field error saying to send per-call keys in params; keys in params work in a batch.
+#[tokio::test]
+async fn an_idempotency_key_header_on_a_batch_is_refused_per_call() {
+    let app = spawn_app().await;
+    let titled = |title: &str| {
+        let mut params = valid_params();
+        params["title"] = json!(title);
+        params
+    };
+    let batch = json!([
+        request(json!(1), "opportunity.create", titled("first")),
+        request(json!(2), "opportunity.create", titled("second")),
+        request(json!(3), "opportunity.create", titled("third")),
+    ]);
+    let answers = post_with_headers(&app, &batch, &[("idempotency-key", "batch-key")]).await;
+    let answers = answers.as_array().unwrap_or_else(|| panic!("a batch answer: {answers}"));
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    for answer in answers {
+        let data = invalid_params(answer, &batch);
+        assert_eq!(field_error_keys(data), ["idempotencyKey"], "{answer}");
+        assert_eq!(
+            field_errors(data, "idempotencyKey"),
+            [
+                "the Idempotency-Key header cannot be used with a batch: send each call's own idempotencyKey in its params"
+            ]
+        );
+    }
+    // Also a one-call batch, and a batch after white space.
+    let one = format!(" \n[{}]", request(json!(1), "opportunity.create", valid_params()));
+    let auth = format!("Bearer {}", app.token());
+    let (_, answer) = app.post_raw(one, &[("authorization", &auth), ("idempotency-key", "batch-key")]).await;
+    assert_eq!(
+        answer[0]["error"]["data"]["fieldErrors"]["idempotencyKey"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    assert_eq!(app.count(None).await, 0, "nothing was written");
+
+    // Keys in params: each call its own, replayed on a retry of the batch.
+    let keyed = |title: &str, key: &str| {
+        let mut params = titled(title);
+        params["idempotencyKey"] = json!(key);
+        params
+    };
+    let batch = json!([
+        request(json!(1), "opportunity.create", keyed("first", "k-1")),
+        request(json!(2), "opportunity.create", keyed("second", "k-2")),
+    ]);
+    let first = post_with_headers(&app, &batch, &[]).await;
+    let again = post_with_headers(&app, &batch, &[]).await;
+    for i in 0..2 {
+        assert!(first[i]["result"]["id"].is_string(), "{first}");
+        assert_eq!(first[i]["result"]["id"], again[i]["result"]["id"], "replayed: {again}");
+    }
+    assert_eq!(app.count(None).await, 2);
+    // A single call keeps the header key.
+    let single = request(json!(1), "opportunity.create", titled("single"));
+    let one = post_with_headers(&app, &single, &[("idempotency-key", "single-key")]).await;
+    let two = post_with_headers(&app, &single, &[("idempotency-key", "single-key")]).await;
+    assert_eq!(one["result"]["id"], two["result"]["id"], "{one} {two}");
+    assert_eq!(app.count(None).await, 3);
+}
