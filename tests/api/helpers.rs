@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-/// The secret every test app checks tokens with.
-pub const SECRET: &str = "integration-test-secret";
+/// The secret every test app checks tokens with (HS256 secrets need at least 32 bytes).
+pub const SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
 
 static BANNER: Once = Once::new();
 
