@@ -33,12 +33,21 @@ pub enum Command {
     Token(TokenArgs),
 }
 
-/// Where the data lives.
-#[derive(Debug, Clone, Args)]
+/// Where the data lives. `Debug` shows the URL without its password.
+#[derive(Clone, Args)]
 pub struct DatabaseArgs {
+    // The value may hold a password: `--help` does not show what the environment set.
     /// `sqlite://PATH` (embedded) or `postgres://…`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/opportunity-service.db")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "sqlite://data/opportunity-service.db")]
     pub database_url: String,
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = crate::db::DatabaseUrl::parse(&self.database_url)
+            .map_or_else(|_| "(not a valid URL)".to_string(), |url| url.redacted());
+        f.debug_struct("DatabaseArgs").field("database_url", &url).finish()
+    }
 }
 
 /// How tokens are checked.
@@ -151,5 +160,20 @@ mod tests {
         let Some(Command::Token(t)) = cli.command else { panic!() };
         assert_eq!(t.ttl, Duration::from_secs(7200));
         assert!(Cli::try_parse_from(["opportunity-service", "--max-batch", "0"]).is_err());
+    }
+
+    #[test]
+    fn debug_of_the_settings_shows_no_secret() {
+        let cli = Cli::try_parse_from([
+            "opportunity-service",
+            "--database-url",
+            "postgres://app:hunter2@db/crm",
+            "--auth-jwt-secret",
+            "hunter3-hunter3-hunter3-hunter3-hunter3",
+        ])
+        .unwrap();
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains("hunter"), "{debug}");
+        assert!(debug.contains("postgres://app:***@db/crm"), "{debug}");
     }
 }

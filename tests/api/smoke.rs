@@ -89,3 +89,19 @@ fn start_up_refuses_a_secret_shorter_than_32_bytes_or_blank() {
         run_binary(&["token", "--workspace", "11111111-1111-4111-8111-111111111111"], &[("DATABASE_URL", &url)]);
     assert!(!ok && log.contains("the development secret in") && log.contains("5 bytes long"), "{log}");
 }
+
+/// `--help` shows which environment variables a flag reads, but never the value the
+/// environment holds for a secret: the database password and the JWT secret stay out.
+#[test]
+fn help_never_prints_the_database_password_or_the_jwt_secret() {
+    let env = [
+        ("DATABASE_URL", "postgres://app:hunter2@db/crm"),
+        ("AUTH_JWT_SECRET", "hunter3-is-the-jwt-secret-of-32-bytes-or-more"),
+    ];
+    for args in [&["--help"][..], &["serve", "--help"], &["migrate", "--help"], &["token", "--help"], &["-h"]] {
+        let (ok, text) = run_binary(args, &env);
+        assert!(ok, "{args:?}: {text}");
+        assert!(text.contains("DATABASE_URL"), "{args:?} names the variable: {text}");
+        assert!(!text.contains("hunter"), "{args:?} prints a secret: {text}");
+    }
+}
