@@ -113,6 +113,15 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+/// A duration such as `1h` that is more than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be positive, e.g. 1h or 30m: a token of no lifetime is expired when made".into());
+    }
+    Ok(duration)
+}
+
 /// Options of `token`.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
@@ -125,8 +134,8 @@ pub struct TokenArgs {
     /// Space-separated scopes; every scope by default.
     #[arg(long, default_value = crate::auth::ALL_SCOPES)]
     pub scope: String,
-    /// Lifetime, e.g. `1h`, `30m`, `7d`.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    /// Lifetime, e.g. `1h`, `30m`, `7d`; must be positive.
+    #[arg(long, default_value = "1h", value_parser = positive_duration)]
     pub ttl: Duration,
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -159,6 +168,22 @@ mod tests {
         .unwrap();
         let Some(Command::Token(t)) = cli.command else { panic!() };
         assert_eq!(t.ttl, Duration::from_secs(7200));
+        let token = |ttl: &str| {
+            Cli::try_parse_from([
+                "opportunity-service",
+                "token",
+                "--workspace",
+                "11111111-1111-4111-8111-111111111111",
+                "--ttl",
+                ttl,
+            ])
+        };
+        for zero in ["0s", "0", "0ms", "0h 0m"] {
+            let e = token(zero).unwrap_err().to_string();
+            assert!(e.contains("must be positive"), "--ttl {zero}: {e}");
+        }
+        assert!(token("1s").is_ok());
+        assert!(token("-1h").is_err());
         assert!(Cli::try_parse_from(["opportunity-service", "--max-batch", "0"]).is_err());
     }
 

@@ -925,6 +925,39 @@ fn token_subcommand_puts_the_claims_asked_for() {
     assert_eq!(claims["workspaces"], json!([a.to_string()]), "{claims}");
 }
 
+/// `token --ttl` must be positive: a token of no lifetime would be expired when printed.
+#[test]
+fn token_subcommand_refuses_a_ttl_of_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("x.db").display());
+    for ttl in ["0s", "0", "0m"] {
+        let output = bin(&url)
+            .env("AUTH_JWT_SECRET", SECRET)
+            .args(["token", "--workspace", "11111111-1111-4111-8111-111111111111", "--ttl", ttl])
+            .output()
+            .expect("token subcommand runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "--ttl {ttl} must be refused; stdout: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(output.stdout.is_empty(), "--ttl {ttl}: no token printed");
+        assert!(stderr.contains("--ttl") && stderr.contains("must be positive"), "--ttl {ttl}: {stderr}");
+    }
+    let token = mint_with_cli(&url, &["--workspace", "11111111-1111-4111-8111-111111111111", "--ttl", "1s"]);
+    assert!(decode(&token, secret_of(&url).as_str())["exp"].is_i64());
+}
+
+/// The development secret `token` signs with on `database_url` (created by the first call).
+fn secret_of(database_url: &str) -> String {
+    let path = std::path::Path::new(database_url.trim_start_matches("sqlite://"));
+    std::fs::read_to_string(path.parent().unwrap().join(opportunity_service::DEV_SECRET_FILE))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 #[tokio::test]
 async fn token_subcommand_signs_with_the_configured_secret() {
     let app = spawn_app().await;
