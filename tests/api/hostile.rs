@@ -444,12 +444,12 @@ async fn slowloris_beyond_the_file_descriptor_limit_does_not_lock_callers_out() 
     let pid = service.child.id();
     let open = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd").count();
     let limit = open + 48;
-    let status = std::process::Command::new("prlimit")
-        .arg(format!("--pid={pid}"))
-        .arg(format!("--nofile={limit}:{limit}"))
-        .status()
-        .expect("prlimit (util-linux) runs");
-    assert!(status.success(), "prlimit --nofile={limit} on the service");
+    // prlimit(2) on the service, as a system call (no `prlimit` program needed).
+    let limit_u64 = limit as u64;
+    let rlimit = rustix::process::Rlimit { current: Some(limit_u64), maximum: Some(limit_u64) };
+    let target = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw).expect("a process id");
+    rustix::process::prlimit(Some(target), rustix::process::Resource::Nofile, rlimit)
+        .unwrap_or_else(|e| panic!("prlimit --nofile={limit} on the service: {e}"));
 
     let mut stalled = Vec::new();
     for _ in 0..150 {
