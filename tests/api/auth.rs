@@ -739,6 +739,38 @@ async fn websocket_handshake_credentials_and_workspace_header_are_used() {
     assert_eq!(app.count(None).await, 2);
 }
 
+/// On a WebSocket, a handshake that repeats `X-Workspace-Id` gets the same field error on every
+/// create as HTTP does; a repeated `Idempotency-Key` there is ignored like a single one (keys go
+/// in params on a WebSocket).
+#[tokio::test]
+async fn websocket_handshake_with_repeated_headers() {
+    use jsonrpsee::ws_client::{HeaderMap, HeaderValue, WsClientBuilder};
+    let app = spawn_app().await;
+    let headers = |pairs: &[(&'static str, String)]| {
+        let mut map = HeaderMap::new();
+        map.insert("authorization", HeaderValue::from_str(&format!("Bearer {}", app.token())).unwrap());
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    };
+    let ws = app.workspace.to_string();
+    let repeated = headers(&[("x-workspace-id", ws.clone()), ("x-workspace-id", ws.clone())]);
+    let client = WsClientBuilder::default().set_headers(repeated).build(app.ws_url()).await.expect("connects");
+    let (code, data) = ws_error(ws_create(&client, &valid_params()).await, "X-Workspace-Id twice on the handshake");
+    assert_eq!(code, -32602, "{data}");
+    assert_eq!(
+        data["fieldErrors"]["workspaceId"],
+        json!(["the X-Workspace-Id header was sent more than once; send it once"]),
+        "{data}"
+    );
+    let keys = headers(&[("idempotency-key", "a".into()), ("idempotency-key", "b".into())]);
+    let client = WsClientBuilder::default().set_headers(keys).build(app.ws_url()).await.expect("connects");
+    let result = ws_create(&client, &valid_params()).await.unwrap_or_else(|e| panic!("create: {e:?}"));
+    assert_eq!(result["workspaceId"], json!(ws), "{result}");
+    assert_eq!(app.count(None).await, 1);
+}
+
 #[tokio::test]
 async fn websocket_with_a_workspace_header_outside_the_token_is_forbidden() {
     let app = spawn_app().await;
