@@ -29,9 +29,9 @@ pub struct CallContext {
     pub workspace_header: Option<String>,
     /// `Idempotency-Key`, raw.
     pub idempotency_key: Option<String>,
-    /// The headers that were sent more than once, by the params field they stand for
-    /// (`workspaceId`, `idempotencyKey`); their value above is `None`.
-    pub repeated: Vec<&'static str>,
+    /// The headers that were sent more than once, as (params field they stand for, header
+    /// name): `("workspaceId", "X-Workspace-Id")`; their value above is `None`.
+    pub repeated: Vec<(&'static str, &'static str)>,
     /// Whether the HTTP body is a batch (set once the body is read).
     pub in_batch: bool,
 }
@@ -54,15 +54,15 @@ impl CallContext {
             Ok(None) => auth.authenticate(None).map_err(unauthorized_reason),
         };
         let mut repeated = Vec::new();
-        let mut field = |name: &str, field: &'static str| match once(name) {
+        let mut field = |field: &'static str, name: &'static str| match once(name) {
             Ok(value) => value.map(text),
             Err(()) => {
-                repeated.push(field);
+                repeated.push((field, name));
                 None
             }
         };
-        let workspace_header = field("x-workspace-id", "workspaceId");
-        let idempotency_key = field("idempotency-key", "idempotencyKey");
+        let workspace_header = field("workspaceId", "X-Workspace-Id");
+        let idempotency_key = field("idempotencyKey", "Idempotency-Key");
         Self { principal, workspace_header, idempotency_key, repeated, in_batch: false }
     }
 
@@ -190,7 +190,7 @@ where
             // A handshake header would apply one key to every call of the connection; on a
             // WebSocket the key goes in each call's params (CONTRACT.md §6).
             context.idempotency_key = None;
-            context.repeated.retain(|field| *field != "idempotencyKey");
+            context.repeated.retain(|(field, _)| *field != "idempotencyKey");
         }
         request.extensions_mut().insert(context);
         // Take the service that was polled ready, leave a fresh clone behind.

@@ -177,8 +177,7 @@ pub async fn create(
     if context.in_batch && context.idempotency_key.is_some() {
         failure.field("idempotencyKey", BATCH_HEADER_KEY);
     }
-    for field in &context.repeated {
-        let header = if *field == "workspaceId" { "X-Workspace-Id" } else { "Idempotency-Key" };
+    for (field, header) in &context.repeated {
         failure.field(*field, format!("the {header} header was sent more than once; send it once"));
     }
     let named = input.workspace_id.take();
