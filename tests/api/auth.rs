@@ -333,7 +333,7 @@ async fn tokens_with_a_crit_header_are_unauthorized() {
     let app = spawn_app().await;
     let claims = base_claims(&app);
     for (case, crit) in [
-        ("crit of an unknown extension", json!(["http://example.invalid/ext"])),
+        ("crit of an unknown extension", json!(["x-acme-extension"])),
         ("crit exp", json!(["exp"])),
         ("crit b64", json!(["b64"])),
         ("empty crit", json!([])),
