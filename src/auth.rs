@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ValidationFailure};
 
-/// Clock skew tolerated on `exp`, in seconds (the contract allows at most 60).
+/// Clock skew tolerated on `exp` and `nbf`, in seconds (the contract allows at most 60).
 pub const LEEWAY_SECONDS: u64 = 30;
 /// The scope needed to create, update, archive and restore (it also lets a caller read).
 pub const SCOPE_WRITE: &str = "opportunity:write";
@@ -32,6 +32,9 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     pub exp: i64,
+    /// Not before: when present, a token used earlier (less the leeway) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +138,7 @@ impl Authenticator {
     pub fn new(secret: &SecretString, issuer: Option<&str>, audience: Option<&str>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
         required.extend(issuer.map(|_| "iss"));
         required.extend(audience.map(|_| "aud"));
@@ -156,10 +160,11 @@ impl Authenticator {
     /// Authenticates the value of an `Authorization` header.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, ApiError> {
         let header = header.ok_or_else(|| unauthorized("missing Authorization: Bearer token"))?;
+        // The scheme is case-insensitive (RFC 7235 §2.1): `Bearer`, `bearer`, `BEARER`.
         let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be \"Bearer <token>\""))?;
         if let Some(principal) = self.verified.get(token) {
@@ -169,6 +174,10 @@ impl Authenticator {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => unauthorized("the token has expired"),
+                ErrorKind::ImmatureSignature => unauthorized("the token is not valid yet (its nbf is in the future)"),
+                ErrorKind::InvalidClaimFormat(claim) => {
+                    ApiError::Unauthorized(format!("the token's claim {claim:?} must be a number of seconds"))
+                }
                 ErrorKind::InvalidSignature => unauthorized("the token's signature is not valid"),
                 ErrorKind::InvalidAlgorithm => unauthorized("the token must be signed with HS256"),
                 ErrorKind::InvalidIssuer => unauthorized("the token's issuer is not accepted"),
@@ -179,6 +188,11 @@ impl Authenticator {
                 _ => unauthorized("the token is malformed"),
             }
         })?;
+        // RFC 7515 §4.1.11: a recipient must refuse a token whose `crit` names extensions it
+        // does not understand; this service understands none.
+        if data.header.crit.is_some() {
+            return Err(unauthorized("the token has a crit header, which this service does not support"));
+        }
         let claims = data.claims;
         let user_id = Uuid::try_parse(&claims.sub).map_err(|_| unauthorized("the token's sub must be a UUID"))?;
         let workspaces = claims
@@ -189,6 +203,10 @@ impl Authenticator {
             .ok()
             .filter(|w| !w.is_empty())
             .ok_or_else(|| unauthorized("the token's workspaces must be a non-empty array of UUIDs"))?;
+        // A workspace named twice (in any spelling of its UUID) is one workspace: `[A, A]` is
+        // a token with one workspace, which a call need not name.
+        let mut seen = std::collections::HashSet::with_capacity(workspaces.len());
+        let workspaces: Vec<Uuid> = workspaces.into_iter().filter(|w| seen.insert(*w)).collect();
         let scopes = claims.scope.unwrap_or_default().split_whitespace().map(str::to_string).collect();
         let principal = Principal { user_id, workspaces, scopes, expires_at: claims.exp };
         if token.len() <= REMEMBERED_TOKEN_BYTES {
@@ -253,6 +271,7 @@ mod tests {
             workspaces: vec![Uuid::now_v7().to_string()],
             scope: Some(ALL_SCOPES.into()),
             exp: Utc::now().timestamp() + 3600,
+            nbf: None,
             iat: None,
             iss: None,
             aud: None,
@@ -289,6 +308,49 @@ mod tests {
         assert!(unauthorized(check(&auth, &Claims { workspaces: vec![], ..good.clone() })));
         let other_key = mint(&SecretString::from("other".to_string()), &good).unwrap();
         assert!(unauthorized(auth.authenticate(Some(&format!("Bearer {other_key}")))));
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive() {
+        let auth = Authenticator::new(&secret(), None, None);
+        let token = mint(&secret(), &claims()).unwrap();
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            assert!(auth.authenticate(Some(&format!("{scheme} {token}"))).is_ok(), "{scheme}");
+        }
+        for bad in [format!("Bearer{token}"), format!("Bearerx {token}"), format!("Basic {token}"), token.clone()] {
+            assert!(matches!(auth.authenticate(Some(&bad)), Err(ApiError::Unauthorized(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn not_before_and_crit_are_checked() {
+        let auth = Authenticator::new(&secret(), None, None);
+        let now = Utc::now().timestamp();
+        let refused = |r: Result<Principal, ApiError>, what: &str| match r {
+            Err(ApiError::Unauthorized(m)) => assert!(m.contains(what), "{m}"),
+            other => panic!("expected UNAUTHORIZED ({what}), got {other:?}"),
+        };
+        refused(check(&auth, &Claims { nbf: Some(now + 120), ..claims() }), "not valid yet");
+        refused(check(&auth, &Claims { nbf: Some(now + LEEWAY_SECONDS as i64 + 5), ..claims() }), "not valid yet");
+        assert!(check(&auth, &Claims { nbf: Some(now + 5), ..claims() }).is_ok(), "within the leeway");
+        assert!(check(&auth, &Claims { nbf: Some(now - 3600), ..claims() }).is_ok());
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp".into()]);
+        let token = jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(b"test-secret")).unwrap();
+        refused(auth.authenticate(Some(&format!("Bearer {token}"))), "crit");
+    }
+
+    #[test]
+    fn a_workspace_named_twice_is_one_workspace() {
+        let auth = Authenticator::new(&secret(), None, None);
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        let p = check(&auth, &Claims { workspaces: vec![a.to_string(), a.to_string().to_uppercase()], ..claims() })
+            .unwrap();
+        assert_eq!(p.workspaces, [a]);
+        let p = check(&auth, &Claims { workspaces: vec![b.to_string(), a.to_string(), b.to_string()], ..claims() })
+            .unwrap();
+        assert_eq!(p.workspaces, [b, a], "order of first mention kept");
     }
 
     #[test]

@@ -33,19 +33,28 @@ pub enum Command {
     Token(TokenArgs),
 }
 
-/// Where the data lives.
-#[derive(Debug, Clone, Args)]
+/// Where the data lives. `Debug` shows the URL without its password.
+#[derive(Clone, Args)]
 pub struct DatabaseArgs {
+    // The value may hold a password: `--help` does not show what the environment set.
     /// `sqlite://PATH` (embedded) or `postgres://…`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/opportunity-service.db")]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "sqlite://data/opportunity-service.db")]
     pub database_url: String,
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = crate::db::DatabaseUrl::parse(&self.database_url)
+            .map_or_else(|_| "(not a valid URL)".to_string(), |url| url.redacted());
+        f.debug_struct("DatabaseArgs").field("database_url", &url).finish()
+    }
 }
 
 /// How tokens are checked.
 #[derive(Debug, Clone, Args)]
 pub struct AuthArgs {
-    /// HS256 shared secret for bearer tokens. Without it, the embedded default creates one in
-    /// the database's folder; PostgreSQL refuses to start.
+    /// HS256 shared secret for bearer tokens, at least 32 bytes. Without it, the embedded
+    /// default creates one in the database's folder; PostgreSQL refuses to start.
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
     pub auth_jwt_secret: Option<SecretString>,
     /// Required `iss` claim, when set.
@@ -119,6 +128,15 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A duration such as `1h` that is more than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be positive, e.g. 1h or 30m: a token of no lifetime is expired when made".into());
+    }
+    Ok(duration)
+}
+
 /// Options of `token`.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
@@ -131,8 +149,8 @@ pub struct TokenArgs {
     /// Space-separated scopes; every scope by default.
     #[arg(long, default_value = crate::auth::ALL_SCOPES)]
     pub scope: String,
-    /// Lifetime, e.g. `1h`, `30m`, `7d`.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    /// Lifetime, e.g. `1h`, `30m`, `7d`; must be positive.
+    #[arg(long, default_value = "1h", value_parser = positive_duration)]
     pub ttl: Duration,
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -165,6 +183,37 @@ mod tests {
         .unwrap();
         let Some(Command::Token(t)) = cli.command else { panic!() };
         assert_eq!(t.ttl, Duration::from_secs(7200));
+        let token = |ttl: &str| {
+            Cli::try_parse_from([
+                "opportunity-service",
+                "token",
+                "--workspace",
+                "11111111-1111-4111-8111-111111111111",
+                "--ttl",
+                ttl,
+            ])
+        };
+        for zero in ["0s", "0", "0ms", "0h 0m"] {
+            let e = token(zero).unwrap_err().to_string();
+            assert!(e.contains("must be positive"), "--ttl {zero}: {e}");
+        }
+        assert!(token("1s").is_ok());
+        assert!(token("-1h").is_err());
         assert!(Cli::try_parse_from(["opportunity-service", "--max-batch", "0"]).is_err());
+    }
+
+    #[test]
+    fn debug_of_the_settings_shows_no_secret() {
+        let cli = Cli::try_parse_from([
+            "opportunity-service",
+            "--database-url",
+            "postgres://app:hunter2@db/crm",
+            "--auth-jwt-secret",
+            "hunter3-hunter3-hunter3-hunter3-hunter3",
+        ])
+        .unwrap();
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains("hunter"), "{debug}");
+        assert!(debug.contains("postgres://app:***@db/crm"), "{debug}");
     }
 }

@@ -31,26 +31,41 @@ pub struct CallContext {
     pub idempotency_key: Option<String>,
     /// Whether the calls come over a WebSocket (subscriptions need one).
     pub websocket: bool,
+    /// The headers that were sent more than once, as (params field they stand for, header
+    /// name): `("workspaceId", "X-Workspace-Id")`; their value above is `None`.
+    pub repeated: Vec<(&'static str, &'static str)>,
+    /// Whether the HTTP body is a batch (set once the body is read).
+    pub in_batch: bool,
 }
 
 impl CallContext {
     fn from_headers(headers: &hyper::HeaderMap, auth: &Authenticator) -> Self {
-        let text = |name: &str| {
-            headers.get(name).map(|v| {
-                v.to_str().map(str::to_string).unwrap_or_else(|_| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            })
+        // A header sent twice has no one value: the first does not silently win.
+        let once = |name: &str| {
+            let mut values = headers.get_all(name).iter();
+            let first = values.next();
+            if values.next().is_some() { Err(()) } else { Ok(first) }
         };
-        let principal = match headers.get(hyper::header::AUTHORIZATION).map(HeaderValue::to_str) {
-            Some(Err(_)) => Err("the Authorization header is not valid text".to_string()),
-            Some(Ok(value)) => auth.authenticate(Some(value)).map_err(unauthorized_reason),
-            None => auth.authenticate(None).map_err(unauthorized_reason),
+        let text = |v: &HeaderValue| {
+            v.to_str().map(str::to_string).unwrap_or_else(|_| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
-        Self {
-            principal,
-            workspace_header: text("x-workspace-id"),
-            idempotency_key: text("idempotency-key"),
-            websocket: false,
-        }
+        let principal = match once(hyper::header::AUTHORIZATION.as_str()).map(|v| v.map(HeaderValue::to_str)) {
+            Err(()) => Err("the Authorization header must be sent once".to_string()),
+            Ok(Some(Err(_))) => Err("the Authorization header is not valid text".to_string()),
+            Ok(Some(Ok(value))) => auth.authenticate(Some(value)).map_err(unauthorized_reason),
+            Ok(None) => auth.authenticate(None).map_err(unauthorized_reason),
+        };
+        let mut repeated = Vec::new();
+        let mut field = |field: &'static str, name: &'static str| match once(name) {
+            Ok(value) => value.map(text),
+            Err(()) => {
+                repeated.push((field, name));
+                None
+            }
+        };
+        let workspace_header = field("workspaceId", "X-Workspace-Id");
+        let idempotency_key = field("idempotencyKey", "Idempotency-Key");
+        Self { principal, workspace_header, idempotency_key, repeated, in_batch: false, websocket: false }
     }
 
     /// The caller, refusing an absent, invalid or (on a long WebSocket) since expired token.
@@ -178,6 +193,7 @@ where
             // WebSocket the key goes in each call's params (CONTRACT.md §6).
             context.idempotency_key = None;
             context.websocket = true;
+            context.repeated.retain(|(field, _)| *field != "idempotencyKey");
         }
         request.extensions_mut().insert(context);
         // Take the service that was polled ready, leave a fresh clone behind.
@@ -190,7 +206,7 @@ where
         Box::pin(async move {
             // Read the body here, within the size limit and in bounded time, so that a body that
             // is JSON but not JSON-RPC can be told from one that is not JSON at all.
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
             let limited = http_body_util::Limited::new(body, state.max_request_bytes as usize);
             let bytes = match tokio::time::timeout(state.body_timeout, limited.collect()).await {
                 Ok(Ok(collected)) => collected.to_bytes(),
@@ -209,6 +225,13 @@ where
             // inside a string an invalid request).
             if std::str::from_utf8(&bytes).is_err() {
                 return Ok(error_response(StatusCode::OK, ApiError::Parse));
+            }
+            // The calls of a batch learn that they are in one (an Idempotency-Key header cannot
+            // be the key of several calls, CONTRACT.md §6).
+            if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+                && let Some(context) = parts.extensions.get_mut::<CallContext>()
+            {
+                context.in_batch = true;
             }
             let (bytes, swaps) = match swap_unsupported_ids(&bytes) {
                 Swapped::Invalid => {

@@ -40,13 +40,36 @@ pub const IDEMPOTENCY_KEY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(25);
 /// The file name of the development secret, beside the embedded database.
 pub const DEV_SECRET_FILE: &str = "jwt-secret";
 
+/// The fewest bytes an HS256 secret may have: a key as long as the hash (RFC 7518 §3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Refuses a secret HS256 must not use: shorter than [`MIN_SECRET_BYTES`], or only white space.
+/// `what` names where it came from, for the message.
+fn check_secret(secret: &SecretString, what: &str) -> anyhow::Result<()> {
+    let secret = secrecy::ExposeSecret::expose_secret(secret);
+    if secret.is_empty() {
+        bail!("{what} is set but empty");
+    }
+    if secret.trim().is_empty() {
+        bail!(
+            "{what} is only white space: use at least {MIN_SECRET_BYTES} random bytes, e.g. `head -c 32 /dev/urandom | base64`"
+        );
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        let (n, unit) = (secret.len(), if secret.len() == 1 { "byte" } else { "bytes" });
+        bail!(
+            "{what} is {n} {unit} long: an HS256 secret needs at least {MIN_SECRET_BYTES} bytes (RFC 7518 §3.2), e.g. `head -c 32 /dev/urandom | base64`"
+        );
+    }
+    Ok(())
+}
+
 /// The secret tokens are checked with: the configured one, else on the embedded database a
-/// development secret kept beside it. PostgreSQL without a secret is refused.
+/// development secret kept beside it. PostgreSQL without a secret is refused, and so is a
+/// secret shorter than 32 bytes or made only of white space.
 pub fn resolve_secret(auth: &AuthArgs, url: &DatabaseUrl) -> anyhow::Result<(SecretString, bool)> {
     if let Some(secret) = &auth.auth_jwt_secret {
-        if secrecy::ExposeSecret::expose_secret(secret).is_empty() {
-            bail!("AUTH_JWT_SECRET is set but empty");
-        }
+        check_secret(secret, "AUTH_JWT_SECRET")?;
         return Ok((secret.clone(), false));
     }
     match url {
@@ -55,6 +78,7 @@ pub fn resolve_secret(auth: &AuthArgs, url: &DatabaseUrl) -> anyhow::Result<(Sec
             let file = dir.join(DEV_SECRET_FILE);
             let (secret, _) = auth::load_or_create_dev_secret(&file)
                 .with_context(|| format!("cannot create the development secret {}", file.display()))?;
+            check_secret(&secret, &format!("the development secret in {}", file.display()))?;
             Ok((secret, true))
         }
         DatabaseUrl::Postgres(_) => bail!(

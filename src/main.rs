@@ -83,6 +83,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         workspaces: args.workspaces.iter().map(ToString::to_string).collect(),
         scope: Some(args.scope),
         exp: now + ttl,
+        nbf: None,
         iat: Some(now),
         iss: args.auth.auth_jwt_issuer,
         aud: args.auth.auth_jwt_audience.map(Into::into),

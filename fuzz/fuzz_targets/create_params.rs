@@ -13,9 +13,11 @@
 //!   -32602 / BAD_REQUEST / 400 with `fieldErrors` keyed by the fields of `CREATE_FIELDS` (or
 //!   `solutionFamilies.N`), each a non-empty list of messages, and `formErrors` a list of
 //!   strings;
-//! - an acceptance holds every rule of §5: required fields set, title trimmed 1–200
-//!   characters, probability 0–100 and consistent with the stage, solution families trimmed,
-//!   unique, at most 50 of 1–100 characters, texts at most 10,000 characters without NUL,
+//! - an acceptance holds every rule of §5: required fields set, title trimmed (of white space
+//!   and of what shows nothing) 1–200 characters without control characters, probability 0–100
+//!   and consistent with the stage, solution families trimmed alike, unique, at most 50 of 1–100
+//!   characters, texts at most 10,000 characters without NUL or control characters other than
+//!   tab, line feed and carriage return,
 //!   instants in the years 1970–2200 that survive their own output format, an estimated value
 //!   that survives its own JSON, and an idempotency key of 1–255 printable ASCII characters
 //!   that agrees with the header.
@@ -29,7 +31,7 @@ use std::collections::HashSet;
 use chrono::{Datelike, TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 use opportunity_service::domain::opportunity::{
-    CreateOpportunity, Money, Opportunity, Stage, format_instant, parse_instant,
+    CreateOpportunity, Money, Opportunity, Stage, format_instant, parse_instant, trim_blank,
 };
 use opportunity_service::error::{ApiError, ValidationFailure};
 use opportunity_service::rpc::opportunity::{CREATE_FIELDS, parse_create};
@@ -113,7 +115,8 @@ fn check_accepted(input: CreateOpportunity, params: Option<&str>, key_header: Op
     assert!(input.customer_id.is_some(), "customerId is set: {}", what());
     assert!(input.pipeline_type.is_some(), "pipelineType is set: {}", what());
     let title = input.title.clone().unwrap_or_else(|| panic!("title is set: {}", what()));
-    assert_eq!(title, title.trim(), "the title is trimmed: {}", what());
+    assert_eq!(title, trim_blank(&title), "the title is trimmed: {}", what());
+    assert!(!title.chars().any(char::is_control), "no control characters in the title: {}", what());
     assert!((1..=200).contains(&title.chars().count()), "title of 1–200 characters: {}", what());
 
     let stage = input.stage.unwrap_or(Stage::Lead);
@@ -132,7 +135,8 @@ fn check_accepted(input: CreateOpportunity, params: Option<&str>, key_header: Op
         assert!(items.len() <= 50, "at most 50 solution families: {}", what());
         let mut seen = HashSet::new();
         for item in items {
-            assert_eq!(item, item.trim(), "solution families are trimmed: {}", what());
+            assert_eq!(item, trim_blank(item), "solution families are trimmed: {}", what());
+            assert!(!item.chars().any(char::is_control), "no control characters in a solution family: {}", what());
             assert!((1..=100).contains(&item.chars().count()), "solution family of 1–100 characters: {}", what());
             assert!(seen.insert(item), "no duplicate solution families: {}", what());
             assert!(!item.contains('\0'), "no NUL: {}", what());
@@ -150,6 +154,11 @@ fn check_accepted(input: CreateOpportunity, params: Option<&str>, key_header: Op
     {
         assert!(text.chars().count() <= 10_000, "texts of at most 10,000 characters: {}", what());
         assert!(!text.contains('\0'), "no NUL in texts: {}", what());
+        assert!(
+            !text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')),
+            "texts hold no control characters but tab, LF and CR: {}",
+            what()
+        );
     }
     assert!(!title.contains('\0'), "no NUL in the title: {}", what());
     for instant in [&input.expected_close_date, &input.next_step_date, &input.bid_due_date].into_iter().flatten() {

@@ -26,8 +26,8 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 /// How long a SQLite writer waits for the write lock before giving up (SQLITE_BUSY).
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
-/// Where the data lives, parsed from `DATABASE_URL`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the data lives, parsed from `DATABASE_URL`. Its `Debug` shows the URL redacted.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// `sqlite://PATH`: relative paths are relative to the working directory,
     /// `sqlite:///abs/path` is absolute.
@@ -74,30 +74,44 @@ impl DatabaseUrl {
     }
 }
 
+impl std::fmt::Debug for DatabaseUrl {
+    /// Never the password: `Postgres("postgres://app:***@db/crm")`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Postgres(_) => f.debug_tuple("Postgres").field(&self.redacted()).finish(),
+        }
+    }
+}
+
 fn redact_password(url: &str) -> String {
     // postgres://user:password@host/db → postgres://user:***@host/db
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
     };
-    let user = userinfo.split(':').next().unwrap_or("");
-    let mut out = format!("{scheme}://{user}");
-    if userinfo.contains(':') {
-        out.push_str(":***");
-    }
-    out.push('@');
-    // Query parameters may carry a password too.
-    match host.split_once('?') {
-        Some((h, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|kv| if kv.starts_with("password=") { "password=***".to_string() } else { kv.to_string() })
-                .collect();
-            out.push_str(&format!("{h}?{}", query.join("&")));
+    let mut out = format!("{scheme}://");
+    // The last `@` ends the user info (a password may hold a raw `@`).
+    match authority_and_path.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            out.push_str(userinfo.split(':').next().unwrap_or(""));
+            if userinfo.contains(':') {
+                out.push_str(":***");
+            }
+            out.push('@');
+            out.push_str(host);
         }
-        None => out.push_str(host),
+        None => out.push_str(authority_and_path),
+    }
+    // Query parameters may carry a password too, with or without user info.
+    if let Some(query) = query {
+        let query: Vec<&str> =
+            query.split('&').map(|kv| if kv.starts_with("password=") { "password=***" } else { kv }).collect();
+        out.push('?');
+        out.push_str(&query.join("&"));
     }
     out
 }
@@ -509,6 +523,17 @@ mod tests {
             "postgres://u@h/db?password=***&sslmode=disable"
         );
         assert_eq!(redact_password("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact_password("postgres://h/db?password=secret"), "postgres://h/db?password=***");
+        assert_eq!(redact_password("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        let url = DatabaseUrl::parse("postgres://app:hunter2@db/crm?password=hunter3").unwrap();
+        let debug = format!("{url:?} {url:#?}");
+        assert!(!debug.contains("hunter"), "{debug}");
+        assert!(debug.contains("postgres://app:***@db/crm?password=***"), "{debug}");
+        assert_eq!(format!("{:?}", DatabaseUrl::Sqlite("data/x.db".into())), "Sqlite(\"data/x.db\")");
     }
 
     #[test]

@@ -218,6 +218,11 @@ impl JsonDecimal {
             digits.pop();
             exponent += 1;
         }
+        if digits.is_empty() {
+            // Zero is zero however written (`0`, `0.0`, `0e5`, `-0`): one representation, so
+            // that scaling it never fails on an exponent that only the writing gave it.
+            exponent = 0;
+        }
         Some(Self { negative, digits, exponent })
     }
 
@@ -263,15 +268,63 @@ impl fmt::Display for Money {
     }
 }
 
-/// Parses an RFC 3339 date-time that carries an offset, as an instant truncated to the
-/// microsecond. Date-only and offset-less strings are refused.
-pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, &'static str> {
-    const MESSAGE: &str = "must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:30:00+02:00";
-    // chrono also takes a space for the `T`; RFC 3339's grammar does not.
-    if text.len() < 20 || !matches!(text.as_bytes()[10], b'T' | b't') {
-        return Err(MESSAGE);
+/// The message for a date-time that is not RFC 3339 with an offset.
+pub const INSTANT_FORM: &str = "must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:30:00+02:00";
+/// The message for second 60.
+pub const LEAP_SECOND: &str =
+    "must not have second 60: leap seconds are not accepted (use :59, or the first second of the next minute)";
+
+/// Whether `text` has the exact shape of RFC 3339's `date-time` (§5.6):
+/// `YYYY-MM-DDTHH:MM:SS[.F…](Z|+HH:MM|-HH:MM)`, ASCII digits only, `T`/`Z` in either case. chrono's
+/// parser is more lenient (a space for the `T`, other offset forms); ranges are left to it.
+fn has_rfc3339_shape(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b.get(range).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
+    let head = digits(0..4)
+        && at(4, b"-")
+        && digits(5..7)
+        && at(7, b"-")
+        && digits(8..10)
+        && at(10, b"Tt")
+        && digits(11..13)
+        && at(13, b":")
+        && digits(14..16)
+        && at(16, b":")
+        && digits(17..19);
+    if !head {
+        return false;
     }
-    let instant = DateTime::parse_from_rfc3339(text).map_err(|_| MESSAGE)?.with_timezone(&Utc);
+    let mut i = 19;
+    if at(i, b".") {
+        let start = i + 1;
+        i = start;
+        while at(i, b"0123456789") {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match &b[i..] {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', ..] => b.len() == i + 6 && digits(i + 1..i + 3) && at(i + 3, b":") && digits(i + 4..i + 6),
+        _ => false,
+    }
+}
+
+/// Parses an RFC 3339 date-time that carries an offset, as an instant truncated to the
+/// microsecond. Date-only and offset-less strings, any other shape (a space for the `T`, an
+/// offset written with U+2212 `−`, `+0200`) and second 60 (a leap second, which neither backend
+/// stores alike) are refused.
+pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, &'static str> {
+    if !has_rfc3339_shape(text) {
+        return Err(INSTANT_FORM);
+    }
+    if &text[17..19] == "60" {
+        return Err(LEAP_SECOND);
+    }
+    let instant = DateTime::parse_from_rfc3339(text).map_err(|_| INSTANT_FORM)?.with_timezone(&Utc);
     Ok(instant.trunc_subsecs(6))
 }
 
@@ -360,6 +413,36 @@ pub struct CreateOpportunity {
     )]
     pub idempotency_key: Option<String>,
 }
+
+/// Whether `c` is a Unicode `Default_Ignorable_Code_Point` (Unicode 16, DerivedCoreProperties):
+/// zero-width spaces and joiners, bidirectional controls, the byte order mark, variation
+/// selectors and the like, which render as nothing.
+pub fn is_default_ignorable(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Whether `c` shows nothing at the ends of a name: Unicode white space (`White_Space`, which
+/// covers tab, line feed and the no-break spaces) or a default-ignorable code point.
+pub fn is_blank(c: char) -> bool {
+    c.is_whitespace() || is_default_ignorable(c)
+}
+
+/// A name (`title`, a solution family) with what shows nothing cut from both ends: white space
+/// and invisible characters such as U+200B ZERO WIDTH SPACE or U+FEFF. Inside it they stay (a
+/// joiner is part of some scripts and emoji).
+pub fn trim_blank(text: &str) -> &str {
+    text.trim_matches(is_blank)
+}
+
+/// The message for a control character in a name.
+pub const NAME_CONTROL: &str = "must not contain control characters (such as tab or line feed)";
+/// The message for a control character in a long free text.
+pub const TEXT_CONTROL: &str = "must not contain control characters other than tab, line feed and carriage return";
 
 fn validate_title(title: &str) -> Result<(), ValidationError> {
     let chars = title.chars().count();
@@ -678,6 +761,11 @@ mod tests {
         let d = JsonDecimal::parse("125000.50").unwrap();
         assert_eq!((d.digits.len(), d.exponent), (7, -1));
         assert!(JsonDecimal::parse("-0.0").unwrap().is_zero());
+        for zero in ["0", "-0", "0.0", "-0.0", "0.000", "0e5", "0E-7", "0.0e400", "-0e-400"] {
+            let d = JsonDecimal::parse(zero).unwrap();
+            assert!(d.is_zero() && d.is_integer(), "{zero}");
+            assert_eq!((d.exponent, d.scaled_to_i64(0), d.scaled_to_i64(2)), (0, Some(0), Some(0)), "{zero}");
+        }
         assert!(JsonDecimal::parse("1e999999999999999999999").unwrap().scaled_to_i64(0).is_none());
         assert!(!JsonDecimal::parse("1e-999999999999").unwrap().is_integer());
         assert!(JsonDecimal::parse("50.0").unwrap().is_integer());
@@ -714,6 +802,35 @@ mod tests {
         for bad in ["2026-12-01", "2026-12-01T09:30:00", "2026-12-01 09:30:00Z", "tomorrow", "2026-13-01T00:00:00Z"] {
             assert!(parse_instant(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_instant("2026-12-01t09:30:00z"), parse_instant("2026-12-01T09:30:00Z"));
+        assert_eq!(format_instant(&parse_instant("2026-12-01T09:30:00-00:00").unwrap()), "2026-12-01T09:30:00Z");
+        for shape in [
+            "2026-12-01T09:30:00\u{2212}02:00",
+            "2026-12-01T09:30:00+0200",
+            "2026-12-01T09:30:00+02",
+            "2026-12-01T09:30:00+02:00:00",
+            "2026-12-01T09:30:00.Z",
+            "2026-12-01T09:30Z",
+            "2026-12-1T09:30:00Z",
+            "+2026-12-01T09:30:00Z",
+            "2026-12-01T09:30:00Z ",
+            " 2026-12-01T09:30:00Z",
+            "2026-12-01T09:30:00UTC",
+            "2026-12-01T09:30:00GMT+2",
+            "2026-12-01T09:30:0\u{0663}Z",
+            "\u{FF12}026-12-01T09:30:00Z",
+            "2026-02-30T09:30:00Z",
+            "2026-12-01T24:00:00Z",
+            "2026-12-01T09:30:00+24:00",
+        ] {
+            assert_eq!(parse_instant(shape), Err(INSTANT_FORM), "{shape}");
+        }
+        for leap in
+            ["2026-06-15T12:34:60Z", "2016-12-31T23:59:60Z", "2016-12-31T23:59:60.5+00:00", "2026-06-15T12:34:60z"]
+        {
+            assert_eq!(parse_instant(leap), Err(LEAP_SECOND), "{leap}");
+        }
+        assert_eq!(parse_instant("2026-06-15T12:34:61Z"), Err(INSTANT_FORM));
         assert!(validate_instant_range(&parse_instant("1969-12-31T23:59:59Z").unwrap()).is_err());
         assert!(validate_instant_range(&parse_instant("1970-01-01T00:00:00Z").unwrap()).is_ok());
         assert!(validate_instant_range(&parse_instant("2200-12-31T23:59:59Z").unwrap()).is_ok());
@@ -748,6 +865,14 @@ mod tests {
         assert_eq!(f.field_errors["scopeSummary"], ["must be at most 10000 characters"]);
         let f = problems(&CreateOpportunity { idempotency_key: Some("a\u{7f}".into()), ..valid() });
         assert_eq!(f.field_errors["idempotencyKey"], ["must contain only printable ASCII characters"]);
+    }
+
+    #[test]
+    fn names_are_trimmed_of_what_shows_nothing() {
+        assert_eq!(trim_blank("\u{200b}\u{feff} Chiller\u{00a0}\u{202e}\u{3000}"), "Chiller");
+        assert_eq!(trim_blank("\u{200b}\u{feff}\u{202e}\u{2060}\u{00ad} \t"), "");
+        assert_eq!(trim_blank("Chil\u{200d}ler"), "Chil\u{200d}ler", "inside, it stays");
+        assert!(!is_blank('x') && !is_blank('\u{1F600}') && !is_blank('é'));
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub fn named_workspace(
     context: Option<&CallContext>,
     failure: &mut ValidationFailure,
 ) -> Option<Uuid> {
+    // A header sent more than once has no one value. (Changes check a repeated
+    // Idempotency-Key themselves; reads ignore that header.)
+    repeated_header(context, "workspaceId", failure);
     let from_params = reader.optional("workspaceId", params::uuid);
     if from_params.is_some() || reader.failure.has_field("workspaceId") || !reader.is_object() {
         return from_params;
@@ -45,6 +48,15 @@ pub fn named_workspace(
         None => {
             failure.field("workspaceId", format!("the X-Workspace-Id header must be a UUID ({})", params::UUID_FORM));
             None
+        }
+    }
+}
+
+/// Reports `field`'s header when it was sent more than once.
+pub fn repeated_header(context: Option<&CallContext>, field: &str, failure: &mut ValidationFailure) {
+    for (f, header) in context.map_or(&[][..], |c| &c.repeated[..]) {
+        if *f == field {
+            failure.field(*f, format!("the {header} header was sent more than once; send it once"));
         }
     }
 }

@@ -81,7 +81,12 @@ fn read_target(
     let expected_version = if with_version { reader.required("expectedVersion", version) } else { None };
     let mut idempotency_key = if with_version { reader.optional("idempotencyKey", params::string) } else { None };
     if with_version {
-        let header = context.and_then(|c| c.idempotency_key.as_deref());
+        // One header key cannot be the key of every call of a batch (as for a create).
+        let header = context.and_then(|c| c.idempotency_key.as_deref().filter(|_| !c.in_batch));
+        if context.is_some_and(|c| c.in_batch && c.idempotency_key.is_some()) {
+            failure.field("idempotencyKey", super::opportunity::BATCH_HEADER_KEY);
+        }
+        caller::repeated_header(context, "idempotencyKey", failure);
         match (header, &idempotency_key) {
             (Some(header), Some(field)) if header != field => {
                 failure.field("idempotencyKey", "differs from the Idempotency-Key header; send one or make them equal")
@@ -161,7 +166,7 @@ fn read_patch(reader: &mut FieldReader<'_>) -> (OpportunityPatch, CreateOpportun
         customer_id: reader.defaulted("customerId", params::uuid),
         primary_contact_id: reader.patch("primaryContactId", params::uuid),
         site_id: reader.patch("siteId", params::uuid),
-        title: reader.defaulted("title", params::trimmed_string),
+        title: reader.defaulted("title", params::name),
         stage: reader.defaulted("stage", params::one_of(Stage::VALUES, Stage::parse)),
         pipeline_type: reader.defaulted("pipelineType", params::one_of(PipelineType::VALUES, PipelineType::parse)),
         source: reader.patch("source", params::one_of(Source::VALUES, Source::parse)),
@@ -169,17 +174,17 @@ fn read_patch(reader: &mut FieldReader<'_>) -> (OpportunityPatch, CreateOpportun
         expected_close_date: reader.patch("expectedCloseDate", instant),
         probability: probability.map(|p| p.map(|v| v.clamp(i16::MIN.into(), i16::MAX.into()) as i16)),
         solution_families,
-        scope_summary: reader.patch("scopeSummary", params::string),
-        competitor_notes: reader.patch("competitorNotes", params::string),
-        win_loss_reason: reader.patch("winLossReason", params::string),
-        next_step_description: reader.patch("nextStepDescription", params::string),
+        scope_summary: reader.patch("scopeSummary", params::text),
+        competitor_notes: reader.patch("competitorNotes", params::text),
+        win_loss_reason: reader.patch("winLossReason", params::text),
+        next_step_description: reader.patch("nextStepDescription", params::text),
         next_step_date: reader.patch("nextStepDate", instant),
         bid_due_date: reader.patch("bidDueDate", instant),
         budget_confirmed: reader.defaulted("budgetConfirmed", params::boolean),
         priority: reader.patch("priority", params::one_of(Priority::VALUES, Priority::parse)),
         lost_reason_category: reader
             .patch("lostReasonCategory", params::one_of(LostReasonCategory::VALUES, LostReasonCategory::parse)),
-        technical_requirements: reader.patch("technicalRequirements", params::string),
+        technical_requirements: reader.patch("technicalRequirements", params::text),
         owner_user_id: None,
         visibility_mode: reader
             .defaulted("visibilityMode", params::one_of(VisibilityMode::VALUES, VisibilityMode::parse)),

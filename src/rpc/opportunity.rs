@@ -64,6 +64,10 @@ pub(super) fn money(raw: &RawValue) -> Result<Money, String> {
     Money::parse_json_number(raw.get()).map_err(str::to_string)
 }
 
+/// The field error of a create in a batch that carries an `Idempotency-Key` header.
+pub const BATCH_HEADER_KEY: &str =
+    "the Idempotency-Key header cannot be used with a batch: send each call's own idempotencyKey in its params";
+
 /// Reads every field with its type, recording every problem; rules come after.
 pub fn read_create(reader: &mut FieldReader<'_>) -> CreateOpportunity {
     reader.refuse_unknown(CREATE_FIELDS);
@@ -75,7 +79,7 @@ pub fn read_create(reader: &mut FieldReader<'_>) -> CreateOpportunity {
         customer_id: reader.required("customerId", params::uuid),
         primary_contact_id: reader.optional("primaryContactId", params::uuid),
         site_id: reader.optional("siteId", params::uuid),
-        title: reader.required("title", params::trimmed_string),
+        title: reader.required("title", params::name),
         stage: reader.defaulted("stage", params::one_of(Stage::VALUES, Stage::parse)),
         pipeline_type: reader.required("pipelineType", params::one_of(PipelineType::VALUES, PipelineType::parse)),
         source: reader.optional("source", params::one_of(Source::VALUES, Source::parse)),
@@ -83,17 +87,17 @@ pub fn read_create(reader: &mut FieldReader<'_>) -> CreateOpportunity {
         expected_close_date: reader.optional("expectedCloseDate", instant),
         probability: reader.optional("probability", params::integer),
         solution_families,
-        scope_summary: reader.optional("scopeSummary", params::string),
-        competitor_notes: reader.optional("competitorNotes", params::string),
-        win_loss_reason: reader.optional("winLossReason", params::string),
-        next_step_description: reader.optional("nextStepDescription", params::string),
+        scope_summary: reader.optional("scopeSummary", params::text),
+        competitor_notes: reader.optional("competitorNotes", params::text),
+        win_loss_reason: reader.optional("winLossReason", params::text),
+        next_step_description: reader.optional("nextStepDescription", params::text),
         next_step_date: reader.optional("nextStepDate", instant),
         bid_due_date: reader.optional("bidDueDate", instant),
         budget_confirmed: reader.defaulted("budgetConfirmed", params::boolean),
         priority: reader.optional("priority", params::one_of(Priority::VALUES, Priority::parse)),
         lost_reason_category: reader
             .optional("lostReasonCategory", params::one_of(LostReasonCategory::VALUES, LostReasonCategory::parse)),
-        technical_requirements: reader.optional("technicalRequirements", params::string),
+        technical_requirements: reader.optional("technicalRequirements", params::text),
         owner_user_id: reader.optional("ownerUserId", params::uuid),
         workspace_id: reader.optional("workspaceId", params::uuid),
         visibility_mode: reader
@@ -168,8 +172,16 @@ pub async fn create(
     let principal = context.principal()?;
     principal.require_scope(SCOPE_WRITE)?;
 
-    let (mut input, mut failure) =
-        parse_create(params, context.idempotency_key.as_deref(), context.workspace_header.as_deref());
+    // One header key cannot be the key of every call of a batch: the second call would replay
+    // (or conflict with) the first. Each call of a batch sends its own key in its params.
+    let header_key = context.idempotency_key.as_deref().filter(|_| !context.in_batch);
+    let (mut input, mut failure) = parse_create(params, header_key, context.workspace_header.as_deref());
+    if context.in_batch && context.idempotency_key.is_some() {
+        failure.field("idempotencyKey", BATCH_HEADER_KEY);
+    }
+    for (field, header) in &context.repeated {
+        failure.field(*field, format!("the {header} header was sent more than once; send it once"));
+    }
     let named = input.workspace_id.take();
     let workspace =
         if failure.has_field("workspaceId") { None } else { principal.resolve_workspace(named, &mut failure)? };

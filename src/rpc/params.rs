@@ -12,12 +12,37 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::domain::opportunity::JsonDecimal;
+use crate::domain::opportunity::{JsonDecimal, NAME_CONTROL, TEXT_CONTROL, trim_blank};
 use crate::error::ValidationFailure;
 
-/// The members of a params object in their order, values as raw JSON.
+/// The members of a params object in their order, values as raw JSON, and how many members had
+/// a name that is not valid text (an escaped lone surrogate such as `"\ud800"`).
 #[derive(Debug)]
-struct RawObject<'a>(Vec<(String, &'a RawValue)>);
+struct RawObject<'a>(Vec<(String, &'a RawValue)>, usize);
+
+/// A member name: text, or `None` when its escapes make no valid text. Read as bytes, which
+/// serde_json decodes without refusing lone surrogates (read as a `String`, one bad name would
+/// make the whole object unreadable, and every field sent look absent).
+struct MemberName(Option<String>);
+
+impl<'de> Deserialize<'de> for MemberName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = MemberName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MemberName(Some(v.to_string())))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(MemberName(std::str::from_utf8(v).ok().map(str::to_string)))
+            }
+        }
+        deserializer.deserialize_bytes(NameVisitor)
+    }
+}
 
 impl<'de> Deserialize<'de> for RawObject<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -29,10 +54,15 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    members.push((key, map.next_value::<&'de RawValue>()?));
+                let mut bad_names = 0;
+                while let Some(MemberName(key)) = map.next_key::<MemberName>()? {
+                    let value = map.next_value::<&'de RawValue>()?;
+                    match key {
+                        Some(key) => members.push((key, value)),
+                        None => bad_names += 1,
+                    }
                 }
-                Ok(RawObject(members))
+                Ok(RawObject(members, bad_names))
             }
         }
         deserializer.deserialize_map(ObjectVisitor)
@@ -59,6 +89,8 @@ fn report_capped(failure: &mut ValidationFailure, names: Vec<&str>, one: &str, m
 }
 
 const NOT_AN_OBJECT: &str = "params must be an object, or an array holding one object";
+/// A member whose name is no text: it cannot be named back in the answer.
+pub const BAD_NAME: &str = "a field name is not valid text (a lone surrogate escape such as \\ud800)";
 
 impl<'a> FieldReader<'a> {
     /// Accepts params that are an object, or a one-element array holding an object. Anything
@@ -74,7 +106,14 @@ impl<'a> FieldReader<'a> {
             None => None,
         };
         let members = match members {
-            Some(RawObject(members)) => members,
+            Some(RawObject(members, bad_names)) => {
+                match bad_names {
+                    0 => {}
+                    1 => failure.form(BAD_NAME),
+                    n => failure.form(format!("{n} field names are not valid text (a lone surrogate escape)")),
+                }
+                members
+            }
             None => {
                 failure.form(NOT_AN_OBJECT);
                 Vec::new()
@@ -175,9 +214,26 @@ pub fn string(raw: &RawValue) -> Result<String, String> {
     Ok(text)
 }
 
-/// A string, trimmed.
-pub fn trimmed_string(raw: &RawValue) -> Result<String, String> {
-    string(raw).map(|s| s.trim().to_string())
+/// A name (`title`, a solution family): a string with white space and invisible characters
+/// trimmed from both ends (see [`trim_blank`]), refused when a control character is left.
+/// Whether anything visible is left is for the length rule to say (`must not be empty`).
+pub fn name(raw: &RawValue) -> Result<String, String> {
+    let text = string(raw)?;
+    let text = trim_blank(&text);
+    if text.chars().any(char::is_control) {
+        return Err(NAME_CONTROL.into());
+    }
+    Ok(text.to_string())
+}
+
+/// A long free text: a string in which tab, line feed and carriage return are the only control
+/// characters allowed.
+pub fn text(raw: &RawValue) -> Result<String, String> {
+    let text = string(raw)?;
+    if text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        return Err(TEXT_CONTROL.into());
+    }
+    Ok(text)
 }
 
 /// What a UUID must look like, for the error messages.
@@ -221,7 +277,7 @@ pub fn one_of<T>(
     }
 }
 
-/// An array of trimmed strings; items that are not strings are reported at `field.N`.
+/// An array of names (see [`name`]); items that are not are reported at `field.N`.
 pub fn string_array(
     raw: &RawValue,
     field: &str,
@@ -243,7 +299,7 @@ pub fn string_array(
     let mut out = Vec::with_capacity(items.len());
     let mut ok = true;
     for (index, item) in items.into_iter().enumerate() {
-        match trimmed_string(item) {
+        match name(item) {
             Ok(text) => out.push(text),
             Err(message) => {
                 failure.field(format!("{field}.{index}"), message);
@@ -267,6 +323,22 @@ mod tests {
             assert!(!r.is_object(), "{bad:?}");
             assert_eq!(r.failure.form_errors, [NOT_AN_OBJECT]);
         }
+    }
+
+    #[test]
+    fn a_member_name_that_is_no_text_is_one_form_error() {
+        let mut r = FieldReader::new(Some(r#"{"title":"a","\ud800":1,"b\u00e9":2}"#));
+        assert!(r.is_object());
+        assert_eq!(r.required("title", string), Some("a".into()), "the fields sent are read");
+        r.refuse_unknown(&["title"]);
+        assert_eq!(r.failure.form_errors, [BAD_NAME, "unknown field \"bé\""]);
+        assert!(r.failure.field_errors.is_empty());
+        let r = FieldReader::new(Some(r#"[{"\udc00x":1,"\ud83d":2}]"#));
+        assert_eq!(r.failure.form_errors, ["2 field names are not valid text (a lone surrogate escape)"]);
+        // A surrogate pair is text.
+        let mut r = FieldReader::new(Some(r#"{"\ud83d\ude00":1}"#));
+        r.refuse_unknown(&[]);
+        assert_eq!(r.failure.form_errors, ["unknown field \"😀\""]);
     }
 
     #[test]
@@ -316,12 +388,28 @@ mod tests {
         assert!(uuid(&raw("42")).is_err());
         assert_eq!(integer(&raw("50")), Ok(50));
         assert_eq!(integer(&raw("50.0")), Ok(50));
+        for zero in ["0", "0.0", "-0", "-0.0", "0e2", "0.00e-3"] {
+            assert_eq!(integer(&raw(zero)), Ok(0), "{zero} is the integer 0");
+        }
+        assert_eq!(integer(&raw("1e2")), Ok(100));
+        assert_eq!(integer(&raw("100.000")), Ok(100));
         assert!(integer(&raw("50.5")).is_err());
         assert!(integer(&raw("\"50\"")).is_err());
         assert_eq!(integer(&raw("1e30")), Ok(i64::MAX));
         assert_eq!(string(&raw(r#""a\u0000b""#)), Err("must not contain NUL characters".into()));
         assert_eq!(string(&raw(r#""\ud800""#)), Err("must be a string".into()));
-        assert_eq!(trimmed_string(&raw(r#""  x  ""#)), Ok("x".into()));
+        assert_eq!(name(&raw(r#""  x  ""#)), Ok("x".into()));
+        assert_eq!(name(&raw(r#""\u200b\ufeff\u202e""#)), Ok(String::new()));
+        assert_eq!(name(&raw(r#""\u200b A\u00a0""#)), Ok("A".into()));
+        assert_eq!(name(&raw(r#""\tA\n""#)), Ok("A".into()), "white space at the ends is trimmed");
+        for bad in [r#""A\tB""#, r#""A\nB""#, r#""A\u001bB""#, r#""A\u0085B""#, r#""A\u007f""#] {
+            assert_eq!(name(&raw(bad)), Err(NAME_CONTROL.into()), "{bad}");
+        }
+        assert_eq!(name(&raw(r#""a\u0000b""#)), Err("must not contain NUL characters".into()));
+        assert_eq!(text(&raw(r#""line 1\r\n\tline 2""#)), Ok("line 1\r\n\tline 2".into()));
+        for bad in [r#""A\u0007""#, r#""A\u001b[31m""#, r#""A\u0085""#, r#""\u007f""#] {
+            assert_eq!(text(&raw(bad)), Err(TEXT_CONTROL.into()), "{bad}");
+        }
         let stage = one_of(&["lead", "won"], |s| (s == "lead").then_some(1));
         assert_eq!(stage(&raw("\"lead\"")), Ok(1));
         assert_eq!(stage(&raw("\"LEAD\"")), Err("must be one of: lead, won".into()));

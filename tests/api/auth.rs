@@ -303,6 +303,102 @@ async fn expired_tokens_are_unauthorized() {
     assert_eq!(app.count(None).await, 0);
 }
 
+/// §3: `nbf`, when present, refuses a token used before it (with at most 60 s of leeway).
+#[tokio::test]
+async fn tokens_used_before_their_nbf_are_unauthorized() {
+    let app = spawn_app().await;
+    for (case, ahead) in [("nbf in 2 minutes", 120), ("nbf in a day", 86_400)] {
+        let mut claims = base_claims(&app);
+        claims["nbf"] = json!(now() + ahead);
+        let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+        assert_unauthorized(&response, case);
+        let message = response["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not valid yet"), "{case}: the message says why: {response}");
+    }
+    let mut claims = base_claims(&app);
+    claims["nbf"] = json!("tomorrow");
+    assert_unauthorized(&call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await, "nbf not a number");
+    assert_eq!(app.count(None).await, 0);
+    for (case, ahead) in [("nbf a minute ago", -60), ("nbf now", 0), ("nbf 5 s ahead, within the leeway", 5)] {
+        let mut claims = base_claims(&app);
+        claims["nbf"] = json!(now() + ahead);
+        assert_created(&call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await, app.workspace, case);
+    }
+}
+
+/// RFC 7515 §4.1.11: a token whose header has `crit` names extensions that must be understood;
+/// this service understands none, so every such token is refused, even one signed right.
+#[tokio::test]
+async fn tokens_with_a_crit_header_are_unauthorized() {
+    let app = spawn_app().await;
+    let claims = base_claims(&app);
+    for (case, crit) in [
+        ("crit of an unknown extension", json!(["x-acme-extension"])),
+        ("crit exp", json!(["exp"])),
+        ("crit b64", json!(["b64"])),
+        ("empty crit", json!([])),
+    ] {
+        let header = json!({"alg": "HS256", "typ": "JWT", "crit": crit});
+        let signing_input =
+            format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let signature = jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            Algorithm::HS256,
+        )
+        .expect("signs");
+        let token = format!("{signing_input}.{signature}");
+        assert_unauthorized(&call_with_token(&app, &token).await, case);
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+/// `Authorization` sent twice is refused, even with the same valid token twice: the first does
+/// not silently win.
+#[tokio::test]
+async fn a_repeated_authorization_header_is_unauthorized() {
+    let app = spawn_app().await;
+    let good = format!("Bearer {}", app.token());
+    let forged = format!("Bearer {}", sign(&claims(app.user, &[Uuid::new_v4()], ALL_SCOPES)));
+    for (case, second) in [("the same token twice", good.as_str()), ("another token second", forged.as_str())] {
+        let response = call(&app, &[("authorization", &good), ("authorization", second)], valid_params()).await;
+        assert_unauthorized(&response, case);
+        assert_eq!(
+            response["error"]["message"], "Unauthorized: the Authorization header must be sent once",
+            "{case}: {response}"
+        );
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+/// The scheme of `Authorization` is case-insensitive (RFC 7235 §2.1).
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app().await;
+    let token = app.token();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEARER"] {
+        let header = format!("{scheme} {token}");
+        let response = call(&app, &[("authorization", &header)], valid_params()).await;
+        assert_created(&response, app.workspace, scheme);
+    }
+}
+
+/// A token that names one workspace twice has one workspace: a call need not name it.
+#[tokio::test]
+async fn a_workspace_named_twice_in_the_token_counts_once() {
+    let app = spawn_app().await;
+    let mut claims = base_claims(&app);
+    let ws = app.workspace.to_string();
+    claims["workspaces"] = json!([ws, ws, ws.to_uppercase()]);
+    let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+    assert_created(&response, app.workspace, "workspaces [A, A, A]");
+    // Two distinct workspaces, one named twice: still two, so a call must name one.
+    let other = Uuid::new_v4().to_string();
+    claims["workspaces"] = json!([ws, other, ws]);
+    let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+    assert_workspace_field_error(&response, "workspaces [A, B, A], none named");
+}
+
 #[tokio::test]
 async fn token_without_exp_is_unauthorized() {
     let app = spawn_app().await;
@@ -643,6 +739,38 @@ async fn websocket_handshake_credentials_and_workspace_header_are_used() {
     assert_eq!(app.count(None).await, 2);
 }
 
+/// On a WebSocket, a handshake that repeats `X-Workspace-Id` gets the same field error on every
+/// create as HTTP does; a repeated `Idempotency-Key` there is ignored like a single one (keys go
+/// in params on a WebSocket).
+#[tokio::test]
+async fn websocket_handshake_with_repeated_headers() {
+    use jsonrpsee::ws_client::{HeaderMap, HeaderValue, WsClientBuilder};
+    let app = spawn_app().await;
+    let headers = |pairs: &[(&'static str, String)]| {
+        let mut map = HeaderMap::new();
+        map.insert("authorization", HeaderValue::from_str(&format!("Bearer {}", app.token())).unwrap());
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    };
+    let ws = app.workspace.to_string();
+    let repeated = headers(&[("x-workspace-id", ws.clone()), ("x-workspace-id", ws.clone())]);
+    let client = WsClientBuilder::default().set_headers(repeated).build(app.ws_url()).await.expect("connects");
+    let (code, data) = ws_error(ws_create(&client, &valid_params()).await, "X-Workspace-Id twice on the handshake");
+    assert_eq!(code, -32602, "{data}");
+    assert_eq!(
+        data["fieldErrors"]["workspaceId"],
+        json!(["the X-Workspace-Id header was sent more than once; send it once"]),
+        "{data}"
+    );
+    let keys = headers(&[("idempotency-key", "a".into()), ("idempotency-key", "b".into())]);
+    let client = WsClientBuilder::default().set_headers(keys).build(app.ws_url()).await.expect("connects");
+    let result = ws_create(&client, &valid_params()).await.unwrap_or_else(|e| panic!("create: {e:?}"));
+    assert_eq!(result["workspaceId"], json!(ws), "{result}");
+    assert_eq!(app.count(None).await, 1);
+}
+
 #[tokio::test]
 async fn websocket_with_a_workspace_header_outside_the_token_is_forbidden() {
     let app = spawn_app().await;
@@ -753,7 +881,7 @@ async fn embedded_default_without_secret_runs_in_development_mode() {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "the development secret must be private");
     }
     let secret = std::fs::read_to_string(&secret_file).unwrap();
-    assert!(secret.trim().len() >= 16, "a secret that short is guessable");
+    assert!(secret.trim().len() >= 32, "HS256 needs 32 bytes of secret at least");
     assert!(!log.contains(secret.trim()), "the secret must not appear in the log");
 
     // A token printed by `token` (same DATABASE_URL, no secret) is accepted by the service.
@@ -827,6 +955,39 @@ fn token_subcommand_puts_the_claims_asked_for() {
     assert_eq!(scopes, ["opportunity:global", "opportunity:read", "opportunity:write"], "{claims}");
     assert!(Uuid::try_parse(claims["sub"].as_str().unwrap_or("")).is_ok(), "{claims}");
     assert_eq!(claims["workspaces"], json!([a.to_string()]), "{claims}");
+}
+
+/// `token --ttl` must be positive: a token of no lifetime would be expired when printed.
+#[test]
+fn token_subcommand_refuses_a_ttl_of_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("x.db").display());
+    for ttl in ["0s", "0", "0m"] {
+        let output = bin(&url)
+            .env("AUTH_JWT_SECRET", SECRET)
+            .args(["token", "--workspace", "11111111-1111-4111-8111-111111111111", "--ttl", ttl])
+            .output()
+            .expect("token subcommand runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "--ttl {ttl} must be refused; stdout: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(output.stdout.is_empty(), "--ttl {ttl}: no token printed");
+        assert!(stderr.contains("--ttl") && stderr.contains("must be positive"), "--ttl {ttl}: {stderr}");
+    }
+    let token = mint_with_cli(&url, &["--workspace", "11111111-1111-4111-8111-111111111111", "--ttl", "1s"]);
+    assert!(decode(&token, secret_of(&url).as_str())["exp"].is_i64());
+}
+
+/// The development secret `token` signs with on `database_url` (created by the first call).
+fn secret_of(database_url: &str) -> String {
+    let path = std::path::Path::new(database_url.trim_start_matches("sqlite://"));
+    std::fs::read_to_string(path.parent().unwrap().join(opportunity_service::DEV_SECRET_FILE))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 #[tokio::test]

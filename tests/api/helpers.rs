@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-/// The secret every test app checks tokens with.
-pub const SECRET: &str = "integration-test-secret";
+/// The secret every test app checks tokens with (HS256 secrets need at least 32 bytes).
+pub const SECRET: &str = "integration-test-secret-of-at-least-32-bytes";
 
 static BANNER: Once = Once::new();
 
@@ -133,6 +133,7 @@ pub fn claims(user: Uuid, workspaces: &[Uuid], scope: &str) -> Claims {
         workspaces: workspaces.iter().map(ToString::to_string).collect(),
         scope: Some(scope.to_string()),
         exp: chrono::Utc::now().timestamp() + 3600,
+        nbf: None,
         iat: None,
         iss: None,
         aud: None,
@@ -240,6 +241,43 @@ pub async fn ws_create(client: &WsClient, params: &Value) -> Result<Value, jsonr
     client.request("opportunity.create", object).await
 }
 
+/// A signal by the name `kill -NAME` takes.
+pub fn signal_by_name(name: &str) -> rustix::process::Signal {
+    use rustix::process::Signal;
+    match name {
+        "INT" => Signal::INT,
+        "TERM" => Signal::TERM,
+        "KILL" => Signal::KILL,
+        "STOP" => Signal::STOP,
+        "CONT" => Signal::CONT,
+        other => panic!("the tests send no signal {other:?}"),
+    }
+}
+
+/// Sends the signal `name` to the process `pid`: a system call, so that the tests need no
+/// `kill` program (procps is not on a minimal Debian).
+pub fn send_signal(pid: u32, name: &str) -> std::io::Result<()> {
+    let pid = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw).expect("a process id is positive");
+    rustix::process::kill_process(pid, signal_by_name(name)).map_err(std::io::Error::from)
+}
+
+/// The processes whose parent is `pid`, read from `/proc` (no `ps` program needed).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `PID (COMM) STATE PPID …`; COMM may hold spaces and parentheses.
+            let ppid: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == pid).then_some(child)
+        })
+        .collect()
+}
+
 /// The release or debug binary of this build, started as a process.
 pub struct ServiceProcess {
     pub child: Child,
@@ -298,10 +336,9 @@ impl ServiceProcess {
         Self { child, addr, log }
     }
 
-    /// Sends a signal (`libc`-free: through `kill`).
+    /// Sends the signal `name` (`TERM`, `KILL`, …), as a system call.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(status.success());
+        send_signal(self.child.id(), name).unwrap_or_else(|e| panic!("SIG{name} to the service: {e}"));
     }
 
     /// Waits for the exit, at most `timeout`.

@@ -444,12 +444,12 @@ async fn slowloris_beyond_the_file_descriptor_limit_does_not_lock_callers_out() 
     let pid = service.child.id();
     let open = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd").count();
     let limit = open + 48;
-    let status = std::process::Command::new("prlimit")
-        .arg(format!("--pid={pid}"))
-        .arg(format!("--nofile={limit}:{limit}"))
-        .status()
-        .expect("prlimit (util-linux) runs");
-    assert!(status.success(), "prlimit --nofile={limit} on the service");
+    // prlimit(2) on the service, as a system call (no `prlimit` program needed).
+    let limit_u64 = limit as u64;
+    let rlimit = rustix::process::Rlimit { current: Some(limit_u64), maximum: Some(limit_u64) };
+    let target = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw).expect("a process id");
+    rustix::process::prlimit(Some(target), rustix::process::Resource::Nofile, rlimit)
+        .unwrap_or_else(|e| panic!("prlimit --nofile={limit} on the service: {e}"));
 
     let mut stalled = Vec::new();
     for _ in 0..150 {
@@ -1014,12 +1014,23 @@ async fn lone_surrogates_are_refused_cleanly() {
         let answer = send(&app, create_with_raw("solutionFamilies", items.as_bytes())).await;
         failures.check(|| assert_field_error(answered(&answer, &what), &what, "solutionFamilies.1"));
     }
-    // In a member name of the params: the member is named by no field; still a clean refusal.
-    let what = "a lone surrogate as a member name";
-    let answer = send(&app, create_with_raw("\\ud800", b"1")).await;
-    failures.check(|| {
-        assert_refused(answered(&answer, what), what, &[-32700, -32600, -32602]);
-    });
+    // In a member name of the params: one form error naming the problem, and the fields that
+    // were sent are read (no false "is required").
+    for name in ["\\ud800", "\\udfffx", "title\\ud800"] {
+        let what = format!("a lone surrogate as a member name ({name})");
+        let answer = send(&app, create_with_raw(name, b"1")).await;
+        failures.check(|| {
+            let answer = answered(&answer, &what);
+            assert_refused(answer, &what, &[-32602]);
+            let data = &answer["error"]["data"];
+            assert_eq!(data["fieldErrors"], json!({}), "{what}: no field errors: {answer}");
+            assert_eq!(
+                data["formErrors"],
+                json!(["a field name is not valid text (a lone surrogate escape such as \\ud800)"]),
+                "{what}: {answer}"
+            );
+        });
+    }
     // In the method name or the id.
     let what = "a lone surrogate in the method";
     let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"opportunity.create\ud800","params":{}}}"#, valid_params());

@@ -281,11 +281,26 @@ fn title_bounds() {
     agree(&v, with(json!({"title": "日".repeat(MAX_TITLE_CHARS + 1)})), false);
     agree(&v, with(json!({"title": ""})), false);
     agree(&v, with(json!({"title": 5})), false);
-    // Trimmed: white space alone is empty; what Rust's `trim` keeps counts.
-    for (title, ok) in
-        [("   ", false), ("\t\n\u{85}\u{a0}\u{2003}\u{3000}", false), ("\u{3000}x\u{3000}", true), ("\u{feff}", true)]
-    {
+    // Trimmed of white space and of what shows nothing: alone, they are empty; control
+    // characters are refused wherever trimming leaves them.
+    for (title, ok) in [
+        ("   ", false),
+        ("\t\n\u{85}\u{a0}\u{2003}\u{3000}", false),
+        ("\u{3000}x\u{3000}", true),
+        ("\u{feff}", false),
+        ("\u{200b}\u{feff}\u{202e}\u{2060}", false),
+        ("\u{200b}x\u{feff}", true),
+        ("\tx\n", true),
+        ("a b\u{200d}c", true),
+        ("a\tb", false),
+        ("a\nb", false),
+        ("a\u{1b}", false),
+        ("\u{1c}a", false),
+        ("a\u{9b}b", false),
+        ("\u{1F600}", true),
+    ] {
         agree(&v, with(json!({ "title": title })), ok);
+        agree(&v, with(json!({ "solutionFamilies": [title] })), ok);
     }
 }
 
@@ -320,6 +335,9 @@ fn text_fields_are_those_the_code_limits() {
         agree(&v, with(json!({ field: "é".repeat(MAX_TEXT_CHARS as usize) })), true);
         agree(&v, with(json!({ field: too_long })), false);
         agree(&v, with(json!({ field: 42 })), false);
+        agree(&v, with(json!({ field: "line 1\r\n\tline 2" })), true);
+        agree(&v, with(json!({ field: "\u{1b}[31m" })), false);
+        agree(&v, with(json!({ field: "C1 \u{85}" })), false);
     }
 }
 
@@ -430,6 +448,13 @@ fn uuids_and_date_times_agree() {
             ("2026-13-01T00:00:00Z", false),
             ("1969-12-31T23:59:59Z", false),
             ("2201-01-01T00:00:00Z", false),
+            ("2026-12-01t07:30:00z", true),
+            ("2016-12-31T23:59:60Z", false),
+            ("2026-06-15T12:34:60Z", false),
+            ("2026-12-01T09:30:00\u{2212}02:00", false),
+            ("2026-12-01T09:30:00+0200", false),
+            ("2026-12-01 09:30:00Z", false),
+            ("2026-12-01T09:30:00.Z", false),
         ] {
             agree(&v, with(json!({ field: value })), ok);
         }

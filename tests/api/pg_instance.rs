@@ -201,25 +201,22 @@ impl PgInstance {
     }
 
     /// The postmaster and its children (backends, checkpointer, …).
-    fn processes(&self) -> Vec<String> {
+    fn processes(&self) -> Vec<u32> {
         let Ok(pid_file) = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")) else {
             return Vec::new();
         };
-        let Some(postmaster) = pid_file.lines().next().map(str::trim).filter(|p| !p.is_empty()) else {
+        let Some(postmaster) = pid_file.lines().next().and_then(|p| p.trim().parse::<u32>().ok()) else {
             return Vec::new();
         };
-        let children = Command::new("ps").args(["-o", "pid=", "--ppid", postmaster]).output();
-        let mut pids = vec![postmaster.to_string()];
-        if let Ok(out) = children {
-            pids.extend(String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string));
-        }
+        let mut pids = vec![postmaster];
+        pids.extend(crate::helpers::children_of(postmaster));
         pids
     }
 
     fn signal_all(&self, signal: &str) {
-        let pids = self.processes();
-        if !pids.is_empty() {
-            let _ = Command::new("kill").arg(format!("-{signal}")).args(&pids).stderr(Stdio::null()).status();
+        for pid in self.processes() {
+            // A process that is gone already needs no signal.
+            let _ = crate::helpers::send_signal(pid, signal);
         }
     }
 

@@ -58,3 +58,50 @@ fn start_up_refuses_a_bad_database_url_or_an_empty_secret() {
         run_binary(&["serve", "--listen-addr", "127.0.0.1:0"], &[("DATABASE_URL", &url), ("AUTH_JWT_SECRET", "")]);
     assert!(!ok && log.contains("AUTH_JWT_SECRET is set but empty"), "{log}");
 }
+
+/// RFC 7518 §3.2: an HS256 key must be at least as long as the hash, 32 bytes. A shorter or
+/// blank secret stops the service at start, and `token` alike, with a message that says why.
+#[test]
+fn start_up_refuses_a_secret_shorter_than_32_bytes_or_blank() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("x.db").display());
+    for (secret, says) in [
+        ("x", "AUTH_JWT_SECRET is 1 byte long: an HS256 secret needs at least 32 bytes"),
+        ("integration-test-secret", "AUTH_JWT_SECRET is 23 bytes long"),
+        (&"s".repeat(31), "AUTH_JWT_SECRET is 31 bytes long"),
+        (&" ".repeat(40), "AUTH_JWT_SECRET is only white space"),
+        ("\t \n", "AUTH_JWT_SECRET is only white space"),
+    ] {
+        let env = [("DATABASE_URL", url.as_str()), ("AUTH_JWT_SECRET", secret)];
+        let (ok, log) = run_binary(&["serve", "--listen-addr", "127.0.0.1:0"], &env);
+        assert!(!ok && log.contains(says), "serve with a secret of {} bytes: {log}", secret.len());
+        let (ok, log) = run_binary(&["token", "--workspace", "11111111-1111-4111-8111-111111111111"], &env);
+        assert!(!ok && log.contains(says), "token with a secret of {} bytes: {log}", secret.len());
+        assert!(secret.trim().is_empty() || !log.contains(secret), "the secret is not printed: {log}");
+    }
+    // 32 bytes are enough.
+    let env = [("DATABASE_URL", url.as_str()), ("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef")];
+    let (ok, log) = run_binary(&["token", "--workspace", "11111111-1111-4111-8111-111111111111"], &env);
+    assert!(ok && log.split('.').count() == 3, "a token: {log}");
+    // A development secret file edited down to a short one is refused too.
+    std::fs::write(dir.path().join(opportunity_service::DEV_SECRET_FILE), "short").unwrap();
+    let (ok, log) =
+        run_binary(&["token", "--workspace", "11111111-1111-4111-8111-111111111111"], &[("DATABASE_URL", &url)]);
+    assert!(!ok && log.contains("the development secret in") && log.contains("5 bytes long"), "{log}");
+}
+
+/// `--help` shows which environment variables a flag reads, but never the value the
+/// environment holds for a secret: the database password and the JWT secret stay out.
+#[test]
+fn help_never_prints_the_database_password_or_the_jwt_secret() {
+    let env = [
+        ("DATABASE_URL", "postgres://app:hunter2@db/crm"),
+        ("AUTH_JWT_SECRET", "hunter3-is-the-jwt-secret-of-32-bytes-or-more"),
+    ];
+    for args in [&["--help"][..], &["serve", "--help"], &["migrate", "--help"], &["token", "--help"], &["-h"]] {
+        let (ok, text) = run_binary(args, &env);
+        assert!(ok, "{args:?}: {text}");
+        assert!(text.contains("DATABASE_URL"), "{args:?} names the variable: {text}");
+        assert!(!text.contains("hunter"), "{args:?} prints a secret: {text}");
+    }
+}

@@ -489,6 +489,73 @@ async fn title_empty_blank_too_long_or_not_a_string_is_refused() {
     }
 }
 
+/// What shows nothing is no title: white space and invisible characters (zero-width space, byte
+/// order mark, bidirectional controls) are trimmed from both ends, control characters are
+/// refused anywhere, and a title must keep one visible character. Lengths count Unicode scalar
+/// values (code points), as the answer holds them.
+#[tokio::test]
+async fn title_and_solution_families_refuse_invisible_only_text_and_control_characters() {
+    let app = spawn_app().await;
+    for blank in
+        ["\u{200b}", "\u{feff}", "\u{202e}", "\u{200b}\u{feff}\u{202e}", "\u{00a0}\u{3000}\u{2060}", " \u{200d} "]
+    {
+        let messages = refuse_on(&app, with(&[("title", json!(blank))]), "title").await;
+        assert_eq!(messages, ["must not be empty"], "title {blank:?}");
+        let data = refuse(&app, with(&[("solutionFamilies", json!(["HVAC", blank]))])).await;
+        assert_eq!(field_error_keys(&data), ["solutionFamilies.1"], "solution family {blank:?}: {data}");
+        assert_eq!(field_errors(&data, "solutionFamilies.1"), ["must not be empty"]);
+    }
+    let control = "must not contain control characters (such as tab or line feed)";
+    for bad in ["Chiller\tretrofit", "Chiller\nretrofit", "Chiller\u{1b}[2J", "Chiller\u{7f}", "Chiller\u{85}x", "A\rB"]
+    {
+        assert_eq!(refuse_on(&app, with(&[("title", json!(bad))]), "title").await, [control], "title {bad:?}");
+        let data = refuse(&app, with(&[("solutionFamilies", json!([bad]))])).await;
+        assert_eq!(field_errors(&data, "solutionFamilies.0"), [control], "solution family {bad:?}");
+    }
+    let result = accept(
+        &app,
+        with(&[
+            ("title", json!("\u{feff}\u{200b} Chiller retrofit\u{00a0}\u{202e}\n")),
+            ("solutionFamilies", json!(["\u{200b}HVAC\u{200b}", "Fire\u{00a0}safety"])),
+        ]),
+    )
+    .await;
+    assert_eq!(result["title"], "Chiller retrofit", "invisible ends trimmed: {result}");
+    assert_eq!(result["solutionFamilies"], json!(["HVAC", "Fire\u{00a0}safety"]), "inside, a no-break space stays");
+    let data = refuse(&app, with(&[("solutionFamilies", json!(["HVAC", "HVAC\u{feff}"]))])).await;
+    assert_eq!(field_errors(&data, "solutionFamilies.1"), ["must not repeat item 0"], "equal once trimmed");
+    // Joiners inside stay: they are part of emoji and of some scripts.
+    let family = "\u{1F468}\u{200D}\u{1F527} crew";
+    assert_eq!(accept(&app, with(&[("title", json!(family))])).await["title"], family);
+    // Characters are Unicode scalar values: 200 emoji or 200 combining sequences' code points fit.
+    let emoji = "\u{1F600}".repeat(200);
+    assert_eq!(accept(&app, with(&[("title", json!(emoji))])).await["title"], emoji);
+    let combining = "e\u{301}".repeat(100);
+    assert_eq!(accept(&app, with(&[("title", json!(combining))])).await["title"], combining);
+    let too_long = "e\u{301}".repeat(100) + "x";
+    let messages = refuse_on(&app, with(&[("title", json!(too_long))]), "title").await;
+    assert_eq!(messages, ["must be at most 200 characters"]);
+}
+
+/// Long free texts keep tab, line feed and carriage return; other control characters (escape
+/// sequences, bell, C1 controls) are refused.
+#[tokio::test]
+async fn text_fields_allow_tab_and_newlines_but_no_other_control_characters() {
+    let app = spawn_app().await;
+    let text = "Line 1\r\n\tLine 2\n";
+    for field in TEXT_FIELDS {
+        assert_eq!(accept(&app, with(&[(field, json!(text))])).await[field], text, "{field}");
+        for bad in ["\u{1b}[31mred", "bell\u{7}", "C1\u{9b}", "del\u{7f}", "\u{c}form feed"] {
+            let messages = refuse_on(&app, with(&[(field, json!(bad))]), field).await;
+            assert_eq!(
+                messages,
+                ["must not contain control characters other than tab, line feed and carriage return"],
+                "{field}: {bad:?}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Enums
 // ---------------------------------------------------------------------------------------------
@@ -621,6 +688,43 @@ async fn probability_accepts_integers_from_0_to_100() {
     for p in [0, 1, 50, 99, 100] {
         let result = accept(&app, with(&[("probability", json!(p))])).await;
         assert_eq!(result["probability"], p, "{result}");
+    }
+}
+
+/// An integer is a JSON number with no fractional part however written (§4): each spelling of a
+/// value gets the same answer as the plain one, zero included.
+#[tokio::test]
+async fn probability_integers_are_the_same_however_written() {
+    let app = spawn_app().await;
+    for (literal, value) in [
+        ("0", 0),
+        ("0.0", 0),
+        ("-0", 0),
+        ("-0.0", 0),
+        ("0e0", 0),
+        ("0.00E+5", 0),
+        ("50", 50),
+        ("50.0", 50),
+        ("5E+1", 50),
+        ("500e-1", 50),
+        ("1e2", 100),
+        ("100.000", 100),
+    ] {
+        let params = format!(
+            r#"{{"customerId":"550e8400-e29b-41d4-a716-446655440000","title":"Chiller","pipelineType":"retrofit","probability":{literal}}}"#
+        );
+        let response = create_raw(&app, &params).await;
+        assert_eq!(response["result"]["probability"], json!(value), "probability {literal}: {response}");
+    }
+    for (literal, message) in
+        [("0.5", "must be an integer"), ("-1.0", "must be between 0 and 100"), ("1e3", "must be between 0 and 100")]
+    {
+        let params = format!(
+            r#"{{"customerId":"550e8400-e29b-41d4-a716-446655440000","title":"Chiller","pipelineType":"retrofit","probability":{literal}}}"#
+        );
+        let response = create_raw(&app, &params).await;
+        let data = invalid_params(&response, &json!(literal));
+        assert_eq!(field_errors(data, "probability"), [message], "probability {literal}");
     }
 }
 
@@ -763,6 +867,46 @@ async fn date_times_without_offset_malformed_or_out_of_range_are_refused() {
         refuse_on(&app, with(&[(field, json!("1969-12-31T23:59:59Z"))]), field).await;
         refuse_on(&app, with(&[(field, json!("2201-01-01T00:00:00Z"))]), field).await;
     }
+}
+
+/// Second 60 (a leap second) is refused with a message naming it, on every backend alike
+/// (SQLite and PostgreSQL would store it differently); so is any shape RFC 3339's grammar does
+/// not have, such as an offset written with U+2212 MINUS SIGN, which chrono alone would take.
+#[tokio::test]
+async fn date_times_with_second_60_or_outside_the_rfc_3339_grammar_are_refused() {
+    let app = spawn_app().await;
+    let leap =
+        "must not have second 60: leap seconds are not accepted (use :59, or the first second of the next minute)";
+    for sent in ["2026-06-15T12:34:60Z", "2016-12-31T23:59:60Z", "2016-12-31T23:59:60.999+00:00"] {
+        let data = refuse(&app, with_dates(&json!(sent))).await;
+        for field in DATE_FIELDS {
+            assert_eq!(field_errors(&data, field), [leap], "{field}: sent {sent}");
+        }
+    }
+    let form = "must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:30:00+02:00";
+    for sent in [
+        "2026-12-01T09:30:00\u{2212}02:00",
+        "2026-12-01T09:30:00\u{2013}02:00",
+        "2026-12-01T09:30:00+0200",
+        "2026-12-01T09:30:00+02",
+        "2026-12-01 09:30:00Z",
+        "2026-12-01T09:30:00.Z",
+        "2026-12-01T09:30:00Z ",
+        "2026-12-01T09:30:00 Z",
+        "2026-12-01T09:30:00UTC",
+        "\u{FF12}026-12-01T09:30:00Z",
+    ] {
+        let data = refuse(&app, with_dates(&json!(sent))).await;
+        for field in DATE_FIELDS {
+            assert_eq!(field_errors(&data, field), [form], "{field}: sent {sent:?}");
+        }
+    }
+    assert_eq!(app.count(None).await, 0, "nothing was stored");
+    // The second before and the one after are fine.
+    let result = accept(&app, with(&[("expectedCloseDate", json!("2016-12-31T23:59:59Z"))])).await;
+    assert_eq!(result["expectedCloseDate"], "2016-12-31T23:59:59Z");
+    let result = accept(&app, with(&[("expectedCloseDate", json!("2016-12-31T23:59:59.999999-00:00"))])).await;
+    assert_eq!(result["expectedCloseDate"], "2016-12-31T23:59:59.999999Z");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1036,4 +1180,126 @@ async fn a_refused_create_writes_nothing() {
     assert_eq!(app.count(None).await, 0);
     accept(&app, valid_params()).await;
     assert_eq!(app.count(None).await, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headers that stand for params: X-Workspace-Id and Idempotency-Key
+// ---------------------------------------------------------------------------------------------
+
+/// POSTs `body` with the app's token and `headers` (repeated names are sent repeated).
+async fn post_with_headers(app: &TestApp, body: &Value, headers: &[(&str, &str)]) -> Value {
+    let auth = format!("Bearer {}", app.token());
+    let mut all = vec![("authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    app.post_raw(body.to_string(), &all).await.1
+}
+
+/// A header sent twice has no one value: the first does not silently win. The call is refused
+/// with a field error on the field the header stands for; nothing is written.
+#[tokio::test]
+async fn repeated_workspace_or_idempotency_headers_are_field_errors() {
+    let app = spawn_app().await;
+    let ws = app.workspace.to_string();
+    let other = Uuid::new_v4().to_string();
+    let body = request(json!(1), "opportunity.create", valid_params());
+    for (case, headers, field, message) in [
+        (
+            "X-Workspace-Id twice, same value",
+            vec![("x-workspace-id", ws.as_str()), ("x-workspace-id", ws.as_str())],
+            "workspaceId",
+            "the X-Workspace-Id header was sent more than once; send it once",
+        ),
+        (
+            "X-Workspace-Id twice, the token's first",
+            vec![("x-workspace-id", ws.as_str()), ("x-workspace-id", other.as_str())],
+            "workspaceId",
+            "the X-Workspace-Id header was sent more than once; send it once",
+        ),
+        (
+            "Idempotency-Key twice",
+            vec![("idempotency-key", "key-1"), ("idempotency-key", "key-2")],
+            "idempotencyKey",
+            "the Idempotency-Key header was sent more than once; send it once",
+        ),
+        (
+            "Idempotency-Key twice, same value",
+            vec![("idempotency-key", "key-1"), ("Idempotency-Key", "key-1")],
+            "idempotencyKey",
+            "the Idempotency-Key header was sent more than once; send it once",
+        ),
+    ] {
+        let response = post_with_headers(&app, &body, &headers).await;
+        let data = invalid_params(&response, &json!(case));
+        assert_eq!(field_error_keys(data), [field], "{case}: {response}");
+        assert_eq!(field_errors(data, field), [message], "{case}");
+    }
+    assert_eq!(app.count(None).await, 0, "nothing was written");
+    // Once each, they work.
+    let response = post_with_headers(&app, &body, &[("x-workspace-id", &ws), ("idempotency-key", "key-1")]).await;
+    assert_eq!(response["result"]["workspaceId"], ws, "{response}");
+}
+
+/// One `Idempotency-Key` header cannot be the key of every call of a batch (the second call
+/// would replay or conflict with the first): each create of such a batch is refused with a
+/// field error saying to send per-call keys in params; keys in params work in a batch.
+#[tokio::test]
+async fn an_idempotency_key_header_on_a_batch_is_refused_per_call() {
+    let app = spawn_app().await;
+    let titled = |title: &str| {
+        let mut params = valid_params();
+        params["title"] = json!(title);
+        params
+    };
+    let batch = json!([
+        request(json!(1), "opportunity.create", titled("first")),
+        request(json!(2), "opportunity.create", titled("second")),
+        request(json!(3), "opportunity.create", titled("third")),
+    ]);
+    let answers = post_with_headers(&app, &batch, &[("idempotency-key", "batch-key")]).await;
+    let answers = answers.as_array().unwrap_or_else(|| panic!("a batch answer: {answers}"));
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    for answer in answers {
+        let data = invalid_params(answer, &batch);
+        assert_eq!(field_error_keys(data), ["idempotencyKey"], "{answer}");
+        assert_eq!(
+            field_errors(data, "idempotencyKey"),
+            [
+                "the Idempotency-Key header cannot be used with a batch: send each call's own idempotencyKey in its params"
+            ]
+        );
+    }
+    // Also a one-call batch, and a batch after white space.
+    let one = format!(" \n[{}]", request(json!(1), "opportunity.create", valid_params()));
+    let auth = format!("Bearer {}", app.token());
+    let (_, answer) = app.post_raw(one, &[("authorization", &auth), ("idempotency-key", "batch-key")]).await;
+    assert_eq!(
+        answer[0]["error"]["data"]["fieldErrors"]["idempotencyKey"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    assert_eq!(app.count(None).await, 0, "nothing was written");
+
+    // Keys in params: each call its own, replayed on a retry of the batch.
+    let keyed = |title: &str, key: &str| {
+        let mut params = titled(title);
+        params["idempotencyKey"] = json!(key);
+        params
+    };
+    let batch = json!([
+        request(json!(1), "opportunity.create", keyed("first", "k-1")),
+        request(json!(2), "opportunity.create", keyed("second", "k-2")),
+    ]);
+    let first = post_with_headers(&app, &batch, &[]).await;
+    let again = post_with_headers(&app, &batch, &[]).await;
+    for i in 0..2 {
+        assert!(first[i]["result"]["id"].is_string(), "{first}");
+        assert_eq!(first[i]["result"]["id"], again[i]["result"]["id"], "replayed: {again}");
+    }
+    assert_eq!(app.count(None).await, 2);
+    // A single call keeps the header key.
+    let single = request(json!(1), "opportunity.create", titled("single"));
+    let one = post_with_headers(&app, &single, &[("idempotency-key", "single-key")]).await;
+    let two = post_with_headers(&app, &single, &[("idempotency-key", "single-key")]).await;
+    assert_eq!(one["result"]["id"], two["result"]["id"], "{one} {two}");
+    assert_eq!(app.count(None).await, 3);
 }
