@@ -487,6 +487,28 @@ impl Database {
         outcome
     }
 
+    /// Changes the opportunity `id` as `decide` says, under its row lock, with the idempotency
+    /// key's answer and the change's event in the same transaction (see
+    /// [`opportunity::change`]). On SQLite the change goes through the group-commit writer, so
+    /// changes share commits with creates; on PostgreSQL it is a transaction of its own.
+    pub async fn change_opportunity<E, F>(
+        &self,
+        id: uuid::Uuid,
+        key: Option<opportunity::ChangeKey>,
+        deadline: std::time::Instant,
+        decide: F,
+    ) -> Result<opportunity::Changed<E>, DbError>
+    where
+        E: Send + 'static,
+        F: Fn(Option<crate::domain::opportunity::Opportunity>) -> opportunity::Decision<E> + Send + 'static,
+    {
+        let write = move |conn: DbConn<'_>| opportunity::change(conn, id, key.as_ref(), deadline, &decide);
+        match &self.writer {
+            Writer::Sqlite(writer) => writer.run(deadline, move |conn| write(DbConn::Sqlite(conn))).await,
+            Writer::Postgres(_) => self.run(write).await,
+        }
+    }
+
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), DbError> {
         self.run(|conn| {

@@ -775,10 +775,16 @@ pub fn change<E>(
                 }
                 Ok(())
             }),
-            // IMMEDIATE takes the write lock up front: the reads and the write see one state.
-            DbConn::Sqlite(c) => c.immediate_transaction(|c| {
+            // A savepoint of the SQLite writer's group transaction (`Database::change_opportunity`),
+            // which holds the write lock (IMMEDIATE): the reads and the write see one state.
+            DbConn::Sqlite(c) => c.transaction(|c| {
                 let current = select_sqlite(c, id).map_err(into_diesel)?;
                 outcome = Some(change_locked(DbConn::Sqlite(c), current, key, decide).map_err(into_diesel)?);
+                // Past the deadline the caller has answered SERVICE_UNAVAILABLE (the write lock
+                // may have been held elsewhere): roll back rather than store it.
+                if Instant::now() >= deadline {
+                    return Err(DieselError::RollbackTransaction);
+                }
                 Ok(())
             }),
         };

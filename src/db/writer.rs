@@ -33,11 +33,31 @@ struct Job {
     /// A job still queued at its deadline is answered SERVICE_UNAVAILABLE and never run, so a
     /// caller is never told "unavailable" about a create that is then stored.
     deadline: Instant,
-    opportunity: Opportunity,
-    key: Option<IdempotencyRecord>,
-    /// Appended, in the group's transaction, when the create is stored.
-    event: NewEvent,
-    reply: oneshot::Sender<Result<CreateOutcome, DbError>>,
+    work: Work,
+}
+
+enum Work {
+    Create {
+        opportunity: Opportunity,
+        key: Option<IdempotencyRecord>,
+        /// Appended, in the group's transaction, when the create is stored.
+        event: NewEvent,
+        reply: oneshot::Sender<Result<CreateOutcome, DbError>>,
+    },
+    /// Any other write (an update, archive, restore), run in a savepoint of the group; what it
+    /// returns answers its caller once the group's commit is known.
+    Run(Box<dyn FnOnce(&mut SqliteConnection) -> Answer + Send>),
+}
+
+/// Answers a caller of [`SqliteWriter::run`] with the group's commit failure, if any.
+type Answer = Box<dyn FnOnce(Option<&DbError>) + Send>;
+
+/// The same failure again, for each caller of a group.
+fn copy(e: &DbError) -> DbError {
+    match e {
+        DbError::Unavailable(m) => DbError::Unavailable(m.clone()),
+        DbError::Query(e) => DbError::Query(diesel::result::Error::QueryBuilderError(e.to_string().into())),
+    }
 }
 
 /// The handle callers enqueue creates with; the writer thread ends when the last handle is
@@ -50,7 +70,10 @@ pub struct SqliteWriter {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("id", &self.opportunity.id).finish_non_exhaustive()
+        match &self.work {
+            Work::Create { opportunity, .. } => f.debug_struct("Create").field("id", &opportunity.id).finish(),
+            Work::Run(_) => f.write_str("Run"),
+        }
     }
 }
 
@@ -88,11 +111,38 @@ impl SqliteWriter {
         event: NewEvent,
     ) -> Result<CreateOutcome, DbError> {
         let (reply, answer) = oneshot::channel();
+        let work = Work::Create { opportunity, key, event, reply };
         self.jobs
-            .send(Job { deadline: Instant::now() + self.timeout, opportunity, key, event, reply })
+            .send(Job { deadline: Instant::now() + self.timeout, work })
             .await
             .map_err(|_| DbError::Unavailable("the SQLite writer has stopped".into()))?;
         answer.await.map_err(|_| DbError::Unavailable("the SQLite writer stopped before answering".into()))?
+    }
+
+    /// Runs a write in the next group (in a savepoint of its transaction) and answers once the
+    /// group is committed: changes get group commit as creates do. Past `deadline` it is not
+    /// started.
+    pub async fn run<R, F>(&self, deadline: Instant, write: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<R, DbError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let work = Work::Run(Box::new(move |conn| {
+            let result = write(conn);
+            Box::new(move |commit: Option<&DbError>| {
+                let _ = reply.send(match commit {
+                    Some(e) => Err(copy(e)),
+                    None => result,
+                });
+            })
+        }));
+        self.jobs
+            .send(Job { deadline, work })
+            .await
+            .map_err(|_| DbError::Unavailable("the SQLite writer has stopped".into()))?;
+        // A job dropped unrun (its deadline passed in the queue) drops its reply.
+        answer.await.map_err(|_| DbError::Unavailable("waited too long for the SQLite writer".into()))?
     }
 }
 
@@ -100,57 +150,69 @@ impl SqliteWriter {
 /// out: they are never run.
 fn refuse_expired(group: &mut Vec<Job>, now: Instant) {
     for job in group.extract_if(.., |job| job.deadline <= now) {
-        let _ = job.reply.send(Err(DbError::Unavailable("waited too long for the SQLite writer".into())));
+        if let Work::Create { reply, .. } = job.work {
+            let _ = reply.send(Err(DbError::Unavailable("waited too long for the SQLite writer".into())));
+        }
     }
 }
 
 /// Commits a group and answers every job of it; `group` is left empty.
 fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<Job>) {
     let size = group.len();
-    let mut outcomes: Vec<Result<CreateOutcome, DbError>> = Vec::with_capacity(size);
+    let mut outcomes: Vec<Option<Result<CreateOutcome, DbError>>> = Vec::with_capacity(size);
+    let mut answers: Vec<Answer> = Vec::new();
+    let mut runs: Vec<Box<dyn FnOnce(&mut SqliteConnection) -> Answer + Send>> = Vec::new();
+    let mut creates = Vec::with_capacity(size);
+    for job in group.drain(..) {
+        match job.work {
+            Work::Create { opportunity, key, event, reply } => creates.push((opportunity, key, event, reply)),
+            Work::Run(run) => runs.push(run),
+        }
+    }
     let committed = conn.immediate_transaction(|conn| {
         // The creates without a key go in as one INSERT; when it fails (nothing of it is kept),
         // each goes alone, as the keyed ones do.
-        let keyless: Vec<&Opportunity> = group.iter().filter(|j| j.key.is_none()).map(|j| &j.opportunity).collect();
+        let keyless: Vec<&Opportunity> = creates.iter().filter(|c| c.1.is_none()).map(|c| &c.0).collect();
         let batched = keyless.len() > 1 && insert_sqlite_batch(conn, &keyless).is_ok();
-        for job in group.iter() {
-            if batched && job.key.is_none() {
-                outcomes.push(Ok(CreateOutcome::Created));
+        for (opportunity, key, _, _) in &creates {
+            if batched && key.is_none() {
+                outcomes.push(Some(Ok(CreateOutcome::Created)));
                 continue;
             }
             // `create_sqlite` runs in a savepoint: its failure is its own.
-            outcomes.push(create_sqlite(conn, &job.opportunity, job.key.as_ref()).map_err(DbError::classify));
+            outcomes.push(Some(create_sqlite(conn, opportunity, key.as_ref()).map_err(DbError::classify)));
         }
-        // The events of what was stored, last: no create without its event, no event without
-        // its create (a failure here fails the whole group).
-        let created: Vec<NewEvent> = group
+        // The events of what was stored: no create without its event, no event without its
+        // create (a failure here fails the whole group).
+        let created: Vec<NewEvent> = creates
             .iter()
             .zip(&outcomes)
-            .filter(|(_, outcome)| matches!(outcome, Ok(CreateOutcome::Created)))
-            .map(|(job, _)| job.event.clone())
+            .filter(|(_, outcome)| matches!(outcome, Some(Ok(CreateOutcome::Created))))
+            .map(|(c, _)| c.2.clone())
             .collect();
         events::append(&mut DbConn::Sqlite(conn), &created)?;
+        // Then the other writes, each in its own savepoint (and with its own events).
+        for run in runs.drain(..) {
+            answers.push(run(conn));
+        }
         Ok::<_, diesel::result::Error>(())
     });
-    if let Err(e) = committed {
-        tracing::warn!(error = %e, size, "a group commit failed; none of its creates is stored");
-        let e = DbError::classify(e);
-        let message = e.to_string();
-        let unavailable = matches!(e, DbError::Unavailable(_));
-        outcomes = (0..size)
-            .map(|_| {
-                Err(if unavailable {
-                    DbError::Unavailable(message.clone())
-                } else {
-                    DbError::Query(diesel::result::Error::QueryBuilderError(message.clone().into()))
-                })
-            })
-            .collect();
-    }
+    let failure = committed.err().map(|e| {
+        tracing::warn!(error = %e, size, "a group commit failed; none of its writes is stored");
+        DbError::classify(e)
+    });
     tracing::trace!(size, "group committed");
-    for (job, outcome) in group.drain(..).zip(outcomes) {
+    let outcomes = outcomes.into_iter().chain(std::iter::repeat_with(|| None));
+    for ((_, _, _, reply), outcome) in creates.into_iter().zip(outcomes) {
         // A caller that went away (timeout, closed connection) no longer needs the answer.
-        let _ = job.reply.send(outcome);
+        let outcome = match &failure {
+            Some(e) => Err(copy(e)),
+            None => outcome.expect("an outcome per create"),
+        };
+        let _ = reply.send(outcome);
+    }
+    for answer in answers {
+        answer(failure.as_ref());
     }
 }
 
@@ -174,7 +236,7 @@ mod tests {
         let opportunity = Opportunity::new(input, Uuid::nil(), Uuid::nil(), Utc::now()).unwrap();
         let (reply, answer) = oneshot::channel();
         let event = NewEvent::created(&opportunity, "{}".into());
-        (Job { deadline, opportunity, key: None, event, reply }, answer)
+        (Job { deadline, work: Work::Create { opportunity, key: None, event, reply } }, answer)
     }
 
     #[test]

@@ -341,7 +341,7 @@ async fn run_change(
     };
     let changed = state
         .db
-        .run(move |conn| crate::db::opportunity::change(conn, id, key.as_ref(), deadline, &decide))
+        .change_opportunity(id, key, deadline, decide)
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
     match changed {
