@@ -36,6 +36,7 @@ struct Job {
     work: Work,
 }
 
+#[allow(clippy::large_enum_variant)] // a create is the common job; boxing it would cost each one an allocation
 enum Work {
     Create {
         opportunity: Opportunity,
@@ -46,8 +47,11 @@ enum Work {
     },
     /// Any other write (an update, archive, restore), run in a savepoint of the group; what it
     /// returns answers its caller once the group's commit is known.
-    Run(Box<dyn FnOnce(&mut SqliteConnection) -> Answer + Send>),
+    Run(Write),
 }
+
+/// A write of [`Work::Run`].
+type Write = Box<dyn FnOnce(&mut SqliteConnection) -> Answer + Send>;
 
 /// Answers a caller of [`SqliteWriter::run`] with the group's commit failure, if any.
 type Answer = Box<dyn FnOnce(Option<&DbError>) + Send>;
@@ -161,7 +165,7 @@ fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<Job>) {
     let size = group.len();
     let mut outcomes: Vec<Option<Result<CreateOutcome, DbError>>> = Vec::with_capacity(size);
     let mut answers: Vec<Answer> = Vec::new();
-    let mut runs: Vec<Box<dyn FnOnce(&mut SqliteConnection) -> Answer + Send>> = Vec::new();
+    let mut runs: Vec<Write> = Vec::new();
     let mut creates = Vec::with_capacity(size);
     for job in group.drain(..) {
         match job.work {
