@@ -64,22 +64,51 @@ fn check_secret(secret: &SecretString, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the development secret of an embedded database is kept: beside the database file.
+pub fn dev_secret_path(path: &std::path::Path) -> std::path::PathBuf {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    dir.join(DEV_SECRET_FILE)
+}
+
+/// Whether [`resolve_secret`] may create the development secret: `serve` may, `token` only
+/// reads the one `serve` made (a new one would sign tokens the running service refuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevSecret {
+    Create,
+    ReadOnly,
+}
+
 /// The secret tokens are checked with: the configured one, else on the embedded database a
-/// development secret kept beside it. PostgreSQL without a secret is refused, and so is a
-/// secret shorter than 32 bytes or made only of white space.
-pub fn resolve_secret(auth: &AuthArgs, url: &DatabaseUrl) -> anyhow::Result<(SecretString, bool)> {
+/// development secret kept beside it (the path is returned too). PostgreSQL without a secret is
+/// refused, and so is a secret shorter than 32 bytes or made only of white space.
+pub fn resolve_secret(
+    auth: &AuthArgs,
+    url: &DatabaseUrl,
+    dev: DevSecret,
+) -> anyhow::Result<(SecretString, Option<std::path::PathBuf>)> {
     if let Some(secret) = &auth.auth_jwt_secret {
         check_secret(secret, "AUTH_JWT_SECRET")?;
-        return Ok((secret.clone(), false));
+        return Ok((secret.clone(), None));
     }
     match url {
         DatabaseUrl::Sqlite(path) => {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            let file = dir.join(DEV_SECRET_FILE);
-            let (secret, _) = auth::load_or_create_dev_secret(&file)
-                .with_context(|| format!("cannot create the development secret {}", file.display()))?;
+            let file = dev_secret_path(path);
+            let secret = match dev {
+                DevSecret::Create => {
+                    auth::load_or_create_dev_secret(&file)
+                        .with_context(|| format!("cannot create the development secret {}", file.display()))?
+                        .0
+                }
+                DevSecret::ReadOnly => match std::fs::read_to_string(&file) {
+                    Ok(text) if !text.trim().is_empty() => SecretString::from(text.trim().to_string()),
+                    Ok(_) | Err(_) => bail!(
+                        "no development secret at {}: start `opportunity-service serve` with the same DATABASE_URL first (it creates one there), or set AUTH_JWT_SECRET to the service's secret",
+                        file.display()
+                    ),
+                },
+            };
             check_secret(&secret, &format!("the development secret in {}", file.display()))?;
-            Ok((secret, true))
+            Ok((secret, Some(file)))
         }
         DatabaseUrl::Postgres(_) => bail!(
             "AUTH_JWT_SECRET is required with PostgreSQL: set it (or --auth-jwt-secret) to the HS256 secret that signs the callers' tokens"
@@ -105,10 +134,12 @@ impl Application {
     /// Opens the database (migrating it), binds the listener and assembles the server.
     pub async fn build(settings: &ServeArgs) -> anyhow::Result<Self> {
         let url = DatabaseUrl::parse(&settings.database.database_url)?;
-        let (secret, dev_mode) = resolve_secret(&settings.auth, &url)?;
-        if dev_mode {
+        let (secret, dev_secret) = resolve_secret(&settings.auth, &url, DevSecret::Create)?;
+        if let Some(file) = &dev_secret {
             tracing::warn!(
-                "development mode: no AUTH_JWT_SECRET, tokens are checked with a generated secret beside the database (see `opportunity-service token`)"
+                secret_file = %file.display(),
+                "development mode: no AUTH_JWT_SECRET, tokens are checked with the generated secret in {} (`opportunity-service token` with the same DATABASE_URL signs with it)",
+                file.display()
             );
         }
         let options = PoolOptions { size: settings.database_pool_size, timeout: settings.database_timeout };

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use opportunity_service::config::{Cli, Command, LogFormat, ServeArgs, TokenArgs};
 use opportunity_service::db::DatabaseUrl;
-use opportunity_service::{Application, auth, resolve_secret, telemetry};
+use opportunity_service::{Application, DevSecret, auth, resolve_secret, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -75,7 +75,10 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
     let url = DatabaseUrl::parse(&args.database.database_url)?;
-    let (secret, _) = resolve_secret(&args.auth, &url)?;
+    let (secret, dev_secret) = resolve_secret(&args.auth, &url, DevSecret::ReadOnly)?;
+    if let Some(file) = dev_secret {
+        eprintln!("signed with the development secret {}", file.display());
+    }
     let now = chrono::Utc::now().timestamp();
     let ttl = i64::try_from(args.ttl.as_secs()).context("--ttl is too long")?;
     let claims = auth::Claims {

@@ -145,8 +145,11 @@ fn start_without_secret(database_url: &str) -> ServiceProcess {
     ServiceProcess::spawn(bin(database_url))
 }
 
-/// Runs `opportunity-service token …` with no secret configured; returns the printed token.
+/// Runs `opportunity-service token …` with no secret configured (a development secret is made
+/// beside the database first, as `serve` would); returns the printed token.
 fn mint_with_cli(database_url: &str, args: &[&str]) -> String {
+    let path = std::path::Path::new(database_url.trim_start_matches("sqlite://"));
+    opportunity_service::auth::load_or_create_dev_secret(&opportunity_service::dev_secret_path(path)).unwrap();
     let output = bin(database_url).arg("token").args(args).output().expect("token subcommand runs");
     assert!(output.status.success(), "token {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
@@ -923,8 +926,8 @@ fn token_subcommand_puts_the_claims_asked_for() {
     );
     let after = now();
     let secret_file = dir.path().join(opportunity_service::DEV_SECRET_FILE);
-    let secret = std::fs::read_to_string(&secret_file)
-        .unwrap_or_else(|e| panic!("{} was not created: {e}", secret_file.display()));
+    let secret =
+        std::fs::read_to_string(&secret_file).unwrap_or_else(|e| panic!("{} is not there: {e}", secret_file.display()));
     let claims = decode(&token, secret.trim());
 
     assert_eq!(claims["sub"], json!(user.to_string()), "{claims}");
@@ -981,7 +984,30 @@ fn token_subcommand_refuses_a_ttl_of_zero() {
     assert!(decode(&token, secret_of(&url).as_str())["exp"].is_i64());
 }
 
-/// The development secret `token` signs with on `database_url` (created by the first call).
+/// `token` never makes a secret of its own: without one it fails, naming the file it looked
+/// for, and creates nothing (a new secret would sign tokens the running service refuses).
+#[test]
+fn token_subcommand_without_a_development_secret_fails_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("x.db").display());
+    let output = bin(&url)
+        .args(["token", "--workspace", "11111111-1111-4111-8111-111111111111"])
+        .output()
+        .expect("token subcommand runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "no secret: refused");
+    assert!(output.stdout.is_empty(), "no token printed");
+    let file = dir.path().join(opportunity_service::DEV_SECRET_FILE);
+    assert!(stderr.contains(&file.display().to_string()), "names {}: {stderr}", file.display());
+    assert!(!file.exists(), "creates no secret");
+    // With the secret `serve` made, it says which file it signed with.
+    let token = mint_with_cli(&url, &["--workspace", "11111111-1111-4111-8111-111111111111"]);
+    assert!(!token.is_empty());
+    let output = bin(&url).args(["token", "--workspace", "11111111-1111-4111-8111-111111111111"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("signed with the development secret"));
+}
+
+/// The development secret `token` signs with on `database_url`.
 fn secret_of(database_url: &str) -> String {
     let path = std::path::Path::new(database_url.trim_start_matches("sqlite://"));
     std::fs::read_to_string(path.parent().unwrap().join(opportunity_service::DEV_SECRET_FILE))
