@@ -140,7 +140,12 @@ impl Application {
             .set_rpc_middleware(rpc_middleware)
             .to_service_builder();
         let socket_limits = serve::SocketLimits {
-            max_sockets: settings.max_connections as usize,
+            // Each pooled database connection may hold a few files (SQLite: the database, its WAL
+            // and shared memory; PostgreSQL: a socket).
+            max_sockets: serve::socket_cap(
+                settings.max_connections as usize,
+                3 * settings.database_pool_size.unwrap_or_else(|| db::default_pool_size(&url)) as usize,
+            ),
             request_timeout: settings.request_timeout,
             budget,
         };

@@ -246,6 +246,38 @@ impl AsyncWrite for Guarded {
     }
 }
 
+/// File descriptors kept for everything but sockets (database files and connections, the
+/// runtime, logs), on top of the probes' headroom and the refusals.
+const FD_RESERVE: usize = 64;
+
+/// The soft limit on open files of this process, from `/proc/self/limits` (Linux); `None`
+/// elsewhere or when unlimited.
+fn fd_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// `MAX_CONNECTIONS`, lowered so that the sockets it allows (with the probes' headroom and the
+/// refusals) fit under the file-descriptor limit with `reserve` descriptors to spare: a socket
+/// beyond the cap is then refused cleanly instead of failing `accept` with "too many open
+/// files".
+pub fn socket_cap(max_connections: usize, reserve: usize) -> usize {
+    let Some(limit) = fd_limit() else { return max_connections };
+    let room = limit.saturating_sub(PROBE_HEADROOM + REFUSALS_AT_ONCE + FD_RESERVE + reserve).max(1);
+    if room < max_connections {
+        tracing::warn!(
+            max_connections,
+            fd_limit = limit,
+            serving = room,
+            "MAX_CONNECTIONS does not fit under the open-file limit; serving fewer sockets"
+        );
+        room
+    } else {
+        max_connections
+    }
+}
+
 /// Settings of the accept loop.
 #[derive(Debug, Clone)]
 pub struct SocketLimits {
@@ -264,15 +296,17 @@ struct AcceptErrors {
 }
 
 impl AcceptErrors {
-    fn failed(&mut self, error: &io::Error) {
+    /// Records a failure; returns whether it was logged.
+    fn failed(&mut self, error: &io::Error) -> bool {
         let now = Instant::now();
         if self.last.is_some_and(|last| now.duration_since(last) < Duration::from_secs(1)) {
             self.unlogged += 1;
-            return;
+            return false;
         }
         let also = std::mem::take(&mut self.unlogged);
         tracing::warn!(error = %error, also_failed = also, "accept failed; backing off");
         self.last = Some(now);
+        true
     }
 }
 
@@ -330,7 +364,7 @@ pub async fn accept_loop<RpcMiddleware, HttpMiddleware>(
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => socket,
                 Err(e) => {
-                    errors.failed(&e);
+                    let _ = errors.failed(&e);
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -387,5 +421,43 @@ pub async fn accept_loop<RpcMiddleware, HttpMiddleware>(
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_are_logged_at_most_once_a_second() {
+        let mut errors = AcceptErrors { last: None, unlogged: 0 };
+        let error = io::Error::other("Too many open files");
+        let logged = (0..1000).filter(|_| errors.failed(&error)).count();
+        assert_eq!(logged, 1, "a burst of failures is one line");
+        assert_eq!(errors.unlogged, 999, "the rest are counted for the next line");
+        errors.last = Some(Instant::now() - Duration::from_secs(2));
+        assert!(errors.failed(&error), "a second later, the next failure is logged");
+        assert_eq!(errors.unlogged, 0);
+    }
+
+    #[tokio::test]
+    async fn the_ledger_counts_per_socket_and_in_total() {
+        let budget = Arc::new(AnswerBudget::new(100));
+        let a = Ledger::new(budget.clone());
+        let b = Ledger::new(budget.clone());
+        a.record(80);
+        b.record(30);
+        assert!(budget.is_spent());
+        a.written(50);
+        assert_eq!((a.pending(), budget.pending()), (30, 60));
+        assert!(!budget.is_spent());
+        b.written(1000);
+        assert_eq!(b.pending(), 0, "writes beyond the answers never go below zero");
+        a.close();
+        assert_eq!(budget.pending(), 0, "a closed socket gives its bytes back");
+        a.record(10);
+        assert_eq!(budget.pending(), 0, "nothing is counted for a closed socket");
+        budget.wait_available().await;
+        a.wait_below(0).await;
     }
 }

@@ -413,3 +413,53 @@ fn restore(answer: Vec<u8>, swaps: &Mutex<HashMap<String, String>>) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(data: &str) -> serde_json::Value {
+        match inspect(data.as_bytes().to_vec()) {
+            Verdict::Refuse(text) => serde_json::from_str(&text).unwrap(),
+            Verdict::Relay(..) => panic!("{data} was relayed"),
+        }
+    }
+
+    #[test]
+    fn messages_that_are_not_requests_are_refused_in_the_contract_shape() {
+        for (data, code, name) in [
+            ("hello", -32700, "PARSE_ERROR"),
+            ("{\"a\":", -32700, "PARSE_ERROR"),
+            ("{}", -32600, "BAD_REQUEST"),
+            ("null", -32600, "BAD_REQUEST"),
+            ("\"x\"", -32600, "BAD_REQUEST"),
+            (r#"{"jsonrpc":"1.0","id":1,"method":"a.b"}"#, -32600, "BAD_REQUEST"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"a.b","method":"c.d"}"#, -32600, "BAD_REQUEST"),
+            (r#"{"jsonrpc":"2.0","id":true,"method":"a.b"}"#, -32600, "BAD_REQUEST"),
+            (r#"{"jsonrpc":"2.0","id":1,"method":5}"#, -32600, "BAD_REQUEST"),
+        ] {
+            let answer = refused(data);
+            assert_eq!(answer["error"]["code"], code, "{data}: {answer}");
+            assert_eq!(answer["error"]["data"]["code"], name, "{data}: {answer}");
+        }
+        // The id is echoed as written when it can be read.
+        assert_eq!(refused(r#"{"jsonrpc":"1.0","id":1.5,"method":"a.b"}"#)["id"], serde_json::json!(1.5));
+    }
+
+    #[test]
+    fn ids_jsonrpsee_cannot_hold_are_swapped_and_restored() {
+        let data = r#"{"jsonrpc":"2.0","id":1e2,"method":"a.b"}"#;
+        let Verdict::Relay(bytes, swaps) = inspect(data.as_bytes().to_vec()) else { panic!("relayed") };
+        assert_eq!(swaps.len(), 1);
+        let relayed = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(relayed.contains(PLACEHOLDER), "{relayed}");
+        let swaps = Mutex::new(swaps.into_iter().collect::<HashMap<_, _>>());
+        let at = relayed.find(PLACEHOLDER).unwrap();
+        let placeholder = &relayed[at..at + PLACEHOLDER.len() + 33];
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":{placeholder},"result":true}}"#);
+        assert_eq!(restore(answer.into_bytes(), &swaps), r#"{"jsonrpc":"2.0","id":1e2,"result":true}"#);
+        assert!(swaps.lock().unwrap().is_empty(), "a restored id is forgotten");
+        let plain = r#"{"jsonrpc":"2.0","id":7,"method":"a.b"}"#;
+        assert!(matches!(inspect(plain.as_bytes().to_vec()), Verdict::Relay(_, s) if s.is_empty()));
+    }
+}

@@ -1549,3 +1549,57 @@ async fn access_token_in_the_url_is_never_logged() {
     assert!(!log.contains(signature), "the token reached the log");
     assert!(!log.contains("not.a.token"), "the query string reached the log");
 }
+
+/// Item 4: under a low open-file limit, the socket cap fits under it: a flood of idle sockets is
+/// refused cleanly or closed after REQUEST_TIMEOUT, `/health` and creates are served again soon,
+/// and `accept` failures (if any) are logged at most about once a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_socket_flood_under_a_low_fd_limit_is_survived_quietly() {
+    let db = TestDatabase::new();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\"")
+        .arg(env!("CARGO_BIN_EXE_opportunity-service"))
+        .env("DATABASE_URL", &db.url)
+        .env("AUTH_JWT_SECRET", SECRET)
+        .env("REQUEST_TIMEOUT", "1s");
+    let service = ServiceProcess::spawn(command);
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        match TcpStream::connect(service.addr).await {
+            Ok(stream) => idle.push(stream),
+            Err(_) => break,
+        }
+    }
+    let client = reqwest::Client::new();
+    let token = sign(&claims(Uuid::new_v4(), &[Uuid::new_v4()], ALL_SCOPES));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let health =
+            tokio::time::timeout(Duration::from_secs(5), client.get(format!("http://{}/health", service.addr)).send())
+                .await;
+        if matches!(&health, Ok(Ok(r)) if r.status().as_u16() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "GET /health is not answered during an idle-socket flood: {health:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let created = create_request(&client, service.addr, &token, &valid_params())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("a create is answered");
+    let status = created.status().as_u16();
+    let answer: Value = created.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["result"]["id"].is_string(), "{answer}");
+    drop(idle);
+    let log = service.log.lock().unwrap().clone();
+    let accept_lines = log.lines().filter(|l| l.contains("accept failed")).count() as u64;
+    let seconds = started.elapsed().as_secs() + 2;
+    eprintln!("idle-socket flood under ulimit -n 256: {accept_lines} accept-failure lines in {seconds} s");
+    assert!(accept_lines <= seconds, "{accept_lines} accept-failure lines in {seconds} s:\n{log:.3000}");
+    assert!(log.contains("serving fewer sockets"), "the lowered cap is logged:\n{log:.3000}");
+}
