@@ -475,13 +475,36 @@ async fn normalize_http_response(
     Ok(HttpResponse::from_parts(parts, HttpBody::from(text)))
 }
 
+/// Whether a JSON-RPC answer (or batch of answers) holds an error object without `data`.
+pub(crate) fn has_raw_error(bytes: &[u8]) -> bool {
+    use serde_json::value::RawValue;
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow, default)]
+        error: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Error<'a> {
+        #[serde(borrow, default)]
+        data: Option<&'a RawValue>,
+    }
+    let raw = |answer: &Answer<'_>| {
+        answer.error.is_some_and(|e| serde_json::from_str::<Error<'_>>(e.get()).map_or(true, |e| e.data.is_none()))
+    };
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice::<Vec<Answer<'_>>>(bytes).map_or(true, |items| items.iter().any(raw)),
+        _ => serde_json::from_slice::<Answer<'_>>(bytes).map_or(true, |answer| raw(&answer)),
+    }
+}
+
 async fn rewrite_errors(
     mut parts: hyper::http::response::Parts,
     bytes: Bytes,
     request: &[u8],
 ) -> Result<(hyper::http::response::Parts, Bytes), BoxError> {
-    // Only bodies that hold an error are parsed; errors that already have data.code stay as they are.
-    let needs_rewrite = memchr::memmem::find(&bytes, b"\"error\"").is_some();
+    // Only bodies with an error that has no `data` yet (one jsonrpsee made) are parsed into a
+    // value; the probe skips over results (a batch of big answers) without building them.
+    let needs_rewrite = memchr::memmem::find(&bytes, b"\"error\"").is_some() && has_raw_error(&bytes);
     if !needs_rewrite {
         return Ok((parts, bytes));
     }

@@ -405,7 +405,7 @@ fn restore(answer: Vec<u8>, swaps: &Mutex<HashMap<String, String>>) -> String {
         text = out;
     }
     if text.contains("\"error\"")
-        && !text.contains("\"httpStatus\"")
+        && crate::http::has_raw_error(text.as_bytes())
         && let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&text)
         && crate::error::normalize_response_value(&mut value)
     {
