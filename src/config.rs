@@ -97,14 +97,24 @@ pub struct ServeArgs {
     /// Larger JSON-RPC batches are refused.
     #[arg(long, env = "MAX_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batch: u32,
-    /// Concurrent HTTP calls and WebSocket connections; more are refused with HTTP 429.
-    /// `/health` and `/ready` are answered regardless.
+    /// Open sockets (HTTP and WebSocket) served for calls. A few more are served for the
+    /// probes only (`/health`, `/ready`, `/metrics`; calls on them get HTTP 429); sockets beyond
+    /// those are refused with HTTP 503 and closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// A request's headers, and then its body, must each arrive within this time (slow or
-    /// stalled clients): a stalled body gets HTTP 408, stalled headers a closed connection.
+    /// stalled clients): a stalled body gets HTTP 408, stalled headers (or none, on a fresh or
+    /// idle kept-alive connection) a closed connection. A socket whose writes make no progress
+    /// for this time (a client that does not read) is closed too.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// Larger answers (a single call or a whole batch) are replaced by an error.
+    #[arg(long, env = "MAX_RESPONSE_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_response_bytes: u32,
+    /// Answer bytes produced and not yet written, over every connection. Above it, HTTP calls are
+    /// refused (SERVICE_UNAVAILABLE, retryable) and WebSocket connections are not read.
+    #[arg(long, env = "MAX_PENDING_RESPONSE_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_pending_response_bytes: u64,
     /// WebSocket ping interval; a peer that answers no ping for two intervals is disconnected.
     #[arg(long, env = "WS_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ws_ping_interval: Duration,

@@ -204,6 +204,18 @@ impl ApiError {
     }
 }
 
+/// SERVICE_UNAVAILABLE for a refusal at the edge (too many sockets, too many answers waiting to
+/// be written): retryable, with a `reason` and without a request id, since nothing failed that
+/// a log line would need to explain (and a flood of refusals must not become a flood of lines).
+pub fn busy(reason: &'static str) -> ErrorObjectOwned {
+    let mut data = data(INTERNAL_ERROR);
+    data.insert("code".into(), "SERVICE_UNAVAILABLE".into());
+    data.insert("httpStatus".into(), 503.into());
+    data.insert("retryable".into(), true.into());
+    data.insert("reason".into(), reason.into());
+    ErrorObjectOwned::owned(INTERNAL_ERROR, "Service unavailable", Some(Value::Object(data)))
+}
+
 impl From<ApiError> for ErrorObjectOwned {
     fn from(err: ApiError) -> Self {
         err.into_error_object()

@@ -18,6 +18,7 @@ use tower::{Layer, Service};
 use crate::auth::{Authenticator, Principal};
 use crate::db::Database;
 use crate::error::{ApiError, normalize_response_value};
+use crate::serve::SocketInfo;
 
 /// What the headers of an HTTP request (or a WebSocket handshake) say about its calls. It
 /// travels to each call in the request's extensions.
@@ -39,7 +40,9 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    fn from_headers(headers: &hyper::HeaderMap, auth: &Authenticator) -> Self {
+    /// The context of a request: the token from `Authorization`, else (for a WebSocket
+    /// handshake, CONTRACT.md §3) from `fallback_token`, the `access_token` query parameter.
+    fn from_headers(headers: &hyper::HeaderMap, auth: &Authenticator, fallback_token: Option<&str>) -> Self {
         // A header sent twice has no one value: the first does not silently win.
         let once = |name: &str| {
             let mut values = headers.get_all(name).iter();
@@ -53,7 +56,10 @@ impl CallContext {
             Err(()) => Err("the Authorization header must be sent once".to_string()),
             Ok(Some(Err(_))) => Err("the Authorization header is not valid text".to_string()),
             Ok(Some(Ok(value))) => auth.authenticate(Some(value)).map_err(unauthorized_reason),
-            Ok(None) => auth.authenticate(None).map_err(unauthorized_reason),
+            Ok(None) => match fallback_token {
+                Some(token) => auth.authenticate(Some(&format!("Bearer {token}"))).map_err(unauthorized_reason),
+                None => auth.authenticate(None).map_err(unauthorized_reason),
+            },
         };
         let mut repeated = Vec::new();
         let mut field = |field: &'static str, name: &'static str| match once(name) {
@@ -92,10 +98,14 @@ pub struct EdgeState {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub db: Database,
     pub ready_timeout: Duration,
-    /// Larger bodies are refused with 413.
+    /// Larger bodies (and WebSocket messages) are refused with 413 (PAYLOAD_TOO_LARGE).
     pub max_request_bytes: u32,
+    /// The largest answer jsonrpsee makes.
+    pub max_response_bytes: u32,
     /// A body must arrive within this time.
     pub body_timeout: Duration,
+    /// How often WebSocket peers are pinged.
+    pub ws_ping_interval: Duration,
 }
 
 /// The tower layer of the HTTP tier.
@@ -125,7 +135,58 @@ pub struct Edge<S> {
     state: Arc<EdgeState>,
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The `access_token` query parameter (RFC 6750 §2.3), percent-decoded.
+fn access_token(uri: &hyper::Uri) -> Option<String> {
+    let query = uri.query()?;
+    let value = query.split('&').find_map(|pair| pair.strip_prefix("access_token="))?;
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// HTTP `status` with a retryable SERVICE_UNAVAILABLE error, and the connection closed after it.
+pub(crate) fn busy_response(status: StatusCode, reason: &'static str) -> HttpResponse {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": crate::error::busy(reason)});
+    let mut response = json_response(status, body.to_string());
+    response.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+fn json_response(status: StatusCode, body: String) -> HttpResponse {
+    let mut response = HttpResponse::new(HttpBody::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response
+}
 
 fn not_allowed(allow: &'static str) -> HttpResponse {
     let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -187,45 +248,81 @@ where
             ("/", _) => return Box::pin(async { Ok(not_allowed("POST")) }),
             _ => return Box::pin(async { Ok(plain(StatusCode::NOT_FOUND, "not found\n")) }),
         }
-        let mut context = CallContext::from_headers(request.headers(), &self.state.auth);
-        if is_websocket {
-            // A handshake header would apply one key to every call of the connection; on a
-            // WebSocket the key goes in each call's params (CONTRACT.md §6).
-            context.idempotency_key = None;
-            context.websocket = true;
-            context.repeated.retain(|(field, _)| *field != "idempotencyKey");
+        let socket = request.extensions().get::<SocketInfo>().cloned();
+        if socket.as_ref().is_some_and(|s| s.probe_only) {
+            // A socket beyond MAX_CONNECTIONS: the probes are answered on it, calls are not.
+            return Box::pin(async { Ok(busy_response(StatusCode::TOO_MANY_REQUESTS, "too_many_connections")) });
         }
-        request.extensions_mut().insert(context);
         // Take the service that was polled ready, leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if is_websocket {
-            return Box::pin(inner.call(request));
-        }
         let state = self.state.clone();
+        if is_websocket {
+            // CONTRACT.md §2/§3: a handshake without a valid token is refused with 401; the token
+            // travels in Authorization or, for browsers, in `access_token` (never logged: the
+            // URI goes no further than this).
+            let token = if request.headers().contains_key(hyper::header::AUTHORIZATION) {
+                None
+            } else {
+                access_token(request.uri())
+            };
+            let mut context = CallContext::from_headers(request.headers(), &state.auth, token.as_deref());
+            // A handshake header would apply one key to every call of the connection; on a
+            // WebSocket the key goes in each call's params (CONTRACT.md §6).
+            context.idempotency_key = None;
+            context.repeated.retain(|(field, _)| *field != "idempotencyKey");
+            context.websocket = true;
+            if let Err(error) = context.principal() {
+                let mut response = error_response(StatusCode::UNAUTHORIZED, error);
+                // Nothing more is served on a refused handshake's socket.
+                response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                return Box::pin(async move { Ok(response) });
+            }
+            let Some(socket) = socket else {
+                return Box::pin(async { Ok(busy_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable")) });
+            };
+            let config = crate::ws::RelayConfig {
+                max_request_bytes: state.max_request_bytes,
+                max_response_bytes: state.max_response_bytes,
+                ping_interval: state.ws_ping_interval,
+            };
+            return Box::pin(crate::ws::accept(request, context, inner, config, socket.ledger));
+        }
+        let context = CallContext::from_headers(request.headers(), &state.auth, None);
+        request.extensions_mut().insert(context);
         Box::pin(async move {
+            if let Some(socket) = &socket
+                && socket.ledger.budget().is_spent()
+            {
+                // Answers to other callers wait to be written; a new call would add to them.
+                return Ok(busy_response(StatusCode::SERVICE_UNAVAILABLE, "responses_pending"));
+            }
+            let too_large = || {
+                let message = format!("the request body exceeds MAX_REQUEST_BYTES ({} bytes)", state.max_request_bytes);
+                let mut response = error_response(StatusCode::PAYLOAD_TOO_LARGE, ApiError::PayloadTooLarge(message));
+                // The body is left unread (no `100 Continue` either), so the connection ends here.
+                response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            };
+            // A declared length over the limit is refused before any of the body is read.
+            let declared =
+                request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > u64::from(state.max_request_bytes)) {
+                return Ok(too_large());
+            }
             // Read the body here, within the size limit and in bounded time, so that a body that
             // is JSON but not JSON-RPC can be told from one that is not JSON at all.
             let (mut parts, body) = request.into_parts();
             let limited = http_body_util::Limited::new(body, state.max_request_bytes as usize);
             let bytes = match tokio::time::timeout(state.body_timeout, limited.collect()).await {
                 Ok(Ok(collected)) => collected.to_bytes(),
-                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                    let message =
-                        format!("the request body exceeds MAX_REQUEST_BYTES ({} bytes)", state.max_request_bytes);
-                    return Ok(error_response(StatusCode::PAYLOAD_TOO_LARGE, ApiError::PayloadTooLarge(message)));
-                }
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_large()),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
                     let message = format!("the request body did not arrive within {:?}", state.body_timeout);
                     return Ok(error_response(StatusCode::REQUEST_TIMEOUT, ApiError::BadRequest(message)));
                 }
             };
-            // JSON is UTF-8: anything else is not JSON at all (jsonrpsee would call bad bytes
-            // inside a string an invalid request).
-            if std::str::from_utf8(&bytes).is_err() {
-                return Ok(error_response(StatusCode::OK, ApiError::Parse));
-            }
             // The calls of a batch learn that they are in one (an Idempotency-Key header cannot
             // be the key of several calls, CONTRACT.md §6).
             if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
@@ -233,18 +330,52 @@ where
             {
                 context.in_batch = true;
             }
-            let (bytes, swaps) = match swap_unsupported_ids(&bytes) {
-                Swapped::Invalid => {
-                    let error = ApiError::BadRequest("the id must be one string, number or null".into());
-                    return Ok(error_response(StatusCode::OK, error));
-                }
-                Swapped::Body(swapped, swaps) => (swapped, swaps),
-                Swapped::Unchanged => (bytes, Vec::new()),
-            };
-            let request = HttpRequest::from_parts(parts, HttpBody::new(http_body_util::Full::new(bytes.clone())));
-            let response = inner.call(request).await?;
-            normalize_http_response(response, &bytes, &swaps).await
+            let response = answer(&mut inner, parts, bytes).await?;
+            let (mut parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            // A notification, or a batch of notifications only: no answer at all.
+            if parts.status == StatusCode::OK && matches!(body.trim_ascii(), b"" | b"null") {
+                parts.status = StatusCode::NO_CONTENT;
+                parts.headers.remove(CONTENT_TYPE);
+                parts.headers.remove(CONTENT_LENGTH);
+                return Ok(HttpResponse::from_parts(parts, HttpBody::empty()));
+            }
+            if let Some(socket) = &socket {
+                socket.ledger.record(body.len());
+            }
+            Ok(HttpResponse::from_parts(parts, HttpBody::new(http_body_util::Full::new(body))))
         })
+    }
+}
+
+/// The answer to a POST whose body was read: refusals of the edge, or jsonrpsee's answer in
+/// §4's shape.
+async fn answer<S>(inner: &mut S, parts: hyper::http::request::Parts, bytes: Bytes) -> Result<HttpResponse, BoxError>
+where
+    S: Service<HttpRequest, Response = HttpResponse, Error = BoxError>,
+{
+    // JSON is UTF-8: anything else is not JSON at all (jsonrpsee would call bad bytes
+    // inside a string an invalid request).
+    if std::str::from_utf8(&bytes).is_err() {
+        return Ok(error_response(StatusCode::OK, ApiError::Parse));
+    }
+    let (bytes, swaps) = match swap_unsupported_ids(&bytes) {
+        Swapped::Invalid => {
+            let error = ApiError::BadRequest("the id must be one string, number or null".into());
+            return Ok(error_response(StatusCode::OK, error));
+        }
+        Swapped::Body(swapped, swaps) => (swapped, swaps),
+        Swapped::Unchanged => (bytes, Vec::new()),
+    };
+    let request = HttpRequest::from_parts(parts, HttpBody::new(http_body_util::Full::new(bytes.clone())));
+    let response = inner.call(request).await?;
+    match response.status() {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            let error = ApiError::BadRequest("Content-Type: application/json is required".into());
+            Ok(error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, error))
+        }
+        StatusCode::TOO_MANY_REQUESTS => Ok(busy_response(StatusCode::TOO_MANY_REQUESTS, "too_many_connections")),
+        _ => normalize_http_response(response, &bytes, &swaps).await,
     }
 }
 
@@ -257,12 +388,12 @@ struct IdProbe<'a> {
 
 /// An id jsonrpsee cannot hold, swapped for a string placeholder on the way in and back on the
 /// way out.
-struct IdSwap {
-    placeholder: String,
-    original: String,
+pub(crate) struct IdSwap {
+    pub(crate) placeholder: String,
+    pub(crate) original: String,
 }
 
-enum Swapped {
+pub(crate) enum Swapped {
     Unchanged,
     Body(Bytes, Vec<IdSwap>),
     /// A single request whose id is of a type JSON-RPC forbids.
@@ -273,7 +404,7 @@ enum Swapped {
 /// notification. Numeric ids it cannot hold are swapped for unique string placeholders (put back
 /// in the answer); batch items whose id is neither a string, a number nor null are swapped for
 /// `0`, which jsonrpsee answers as an invalid request.
-fn swap_unsupported_ids(body: &Bytes) -> Swapped {
+pub(crate) fn swap_unsupported_ids(body: &Bytes) -> Swapped {
     use serde_json::value::RawValue;
     let forbidden = |id: &RawValue| id.get().starts_with(['{', '[', 't', 'f']);
     let unsupported = |id: &RawValue| {
@@ -344,12 +475,9 @@ fn swap_unsupported_ids(body: &Bytes) -> Swapped {
 }
 
 /// A JSON-RPC error answer made here, before jsonrpsee saw the request.
-fn error_response(status: StatusCode, error: ApiError) -> HttpResponse {
+pub(crate) fn error_response(status: StatusCode, error: ApiError) -> HttpResponse {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": error.into_error_object()});
-    let mut response = HttpResponse::new(HttpBody::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
-    response
+    json_response(status, body.to_string())
 }
 
 /// Rewrites jsonrpsee's own error bodies (parse errors, invalid requests, oversized bodies and
@@ -378,13 +506,36 @@ async fn normalize_http_response(
     Ok(HttpResponse::from_parts(parts, HttpBody::from(text)))
 }
 
+/// Whether a JSON-RPC answer (or batch of answers) holds an error object without `data`.
+pub(crate) fn has_raw_error(bytes: &[u8]) -> bool {
+    use serde_json::value::RawValue;
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow, default)]
+        error: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Error<'a> {
+        #[serde(borrow, default)]
+        data: Option<&'a RawValue>,
+    }
+    let raw = |answer: &Answer<'_>| {
+        answer.error.is_some_and(|e| serde_json::from_str::<Error<'_>>(e.get()).map_or(true, |e| e.data.is_none()))
+    };
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice::<Vec<Answer<'_>>>(bytes).map_or(true, |items| items.iter().any(raw)),
+        _ => serde_json::from_slice::<Answer<'_>>(bytes).map_or(true, |answer| raw(&answer)),
+    }
+}
+
 async fn rewrite_errors(
     mut parts: hyper::http::response::Parts,
     bytes: Bytes,
     request: &[u8],
 ) -> Result<(hyper::http::response::Parts, Bytes), BoxError> {
-    // Only bodies that hold an error are parsed; errors that already have data.code stay as they are.
-    let needs_rewrite = memchr::memmem::find(&bytes, b"\"error\"").is_some();
+    // Only bodies with an error that has no `data` yet (one jsonrpsee made) are parsed into a
+    // value; the probe skips over results (a batch of big answers) without building them.
+    let needs_rewrite = memchr::memmem::find(&bytes, b"\"error\"").is_some() && has_raw_error(&bytes);
     if !needs_rewrite {
         return Ok((parts, bytes));
     }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod rpc;
 pub mod serve;
 pub mod telemetry;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
-use jsonrpsee::server::{BatchRequestConfig, PingConfig, Server, ServerConfig, ServerHandle, TowerServiceBuilder};
+use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle, TowerServiceBuilder};
 use secrecy::SecretString;
 
 use crate::auth::Authenticator;
@@ -123,7 +124,7 @@ pub struct Application {
     methods: jsonrpsee::RpcModule<()>,
     local_addr: SocketAddr,
     db: Database,
-    request_timeout: Duration,
+    socket_limits: serve::SocketLimits,
     event_retention: Duration,
 }
 
@@ -159,24 +160,26 @@ impl Application {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let local_addr = listener.local_addr()?;
 
-        let max_response_bytes = 16 * 1024 * 1024;
+        let max_response_bytes = settings.max_response_bytes;
         let limits =
             RpcLimits { max_batch: settings.max_batch as usize, max_response_bytes: max_response_bytes as usize };
         let config = ServerConfig::builder()
-            .max_request_body_size(settings.max_request_bytes)
+            // The edge enforces MAX_REQUEST_BYTES on what the caller sent (HTTP bodies, WebSocket
+            // messages); what reaches jsonrpsee may be a little longer, with ids swapped for
+            // placeholders (see `http::swap_unsupported_ids`).
+            .max_request_body_size(settings.max_request_bytes.saturating_mul(2))
             .max_response_body_size(max_response_bytes)
             .max_connections(settings.max_connections)
             // The RPC middleware enforces MAX_BATCH, so that both transports refuse in §4's shape.
             .set_batch_request_config(BatchRequestConfig::Unlimited)
             .max_subscriptions_per_connection(rpc::changes::MAX_SUBSCRIPTIONS_PER_CONNECTION)
-            // A peer that stops answering pings (gone, or stalled) is disconnected.
-            .enable_ws_ping(
-                PingConfig::new()
-                    .ping_interval(settings.ws_ping_interval)
-                    .inactive_limit(settings.ws_ping_interval * 2)
-                    .max_failures(1),
-            )
+            // The WebSocket relay of the edge pings the real peer; jsonrpsee's side of the relay is
+            // in-process.
+            .disable_ws_ping()
             .build();
+        let budget = Arc::new(serve::AnswerBudget::new(
+            usize::try_from(settings.max_pending_response_bytes).unwrap_or(usize::MAX),
+        ));
         let metrics = Arc::new(metrics::Metrics::new());
         let edge = EdgeLayer::new(Arc::new(EdgeState {
             metrics: metrics.clone(),
@@ -184,24 +187,37 @@ impl Application {
             db: db.clone(),
             ready_timeout: Duration::from_secs(2),
             max_request_bytes: settings.max_request_bytes,
+            max_response_bytes: settings.max_response_bytes,
             body_timeout: settings.request_timeout,
+            ws_ping_interval: settings.ws_ping_interval,
         }));
-        let rpc_middleware = RpcServiceBuilder::new().layer(CallLayer { limits, metrics: metrics.clone() });
+        let cursor_key = rpc::list::CursorKey::derive(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
+        let feed = feed::Feed::start(db.clone());
+        let methods = rpc::methods(AppState { db: db.clone(), metrics: metrics.clone(), cursor_key, feed })?;
+        let names = rpc::MethodNames::of(&methods);
+        let rpc_middleware = RpcServiceBuilder::new().layer(CallLayer { limits, metrics, names });
         let builder = Server::builder()
             .set_config(config)
             .set_http_middleware(tower::ServiceBuilder::new().layer(edge))
             .set_rpc_middleware(rpc_middleware)
             .to_service_builder();
-        let cursor_key = rpc::list::CursorKey::derive(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
-        let feed = feed::Feed::start(db.clone());
-        let methods = rpc::methods(AppState { db: db.clone(), metrics, cursor_key, feed })?;
+        let socket_limits = serve::SocketLimits {
+            // Each pooled database connection may hold a few files (SQLite: the database, its WAL
+            // and shared memory; PostgreSQL: a socket).
+            max_sockets: serve::socket_cap(
+                settings.max_connections as usize,
+                3 * settings.database_pool_size.unwrap_or_else(|| db::default_pool_size(&url)) as usize,
+            ),
+            request_timeout: settings.request_timeout,
+            budget,
+        };
         Ok(Self {
             builder,
             listener,
             methods,
             local_addr,
             db,
-            request_timeout: settings.request_timeout,
+            socket_limits,
             event_retention: settings.event_retention,
         })
     }
@@ -244,7 +260,7 @@ impl Application {
             }
         });
         let (stop, handle) = jsonrpsee::server::stop_channel();
-        tokio::spawn(serve::accept_loop(self.listener, self.builder, self.methods.into(), stop, self.request_timeout));
+        tokio::spawn(serve::accept_loop(self.listener, self.builder, self.methods.into(), stop, self.socket_limits));
         handle
     }
 }

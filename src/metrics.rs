@@ -104,10 +104,10 @@ impl Metrics {
         }
     }
 
-    /// Counts one call.
-    pub fn observe_call(&self, method: &str, outcome: &str, seconds: f64) {
-        // Unknown method names would let any caller grow the label set without bound.
-        let method = if method.starts_with("opportunity.") || method.starts_with("rpc.") { method } else { "other" };
+    /// Counts one call. `method` is a registered name or `unknown` (see
+    /// [`crate::rpc::MethodNames`]), so that no caller can grow the label set; `outcome` is
+    /// `OK` or a `data.code` of §4.
+    pub fn observe_call(&self, method: &'static str, outcome: &'static str, seconds: f64) {
         self.calls.with_label_values(&[method, outcome]).inc();
         self.duration.with_label_values(&[method]).observe(seconds);
     }

@@ -66,12 +66,31 @@ pub struct CallLayer {
     pub limits: RpcLimits,
     /// Where calls are counted.
     pub metrics: Arc<Metrics>,
+    /// The registered method names: the only ones that reach a log line or a metric label.
+    pub names: MethodNames,
+}
+
+/// The registered method names (CONTRACT.md §2: label values and log fields come from a fixed
+/// set; caller text never does).
+#[derive(Debug, Clone, Default)]
+pub struct MethodNames(Arc<std::collections::HashSet<&'static str>>);
+
+impl MethodNames {
+    /// The names of `module`.
+    pub fn of<C>(module: &RpcModule<C>) -> Self {
+        Self(Arc::new(module.method_names().collect()))
+    }
+
+    /// `name` when it is registered, else `unknown`.
+    pub fn label(&self, name: &str) -> &'static str {
+        self.0.get(name).copied().unwrap_or("unknown")
+    }
 }
 
 impl<S> tower::Layer<S> for CallLayer {
     type Service = CallMiddleware<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        CallMiddleware { inner, limits: self.limits, metrics: self.metrics.clone() }
+        CallMiddleware { inner, limits: self.limits, metrics: self.metrics.clone(), names: self.names.clone() }
     }
 }
 
@@ -81,6 +100,7 @@ pub struct CallMiddleware<S> {
     inner: S,
     limits: RpcLimits,
     metrics: Arc<Metrics>,
+    names: MethodNames,
 }
 
 /// Rewrites an error response that jsonrpsee made itself (unknown method, …) into §4's shape.
@@ -148,45 +168,101 @@ where
     type NotificationResponse = MethodResponse;
     type BatchResponse = MethodResponse;
 
-    fn call<'a>(&self, mut request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        let gate = request.extensions.get::<Arc<crate::ws::Gate>>().cloned();
+        let call = self.call_one(request);
+        async move {
+            let response = call.await;
+            // Over a WebSocket: the answer now waits to be written (the relay reads less meanwhile).
+            if let Some(gate) = gate {
+                gate.record(response.as_json().get().len());
+            }
+            response
+        }
+    }
+
+    fn batch<'a>(&self, mut batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+        let gate = batch.extensions().get::<Arc<crate::ws::Gate>>().cloned();
+        let this = self.clone();
+        async move {
+            let response = this.batch_all(batch).await;
+            if let Some(gate) = gate {
+                if response.is_notification() {
+                    gate.settle();
+                } else {
+                    gate.record(response.as_json().get().len());
+                }
+            }
+            response
+        }
+    }
+
+    fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
+        let gate = n.extensions.get::<Arc<crate::ws::Gate>>().cloned();
+        let run = self.notify_one(n);
+        async move {
+            run.await;
+            // Over a WebSocket: the message is settled, nothing will answer it.
+            if let Some(gate) = gate {
+                gate.settle();
+            }
+            MethodResponse::notification()
+        }
+    }
+}
+
+impl<S> CallMiddleware<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    /// One call, logged and counted.
+    fn call_one<'a>(&self, mut request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
         let metrics = self.metrics.clone();
+        // Only a registered name is logged or counted; anything else is `unknown`.
+        let method = self.names.label(request.method_name());
         async move {
             let started = Instant::now();
             let id = request.id().into_owned();
             let request_id = Uuid::now_v7();
-            let method_name = request.method_name();
-            if method_name == changes::SUBSCRIBE || method_name == changes::UNSUBSCRIBE {
+            if method == changes::SUBSCRIBE || method == changes::UNSUBSCRIBE {
                 let websocket = request.extensions.get::<crate::http::CallContext>().is_some_and(|c| c.websocket);
                 if !websocket {
                     let error = ApiError::BadRequest(format!(
-                        "{method_name} needs a WebSocket connection (the same port and path); over HTTP, poll opportunity.changes"
+                        "{method} needs a WebSocket connection (the same port and path); over HTTP, poll opportunity.changes"
                     ));
                     let response = MethodResponse::error(id, error.into_error_object());
-                    metrics.observe_call(method_name, "BAD_REQUEST", started.elapsed().as_secs_f64());
+                    metrics.observe_call(method, "BAD_REQUEST", started.elapsed().as_secs_f64());
                     return response;
                 }
-                if method_name == changes::UNSUBSCRIBE {
+                if method == changes::UNSUBSCRIBE {
                     request.params = unsubscribe_params(request.params.take());
                 }
             }
             request.extensions.insert(RequestId(request_id));
             // The handler records the workspace into this span once it knows it.
-            let span = tracing::info_span!("call", method = %request.method_name(), %request_id, workspace = tracing::field::Empty);
-            let method = request.method_name().to_owned();
+            let span = tracing::info_span!("call", method, %request_id, workspace = tracing::field::Empty);
             let response = normalize(id, inner.call(request).instrument(span.clone()).await);
             let elapsed = started.elapsed();
             let outcome = match response.as_error_code() {
                 None => "OK",
                 Some(_) => error_name(&response),
             };
-            metrics.observe_call(&method, outcome, elapsed.as_secs_f64());
+            metrics.observe_call(method, outcome, elapsed.as_secs_f64());
             tracing::info!(target: "rpc", parent: &span, micros = elapsed.as_micros() as u64, outcome, "call");
             response
         }
     }
 
-    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+    /// The calls of a batch, run concurrently and answered in order.
+    fn batch_all<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let this = self.clone();
         async move {
             if batch.is_empty() {
@@ -202,9 +278,9 @@ where
                 let this = this.clone();
                 async move {
                     match entry {
-                        Ok(BatchEntry::Call(request)) => Some(this.call(request).await),
+                        Ok(BatchEntry::Call(request)) => Some(this.call_one(request).await),
                         Ok(BatchEntry::Notification(n)) => {
-                            this.notification(n).await;
+                            this.notify_one(n).await;
                             None
                         }
                         Err(err) => {
@@ -228,19 +304,13 @@ where
         }
     }
 
-    fn notification<'a>(&self, n: Notification<'a>) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
-        let this = self.clone();
+    /// JSON-RPC 2.0: a notification is processed like a call; only its answer is dropped.
+    fn notify_one<'a>(&self, n: Notification<'a>) -> impl Future<Output = ()> + Send + 'a {
+        let request =
+            Request { jsonrpc: n.jsonrpc, id: Id::Null, method: n.method, params: n.params, extensions: n.extensions };
+        let call = self.call_one(request);
         async move {
-            // JSON-RPC 2.0: a notification is processed like a call; only its answer is dropped.
-            let request = Request {
-                jsonrpc: n.jsonrpc,
-                id: Id::Null,
-                method: n.method,
-                params: n.params,
-                extensions: n.extensions,
-            };
-            let _ = this.call(request).await;
-            MethodResponse::notification()
+            let _ = call.await;
         }
     }
 }

@@ -791,23 +791,21 @@ async fn websocket_with_a_workspace_header_outside_the_token_is_forbidden() {
 }
 
 #[tokio::test]
-async fn websocket_without_a_token_refuses_every_call() {
+async fn websocket_without_a_token_is_refused_with_401() {
     let app = spawn_app().await;
-    let client = app.ws(&[]).await;
-    for attempt in 1..=3 {
-        assert_ws_error(
-            ws_create(&client, &valid_params()).await,
-            -32001,
-            "UNAUTHORIZED",
-            401,
-            &format!("WebSocket without a token, call {attempt}"),
-        );
-    }
+    let (status, body, _) = ws_handshake(app.addr, "/", &[]).await;
+    assert_eq!(status, 401, "CONTRACT §2: a handshake without a token is refused with 401");
+    let body: Value = serde_json::from_slice(&body).expect("a JSON-RPC error body");
+    assert_eq!(body["error"]["code"], -32001, "{body}");
+    assert_eq!(body["error"]["data"]["code"], "UNAUTHORIZED", "{body}");
+    // A client library sees the refusal as a failed connection.
+    let refused = jsonrpsee::ws_client::WsClientBuilder::default().build(app.ws_url()).await;
+    assert!(refused.is_err(), "the handshake is refused");
     assert_eq!(app.count(None).await, 0);
 }
 
 #[tokio::test]
-async fn websocket_with_a_bad_token_refuses_every_call() {
+async fn websocket_with_a_bad_token_is_refused_with_401() {
     let app = spawn_app().await;
     let other_key = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -820,19 +818,31 @@ async fn websocket_with_a_bad_token_refuses_every_call() {
     let expired = sign_json(&expired, Algorithm::HS256);
     let unsigned = unsigned_token("none", &base_claims(&app));
     for (case, token) in [("another key", other_key), ("expired an hour ago", expired), ("alg none", unsigned)] {
-        let auth = format!("Bearer {token}");
-        let client = app.ws(&[("authorization", &auth)]).await;
-        for attempt in 1..=2 {
-            assert_ws_error(
-                ws_create(&client, &valid_params()).await,
-                -32001,
-                "UNAUTHORIZED",
-                401,
-                &format!("WebSocket with a token of {case}, call {attempt}"),
-            );
-        }
+        let header = format!("Authorization: Bearer {token}");
+        let (status, body, _) = ws_handshake(app.addr, "/", &[&header]).await;
+        assert_eq!(status, 401, "a token of {case} in the header");
+        let body: Value = serde_json::from_slice(&body).expect("a JSON-RPC error body");
+        assert_eq!(body["error"]["data"]["code"], "UNAUTHORIZED", "{case}: {body}");
+        let (status, _, _) = ws_handshake(app.addr, &format!("/?access_token={token}"), &[]).await;
+        assert_eq!(status, 401, "a token of {case} in access_token");
     }
     assert_eq!(app.count(None).await, 0);
+}
+
+/// CONTRACT §3: the token may travel as the `access_token` query parameter of the handshake;
+/// the Authorization header wins when both are there.
+#[tokio::test]
+async fn websocket_token_in_the_access_token_query_parameter_is_accepted() {
+    let app = spawn_app().await;
+    let url = format!("ws://{}/?access_token={}", app.addr, app.token());
+    let client = jsonrpsee::ws_client::WsClientBuilder::default().build(url).await.expect("handshake accepted");
+    let created = ws_create(&client, &valid_params()).await.expect("create with the query token");
+    assert_eq!(created["createdBy"], app.user.to_string(), "{created}");
+    // A bad header is not rescued by a good query token.
+    let (status, _, _) =
+        ws_handshake(app.addr, &format!("/?access_token={}", app.token()), &["Authorization: Bearer x.y.z"]).await;
+    assert_eq!(status, 401, "the Authorization header is read first");
+    assert_eq!(app.count(None).await, 1);
 }
 
 #[tokio::test]

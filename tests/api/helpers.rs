@@ -360,3 +360,41 @@ impl Drop for ServiceProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A WebSocket handshake sent by hand to `path` with extra header lines (each `Name: value`);
+/// returns the HTTP status, the body the server sent with it (when it refused) and the stream.
+pub async fn ws_handshake(addr: SocketAddr, path: &str, headers: &[&str]) -> (u16, Vec<u8>, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for line in headers {
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok()).flatten()
+            });
+            let body_start = end + 4;
+            if status == 101 || length.is_none_or(|n| buf.len() - body_start >= n) {
+                let body = buf[body_start..].to_vec();
+                return (status, body, stream);
+            }
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            other => panic!("no complete handshake answer: {other:?}; got {:?}", String::from_utf8_lossy(&buf)),
+        }
+    }
+}

@@ -1121,3 +1121,496 @@ async fn duplicate_keys_are_refused_and_never_resolved_silently() {
     failures.finish();
     assert_still_serving(&app, 0).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 9 (round two): the edge. Limits per connection and in total, idle sockets, the socket
+// cap, WebSocket ids and error shapes, labels and log lines, refusals in §4's shape.
+// ---------------------------------------------------------------------------------------------
+
+/// The resident set of this process (the app runs in it), in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib / 1024
+}
+
+/// Open file descriptors of this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+type RawWs =
+    (soketto::Sender<tokio_util::compat::Compat<TcpStream>>, soketto::Receiver<tokio_util::compat::Compat<TcpStream>>);
+
+/// A WebSocket client of our own (soketto), with the app's token, for what the jsonrpsee client
+/// cannot do: send raw text, and not read.
+async fn raw_ws(app: &TestApp) -> RawWs {
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+    let stream = TcpStream::connect(app.addr).await.unwrap();
+    let host = app.addr.to_string();
+    let auth = bearer(app);
+    let headers = [soketto::handshake::client::Header { name: "Authorization", value: auth.as_bytes() }];
+    let mut client = soketto::handshake::Client::new(stream.compat(), &host, "/");
+    client.set_headers(&headers);
+    let accepted = client.handshake().await.expect("handshake");
+    assert!(matches!(accepted, soketto::handshake::ServerResponse::Accepted { .. }), "handshake accepted");
+    let mut builder = client.into_builder();
+    builder.set_max_message_size(64 * 1024 * 1024);
+    builder.finish()
+}
+
+/// Sends one text message and reads the next data message, as JSON.
+async fn ws_exchange(ws: &mut RawWs, text: &str) -> Value {
+    ws.0.send_text(text).await.unwrap();
+    ws.0.flush().await.unwrap();
+    ws_next(ws).await
+}
+
+async fn ws_next(ws: &mut RawWs) -> Value {
+    let mut data = Vec::new();
+    tokio::time::timeout(ANSWER_WITHIN, ws.1.receive_data(&mut data))
+        .await
+        .expect("an answer within the time")
+        .expect("an answer");
+    serde_json::from_slice(&data).unwrap_or_else(|_| panic!("JSON answer: {}", String::from_utf8_lossy(&data)))
+}
+
+/// Item 1: a WebSocket client that sends big batches and never reads is not read either: the
+/// memory of the process stays bounded, others are served, and the stuck connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_client_that_never_reads_stops_being_read_and_is_closed() {
+    let app = spawn_app_with(&["--request-timeout", "2s", "--ws-ping-interval", "1s"]).await;
+    let batch: Vec<Value> = (0..100).map(|i| request(json!(i), "rpc.discover", json!([]))).collect();
+    let frame = json!(batch).to_string();
+    let rss_before = rss_mib();
+    let mut ws = raw_ws(&app).await;
+    // Send for at most 4 s; once the service stops reading, sends stall.
+    let mut sent = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline && sent < 2000 {
+        let send = async {
+            ws.0.send_text(&frame).await?;
+            ws.0.flush().await
+        };
+        match tokio::time::timeout_at(deadline.into(), send).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break,
+        }
+    }
+    let rss_during = rss_mib();
+    eprintln!("a WebSocket that never reads: {sent} frames taken, RSS {rss_before} → {rss_during} MiB");
+    assert!(sent < 2000, "the service kept reading {sent} frames of a client that reads nothing");
+    assert!(
+        rss_during < rss_before + 400,
+        "RSS grew from {rss_before} MiB to {rss_during} MiB for one connection that does not read"
+    );
+    assert_others_served_promptly(&app, "while a WebSocket client does not read").await;
+    // Stuck past REQUEST_TIMEOUT (and silent to pings): closed. What was buffered drains, then EOF.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut data = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            data.clear();
+            if ws.1.receive_data(&mut data).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stuck WebSocket is closed");
+    assert_still_serving(&app, app.count(None).await).await;
+}
+
+/// Item 5: HTTP clients that post big batches and never read: answers waiting to be written are
+/// bounded in total (beyond the budget, calls are refused before they run, in §4's shape), and
+/// the sockets are closed after the write timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_clients_that_never_read_are_bounded_and_closed() {
+    let app = spawn_app_with(&["--request-timeout", "2s", "--max-pending-response-bytes", "4194304"]).await;
+    let batch: Vec<Value> = (0..30).map(|i| request(json!(i), "rpc.discover", json!([]))).collect();
+    let body = json!(batch).to_string();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        app.addr,
+        body.len()
+    );
+    let rss_before = rss_mib();
+    let fds_before = open_fds();
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        // A small receive buffer, so that the answers wait in the service, not in this kernel.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(app.addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body.as_bytes()).await.unwrap();
+        held.push(stream);
+    }
+    // Let the service answer them all (it cannot write them out).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rss_during = rss_mib();
+    let fds_during = open_fds();
+    eprintln!("60 HTTP clients that never read: RSS {rss_before} → {rss_during} MiB, fds {fds_before} → {fds_during}");
+    assert!(rss_during < rss_before + 400, "RSS grew from {rss_before} MiB to {rss_during} MiB");
+    // While the budget is spent, a call is refused before it runs, retryably.
+    let (status, response) = app.post(&request(json!(1), CREATE, valid_params()), &app.token()).await;
+    if status == 503 {
+        assert_refused(&response, "a call while answers wait", &[-32603]);
+        assert_eq!(response["error"]["data"]["retryable"], true, "{response}");
+    } else {
+        assert_eq!(status, 200, "{response}");
+    }
+    // Past the write timeout, the stuck sockets are closed: each drains to EOF.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut closed = 0;
+    for stream in &mut held {
+        if drain_until_closed(stream, Duration::from_secs(10)).await.is_some() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, held.len(), "every stuck socket is closed");
+    drop(held);
+    assert_still_serving(&app, app.count(None).await).await;
+}
+
+/// Items 4 and 5: open sockets are capped (HTTP and WebSocket alike); a few more serve the
+/// probes only (calls on them: 429 in §4's shape); beyond, a clean 503; idle sockets are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_sockets_are_capped_and_idle_ones_closed() {
+    let app = spawn_app_with(&["--max-connections", "4", "--request-timeout", "2s"]).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    // Wait until the service has accepted them: a probe answers on the headroom.
+    let health = tokio::time::timeout(Duration::from_secs(5), app.http.get(format!("{}health", app.url())).send())
+        .await
+        .expect("GET /health answers")
+        .expect("GET /health");
+    assert_eq!(health.status().as_u16(), 200, "the probes are served beyond MAX_CONNECTIONS");
+    let (status, response) = app.post(&request(json!(1), CREATE, valid_params()), &app.token()).await;
+    assert_eq!(status, 429, "a call beyond MAX_CONNECTIONS sockets: {response}");
+    assert_refused(&response, "a call beyond the socket cap", &[-32603]);
+    assert_eq!(response["error"]["data"]["retryable"], true, "{response}");
+    // Fill the headroom too; the next socket is refused before it says anything.
+    let mut headroom = Vec::new();
+    for _ in 0..opportunity_service::serve::PROBE_HEADROOM + 2 {
+        headroom.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    let mut refused = 0;
+    for stream in &mut headroom {
+        if let Some(Outcome::Response { status: 503, body }) =
+            response_or_close(stream, Duration::from_millis(300)).await
+        {
+            let response: Value = serde_json::from_slice(&body).expect("a JSON-RPC error");
+            assert_refused(&response, "a socket beyond every limit", &[-32603]);
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1, "a socket beyond the cap and the headroom is refused with 503");
+    // Idle sockets (nothing sent) are closed after REQUEST_TIMEOUT, and the slots come back.
+    let started = Instant::now();
+    for stream in &mut idle {
+        assert!(
+            drain_until_closed(stream, CUT_OFF_WITHIN).await.is_some(),
+            "an idle socket is still open after {:?}",
+            started.elapsed()
+        );
+    }
+    drop(idle);
+    drop(headroom);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, response) = app.post(&request(json!(2), CREATE, valid_params()), &app.token()).await;
+        if status == 200 {
+            assert_created(&response);
+            break;
+        }
+        assert!(Instant::now() < deadline, "calls are still refused after the idle sockets were closed: {response}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Item 4: a kept-alive connection that sends nothing after its answer is closed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_kept_alive_connection_is_closed() {
+    let app = spawn_app_with(&["--request-timeout", "1s"]).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr).as_bytes()).await.unwrap();
+    let outcome = response_or_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(matches!(outcome, Some(Outcome::Response { status: 200, .. })), "{outcome:?}");
+    let started = Instant::now();
+    assert!(drain_until_closed(&mut stream, CUT_OFF_WITHIN).await.is_some(), "idle after {:?}", started.elapsed());
+}
+
+/// Item 2: over WebSocket, ids jsonrpsee cannot hold are answered and echoed as written, as over
+/// HTTP; in a batch too. Every call that ran was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_ids_of_every_number_form_are_answered_as_written() {
+    let app = spawn_app().await;
+    let mut ws = raw_ws(&app).await;
+    let ids = ["1.5", "-1", "1.0", "1e2", "-0", "18446744073709551616", "7"];
+    let params = valid_params().to_string();
+    for id in ids {
+        let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{CREATE}","params":{params}}}"#);
+        ws.0.send_text(&text).await.unwrap();
+        ws.0.flush().await.unwrap();
+        let mut data = Vec::new();
+        tokio::time::timeout(ANSWER_WITHIN, ws.1.receive_data(&mut data)).await.expect("answered").unwrap();
+        let answer = String::from_utf8(data).unwrap();
+        assert!(answer.contains(&format!(r#""id":{id},"#)), "id {id} echoed as written: {answer}");
+        assert!(answer.contains(r#""result""#), "id {id}: {answer}");
+    }
+    let batch = format!(
+        "[{}]",
+        ids.iter()
+            .map(|id| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{CREATE}","params":{params}}}"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    ws.0.send_text(&batch).await.unwrap();
+    ws.0.flush().await.unwrap();
+    let mut data = Vec::new();
+    tokio::time::timeout(ANSWER_WITHIN, ws.1.receive_data(&mut data)).await.expect("answered").unwrap();
+    let answer = String::from_utf8(data).unwrap();
+    let items: Vec<Value> = serde_json::from_str(&answer).unwrap();
+    assert_eq!(items.len(), ids.len(), "every item of the batch is answered: {answer}");
+    for id in ids {
+        assert!(answer.contains(&format!(r#""id":{id},"#)), "id {id} echoed as written in the batch: {answer}");
+    }
+    assert_eq!(app.count(None).await, 2 * ids.len() as i64, "as many creates as answers");
+}
+
+/// Item 8: WebSocket errors in §4's shape, as over HTTP; the connection survives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_errors_have_the_contract_shape() {
+    let app = spawn_app_with(&["--max-request-bytes", "2000"]).await;
+    let mut ws = raw_ws(&app).await;
+    let mut failures = Failures::default();
+    let params = valid_params().to_string();
+    let cases: Vec<(&str, String, i64)> = vec![
+        ("a message over MAX_REQUEST_BYTES", format!(r#"{{"x":"{}"}}"#, "x".repeat(3000)), -32013),
+        ("hello", "hello".into(), -32700),
+        ("{}", "{}".into(), -32600),
+        ("null", "null".into(), -32600),
+        ("5", "5".into(), -32600),
+        ("[]", "[]".into(), -32600),
+        ("jsonrpc 1.0", format!(r#"{{"jsonrpc":"1.0","id":1,"method":"{CREATE}","params":{params}}}"#), -32600),
+        (
+            "method twice",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x.y","method":"{CREATE}","params":{params}}}"#),
+            -32600,
+        ),
+        ("an object id", format!(r#"{{"jsonrpc":"2.0","id":{{}},"method":"{CREATE}","params":{params}}}"#), -32600),
+    ];
+    for (what, text, code) in cases {
+        let answer = ws_exchange(&mut ws, &text).await;
+        failures.check(|| {
+            assert_refused(&answer, what, &[code]);
+        });
+    }
+    failures.finish();
+    let answer = ws_exchange(&mut ws, &request(json!(9), CREATE, valid_params()).to_string()).await;
+    assert_created(&answer);
+    assert_eq!(app.count(None).await, 1, "refused messages run nothing");
+}
+
+/// Item 6: method names a caller makes up do not add metric series.
+#[tokio::test]
+async fn unknown_method_names_add_no_metric_series() {
+    let app = spawn_app().await;
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    let metrics =
+        || async { app.http.get(format!("{}metrics", app.url())).send().await.unwrap().text().await.unwrap() };
+    app.post_raw(request(json!(0), "opportunity.x0", json!({})).to_string(), &[]).await;
+    let before = series(&metrics().await);
+    for chunk in 0..3 {
+        let batch: Vec<Value> =
+            (0..100).map(|i| request(json!(i), &format!("opportunity.x{}", chunk * 100 + i + 1), json!({}))).collect();
+        app.post_raw(json!(batch).to_string(), &[]).await;
+    }
+    let text = metrics().await;
+    assert_eq!(series(&text), before, "300 unknown method names added series:\n{text}");
+    assert!(!text.contains("opportunity.x1"), "an unknown name became a label:\n{text}");
+    assert!(text.contains(r#"method="unknown""#), "unknown names are counted as `unknown`:\n{text}");
+}
+
+/// Item 7: method names reach the text log only when registered; caller text never does.
+#[tokio::test]
+async fn method_names_never_reach_the_log_raw() {
+    let db = TestDatabase::new();
+    let service = ServiceProcess::start(&db.url, &[("LOG_FORMAT", "text")]);
+    let client = reqwest::Client::new();
+    let long = format!("opportunity.{}", "L".repeat(100_000));
+    let names = ["opportunity.create\nFORGED line", "opportunity.\u{1b}[31mred", "opportunity.nul\u{0}x", &long];
+    for name in names {
+        let body = request(json!(1), name, json!({})).to_string();
+        let response = client
+            .post(format!("http://{}/", service.addr))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    // The lines are written when the answers are; give the reader thread a moment.
+    for _ in 0..100 {
+        let calls = service.log.lock().unwrap().lines().filter(|l| l.contains("call")).count();
+        if calls >= names.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = service.log.lock().unwrap().clone();
+    assert!(!log.contains("FORGED"), "a newline in a method name forged a log line:\n{log:.2000}");
+    assert!(!log.contains("\u{1b}[31m"), "an escape sequence reached the log");
+    assert!(!log.contains("LLLLLLLLLL"), "a 100 KB method name reached the log");
+    assert!(!log.contains('\u{0}'), "a NUL reached the log");
+    assert!(log.contains("unknown"), "unknown methods are logged as `unknown`:\n{log:.2000}");
+    assert!(log.len() < 64 * 1024, "the log stays small: {} bytes", log.len());
+}
+
+/// Item 16: a Content-Length over MAX_REQUEST_BYTES is refused at once (413 in §4's shape),
+/// before the body is read and without `100 Continue`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_length_over_the_limit_is_refused_at_once() {
+    let app = spawn_app_with(&["--request-timeout", "30s"]).await;
+    for expect in ["", "Expect: 100-continue\r\n"] {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n{expect}\r\n",
+            app.addr
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        if expect.is_empty() {
+            stream.write_all(b"{\"jsonrpc\":\"2.0\"").await.unwrap();
+        }
+        // Far less than REQUEST_TIMEOUT: the refusal does not wait for the body.
+        let outcome = response_or_close(&mut stream, Duration::from_secs(10)).await;
+        let Some(Outcome::Response { status, body }) = outcome else {
+            panic!("{expect:?}: no answer to a declared length over the limit: {outcome:?}")
+        };
+        assert_eq!(status, 413, "{expect:?}: {}", String::from_utf8_lossy(&body));
+        let response: Value = serde_json::from_slice(&body).expect("a JSON-RPC error");
+        assert_refused(&response, "Content-Length: 2000000", &[-32013]);
+    }
+    assert_still_serving(&app, 0).await;
+}
+
+/// Item 15: 415 and 429 are JSON-RPC error objects.
+#[tokio::test]
+async fn unsupported_content_type_is_a_json_rpc_error() {
+    let app = spawn_app().await;
+    let body = request(json!(1), CREATE, valid_params()).to_string();
+    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+        let mut request = app.http.post(app.url()).header("authorization", bearer(&app)).body(body.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
+        let answer: Value = response.json().await.expect("a JSON body");
+        assert_refused(&answer, "a body that is not application/json", &[-32600]);
+    }
+    assert_eq!(app.count(None).await, 0);
+}
+
+/// Item 3: many handshakes without a token are refused and hold nothing: authenticated callers
+/// are served meanwhile and afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_handshakes_never_lock_callers_out() {
+    let app = spawn_app_with(&["--max-connections", "16"]).await;
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let (status, _, stream) = ws_handshake(app.addr, "/", &[]).await;
+        assert_eq!(status, 401);
+        held.push(stream);
+    }
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, response) = app.post(&request(json!(1), CREATE, valid_params()), &app.token()).await;
+        if status == 200 {
+            assert_created(&response);
+            break;
+        }
+        assert!(Instant::now() < deadline, "an authenticated create is still refused: {response}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// CONTRACT §3: a token in the URL of a handshake never reaches a log line.
+#[tokio::test]
+async fn access_token_in_the_url_is_never_logged() {
+    let db = TestDatabase::new();
+    let service = ServiceProcess::start(&db.url, &[("RUST_LOG", "debug")]);
+    let token = sign(&claims(Uuid::new_v4(), &[Uuid::new_v4()], ALL_SCOPES));
+    let (status, _, _) = ws_handshake(service.addr, &format!("/?access_token={token}"), &[]).await;
+    assert_eq!(status, 101, "the handshake with the query token is accepted");
+    let (status, _, _) = ws_handshake(service.addr, "/?access_token=not.a.token", &[]).await;
+    assert_eq!(status, 401);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = service.log.lock().unwrap().clone();
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "the token reached the log");
+    assert!(!log.contains("not.a.token"), "the query string reached the log");
+}
+
+/// Item 4: under a low open-file limit, the socket cap fits under it: a flood of idle sockets is
+/// refused cleanly or closed after REQUEST_TIMEOUT, `/health` and creates are served again soon,
+/// and `accept` failures (if any) are logged at most about once a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_socket_flood_under_a_low_fd_limit_is_survived_quietly() {
+    let db = TestDatabase::new();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\"")
+        .arg(env!("CARGO_BIN_EXE_opportunity-service"))
+        .env("DATABASE_URL", &db.url)
+        .env("AUTH_JWT_SECRET", SECRET)
+        .env("REQUEST_TIMEOUT", "1s");
+    let service = ServiceProcess::spawn(command);
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        match TcpStream::connect(service.addr).await {
+            Ok(stream) => idle.push(stream),
+            Err(_) => break,
+        }
+    }
+    let client = reqwest::Client::new();
+    let token = sign(&claims(Uuid::new_v4(), &[Uuid::new_v4()], ALL_SCOPES));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let health =
+            tokio::time::timeout(Duration::from_secs(5), client.get(format!("http://{}/health", service.addr)).send())
+                .await;
+        if matches!(&health, Ok(Ok(r)) if r.status().as_u16() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "GET /health is not answered during an idle-socket flood: {health:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let created = create_request(&client, service.addr, &token, &valid_params())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("a create is answered");
+    let status = created.status().as_u16();
+    let answer: Value = created.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["result"]["id"].is_string(), "{answer}");
+    drop(idle);
+    let log = service.log.lock().unwrap().clone();
+    let accept_lines = log.lines().filter(|l| l.contains("accept failed")).count() as u64;
+    let seconds = started.elapsed().as_secs() + 2;
+    eprintln!("idle-socket flood under ulimit -n 256: {accept_lines} accept-failure lines in {seconds} s");
+    assert!(accept_lines <= seconds, "{accept_lines} accept-failure lines in {seconds} s:\n{log:.3000}");
+    assert!(log.contains("serving fewer sockets"), "the lowered cap is logged:\n{log:.3000}");
+}

@@ -31,7 +31,7 @@ async fn metrics_count_calls_by_method_and_outcome() {
     assert_eq!(count(r#"method="opportunity.create",outcome="BAD_REQUEST""#), Some(1.0), "{text}");
     assert_eq!(count(r#"method="opportunity.create",outcome="UNAUTHORIZED""#), Some(1.0), "{text}");
     // Unknown method names are folded into one label, so callers cannot grow the label set.
-    assert_eq!(count(r#"method="other",outcome="NOT_FOUND""#), Some(1.0), "{text}");
+    assert_eq!(count(r#"method="unknown",outcome="NOT_FOUND""#), Some(1.0), "{text}");
     assert_eq!(sample(&text, r#"rpc_call_duration_seconds_count{method="opportunity.create"}"#), Some(5.0), "{text}");
     assert!(sample(&text, r#"database_pool_connections{state="idle"}"#).is_some(), "{text}");
     assert!(sample(&text, r#"database_pool_connections{state="in_use"}"#).is_some(), "{text}");

@@ -561,10 +561,11 @@ async fn notifications_are_executed_without_an_answer() {
     let token = app.token();
     let notification = json!({"jsonrpc": "2.0", "method": CREATE, "params": valid_params()});
     let (status, body) = app.post(&notification, &token).await;
-    assert_eq!(status, 200);
-    assert!(body.is_null() || body == json!(""), "no JSON-RPC answer: {body}");
+    assert_eq!(status, 204, "a notification is answered with no content: {body}");
+    assert_eq!(body, json!(""), "no body at all");
     let batch = json!([notification.clone(), notification]);
-    let (_, body) = app.post(&batch, &token).await;
-    assert!(body.is_null() || body == json!(""), "no JSON-RPC answer: {body}");
+    let (status, body) = app.post(&batch, &token).await;
+    assert_eq!(status, 204, "a batch of notifications is answered with no content: {body}");
+    assert_eq!(body, json!(""), "no body at all");
     assert_eq!(app.count(None).await, 3, "JSON-RPC 2.0 processes notifications");
 }
