@@ -316,7 +316,7 @@ pub fn migrate(url: &DatabaseUrl) -> anyhow::Result<usize> {
             conn.immediate_transaction(|c| {
                 c.run_pending_migrations(SQLITE_MIGRATIONS)
                     .map(|v| v.len())
-                    .map_err(|e| diesel::result::Error::QueryBuilderError(e))
+                    .map_err(diesel::result::Error::QueryBuilderError)
             })
             .map_err(|e| failed(&e))
         }
