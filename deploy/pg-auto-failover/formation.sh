@@ -10,6 +10,7 @@
 #                                  the formation is not primary + secondary
 #   formation.sh url        [DIR]  print the multi-host URL
 #   formation.sh switchover [DIR]  a planned switchover (pg_autoctl perform switchover)
+#   formation.sh events     [DIR]  the monitor's last 60 events (pg_autoctl show events)
 #
 # DIR defaults to /tmp/opportunity-failover. Ports: FAILOVER_PORT (default 55432) for the
 # monitor, +1 for node1, +2 for node2. Installs nothing: needs `pg_autoctl` (Debian package
@@ -18,7 +19,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -260,11 +261,17 @@ switchover() {
     autoctl perform switchover --pgdata "$DIR/monitor" --formation default --group 0 --wait 60
 }
 
+events() {
+    [ -d "$DIR/monitor" ] || die "no formation in $DIR"
+    autoctl show events --pgdata "$DIR/monitor" --formation default --count 60
+}
+
 case "$cmd" in
     start) start ;;
     stop) stop ;;
     status) status ;;
     url) echo "$URL" ;;
     switchover) switchover ;;
+    events) events ;;
     *) usage ;;
 esac
