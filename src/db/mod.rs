@@ -315,6 +315,15 @@ fn establish_postgres(url: &str) -> anyhow::Result<PgConnection> {
     })
 }
 
+/// How often, at most, the pool tries again to open a connection that failed. r2d2 retries a
+/// failed connect after 0.4 s, 0.8 s, 1.6 s… up to half the pool's `connection_timeout`, and
+/// counts the pending attempts against the pool size, so calls cannot make it try sooner: with
+/// the database timeout (5 s) as that timeout, the service went on answering SERVICE_UNAVAILABLE
+/// for up to 2.5 s after a failed-over database accepted writes again (every connection is lost
+/// at once, so every retry runs in step). The price of a shorter cap: while the database is
+/// down, each pending connection logs its failure once per this interval.
+const PG_RECONNECT_EVERY: Duration = Duration::from_millis(500);
+
 /// The key of the PostgreSQL advisory lock migrations run under ("oppsvc-m").
 const MIGRATION_LOCK: i64 = 0x6f70_7073_7663_2d6d;
 
@@ -371,10 +380,16 @@ impl Database {
                 let pool = Pool::builder()
                     .max_size(size)
                     .min_idle(Some(size.min(4)))
-                    .connection_timeout(options.timeout)
+                    // Every check-out passes its own wait (`get_timeout`); this only caps r2d2's
+                    // backoff between failed connects, half of it (see PG_RECONNECT_EVERY).
+                    .connection_timeout(options.timeout.min(PG_RECONNECT_EVERY * 2))
                     .test_on_check_out(false)
-                    .build(manager)
-                    .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL connection pool: {e}"))?;
+                    .build_unchecked(manager);
+                // What `build` does, with the database timeout rather than the backoff's.
+                drop(
+                    pool.get_timeout(options.timeout)
+                        .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL connection pool: {e}"))?,
+                );
                 let writer = pg_writer::PgWriter::start(pool.clone(), options.timeout, pg_writer::writers(size))?;
                 (DbPool::Postgres(pool), Writer::Postgres(writer))
             }
