@@ -90,6 +90,42 @@ async fn processes_started_together_on_an_empty_database_all_come_up_and_share_k
         since = page["result"]["nextSince"].clone();
         seen.extend(events);
     }
+    // Optimistic locking holds across processes: the same update at the same expected version
+    // sent to every process at once has exactly one winner.
+    let target = written.iter().next().unwrap().clone();
+    let update =
+        request(json!(1), "opportunity.update", json!({"id": target, "expectedVersion": 1, "stage": "qualified"}));
+    let answers = futures_util::future::join_all(processes.iter().map(|p| post(&http, p, &token, &update, None))).await;
+    let winners = answers.iter().filter(|a| a.get("result").is_some()).count();
+    assert_eq!(winners, 1, "one winner: {answers:?}");
+    for a in answers.iter().filter(|a| a.get("error").is_some()) {
+        assert_eq!(a["error"]["data"]["reason"], "version_mismatch", "{a}");
+        assert_eq!(a["error"]["data"]["currentVersion"], 2, "{a}");
+    }
+
+    // A subscriber of one process sees a change made through another, promptly.
+    let mut headers = jsonrpsee::ws_client::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let ws = jsonrpsee::ws_client::WsClientBuilder::default()
+        .set_headers(headers)
+        .build(format!("ws://{}/", processes[1].addr))
+        .await
+        .unwrap();
+    let mut sub: jsonrpsee::core::client::Subscription<Value> =
+        jsonrpsee::core::client::SubscriptionClientT::subscribe(
+            &ws,
+            "opportunity.subscribe",
+            jsonrpsee::core::params::ObjectParams::new(),
+            "opportunity.unsubscribe",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let made = post(&http, &processes[3], &token, &create, None).await;
+    let event = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(event["opportunity"]["id"], made["result"]["id"]);
+    eprintln!("a create through process 3 reached a subscriber of process 1 in {:?}", started.elapsed());
+
     let event_ids: Vec<&str> = seen.iter().map(|e| e["eventId"].as_str().unwrap()).collect();
     assert!(event_ids.windows(2).all(|w| w[0] < w[1]), "one order, no repeat");
     let opportunities: BTreeSet<String> =
