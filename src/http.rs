@@ -32,6 +32,8 @@ pub struct CallContext {
     pub idempotency_key: Option<String>,
     /// Whether the calls come over a WebSocket (subscriptions need one).
     pub websocket: bool,
+    /// The id of the HTTP request (or WebSocket handshake), as answered in `X-Request-Id`.
+    pub trace: String,
     /// The headers that were sent more than once, as (params field they stand for, header
     /// name): `("workspaceId", "X-Workspace-Id")`; their value above is `None`.
     pub repeated: Vec<(&'static str, &'static str)>,
@@ -71,7 +73,15 @@ impl CallContext {
         };
         let workspace_header = field("workspaceId", "X-Workspace-Id");
         let idempotency_key = field("idempotencyKey", "Idempotency-Key");
-        Self { principal, workspace_header, idempotency_key, repeated, in_batch: false, websocket: false }
+        Self {
+            principal,
+            workspace_header,
+            idempotency_key,
+            repeated,
+            in_batch: false,
+            websocket: false,
+            trace: String::new(),
+        }
     }
 
     /// The caller, refusing an absent, invalid or (on a long WebSocket) since expired token.
@@ -214,7 +224,60 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: HttpRequest) -> Self::Future {
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        // Every answer carries the request's id: the caller's `X-Request-Id`, else the trace id
+        // of its W3C `traceparent`, else a new one. Calls log it (`trace`).
+        let trace = trace_id(request.headers());
+        let answer = self.route(request, trace.clone());
+        Box::pin(async move {
+            let mut response = answer.await?;
+            if let Ok(value) = HeaderValue::from_str(&trace) {
+                response.headers_mut().insert(X_REQUEST_ID, value);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The header that carries the id of a request, both ways.
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// The id of a request: a caller's `X-Request-Id` of 1 to 128 characters that are safe in a log
+/// line (letters, digits, `-_.:/+=@`), else the trace id of a valid W3C `traceparent`, else a
+/// new UUID v7.
+pub fn trace_id(headers: &hyper::HeaderMap) -> String {
+    let given = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| {
+        (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
+    });
+    if let Some(given) = given {
+        return given.to_string();
+    }
+    let traced = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| {
+        let parts: Vec<&str> = v.trim().split('-').collect();
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let valid = parts.len() >= 4
+            && hex(parts[0], 2)
+            && parts[0] != "ff"
+            && hex(parts[1], 32)
+            && parts[1] != "0".repeat(32)
+            && hex(parts[2], 16)
+            && parts[2] != "0".repeat(16)
+            && hex(parts[3], 2);
+        valid.then(|| parts[1].to_string())
+    });
+    traced.unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+impl<S> Edge<S>
+where
+    S: Service<HttpRequest, Response = HttpResponse, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    fn route(
+        &mut self,
+        mut request: HttpRequest,
+        trace: String,
+    ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, BoxError>> + Send>> {
         let is_websocket = jsonrpsee::server::ws::is_upgrade_request(&request);
         match (request.uri().path(), request.method()) {
             ("/health", &Method::GET) => return Box::pin(async { Ok(plain(StatusCode::OK, "ok\n")) }),
@@ -272,6 +335,7 @@ where
             context.idempotency_key = None;
             context.repeated.retain(|(field, _)| *field != "idempotencyKey");
             context.websocket = true;
+            context.trace = trace;
             if let Err(error) = context.principal() {
                 let mut response = error_response(StatusCode::UNAUTHORIZED, error);
                 // Nothing more is served on a refused handshake's socket.
@@ -288,7 +352,8 @@ where
             };
             return Box::pin(crate::ws::accept(request, context, inner, config, socket.ledger));
         }
-        let context = CallContext::from_headers(request.headers(), &state.auth, None);
+        let mut context = CallContext::from_headers(request.headers(), &state.auth, None);
+        context.trace = trace;
         request.extensions_mut().insert(context);
         Box::pin(async move {
             if let Some(socket) = &socket

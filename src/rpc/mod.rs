@@ -247,8 +247,21 @@ where
                 }
             }
             request.extensions.insert(RequestId(request_id));
+            // Who calls, over what, under which request id of theirs (X-Request-Id/traceparent).
+            let context = request.extensions.get::<crate::http::CallContext>();
+            let transport = if context.is_some_and(|c| c.websocket) { "ws" } else { "http" };
+            let trace = context.map(|c| c.trace.clone()).unwrap_or_default();
+            let user = context.and_then(|c| c.principal.as_ref().ok()).map(|p| p.user_id);
             // The handler records the workspace into this span once it knows it.
-            let span = tracing::info_span!("call", method, %request_id, workspace = tracing::field::Empty);
+            let span = tracing::info_span!(
+                "call",
+                method,
+                %request_id,
+                trace,
+                transport,
+                user = user.map(tracing::field::display),
+                workspace = tracing::field::Empty
+            );
             let response = normalize(id, inner.call(request).instrument(span.clone()).await);
             let elapsed = started.elapsed();
             let outcome = match response.as_error_code() {

@@ -82,3 +82,45 @@ async fn one_log_line_per_call_without_token_or_free_text() {
     assert!(!log.contains(&token), "the token must never be logged");
     assert!(!log.contains("Confidential tower retrofit") && !log.contains("competitor-notes-never-logged"), "{log}");
 }
+
+/// Every answer carries the request's id in `X-Request-Id`: the caller's own, else the trace id
+/// of its `traceparent`, else a new one; an id unfit for a log line is replaced.
+#[tokio::test]
+async fn every_answer_carries_the_request_id() {
+    let app = spawn_app().await;
+    let body = request(serde_json::json!(1), "opportunity.create", valid_params()).to_string();
+    let send = |headers: Vec<(&'static str, String)>| {
+        let mut req = app
+            .http
+            .post(app.url())
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", app.token()))
+            .body(body.clone());
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let response = req.send().await.unwrap();
+            response.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_string())
+        }
+    };
+    assert_eq!(send(vec![("x-request-id", "order-sync-42".into())]).await.as_deref(), Some("order-sync-42"));
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    assert_eq!(
+        send(vec![("traceparent", traceparent.into())]).await.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let fresh = send(vec![]).await.expect("an id even when none was sent");
+    assert!(uuid::Uuid::try_parse(&fresh).is_ok(), "{fresh}");
+    for unfit in ["has spaces in it", &"x".repeat(129), "semi;colon"] {
+        let got = send(vec![("x-request-id", unfit.to_string())]).await.unwrap();
+        assert!(uuid::Uuid::try_parse(&got).is_ok(), "{unfit:?} is replaced: {got}");
+    }
+    let bad_trace = send(vec![("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01".into())]).await;
+    assert!(uuid::Uuid::try_parse(&bad_trace.unwrap()).is_ok(), "an all-zero trace id is invalid");
+    // Errors and the probes carry it too.
+    let response = app.http.get(format!("http://{}/health", app.addr)).send().await.unwrap();
+    assert!(response.headers().contains_key("x-request-id"));
+    let response = app.http.post(app.url()).header("content-type", "application/json").body("{").send().await.unwrap();
+    assert!(response.headers().contains_key("x-request-id"));
+}
