@@ -29,15 +29,11 @@ pub fn principal(context: Option<&CallContext>, access: Access) -> Result<&Princ
 }
 
 /// The workspace a call names: `params.workspaceId`, else the `X-Workspace-Id` header.
-/// Problems go to `failure` (on `workspaceId`).
-pub fn named_workspace(
-    reader: &mut FieldReader<'_>,
-    context: Option<&CallContext>,
-    failure: &mut ValidationFailure,
-) -> Option<Uuid> {
+/// Problems go to the reader's failure (on `workspaceId`).
+pub fn named_workspace(reader: &mut FieldReader<'_>, context: Option<&CallContext>) -> Option<Uuid> {
     // A header sent more than once has no one value. (Changes check a repeated
     // Idempotency-Key themselves; reads ignore that header.)
-    repeated_header(context, "workspaceId", failure);
+    repeated_header(context, "workspaceId", &mut reader.failure);
     let from_params = reader.optional("workspaceId", params::uuid);
     if from_params.is_some() || reader.failure.has_field("workspaceId") || !reader.is_object() {
         return from_params;
@@ -46,7 +42,8 @@ pub fn named_workspace(
     match params::parse_uuid(header.trim()) {
         Some(ws) => Some(ws),
         None => {
-            failure.field("workspaceId", format!("the X-Workspace-Id header must be a UUID ({})", params::UUID_FORM));
+            let message = format!("the X-Workspace-Id header must be a UUID ({})", params::UUID_FORM);
+            reader.failure.field("workspaceId", message);
             None
         }
     }

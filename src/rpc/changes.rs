@@ -137,15 +137,8 @@ fn read_follow(
         pipeline_types = enum_filter(&mut reader, "pipelineType", PipelineType::VALUES);
         owner_user_id = reader.optional("ownerUserId", params::uuid);
     }
-    let mut failure = ValidationFailure::default();
-    let named = caller::named_workspace(&mut reader, context, &mut failure);
-    let mut all = std::mem::take(&mut reader.failure);
-    for (field, messages) in failure.field_errors {
-        for m in messages {
-            all.field(field.clone(), m);
-        }
-    }
-    let workspace = caller::workspace(principal, named, all)?;
+    let named = caller::named_workspace(&mut reader, context);
+    let workspace = caller::workspace(principal, named, reader.failure)?;
     let follow = Follow { reader: Reader { workspace, visible }, since, stages, pipeline_types, owner_user_id };
     Ok((follow, limit))
 }

@@ -71,12 +71,7 @@ struct Target {
     workspace: Option<Uuid>,
 }
 
-fn read_target(
-    reader: &mut FieldReader<'_>,
-    context: Option<&CallContext>,
-    with_version: bool,
-    failure: &mut ValidationFailure,
-) -> Target {
+fn read_target(reader: &mut FieldReader<'_>, context: Option<&CallContext>, with_version: bool) -> Target {
     let id = reader.required("id", params::uuid);
     let expected_version = if with_version { reader.required("expectedVersion", version) } else { None };
     let mut idempotency_key = if with_version { reader.optional("idempotencyKey", params::string) } else { None };
@@ -84,39 +79,27 @@ fn read_target(
         // One header key cannot be the key of every call of a batch (as for a create).
         let header = context.and_then(|c| c.idempotency_key.as_deref().filter(|_| !c.in_batch));
         if context.is_some_and(|c| c.in_batch && c.idempotency_key.is_some()) {
-            failure.field("idempotencyKey", super::opportunity::BATCH_HEADER_KEY);
+            reader.failure.field("idempotencyKey", super::opportunity::BATCH_HEADER_KEY);
         }
-        caller::repeated_header(context, "idempotencyKey", failure);
+        caller::repeated_header(context, "idempotencyKey", &mut reader.failure);
         match (header, &idempotency_key) {
-            (Some(header), Some(field)) if header != field => {
-                failure.field("idempotencyKey", "differs from the Idempotency-Key header; send one or make them equal")
-            }
+            (Some(header), Some(field)) if header != field => reader
+                .failure
+                .field("idempotencyKey", "differs from the Idempotency-Key header; send one or make them equal"),
             (Some(header), None) if !reader.failure.has_field("idempotencyKey") => {
                 idempotency_key = Some(header.to_string())
             }
             _ => {}
         }
         if let Some(key) = &idempotency_key
-            && !failure.has_field("idempotencyKey")
+            && !reader.failure.has_field("idempotencyKey")
         {
             let check = CreateOpportunity { idempotency_key: Some(key.clone()), ..Default::default() };
-            check.check_fields(failure);
+            check.check_fields(&mut reader.failure);
         }
     }
-    let workspace = caller::named_workspace(reader, context, failure);
+    let workspace = caller::named_workspace(reader, context);
     Target { id, expected_version, idempotency_key, workspace }
-}
-
-/// Merges the reader's problems into `failure` (reader first, as they were found first).
-fn merge(reader: &mut FieldReader<'_>, failure: ValidationFailure) -> ValidationFailure {
-    let mut all = std::mem::take(&mut reader.failure);
-    for (field, messages) in failure.field_errors {
-        for m in messages {
-            all.field(field.clone(), m);
-        }
-    }
-    all.form_errors.extend(failure.form_errors);
-    all
 }
 
 /// `opportunity.get`.
@@ -129,10 +112,8 @@ pub async fn get(
     let principal = caller::principal(context, Access::Read)?;
     let mut reader = FieldReader::new(params);
     reader.refuse_unknown(GET_FIELDS);
-    let mut failure = ValidationFailure::default();
-    let target = read_target(&mut reader, context, false, &mut failure);
-    let failure = merge(&mut reader, failure);
-    let workspace = caller::workspace(principal, target.workspace, failure)?;
+    let target = read_target(&mut reader, context, false);
+    let workspace = caller::workspace(principal, target.workspace, reader.failure)?;
     let id = target.id.expect("an id once the params are valid");
     let stored = state
         .db
@@ -379,12 +360,11 @@ pub async fn update(
         .chain(UPDATE_CONTROL_FIELDS.iter().copied())
         .collect();
     reader.refuse_unknown(&known);
-    let mut failure = ValidationFailure::default();
-    let target = read_target(&mut reader, context, true, &mut failure);
+    let target = read_target(&mut reader, context, true);
     let owner = reader.patch("ownerUserId", params::uuid);
     let (mut patch, values) = read_patch(&mut reader);
     patch.owner_user_id = owner.map(|o| o.unwrap_or(principal.user_id));
-    let mut failure = merge(&mut reader, failure);
+    let mut failure = std::mem::take(&mut reader.failure);
     values.check_fields(&mut failure);
     if let Some(stage) = patch.stage {
         // The rules across fields that the params alone break, whatever is stored, are
@@ -411,10 +391,8 @@ pub async fn set_archived(
     let principal = caller::principal(context, Access::Write)?;
     let mut reader = FieldReader::new(params);
     reader.refuse_unknown(STATE_FIELDS);
-    let mut failure = ValidationFailure::default();
-    let target = read_target(&mut reader, context, true, &mut failure);
-    let failure = merge(&mut reader, failure);
-    let workspace = caller::workspace(principal, target.workspace, failure)?;
+    let target = read_target(&mut reader, context, true);
+    let workspace = caller::workspace(principal, target.workspace, reader.failure)?;
     let (method, change) = if archive { (ARCHIVE, Change::Archive) } else { (RESTORE, Change::Restore) };
     run_change(state, method, principal, workspace, target, change, request_id).await
 }

@@ -312,14 +312,8 @@ pub async fn list(
     let principal = caller::principal(context, Access::Read)?;
     let mut reader = FieldReader::new_or_empty(params);
     let (mut query, cursor) = read_list(&mut reader);
-    let mut failure = ValidationFailure::default();
-    let named = caller::named_workspace(&mut reader, context, &mut failure);
+    let named = caller::named_workspace(&mut reader, context);
     let mut all = std::mem::take(&mut reader.failure);
-    for (field, messages) in failure.field_errors {
-        for m in messages {
-            all.field(field.clone(), m);
-        }
-    }
     // A cursor that is not ours is reported with the other problems; whether it belongs to
     // this query can only be told once the workspace is known.
     if let Some(cursor) = &cursor
