@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use opportunity_client::{
     ArchiveOpportunity, Archived, Changes, Client, ClientError, CreateOpportunity, EventType, ListOpportunities, Money,
-    Opportunity, Order, OrderBy, PipelineType, Priority, Stage, Subscribe, UpdateOpportunity, Uuid,
+    Opportunity, Order, OrderBy, PipelineType, Priority, ReconnectPolicy, Stage, Subscribe, UpdateOpportunity, Uuid,
 };
 use support::{TestApp, spawn_app};
 
@@ -252,13 +252,21 @@ async fn a_lagging_subscription_resumes_without_gap_or_repeat() {
     let ws = Client::ws(&app.ws_url(), &app.token()).await.unwrap();
     let http = Client::http(&app.url(), &app.token()).unwrap();
     let mut events = Box::pin(ws.subscribe(Subscribe::new()));
+    // The control: the same, on a connection of its own, without resuming.
+    let no_resume = Client::ws(&app.ws_url(), &app.token())
+        .await
+        .unwrap()
+        .with_reconnect(ReconnectPolicy { max_attempts: 0, ..ReconnectPolicy::default() });
+    let mut control = Box::pin(no_resume.subscribe(Subscribe::new()));
     let creator = http.clone();
     let first = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         creator.create(chiller()).await.unwrap()
     });
-    let first_event = next_event(&mut events).await;
-    assert_eq!(first_event.opportunity.id, first.await.unwrap().id);
+    let (first_event, control_first) = tokio::join!(next_event(&mut events), next_event(&mut control));
+    let first = first.await.unwrap();
+    assert_eq!(first_event.opportunity.id, first.id);
+    assert_eq!(control_first.opportunity.id, first.id);
 
     // 1,100 more while nobody reads.
     let total = 1100;
@@ -282,4 +290,57 @@ async fn a_lagging_subscription_resumes_without_gap_or_repeat() {
         seen.push(event.opportunity.id);
     }
     assert_eq!(seen.iter().copied().collect::<HashSet<_>>(), created, "every event once");
+
+    // Without resuming, the lagging subscription ends before it delivered them all: the test
+    // above passed because the stream resumed.
+    let mut delivered = 0;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), control.next()).await.expect("no stall") {
+            Some(Ok(_)) => delivered += 1,
+            Some(Err(error)) => break error,
+            None => panic!("the stream ends with an error"),
+        }
+    };
+    assert!(matches!(ended, ClientError::SubscriptionLost { .. }), "{ended}");
+    assert!(delivered < total, "{delivered}");
+    assert!(control.next().await.is_none());
+}
+
+/// A lost connection: the stream opens a new one and resubscribes from the last event.
+#[tokio::test]
+async fn a_lost_connection_is_resumed_from_the_last_event() {
+    let app = spawn_app().await;
+    let proxy = support::Proxy::start(app.addr).await;
+    let ws = Client::ws(&format!("ws://{}/", proxy.addr), &app.token()).await.unwrap();
+    let http = Client::http(&app.url(), &app.token()).unwrap();
+    let mut events = Box::pin(ws.subscribe(Subscribe::new()));
+    let creator = http.clone();
+    let first = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        creator.create(chiller()).await.unwrap()
+    });
+    let first_event = next_event(&mut events).await;
+    assert_eq!(first_event.opportunity.id, first.await.unwrap().id);
+
+    // Cut the connection, and change things while the subscriber is away.
+    proxy.cut();
+    let mut created = Vec::new();
+    for n in 0..3 {
+        created.push(http.create(chiller().title(format!("While away {n}"))).await.unwrap().id);
+    }
+    let mut seen = Vec::new();
+    let mut last_id = first_event.event_id;
+    for _ in 0..3 {
+        let event = next_event(&mut events).await;
+        assert!(event.event_id > last_id, "in order, no repeat");
+        last_id = event.event_id.clone();
+        seen.push(event.opportunity.id);
+    }
+    assert_eq!(seen, created);
+    assert_eq!(proxy.accepted(), 2, "the stream opened a second connection");
+
+    // Calls on the client open a new connection too.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ws.get(created[0]).await.expect("get after a cut").id, created[0]);
 }
