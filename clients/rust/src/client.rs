@@ -114,6 +114,10 @@ impl ReconnectPolicy {
     }
 }
 
+/// The largest answer the client reads: the service's own limit on its answers (16 MiB), above
+/// jsonrpsee's default of 10 MiB (a page of 200 opportunities with long texts can exceed that).
+pub const MAX_RESPONSE_BYTES: u32 = 16 * 1024 * 1024;
+
 /// Params already serialized (so that retries send the very same text, key included).
 struct RawParams(Box<RawValue>);
 
@@ -138,6 +142,7 @@ impl WsTransport {
         }
         let client = Arc::new(
             WsClientBuilder::default()
+                .max_response_size(MAX_RESPONSE_BYTES)
                 .set_headers(self.headers.clone())
                 .build(&self.url)
                 .await
@@ -191,7 +196,11 @@ impl Client {
     /// A client that POSTs every call to `url` (`http://host:port/`) with
     /// `Authorization: Bearer <token>`. Nothing is sent until the first call.
     pub fn http(url: &str, token: &str) -> Result<Self, ClientError> {
-        let client = HttpClientBuilder::default().set_headers(headers(token)?).build(url).map_err(ClientError::from)?;
+        let client = HttpClientBuilder::default()
+            .max_response_size(MAX_RESPONSE_BYTES)
+            .set_headers(headers(token)?)
+            .build(url)
+            .map_err(ClientError::from)?;
         Ok(Self::with_transport(Transport::Http(client)))
     }
 

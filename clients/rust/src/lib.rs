@@ -32,7 +32,7 @@ mod money;
 pub mod params;
 pub mod types;
 
-pub use client::{Client, ReconnectPolicy, RetryPolicy};
+pub use client::{Client, MAX_RESPONSE_BYTES, ReconnectPolicy, RetryPolicy};
 pub use error::{ClientError, RpcError};
 pub use money::{Money, MoneyParseError};
 pub use params::{
