@@ -32,9 +32,13 @@ WORKDIR /app
 COPY Cargo.toml Cargo.lock ./
 # Cargo.toml declares the storage bench: its file must exist for any build.
 COPY benches ./benches
-RUN mkdir src \
+# Cargo.toml is a workspace with the Rust client as a member: cargo reads every member's
+# manifest (and needs its library target to exist) even when it builds only the service, the
+# default member. The client is never built here: its placeholder is enough, for both builds.
+COPY clients/rust/Cargo.toml ./clients/rust/
+RUN mkdir src clients/rust/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && touch src/lib.rs clients/rust/src/lib.rs \
     && cargo build --release --locked --features postgres-tls \
     && rm -rf src
 
