@@ -45,6 +45,11 @@ impl OrderBy {
         Self::VALUES[self as usize]
     }
 
+    /// Whether opportunities may have no value of this field.
+    fn nullable(self) -> bool {
+        matches!(self, Self::ExpectedCloseDate | Self::EstimatedValue)
+    }
+
     /// The column holding the feed position of the last change of this ordering value.
     fn changed_at_column(self) -> Option<&'static str> {
         match self {
@@ -196,8 +201,10 @@ impl Statement {
         self.push(")");
     }
 
-    fn build(q: &ListQuery, backend: Backend) -> Self {
-        let mut s = Statement { backend, sql: String::from("SELECT * FROM opportunities WHERE "), binds: Vec::new() };
+    /// The filters of the query (and the `as_of` rule of its later pages), after `WHERE `.
+    fn filters(&mut self, q: &ListQuery) {
+        let backend = self.backend;
+        let s = self;
         if q.visible {
             s.push("(workspace_id = ")
                 .bind(Bind::Uuid(q.workspace))
@@ -225,12 +232,12 @@ impl Statement {
         match q.is_closed {
             Some(true) => s.push(" AND stage IN ('won', 'lost')"),
             Some(false) => s.push(" AND stage NOT IN ('won', 'lost')"),
-            None => &mut s,
+            None => s,
         };
         match q.archived {
             Archived::Exclude => s.push(" AND archived_at IS NULL"),
             Archived::Only => s.push(" AND archived_at IS NOT NULL"),
-            Archived::Include => &mut s,
+            Archived::Include => s,
         };
         if let Some(from) = q.expected_close_from {
             s.push(" AND expected_close_date >= ").bind(Bind::Instant(from));
@@ -255,26 +262,42 @@ impl Statement {
         if let (Some(as_of), Some(changed)) = (q.as_of, q.order().changed_at_column()) {
             s.push(&format!(" AND {changed} <= {as_of}"));
         }
+    }
+
+    fn build(q: &ListQuery, backend: Backend) -> Self {
+        let mut s = Statement { backend, sql: String::new(), binds: Vec::new() };
         let column = q.order().column(backend);
-        let (before, dir) = if q.descending { ("<", "DESC") } else { (">", "ASC") };
-        if let Some((value, id)) = q.after {
-            // Rows after (value, id) in the order "value (NULLs last), id".
-            match value {
-                SortValue::Null => {
-                    s.push(&format!(" AND {column} IS NULL AND id {before} ")).bind(Bind::Uuid(id));
+        let (after, dir) = if q.descending { ("<", "DESC") } else { (">", "ASC") };
+        let order = format!("ORDER BY {column} {dir} NULLS LAST, id {dir} LIMIT {}", q.limit + 1);
+        // Each part is an index range of (workspace_id, ordering value, id): the rows after the
+        // cursor are `(value, id) > (v, i)` as a row comparison (a range an index serves, where
+        // the same rule spelled with OR is only a filter), then those with no value (NULLs last).
+        match q.after {
+            None => {
+                s.push("SELECT * FROM opportunities WHERE ");
+                s.filters(q);
+                s.push(&format!(" {order}"));
+            }
+            Some((SortValue::Null, id)) => {
+                s.push("SELECT * FROM opportunities WHERE ");
+                s.filters(q);
+                s.push(&format!(" AND {column} IS NULL AND id {after} ")).bind(Bind::Uuid(id));
+                s.push(&format!(" {order}"));
+            }
+            Some((value, id)) => {
+                s.push("SELECT * FROM (SELECT * FROM (SELECT * FROM opportunities WHERE ");
+                s.filters(q);
+                s.push(&format!(" AND ({column}, id) {after} (")).bind_sort(value).push(", ").bind(Bind::Uuid(id));
+                s.push(&format!(") {order}) AS valued"));
+                if q.order().nullable() {
+                    // A nullable ordering value: the rows without one come after every valued row.
+                    s.push(" UNION ALL SELECT * FROM (SELECT * FROM opportunities WHERE ");
+                    s.filters(q);
+                    s.push(&format!(" AND {column} IS NULL ORDER BY id {dir} LIMIT {}) AS unvalued", q.limit + 1));
                 }
-                value => {
-                    s.push(&format!(" AND ({column} {before} "))
-                        .bind_sort(value)
-                        .push(&format!(" OR ({column} = "))
-                        .bind_sort(value)
-                        .push(&format!(" AND id {before} "))
-                        .bind(Bind::Uuid(id))
-                        .push(&format!(") OR {column} IS NULL)"));
-                }
+                s.push(&format!(") AS page {order}"));
             }
         }
-        s.push(&format!(" ORDER BY {column} {dir} NULLS LAST, id {dir} LIMIT {}", q.limit + 1));
         s
     }
 }
