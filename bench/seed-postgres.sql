@@ -60,7 +60,7 @@ SELECT
     1
 FROM (
     SELECT i,
-           (ARRAY['lead', 'lead', 'qualified', 'survey', 'proposal', 'negotiation', 'won', 'lost'])[1 + (i * 7919) % 8] AS stage,
+           (ARRAY['lead', 'lead', 'qualified', 'survey', 'proposal', 'negotiation', 'won', 'lost'])[1 + (i::bigint * 7919) % 8] AS stage,
            date_trunc('milliseconds', now()) - random() * interval '700 days' AS created
     FROM generate_series(1, :rows + :others) AS i
 ) AS g;
