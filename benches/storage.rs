@@ -16,6 +16,12 @@
 //! - `pool`: `db::opportunity::create` on a pooled connection through `Database::run`, one
 //!   transaction (or one autocommitted INSERT) per create, the design before group commit.
 //!
+//! With `--op get` or `--op list` (the limits of bench/run's get and list on SQLite) the tasks
+//! read instead, through `Database::run` as the handlers do: `db::opportunity::get` of a random
+//! id of `--ids FILE`, or one page of `db::list::list` (`--workspace`, stages proposal and
+//! negotiation, by expected close date, descending, 50 a page; with `--after DATE,ID,AS_OF` the
+//! page after that row, as a cursor names it). `creates` then counts those calls.
+//!
 //! Only the storage call is timed. The last line is machine-readable for `bench/run`:
 //!
 //! `STORAGE backend=sqlite path=service concurrency=32 duration_s=10.00 creates=… creates_per_s=… p50_us=… p99_us=… max_us=… errors=…`
@@ -64,9 +70,74 @@ struct Args {
     /// Pool size; the backend's default (as in the service) when absent.
     #[arg(long)]
     pool_size: Option<u32>,
+    /// What each call does: a create (along `--path`), a get, or a list page.
+    #[arg(long, value_enum, default_value_t = Op::Create)]
+    op: Op,
+    /// `--op get`: a file of ids, one a line.
+    #[arg(long)]
+    ids: Option<PathBuf>,
+    /// `--op list`: the workspace listed.
+    #[arg(long)]
+    workspace: Option<Uuid>,
+    /// `--op list`: the page after this row: `EXPECTED_CLOSE_DATE,ID,AS_OF` (RFC 3339, UUID, feed position).
+    #[arg(long)]
+    after: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Op {
+    Create,
+    Get,
+    List,
+}
+
+/// What a read task needs.
+#[derive(Clone)]
+enum Read {
+    Get(std::sync::Arc<Vec<Uuid>>),
+    List(opportunity_service::db::list::ListQuery),
+}
+
+fn read_spec(args: &Args) -> anyhow::Result<Option<Read>> {
+    use opportunity_service::db::list::{ListQuery, OrderBy, SortValue};
+    Ok(match args.op {
+        Op::Create => None,
+        Op::Get => {
+            let path = args.ids.as_ref().context("--op get needs --ids FILE")?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let ids = text.lines().filter(|l| !l.is_empty()).map(Uuid::parse_str).collect::<Result<Vec<_>, _>>()?;
+            if ids.is_empty() {
+                bail!("--ids names no id");
+            }
+            Some(Read::Get(std::sync::Arc::new(ids)))
+        }
+        Op::List => {
+            let workspace = args.workspace.context("--op list needs --workspace")?;
+            let (after, as_of) = match &args.after {
+                None => (None, None),
+                Some(text) => {
+                    let parts: Vec<&str> = text.split(',').collect();
+                    let &[date, id, as_of] = parts.as_slice() else { bail!("--after is DATE,ID,AS_OF") };
+                    let date = DateTime::parse_from_rfc3339(date)?.with_timezone(&Utc);
+                    (Some((SortValue::Instant(date), Uuid::parse_str(id)?)), Some(as_of.parse::<i64>()?))
+                }
+            };
+            Some(Read::List(ListQuery {
+                workspace,
+                // sorted, as opportunity.list sorts them
+                stages: Some(vec!["negotiation", "proposal"]),
+                order_by: Some(OrderBy::ExpectedCloseDate),
+                descending: true,
+                limit: 50,
+                after,
+                as_of,
+                ..Default::default()
+            }))
+        }
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -215,6 +286,7 @@ struct TaskResult {
 async fn drive(
     db: &Database,
     path: StoragePath,
+    read: Option<&Read>,
     concurrency: usize,
     deadline: Instant,
     task_seed: u64,
@@ -224,7 +296,11 @@ async fn drive(
     let tasks: Vec<_> = (0..concurrency)
         .map(|task| {
             let db = db.clone();
+            let read = read.cloned();
             tokio::spawn(async move {
+                if let Some(read) = read {
+                    return read_task(&db, read, deadline, task_seed ^ task as u64).await;
+                }
                 let mut rng = SmallRng::seed_from_u64(task_seed ^ (task as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 let mut result = TaskResult { latencies_us: Vec::with_capacity(1 << 14), errors: 0, first_error: None };
                 // Distinct titles across tasks and runs: the seed's high bits, then the task, then a count.
@@ -278,6 +354,38 @@ async fn drive(
     results
 }
 
+/// One task of `--op get|list`: one call after another until `deadline`.
+async fn read_task(db: &Database, read: Read, deadline: Instant, seed: u64) -> TaskResult {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut result = TaskResult { latencies_us: Vec::with_capacity(1 << 14), errors: 0, first_error: None };
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let outcome = match &read {
+            Read::Get(ids) => {
+                let id = ids[rng.random_range(0..ids.len())];
+                db.run(move |conn| opportunity_service::db::opportunity::get(conn, id)).await.map(|o| o.is_some())
+            }
+            Read::List(q) => {
+                let q = q.clone();
+                db.run(move |conn| opportunity_service::db::list::list(conn, &q)).await.map(|(rows, _, _)| !rows.is_empty())
+            }
+        };
+        let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        match outcome {
+            Ok(true) => result.latencies_us.push(micros),
+            Ok(false) => {
+                result.errors += 1;
+                result.first_error.get_or_insert_with(|| "nothing found".to_string());
+            }
+            Err(e) => {
+                result.errors += 1;
+                result.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    result
+}
+
 fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -304,11 +412,13 @@ fn main() -> anyhow::Result<()> {
             .await?
             .context("cannot open the database")?;
         let seed: u64 = rand::random();
+        let read = read_spec(&args)?;
         if !args.warmup.is_zero() {
-            drive(&db, args.path, args.concurrency, Instant::now() + args.warmup, seed.rotate_left(17)).await;
+            drive(&db, args.path, read.as_ref(), args.concurrency, Instant::now() + args.warmup, seed.rotate_left(17))
+                .await;
         }
         let started = Instant::now();
-        let results = drive(&db, args.path, args.concurrency, started + args.duration, seed).await;
+        let results = drive(&db, args.path, read.as_ref(), args.concurrency, started + args.duration, seed).await;
         let elapsed = started.elapsed().as_secs_f64();
 
         let errors: u64 = results.iter().map(|r| r.errors).sum();
@@ -320,7 +430,11 @@ fn main() -> anyhow::Result<()> {
         let creates = latencies.len();
         println!(
             "STORAGE backend={backend} path={} concurrency={} duration_s={elapsed:.2} creates={creates} creates_per_s={:.1} p50_us={} p99_us={} max_us={} errors={errors}",
-            args.path.name(),
+            match args.op {
+                Op::Create => args.path.name(),
+                Op::Get => "get",
+                Op::List => "list",
+            },
             args.concurrency,
             creates as f64 / elapsed,
             percentile(&latencies, 50.0),
