@@ -94,8 +94,9 @@ enum Op {
     List,
 }
 
-/// What a read task needs.
+/// What a read task needs (built once; its size does not matter).
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
 enum Read {
     Get(std::sync::Arc<Vec<Uuid>>),
     List(opportunity_service::db::list::ListQuery),
@@ -367,7 +368,9 @@ async fn read_task(db: &Database, read: Read, deadline: Instant, seed: u64) -> T
             }
             Read::List(q) => {
                 let q = q.clone();
-                db.run(move |conn| opportunity_service::db::list::list(conn, &q)).await.map(|(rows, _, _)| !rows.is_empty())
+                db.run(move |conn| opportunity_service::db::list::list(conn, &q))
+                    .await
+                    .map(|(rows, _, _)| !rows.is_empty())
             }
         };
         let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
