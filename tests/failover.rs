@@ -571,6 +571,7 @@ async fn failover_under_load() {
         scope: Some("opportunity:read opportunity:write opportunity:global".into()),
         exp: chrono::Utc::now().timestamp() + 3600,
         iat: None,
+        nbf: None,
         iss: None,
         aud: None,
     };
