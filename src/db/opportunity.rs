@@ -730,8 +730,8 @@ pub enum Decision<E> {
 /// What a change did.
 #[derive(Debug)]
 pub enum Changed<E> {
-    /// Written (or, with [`Decision::Unchanged`], left as it was); the answer.
-    Done(Box<Opportunity>),
+    /// Written (or, with [`Decision::Unchanged`], left as it was); the answer as JSON.
+    Done(String),
     /// The key was used before with the same params: the stored answer.
     Replayed(String),
     /// The key was used before with other params.
@@ -874,14 +874,15 @@ fn change_locked<E>(
             o
         }
     };
+    // A write's answer was serialized once, for its event; it is also the key's answer.
+    let response = match event {
+        Some(e) => e.opportunity,
+        None => serde_json::to_string(&answer).expect("an opportunity serializes"),
+    };
     if let Some(key) = key {
-        let response = match &event {
-            Some(e) => e.opportunity.clone(),
-            None => serde_json::to_string(&answer).expect("an opportunity serializes"),
-        };
         store_key(&mut conn, key, answer.id, &response)?;
     }
-    Ok(Changed::Done(Box::new(answer)))
+    Ok(Changed::Done(response))
 }
 
 fn stored_key(conn: &mut DbConn<'_>, key: &ChangeKey) -> Result<Option<(String, String)>, DbError> {

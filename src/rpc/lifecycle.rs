@@ -326,9 +326,9 @@ async fn run_change(
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
     match changed {
-        Changed::Done(o) => {
+        Changed::Done(answer) => {
             state.db.wake_feed();
-            Ok(to_raw(&o))
+            Ok(RawValue::from_string(answer).expect("serde_json output is JSON"))
         }
         Changed::Replayed(stored) => {
             tracing::info!("idempotency key replayed");
