@@ -1057,8 +1057,10 @@ async fn sqlite_database_made_read_only_fails_cleanly_and_serves_again() {
     .await;
 }
 
-/// Disk full: the database lives on a 4 MiB tmpfs that a filler file fills up; removing the
-/// filler lifts the fault. (`PRAGMA max_page_count` would not do: it is a setting of the one
+/// Disk full: the database lives on a 32 MiB tmpfs that a filler file fills up; removing the
+/// filler lifts the fault. The file system must hold SQLite's write-ahead log at its full size
+/// (it is checkpointed at 1,000 pages, 4 MiB) besides the database: on a 4 MiB one the log
+/// filled the disk again soon after the lift, and no create could succeed again. (`PRAGMA max_page_count` would not do: it is a setting of the one
 /// connection that sets it, not of the file.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_disk_full_fails_cleanly_and_serves_again() {
@@ -1066,7 +1068,7 @@ async fn sqlite_disk_full_fails_cleanly_and_serves_again() {
     if !sqlite_pass_only(TEST) {
         return;
     }
-    let tmpfs = match Tmpfs::mount("4m") {
+    let tmpfs = match Tmpfs::mount("32m") {
         Ok(t) => t,
         Err(e) => return unavailable_tool(TEST, &format!("cannot mount a small tmpfs ({e}); needs root")),
     };
