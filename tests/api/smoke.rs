@@ -59,6 +59,25 @@ fn start_up_refuses_a_bad_database_url_or_an_empty_secret() {
     assert!(!ok && log.contains("AUTH_JWT_SECRET is set but empty"), "{log}");
 }
 
+/// A PostgreSQL URL that libpq refuses stops the service at start with libpq's own words (these
+/// are refused while the URL is parsed, before any connection, so no server is needed), and the
+/// password is not among them.
+#[test]
+fn start_up_refuses_a_url_libpq_refuses_in_libpqs_words() {
+    for (query, says) in [
+        ("target_session_attrs=bogus", "invalid target_session_attrs value: \"bogus\""),
+        ("connect_timeout=abc", "invalid integer value \"abc\" for connection option \"connect_timeout\""),
+        ("sslmode=sometimes", "invalid sslmode value: \"sometimes\""),
+        ("bogus=1", "invalid URI query parameter: \"bogus\""),
+    ] {
+        let url = format!("postgres://app:hunter2@127.0.0.1:1,127.0.0.1:2/crm?{query}");
+        let (ok, log) = run_binary(&["migrate", "--database-url", &url], &[]);
+        assert!(!ok, "{query}: refused: {log}");
+        assert!(log.contains(says), "{query}: libpq's words {says:?}: {log}");
+        assert!(!log.contains("hunter2"), "{query}: the password is not printed: {log}");
+    }
+}
+
 /// RFC 7518 §3.2: an HS256 key must be at least as long as the hash, 32 bytes. A shorter or
 /// blank secret stops the service at start, and `token` alike, with a message that says why.
 #[test]
