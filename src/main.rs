@@ -20,8 +20,10 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Migrate(args)) => DatabaseUrl::parse(&args.database_url).and_then(|url| {
+            let database = url.redacted();
+            tracing::info!(backend = url.backend(), %database, "applying pending migrations");
             let applied = opportunity_service::db::migrate(&url)?;
-            tracing::info!(applied, backend = url.backend(), "migrations applied");
+            tracing::info!(applied, backend = url.backend(), %database, "migrations applied");
             Ok(())
         }),
         Some(Command::Token(args)) => token(args),

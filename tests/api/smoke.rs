@@ -40,6 +40,11 @@ async fn migrate_applies_the_migrations_once_and_exits() {
     let (ok, log) = run_binary(&["migrate"], &[("DATABASE_URL", &db.url)]);
     assert!(ok, "{log}");
     assert!(log.contains("applied=3"), "the first run applies the three migrations: {log}");
+    // It says which database it changes, before changing it (the password hidden).
+    let shown = opportunity_service::db::DatabaseUrl::parse(&db.url).unwrap().redacted();
+    let announced = log.lines().position(|l| l.contains("applying pending migrations") && l.contains(&shown));
+    let applied = log.lines().position(|l| l.contains("migrations applied"));
+    assert!(announced.is_some() && announced < applied, "the database is named first: {log}");
     let (ok, log) = run_binary(&["migrate", "--database-url", &db.url], &[]);
     assert!(ok, "{log}");
     assert!(log.contains("applied=0"), "a second run finds nothing pending: {log}");
