@@ -6,13 +6,29 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
+/// What `--help` shows after the options.
+const EXAMPLES: &str = "\
+Examples:
+  opportunity-service
+      Serve on 127.0.0.1:8080 with the embedded SQLite database in ./data/ (development mode:
+      a generated secret in data/jwt-secret).
+  opportunity-service token --workspace 11111111-1111-4111-8111-111111111111
+      Print a token for one workspace, signed with the secret the server in this folder uses.
+  DATABASE_URL=postgres://app@db:5432/crm AUTH_JWT_SECRET=... opportunity-service migrate
+      Apply pending migrations to a PostgreSQL database and exit.
+  opportunity-service --listen-addr 0.0.0.0:8080 --log-format json
+      Serve on every interface, logging one JSON object a line.
+
+Every option is also an environment variable (shown in [env: ...]); options win.";
+
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "opportunity-service",
     version,
     about = "JSON-RPC service for CRM opportunities",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = EXAMPLES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -122,9 +138,67 @@ pub struct ServeArgs {
     /// ones are purged within a minute, e.g. `7d`.
     #[arg(long, env = "EVENT_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub event_retention: Duration,
+    /// Browser origins allowed to call from another origin: comma-separated
+    /// `scheme://host[:port]`, or `*` for any; none by default. They get CORS headers on HTTP
+    /// (and preflights are answered), and only they may open a WebSocket from a browser (a
+    /// handshake with another `Origin` is refused with 403; clients that send no `Origin` are
+    /// not browsers and are not affected).
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "", value_parser = parse_origins)]
+    pub cors_allowed_origins: AllowedOrigins,
     /// `text` or `json`; levels through `RUST_LOG`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The browser origins of `CORS_ALLOWED_ORIGINS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// `*`: any origin.
+    Any,
+    /// These origins, exactly as browsers send them (`https://crm.example.com:8443`); none when
+    /// empty.
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// Whether a browser sending this `Origin` may call.
+    pub fn allows(&self, origin: &[u8]) -> bool {
+        match self {
+            Self::Any => true,
+            Self::List(list) => list.iter().any(|o| o.as_bytes() == origin),
+        }
+    }
+
+    /// Whether no origin is allowed (CORS off).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::List(list) if list.is_empty())
+    }
+}
+
+/// `*`, or comma-separated origins in the form browsers send them: a scheme, `://`, a host and
+/// an optional port, with no path, query, user or trailing slash.
+fn parse_origins(text: &str) -> Result<AllowedOrigins, String> {
+    if text.trim() == "*" {
+        return Ok(AllowedOrigins::Any);
+    }
+    let mut list = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (scheme, rest) = item.split_once("://").ok_or_else(|| {
+            format!("{item:?} is not an origin: write scheme://host[:port], e.g. https://crm.example.com")
+        })?;
+        let scheme_ok = !scheme.is_empty()
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        let host_ok =
+            !rest.is_empty() && !rest.contains(['/', '?', '#', '@', '*']) && rest.chars().all(|c| c.is_ascii_graphic());
+        if !scheme_ok || !host_ok {
+            return Err(format!(
+                "{item:?} is not an origin: write scheme://host[:port] with no path or trailing slash, e.g. https://crm.example.com"
+            ));
+        }
+        list.push(item.to_string());
+    }
+    Ok(AllowedOrigins::List(list))
 }
 
 fn parse_retention(text: &str) -> Result<Duration, String> {
@@ -210,6 +284,32 @@ mod tests {
         assert!(token("1s").is_ok());
         assert!(token("-1h").is_err());
         assert!(Cli::try_parse_from(["opportunity-service", "--max-batch", "0"]).is_err());
+    }
+
+    #[test]
+    fn cors_allowed_origins_are_origins_or_a_lone_star() {
+        let parse = |v: &str| Cli::try_parse_from(["opportunity-service", "--cors-allowed-origins", v]);
+        assert_eq!(
+            Cli::try_parse_from(["opportunity-service"]).unwrap().serve.cors_allowed_origins,
+            AllowedOrigins::List(vec![])
+        );
+        assert_eq!(parse("*").unwrap().serve.cors_allowed_origins, AllowedOrigins::Any);
+        let list = parse("https://crm.example.com, http://127.0.0.1:5173").unwrap().serve.cors_allowed_origins;
+        assert_eq!(list, AllowedOrigins::List(vec!["https://crm.example.com".into(), "http://127.0.0.1:5173".into()]));
+        assert!(list.allows(b"http://127.0.0.1:5173"));
+        assert!(!list.allows(b"http://127.0.0.1:5174"));
+        assert!(!list.allows(b"null"));
+        for bad in [
+            "crm.example.com",
+            "https://crm.example.com/",
+            "https://x/app",
+            "https://*.example.com",
+            "https://a@b",
+            "://x",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("is not an origin"), "{bad}: {e}");
+        }
     }
 
     #[test]

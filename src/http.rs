@@ -16,6 +16,7 @@ use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
 use tower::{Layer, Service};
 
 use crate::auth::{Authenticator, Principal};
+use crate::config::AllowedOrigins;
 use crate::db::Database;
 use crate::error::{ApiError, normalize_response_value};
 use crate::serve::SocketInfo;
@@ -116,6 +117,36 @@ pub struct EdgeState {
     pub body_timeout: Duration,
     /// How often WebSocket peers are pinged.
     pub ws_ping_interval: Duration,
+    /// Browser origins that may open a WebSocket (`CORS_ALLOWED_ORIGINS`).
+    pub allowed_origins: AllowedOrigins,
+}
+
+/// CORS for browsers on other origins (`CORS_ALLOWED_ORIGINS`), or none when no origin is
+/// allowed: then an `OPTIONS` request is answered 405 like any other method but POST. Tokens
+/// travel in `Authorization`, never in cookies, so credentials are not allowed.
+pub fn cors_layer(origins: &AllowedOrigins) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow_origin = match origins {
+        AllowedOrigins::Any => AllowOrigin::any(),
+        AllowedOrigins::List(list) if list.is_empty() => return None,
+        AllowedOrigins::List(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+    };
+    let header = |name: &'static str| hyper::header::HeaderName::from_static(name);
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                hyper::header::AUTHORIZATION,
+                CONTENT_TYPE,
+                header("x-workspace-id"),
+                header("idempotency-key"),
+                header(X_REQUEST_ID),
+                header("traceparent"),
+            ])
+            .expose_headers([header(X_REQUEST_ID)])
+            .max_age(Duration::from_secs(3600)),
+    )
 }
 
 /// The tower layer of the HTTP tier.
@@ -336,8 +367,20 @@ where
             context.repeated.retain(|(field, _)| *field != "idempotencyKey");
             context.websocket = true;
             context.trace = trace;
-            if let Err(error) = context.principal() {
-                let mut response = error_response(StatusCode::UNAUTHORIZED, error);
+            // A browser says where the page came from; only allowed origins may open a socket
+            // (after the token: a handshake without a valid one is a 401 whatever its origin).
+            let refused = match (context.principal(), request.headers().get(hyper::header::ORIGIN)) {
+                (Err(error), _) => Some((StatusCode::UNAUTHORIZED, error)),
+                (Ok(_), Some(origin)) if !state.allowed_origins.allows(origin.as_bytes()) => Some((
+                    StatusCode::FORBIDDEN,
+                    ApiError::Forbidden(
+                        "this Origin may not open a WebSocket: add it to CORS_ALLOWED_ORIGINS".to_string(),
+                    ),
+                )),
+                _ => None,
+            };
+            if let Some((status, error)) = refused {
+                let mut response = error_response(status, error);
                 // Nothing more is served on a refused handshake's socket.
                 response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
                 return Box::pin(async move { Ok(response) });

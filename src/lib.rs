@@ -129,7 +129,13 @@ pub struct Application {
 }
 
 type RpcStack = tower::layer::util::Stack<CallLayer, tower::layer::util::Identity>;
-type HttpStack = tower::layer::util::Stack<EdgeLayer, tower::layer::util::Identity>;
+type HttpStack = tower::layer::util::Stack<
+    EdgeLayer,
+    tower::layer::util::Stack<
+        tower::util::Either<tower_http::cors::CorsLayer, tower::layer::util::Identity>,
+        tower::layer::util::Identity,
+    >,
+>;
 
 impl Application {
     /// Opens the database (migrating it), binds the listener and assembles the server.
@@ -190,6 +196,7 @@ impl Application {
             max_response_bytes: settings.max_response_bytes,
             body_timeout: settings.request_timeout,
             ws_ping_interval: settings.ws_ping_interval,
+            allowed_origins: settings.cors_allowed_origins.clone(),
         }));
         let cursor_key = rpc::list::CursorKey::derive(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
         let feed = feed::Feed::start(db.clone());
@@ -198,7 +205,9 @@ impl Application {
         let rpc_middleware = RpcServiceBuilder::new().layer(CallLayer { limits, metrics, names });
         let builder = Server::builder()
             .set_config(config)
-            .set_http_middleware(tower::ServiceBuilder::new().layer(edge))
+            .set_http_middleware(
+                tower::ServiceBuilder::new().option_layer(http::cors_layer(&settings.cors_allowed_origins)).layer(edge),
+            )
             .set_rpc_middleware(rpc_middleware)
             .to_service_builder();
         let socket_limits = serve::SocketLimits {

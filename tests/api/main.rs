@@ -2,6 +2,7 @@
 //! SQLite by default and on PostgreSQL when `TEST_DATABASE_URL` is set.
 
 mod auth;
+mod browsers;
 mod changes;
 mod discover;
 mod durability;

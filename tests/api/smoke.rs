@@ -114,6 +114,17 @@ fn start_up_refuses_a_secret_shorter_than_32_bytes_or_blank() {
     assert!(!ok && log.contains("the development secret in") && log.contains("5 bytes long"), "{log}");
 }
 
+/// `--help` ends with examples a newcomer can run.
+#[test]
+fn help_shows_examples() {
+    let (ok, help) = run_binary(&["--help"], &[]);
+    assert!(ok, "{help}");
+    let examples = help.split_once("Examples:").map(|(_, rest)| rest).unwrap_or_else(|| panic!("no examples: {help}"));
+    for command in ["opportunity-service token --workspace", "opportunity-service migrate", "--log-format json"] {
+        assert!(examples.contains(command), "an example of {command:?}: {examples}");
+    }
+}
+
 /// `--help` shows which environment variables a flag reads, but never the value the
 /// environment holds for a secret: the database password and the JWT secret stay out.
 #[test]
