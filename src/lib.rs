@@ -200,7 +200,8 @@ impl Application {
         }));
         let cursor_key = rpc::list::CursorKey::derive(secrecy::ExposeSecret::expose_secret(&secret).as_bytes());
         let feed = feed::Feed::start(db.clone());
-        let methods = rpc::methods(AppState { db: db.clone(), metrics: metrics.clone(), cursor_key, feed })?;
+        let methods =
+            rpc::methods(AppState { db: db.clone(), metrics: metrics.clone(), cursor_key, feed }, local_addr)?;
         let names = rpc::MethodNames::of(&methods);
         let rpc_middleware = RpcServiceBuilder::new().layer(CallLayer { limits, metrics, names });
         let builder = Server::builder()

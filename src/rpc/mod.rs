@@ -43,10 +43,11 @@ pub struct AppState {
 pub struct RequestId(pub Uuid);
 
 /// Merges every namespace into one module; a duplicate method name is a start-up error.
-pub fn methods(state: AppState) -> anyhow::Result<RpcModule<()>> {
+/// `listen_addr`, the address the service listens on, is the server `rpc.discover` names.
+pub fn methods(state: AppState, listen_addr: std::net::SocketAddr) -> anyhow::Result<RpcModule<()>> {
     let mut module = RpcModule::new(());
     module.merge(opportunity::module(state)?)?;
-    discover::register(&mut module)?;
+    discover::register(&mut module, listen_addr)?;
     Ok(module)
 }
 

@@ -43,7 +43,7 @@ async fn discover_answers_without_a_token_and_lists_the_registered_methods() {
         cursor_key: opportunity_service::rpc::list::CursorKey::derive(SECRET.as_bytes()),
         feed: opportunity_service::feed::Feed::start(app.db.open()),
     };
-    let module = opportunity_service::rpc::methods(state).unwrap();
+    let module = opportunity_service::rpc::methods(state, app.addr).unwrap();
     let registered: BTreeSet<&str> = module.method_names().filter(|m| *m != "rpc.discover").collect();
     assert_eq!(listed, registered);
 
@@ -61,6 +61,27 @@ async fn discover_answers_without_a_token_and_lists_the_registered_methods() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(required, BTreeSet::from(["customerId", "title", "pipelineType"]));
+
+    // Generators make a function of each method with the params in the listed order: the
+    // required ones come first, in every method.
+    for method in document["methods"].as_array().unwrap() {
+        let flags: Vec<bool> =
+            method["params"].as_array().unwrap().iter().map(|p| p["required"].as_bool().unwrap()).collect();
+        assert!(flags.windows(2).all(|w| w[0] || !w[1]), "{}: a required param after an optional one", method["name"]);
+    }
+    let names: Vec<&str> = create["params"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names[..3], ["customerId", "title", "pipelineType"]);
+}
+
+/// `servers` names the address the service really listens on (here a port picked by the system),
+/// for HTTP and for WebSocket.
+#[tokio::test]
+async fn discover_names_the_listening_address() {
+    let app = spawn_app().await;
+    let document = discover(&app).await;
+    assert_eq!(document["servers"][0]["url"], format!("http://{}/", app.addr), "{}", document["servers"]);
+    assert_eq!(document["servers"][1]["url"], format!("ws://{}/", app.addr), "{}", document["servers"]);
+    assert_ne!(app.addr.port(), 8080, "the test listens on a port of its own");
 }
 
 #[tokio::test]

@@ -783,6 +783,113 @@ async fn probes_are_documented() {
     }
 }
 
+/// The request schema of `method`, through `JsonRpcRequest`'s discriminator (`<Method>Request`),
+/// and the name of its answer's schema (`<Method>Response`).
+fn method_schemas(method: &str) -> (String, String) {
+    let mapping = document()
+        .pointer("/components/schemas/JsonRpcRequest/discriminator/mapping")
+        .expect("JsonRpcRequest tells the methods apart by `method`");
+    let request = mapping[method]
+        .as_str()
+        .unwrap_or_else(|| panic!("JsonRpcRequest has no request schema for {method}"))
+        .strip_prefix("#/components/schemas/")
+        .unwrap()
+        .to_string();
+    let prefix = request.strip_suffix("Request").unwrap_or_else(|| panic!("{request} is not <Method>Request"));
+    assert_eq!(schema(&request)["properties"]["method"]["const"], json!(method), "{request}.method");
+    (request.clone(), format!("{prefix}Response"))
+}
+
+/// Each method, called for real: its request fits the document's request schema for it (and the
+/// request body's), and its answer the schema of its answer (and the response body's). The
+/// methods of the WebSocket answer over HTTP with the error the document gives them.
+#[tokio::test]
+async fn every_method_is_typed_as_it_answers() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let body = validator_at("/paths/~1/post/requestBody/content/application~1json/schema");
+    let answers = response_validator(200);
+    let methods: BTreeSet<String> = document()
+        .pointer("/components/schemas/JsonRpcRequest/discriminator/mapping")
+        .and_then(Value::as_object)
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let mut called = BTreeSet::new();
+    let mut call = async |method: &str, params: Option<Value>| {
+        let mut request = json!({"jsonrpc": "2.0", "id": called.len() + 1, "method": method});
+        if let Some(params) = params {
+            request["params"] = params;
+        }
+        let (request_schema, response_schema) = method_schemas(method);
+        assert_valid(&validator(&request_schema), &request, &format!("a {method} request ({request_schema})"));
+        assert_valid(&body, &request, &format!("a {method} request (as the body of POST /)"));
+        let (status, response) = app.post(&request, &token).await;
+        assert_eq!(status, 200, "{method}: {response}");
+        assert_valid(&answers, &response, &format!("the answer to {method} (as the body of HTTP 200)"));
+        if response.get("result").is_some() {
+            assert_valid(
+                &validator(&response_schema),
+                &response,
+                &format!("the answer to {method} ({response_schema})"),
+            );
+            let others: Vec<String> = methods
+                .iter()
+                .map(|m| method_schemas(m).1)
+                .filter(|r| *r != response_schema && problems(&validator(r), &response).is_empty())
+                .collect();
+            // Opportunity answers fit each other's schemas; no other answer fits another's.
+            let opportunity =
+                ["Create", "Get", "Update", "Archive", "Restore"].map(|v| format!("{v}OpportunityResponse"));
+            assert!(
+                others.iter().all(|o| opportunity.contains(o) && opportunity.contains(&response_schema)),
+                "the answer to {method} also fits {others:?}"
+            );
+        } else {
+            assert_valid(&validator("JsonRpcErrorResponse"), &response, &format!("the error answer to {method}"));
+        }
+        called.insert(method.to_string());
+        response
+    };
+    let created = call("opportunity.create", Some(valid_params())).await;
+    let id = created["result"]["id"].as_str().unwrap().to_string();
+    call("opportunity.get", Some(json!({"id": id}))).await;
+    call("opportunity.get", Some(json!([{"id": id}]))).await;
+    call("opportunity.list", None).await;
+    call("opportunity.list", Some(json!({"orderBy": "estimatedValue", "limit": 1}))).await;
+    let updated = call("opportunity.update", Some(json!({"id": id, "expectedVersion": 1, "stage": "proposal"}))).await;
+    assert_eq!(updated["result"]["version"], 2, "{updated}");
+    call("opportunity.archive", Some(json!({"id": id, "expectedVersion": 2}))).await;
+    call("opportunity.restore", Some(json!({"id": id, "expectedVersion": 3}))).await;
+    let changes = call("opportunity.changes", Some(json!({"limit": 10}))).await;
+    assert_eq!(changes["result"]["events"].as_array().map(Vec::len), Some(4), "{changes}");
+    let subscribed = call("opportunity.subscribe", Some(json!({}))).await;
+    assert_eq!(subscribed["error"]["code"], -32600, "WebSocket only: {subscribed}");
+    let unsubscribed = call("opportunity.unsubscribe", Some(json!([1]))).await;
+    assert_eq!(unsubscribed["error"]["code"], -32600, "WebSocket only: {unsubscribed}");
+    let discovered = call("rpc.discover", None).await;
+    assert_eq!(discovered["result"]["openrpc"], "1.3.2");
+    assert_eq!(called, methods, "every method of the document was called");
+
+    // The request schemas are the methods': params of another method, or none where some are
+    // needed, break them, and the service refuses them too.
+    let (get_schema, _) = method_schemas("opportunity.get");
+    for (what, params) in [("create's params", Some(valid_params())), ("no params", None)] {
+        let mut request = json!({"jsonrpc": "2.0", "id": 1, "method": "opportunity.get"});
+        if let Some(params) = params {
+            request["params"] = params;
+        }
+        assert!(
+            !problems(&validator(&get_schema), &request).is_empty(),
+            "opportunity.get with {what} fits {get_schema}"
+        );
+        assert!(!problems(&body, &request).is_empty(), "opportunity.get with {what} fits the request body");
+        let (_, response) = app.post(&request, &token).await;
+        assert_eq!(response["error"]["code"], -32602, "opportunity.get with {what}: {response}");
+    }
+}
+
 // --- 4. regressions: what schemathesis found ------------------------------------------------------
 
 /// schemathesis: `[{"jsonrpc":"2.0","method":"opportunity.create","params":{…}}]`, a batch of one
