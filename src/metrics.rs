@@ -17,6 +17,7 @@ pub struct Metrics {
     duration: HistogramVec,
     db_errors: IntCounterVec,
     pool: IntGaugeVec,
+    reachable: IntGauge,
     subscriptions: IntGauge,
     events_delivered: IntCounter,
     delivery_lag: Histogram,
@@ -58,6 +59,11 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let reachable = IntGauge::new(
+            "database_reachable",
+            "1 when the last database call got a connection and an answer, 0 when it found the database unavailable",
+        )
+        .expect("valid metric");
         let subscriptions =
             IntGauge::new("subscriptions_live", "Live opportunity.subscribe subscriptions").expect("valid metric");
         let events_delivered =
@@ -80,6 +86,7 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(db_errors.clone()),
             Box::new(pool.clone()),
+            Box::new(reachable.clone()),
             Box::new(subscriptions.clone()),
             Box::new(events_delivered.clone()),
             Box::new(delivery_lag.clone()),
@@ -97,6 +104,7 @@ impl Metrics {
             duration,
             db_errors,
             pool,
+            reachable,
             subscriptions,
             events_delivered,
             delivery_lag,
@@ -142,6 +150,7 @@ impl Metrics {
         let (in_use, idle) = db.pool_state();
         self.pool.with_label_values(&["in_use"]).set(i64::from(in_use));
         self.pool.with_label_values(&["idle"]).set(i64::from(idle));
+        self.reachable.set(i64::from(db.reachable()));
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")

@@ -258,6 +258,9 @@ pub struct Database {
     writer: Writer,
     /// Woken after this process committed events, so that its feed reads them at once.
     committed: std::sync::Arc<tokio::sync::Notify>,
+    /// Whether the last call got a connection and did not find the database unavailable (the
+    /// change feed calls every 25 ms, so this follows the database within that time).
+    reachable: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -394,7 +397,8 @@ impl Database {
                 (DbPool::Postgres(pool), Writer::Postgres(writer))
             }
         };
-        Ok(Self { pool, url, timeout: options.timeout, writer, committed: Default::default() })
+        let reachable = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        Ok(Self { pool, url, timeout: options.timeout, writer, committed: Default::default(), reachable })
     }
 
     /// Tells this process's feed that events were committed.
@@ -422,7 +426,13 @@ impl Database {
         self.url.backend()
     }
 
-    /// Connections in use and idle.
+    /// Whether the database answered the last call (a call that found it unavailable, or got no
+    /// connection in time, says no).
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connections in use and idle (as the pool holds them: alive or not).
     pub fn pool_state(&self) -> (u32, u32) {
         let state = match &self.pool {
             DbPool::Sqlite(p) => p.state(),
@@ -462,14 +472,15 @@ impl Database {
                 }
             }
         });
-        let Ok(joined) = tokio::time::timeout(timeout, task.in_current_span()).await else {
-            return Err(DbError::Unavailable(format!("the database did not answer within {timeout:?}")));
+        let result = match tokio::time::timeout(timeout, task.in_current_span()).await {
+            Err(_) => Err(DbError::Unavailable(format!("the database did not answer within {timeout:?}"))),
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(Err(e)) => Err(DbError::Unavailable(format!("the database task was cancelled: {e}"))),
         };
-        match joined {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(DbError::Unavailable(format!("the database task was cancelled: {e}"))),
-        }
+        let reachable = !matches!(result, Err(DbError::Unavailable(_)));
+        self.reachable.store(reachable, std::sync::atomic::Ordering::Relaxed);
+        result
     }
 
     /// Stores an opportunity with its idempotency key, answering once it is committed: through

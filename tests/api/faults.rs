@@ -457,6 +457,12 @@ fn first<T: std::fmt::Debug>(items: &[T]) -> String {
     format!("{} in all, first: {:#?}", items.len(), &items[..items.len().min(5)])
 }
 
+/// The `database_reachable` gauge of `/metrics`.
+async fn database_reachable(http: &reqwest::Client, addr: SocketAddr) -> Option<i64> {
+    let text = http.get(format!("http://{addr}/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix("database_reachable ")).and_then(|v| v.trim().parse().ok())
+}
+
 /// Starts the service binary (blocking start off the runtime).
 async fn start_service(url: String, envs: &'static [(&'static str, &'static str)]) -> ServiceProcess {
     tokio::task::spawn_blocking(move || ServiceProcess::start(&url, envs)).await.unwrap()
@@ -513,6 +519,7 @@ async fn postgres_stopped_under_load_fails_fast_and_recovers_without_restart() {
     let during_down = load.successes();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let ready_down = ready(&http, addr).await;
+    let reachable_down = database_reachable(&http, addr).await;
     let succeeded_while_down = load.successes() - during_down;
 
     // Up again, on the same port: the same process must serve again by itself.
@@ -522,6 +529,7 @@ async fn postgres_stopped_under_load_fails_fast_and_recovers_without_restart() {
     let seen_up = ready_until(&http, addr, 200, Duration::from_secs(30)).await;
     let ready_again_in = up_at.elapsed();
     let recovered = load.wait_for_successes(20, Duration::from_secs(30)).await;
+    let reachable_up = database_reachable(&http, addr).await;
     let (calls, attempts) = load.finish().await;
     assert_not_restarted(&mut service);
 
@@ -565,6 +573,10 @@ async fn postgres_stopped_under_load_fails_fast_and_recovers_without_restart() {
     assert!(j.problems.is_empty(), "answers that break the contract: {}\nservice log:\n{log}", first(&j.problems));
     assert!(jw.unavailable > 0, "no call failed while PostgreSQL was down: the fault was not exercised");
     assert_eq!(ready_down, Ok(503), "/ready while PostgreSQL is down");
+    // The pool may still hold (dead) idle connections; the metric that says whether the
+    // database answers does not pretend.
+    assert_eq!(reachable_down, Some(0), "/metrics database_reachable while PostgreSQL is down");
+    assert_eq!(reachable_up, Some(1), "/metrics database_reachable once PostgreSQL is back");
     assert_eq!(seen_up.last(), Some(&200), "/ready after PostgreSQL is back: {seen_up:?}\n{log}");
     assert!(recovered, "creates did not succeed again after PostgreSQL came back; log:\n{log}");
     assert!(problems.is_empty(), "stored vs answered: {}", first(&problems));
