@@ -31,6 +31,9 @@ use crate::db::{Database, DatabaseUrl, PoolOptions};
 use crate::http::{EdgeLayer, EdgeState};
 use crate::rpc::{AppState, CallLayer, RpcLimits};
 
+/// Messages jsonrpsee holds for a WebSocket connection until its relay takes them.
+const WS_MESSAGE_BUFFER: u32 = 32;
+
 /// How often expired idempotency keys are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// How often change events past `EVENT_RETENTION` are purged.
@@ -179,6 +182,11 @@ impl Application {
             // The RPC middleware enforces MAX_BATCH, so that both transports refuse in §4's shape.
             .set_batch_request_config(BatchRequestConfig::Unlimited)
             .max_subscriptions_per_connection(rpc::changes::MAX_SUBSCRIPTIONS_PER_CONNECTION)
+            // Messages made for a WebSocket and not yet taken by its relay (answers and
+            // notifications; jsonrpsee's default is 1,024). A client that does not read fills
+            // these few, then its subscriptions' queues, which end it as a slow consumer: 1,024
+            // notifications of large opportunities would be tens of MiB per connection.
+            .set_message_buffer_capacity(WS_MESSAGE_BUFFER)
             // The WebSocket relay of the edge pings the real peer; jsonrpsee's side of the relay is
             // in-process.
             .disable_ws_ping()

@@ -37,6 +37,10 @@ pub const UNSUBSCRIBE: &str = "opportunity.unsubscribe";
 pub const MAX_UNDELIVERED: usize = 1000;
 /// The most subscriptions on one connection.
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: u32 = 16;
+/// Events a replay from `since` reads at a time.
+const REPLAY_PAGE: i64 = 64;
+/// A replay reads its next page once at most this many of its events wait for the subscriber.
+const REPLAY_AHEAD: usize = 32;
 /// The default and largest page of `opportunity.changes`.
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
@@ -236,17 +240,24 @@ async fn catch_up(
     queue: &mpsc::Sender<Queued>,
     pace: bool,
 ) -> Result<i64, Stop> {
+    // A replay reads ahead of its subscriber by a few events only: each replaying subscription
+    // holds its own copies (live events are shared), so one that is not read must not hold a
+    // thousand of them.
+    let limit = if pace { REPLAY_PAGE } else { crate::feed::PAGE };
     loop {
+        if pace {
+            let _room = queue.reserve_many(MAX_UNDELIVERED - REPLAY_AHEAD).await.map_err(|_| Stop::Gone)?;
+        }
         let reader = follow.reader;
         let page = state
             .db
-            .run(move |conn| events::page(conn, Some(seen), Some(reader), crate::feed::PAGE))
+            .run(move |conn| events::page(conn, Some(seen), Some(reader), limit))
             .await
             .map_err(|e| Stop::Failed(e.to_string()))?;
         if seen < page.purged_through {
             return Err(Stop::Slow);
         }
-        let full = page.events.len() as i64 == crate::feed::PAGE;
+        let full = page.events.len() as i64 == limit;
         let through = if full { page.events.last().map_or(page.head, |e| e.position) } else { page.head };
         for event in page.events {
             if follow.wants(&event) {

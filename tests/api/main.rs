@@ -7,6 +7,7 @@ mod changes;
 mod discover;
 mod durability;
 mod faults;
+mod feed_faults;
 mod group_commit;
 mod helpers;
 mod hostile;
