@@ -168,11 +168,6 @@ impl AllowedOrigins {
             Self::List(list) => list.iter().any(|o| o.as_bytes() == origin),
         }
     }
-
-    /// Whether no origin is allowed (CORS off).
-    pub fn is_empty(&self) -> bool {
-        matches!(self, Self::List(list) if list.is_empty())
-    }
 }
 
 /// `*`, or comma-separated origins in the form browsers send them: a scheme, `://`, a host and

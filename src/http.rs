@@ -178,39 +178,10 @@ pub struct Edge<S> {
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The `access_token` query parameter (RFC 6750 §2.3), percent-decoded.
+/// The `access_token` query parameter (RFC 6750 §2.3), decoded as a form (`%XX`, `+`).
 fn access_token(uri: &hyper::Uri) -> Option<String> {
-    let query = uri.query()?;
-    let value = query.split('&').find_map(|pair| pair.strip_prefix("access_token="))?;
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find_map(|(name, value)| (name == "access_token").then(|| value.into_owned()))
 }
 
 /// HTTP `status` with a retryable SERVICE_UNAVAILABLE error, and the connection closed after it.
@@ -670,5 +641,20 @@ async fn rewrite_errors(
         Ok((parts, Bytes::from(text)))
     } else {
         Ok((parts, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::access_token;
+
+    #[test]
+    fn access_token_is_read_from_the_query_and_decoded() {
+        let token = |uri: &str| access_token(&uri.parse().unwrap());
+        assert_eq!(token("/?access_token=a.b.c").as_deref(), Some("a.b.c"));
+        assert_eq!(token("/?x=1&access_token=a%2Eb%2ec&y=2").as_deref(), Some("a.b.c"));
+        assert_eq!(token("/?access_token=a+b").as_deref(), Some("a b"), "a form's + is a space");
+        assert_eq!(token("/?token=a.b.c"), None);
+        assert_eq!(token("/"), None);
     }
 }
