@@ -514,9 +514,8 @@ impl Database {
     }
 
     /// Changes the opportunity `id` as `decide` says, under its row lock, with the idempotency
-    /// key's answer and the change's event in the same transaction (see
-    /// [`opportunity::change`]). On SQLite the change goes through the group-commit writer, so
-    /// changes share commits with creates; on PostgreSQL it is a transaction of its own.
+    /// key's answer and the change's event in the same transaction, through the group-commit
+    /// writer of the backend: changes share commits (with creates too, on SQLite).
     pub async fn change_opportunity<E, F>(
         &self,
         id: uuid::Uuid,
@@ -528,11 +527,17 @@ impl Database {
         E: Send + 'static,
         F: Fn(Option<crate::domain::opportunity::Opportunity>) -> opportunity::Decision<E> + Send + 'static,
     {
-        let write = move |conn: DbConn<'_>| opportunity::change(conn, id, key.as_ref(), deadline, &decide);
-        match &self.writer {
-            Writer::Sqlite(writer) => writer.run(deadline, move |conn| write(DbConn::Sqlite(conn))).await,
-            Writer::Postgres(_) => self.run(write).await,
-        }
+        let result = match &self.writer {
+            Writer::Sqlite(writer) => {
+                writer
+                    .run(deadline, move |conn| opportunity::change_sqlite(conn, id, key.as_ref(), deadline, &decide))
+                    .await
+            }
+            Writer::Postgres(writer) => writer.change(id, key, deadline, decide).await,
+        };
+        let reachable = !matches!(result, Err(DbError::Unavailable(_)));
+        self.reachable.store(reachable, std::sync::atomic::Ordering::Relaxed);
+        result
     }
 
     /// Whether the database answers a trivial query.

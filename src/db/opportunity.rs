@@ -217,7 +217,7 @@ impl SqliteRow {
 }
 
 /// Whether an error is the unique violation of a concurrent call that took the same key first.
-fn is_unique_violation(e: &DieselError) -> bool {
+pub(super) fn is_unique_violation(e: &DieselError) -> bool {
     matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
 }
 
@@ -748,69 +748,143 @@ pub struct ChangeKey {
     pub request_hash: String,
 }
 
+/// A written change whose event waits for the end of its transaction: [`finish_changes`]
+/// appends the events of every change of a group at once, taking the feed's position lock last
+/// (as a group of creates does), and then marks which ordering values each change moved.
+#[derive(Debug)]
+pub struct Deferred {
+    event: NewEvent,
+    /// The change moved `expectedCloseDate` (the list cursors' `close_pos`).
+    close_moved: bool,
+    /// The change moved `estimatedValue` (`value_pos`).
+    value_moved: bool,
+}
+
 /// Reads the opportunity `id` under a write lock, lets `decide` say what becomes of it (it sees
 /// `None` when there is no such opportunity), and writes the result with the idempotency key's
-/// answer in the same transaction. A key seen before replays (or refuses a reuse) before
-/// anything is decided. When a concurrent call stores the same key first, the transaction is
-/// run again and replays. Past `deadline` the transaction is rolled back (the caller has
-/// answered SERVICE_UNAVAILABLE by then).
-pub fn change<E>(
-    conn: DbConn<'_>,
+/// answer and its event in one savepoint of the SQLite writer's group transaction. A key seen
+/// before replays (or refuses a reuse) before anything is decided. Past `deadline` the savepoint
+/// is rolled back (the caller has answered SERVICE_UNAVAILABLE by then).
+pub fn change_sqlite<E>(
+    conn: &mut SqliteConnection,
     id: Uuid,
     key: Option<&ChangeKey>,
     deadline: Instant,
     decide: &dyn Fn(Option<Opportunity>) -> Decision<E>,
 ) -> Result<Changed<E>, DbError> {
-    let mut conn = conn;
-    let run = |conn: &mut DbConn<'_>| -> Result<Changed<E>, DbError> {
-        let mut outcome = None;
-        let result = match conn {
-            DbConn::Postgres(c) => c.transaction(|c| {
-                // The row lock first: a concurrent call with the same key waits here, then sees
-                // the key it stored (READ COMMITTED reads what committed before each statement).
-                let current = select_postgres(c, id, true).map_err(into_diesel)?;
-                outcome = Some(change_locked(DbConn::Postgres(c), current, key, decide).map_err(into_diesel)?);
-                if Instant::now() >= deadline {
-                    return Err(DieselError::RollbackTransaction);
-                }
-                Ok(())
-            }),
-            // A savepoint of the SQLite writer's group transaction (`Database::change_opportunity`),
-            // which holds the write lock (IMMEDIATE): the reads and the write see one state.
-            DbConn::Sqlite(c) => c.transaction(|c| {
-                let current = select_sqlite(c, id).map_err(into_diesel)?;
-                outcome = Some(change_locked(DbConn::Sqlite(c), current, key, decide).map_err(into_diesel)?);
-                // Past the deadline the caller has answered SERVICE_UNAVAILABLE (the write lock
-                // may have been held elsewhere): roll back rather than store it.
-                if Instant::now() >= deadline {
-                    return Err(DieselError::RollbackTransaction);
-                }
-                Ok(())
-            }),
-        };
-        match result {
-            Ok(()) => Ok(outcome.expect("set when the transaction commits")),
-            Err(DieselError::RollbackTransaction) => {
-                Err(DbError::Unavailable("the database did not answer before the deadline".into()))
-            }
-            Err(e) => Err(from_diesel(e)),
+    let mut outcome = None;
+    // The group transaction holds the write lock (IMMEDIATE): the reads and the write see one
+    // state, and no other writer can store the same key meanwhile.
+    let result = conn.transaction(|c| {
+        let current = select_sqlite(c, id).map_err(into_diesel)?;
+        let mut deferred = Vec::with_capacity(1);
+        outcome = Some(change_locked(DbConn::Sqlite(c), current, key, decide, &mut deferred).map_err(into_diesel)?);
+        finish_changes(DbConn::Sqlite(c), &deferred)?;
+        // Past the deadline the caller has answered SERVICE_UNAVAILABLE (the write lock may
+        // have been held elsewhere): roll back rather than store it.
+        if Instant::now() >= deadline {
+            return Err(DieselError::RollbackTransaction);
         }
-    };
-    match run(&mut conn) {
-        Err(DbError::Query(e)) if key.is_some() && is_unique_violation(&e) => run(&mut conn),
-        other => other,
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok(outcome.expect("set when the transaction commits")),
+        Err(DieselError::RollbackTransaction) => {
+            Err(DbError::Unavailable("the database did not answer before the deadline".into()))
+        }
+        Err(e) => Err(from_diesel(e)),
     }
 }
 
+/// Reads the opportunity `id` under its row lock and changes it as `decide` says, inside the
+/// PostgreSQL writer's group transaction (`pg_writer.rs`); the event goes to `deferred`, for
+/// [`finish_changes`] before COMMIT.
+pub(super) fn change_postgres<E>(
+    conn: &mut PgConnection,
+    id: Uuid,
+    key: Option<&ChangeKey>,
+    decide: &dyn Fn(Option<Opportunity>) -> Decision<E>,
+    deferred: &mut Vec<Deferred>,
+) -> Result<Changed<E>, DbError> {
+    // The row lock first: a concurrent call with the same key waits here, then sees the key
+    // it stored (READ COMMITTED reads what committed before each statement).
+    let current = select_postgres(conn, id, true)?;
+    change_locked(DbConn::Postgres(conn), current, key, decide, deferred)
+}
+
+/// Appends the events of `deferred` (in order) and sets the feed positions of the changes on
+/// their rows: `updated_pos` always, `close_pos` and `value_pos` where the change moved that
+/// ordering value. Call it last before COMMIT: it takes the position lock.
+pub(super) fn finish_changes(mut conn: DbConn<'_>, deferred: &[Deferred]) -> QueryResult<()> {
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    let events: Vec<NewEvent> = deferred.iter().map(|d| d.event.clone()).collect();
+    let last = events::append(&mut conn, &events)?;
+    let first = last - deferred.len() as i64 + 1;
+    // One row per opportunity, with the positions of its last changes (an opportunity may
+    // change twice in one group).
+    let mut marks: Vec<(Uuid, i64, Option<i64>, Option<i64>)> = Vec::with_capacity(deferred.len());
+    for (d, position) in deferred.iter().zip(first..) {
+        let id = d.event.opportunity_id;
+        let mark = match marks.iter_mut().find(|m| m.0 == id) {
+            Some(mark) => mark,
+            None => {
+                marks.push((id, position, None, None));
+                marks.last_mut().expect("just pushed")
+            }
+        };
+        mark.1 = position;
+        if d.close_moved {
+            mark.2 = Some(position);
+        }
+        if d.value_moved {
+            mark.3 = Some(position);
+        }
+    }
+    match conn {
+        DbConn::Postgres(c) => {
+            use diesel::sql_types::{Array, BigInt, Nullable};
+            let ids: Vec<Uuid> = marks.iter().map(|m| m.0).collect();
+            let updated: Vec<i64> = marks.iter().map(|m| m.1).collect();
+            let close: Vec<Option<i64>> = marks.iter().map(|m| m.2).collect();
+            let value: Vec<Option<i64>> = marks.iter().map(|m| m.3).collect();
+            diesel::sql_query(
+                "UPDATE opportunities AS o SET updated_pos = m.updated, \
+                 close_pos = COALESCE(m.close, o.close_pos), value_pos = COALESCE(m.value, o.value_pos) \
+                 FROM unnest($1, $2, $3, $4) AS m (id, updated, close, value) WHERE o.id = m.id",
+            )
+            .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
+            .bind::<Array<BigInt>, _>(updated)
+            .bind::<Array<Nullable<BigInt>>, _>(close)
+            .bind::<Array<Nullable<BigInt>>, _>(value)
+            .execute(c)?;
+        }
+        DbConn::Sqlite(c) => {
+            use lite::opportunities as t;
+            for (id, updated, close, value) in marks {
+                diesel::update(t::table.find(id.to_string()))
+                    .set((
+                        t::updated_pos.eq(updated),
+                        close.map(|p| t::close_pos.eq(p)),
+                        value.map(|p| t::value_pos.eq(p)),
+                    ))
+                    .execute(c)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Carries a [`DbError`] through diesel's transaction closure and back.
-fn into_diesel(e: DbError) -> DieselError {
+pub(super) fn into_diesel(e: DbError) -> DieselError {
     match e {
         DbError::Query(e) => e,
         DbError::Unavailable(message) => DieselError::QueryBuilderError(Box::new(Unavailable(message))),
     }
 }
 
-fn from_diesel(e: DieselError) -> DbError {
+pub(super) fn from_diesel(e: DieselError) -> DbError {
     match e {
         DieselError::QueryBuilderError(inner) if inner.is::<Unavailable>() => DbError::Unavailable(inner.to_string()),
         e => DbError::classify(e),
@@ -821,12 +895,14 @@ fn from_diesel(e: DieselError) -> DbError {
 #[error("{0}")]
 struct Unavailable(String);
 
-/// The part of [`change`] that runs under the lock.
+/// The part of a change that runs under the row lock: replays a key seen before, or decides and
+/// writes the row and the key's answer, leaving the event in `deferred`.
 fn change_locked<E>(
     mut conn: DbConn<'_>,
     current: Option<Opportunity>,
     key: Option<&ChangeKey>,
     decide: &dyn Fn(Option<Opportunity>) -> Decision<E>,
+    deferred: &mut Vec<Deferred>,
 ) -> Result<Changed<E>, DbError> {
     if let Some(key) = key
         && let Some((hash, response)) = stored_key(&mut conn, key)?
@@ -834,50 +910,32 @@ fn change_locked<E>(
         return Ok(if hash == key.request_hash { Changed::Replayed(response) } else { Changed::KeyReused });
     }
     let before = current.clone();
-    let mut event = None;
-    let answer = match decide(current) {
+    let (answer, response) = match decide(current) {
         Decision::Refuse(e) => return Ok(Changed::Refused(e)),
-        Decision::Unchanged(o) => o,
+        Decision::Unchanged(o) => {
+            let response = serde_json::to_string(&o).expect("an opportunity serializes");
+            (o, response)
+        }
         Decision::Write(o, e) => {
-            // The event first: its position also marks which ordering values this change
-            // moved (see the `*_pos` columns), for the cursors of opportunity.list.
-            let position = events::append(&mut conn, std::slice::from_ref(&*e)).map_err(DbError::classify)?;
             let before = before.as_ref().expect("a change follows a read");
-            let close = (before.expected_close_date != o.expected_close_date).then_some(position);
-            let value = (before.estimated_value != o.estimated_value).then_some(position);
-            event = Some(e);
             match &mut conn {
                 DbConn::Postgres(c) => {
-                    use pg::opportunities as t;
-                    diesel::update(t::table.find(o.id))
-                        .set((
-                            PgRow::new(&o),
-                            t::updated_pos.eq(position),
-                            close.map(|p| t::close_pos.eq(p)),
-                            value.map(|p| t::value_pos.eq(p)),
-                        ))
-                        .execute(*c)
+                    diesel::update(pg::opportunities::table.find(o.id)).set(PgRow::new(&o)).execute(*c)
                 }
-                DbConn::Sqlite(c) => {
-                    use lite::opportunities as t;
-                    diesel::update(t::table.find(o.id.to_string()))
-                        .set((
-                            SqliteRow::new(&o),
-                            t::updated_pos.eq(position),
-                            close.map(|p| t::close_pos.eq(p)),
-                            value.map(|p| t::value_pos.eq(p)),
-                        ))
-                        .execute(*c)
-                }
+                DbConn::Sqlite(c) => diesel::update(lite::opportunities::table.find(o.id.to_string()))
+                    .set(SqliteRow::new(&o))
+                    .execute(*c),
             }
             .map_err(DbError::classify)?;
-            o
+            // A write's answer was serialized once, for its event; it is also the key's answer.
+            let response = e.opportunity.clone();
+            deferred.push(Deferred {
+                close_moved: before.expected_close_date != o.expected_close_date,
+                value_moved: before.estimated_value != o.estimated_value,
+                event: *e,
+            });
+            (o, response)
         }
-    };
-    // A write's answer was serialized once, for its event; it is also the key's answer.
-    let response = match event {
-        Some(e) => e.opportunity,
-        None => serde_json::to_string(&answer).expect("an opportunity serializes"),
     };
     if let Some(key) = key {
         store_key(&mut conn, key, answer.id, &response)?;

@@ -18,12 +18,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use diesel::r2d2::PooledConnection;
+use diesel::result::Error as DieselError;
+use diesel::{Connection, PgConnection};
 use r2d2::Pool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::events::NewEvent;
-use super::opportunity::{self, CreateOutcome, IdempotencyRecord};
+use super::opportunity::{self, ChangeKey, Changed, CreateOutcome, Decision, Deferred, IdempotencyRecord};
 use super::{DbConn, DbError, PgManager};
 use crate::domain::opportunity::Opportunity;
 
@@ -63,6 +65,7 @@ type Conn = PooledConnection<PgManager>;
 #[derive(Debug, Clone)]
 pub struct PgWriter {
     jobs: mpsc::Sender<Job>,
+    changes: mpsc::Sender<ChangeJob>,
     timeout: Duration,
 }
 
@@ -98,7 +101,62 @@ impl PgWriter {
                 }
             })?;
         }
-        Ok(Self { jobs, timeout })
+        let (changes, queue) = mpsc::channel::<ChangeJob>(QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..writers {
+            let queue = queue.clone();
+            let pool = pool.clone();
+            thread::Builder::new().name(format!("pg-changer-{n}")).spawn(move || {
+                let mut group = Vec::with_capacity(MAX_GROUP);
+                loop {
+                    {
+                        let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
+                        let Some(first) = queue.blocking_recv() else { break };
+                        group.push(first);
+                        while group.len() < MAX_GROUP {
+                            match queue.try_recv() {
+                                Ok(job) => group.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    store_changes(&pool, &mut group);
+                }
+            })?;
+        }
+        Ok(Self { jobs, changes, timeout })
+    }
+
+    /// Changes the opportunity `id` as `decide` says (see [`opportunity::change_postgres`]) in
+    /// the next group of changes, and answers once that group is committed, or
+    /// SERVICE_UNAVAILABLE by `gives_up` at the latest.
+    pub async fn change<E, F>(
+        &self,
+        id: Uuid,
+        key: Option<ChangeKey>,
+        gives_up: Instant,
+        decide: F,
+    ) -> Result<Changed<E>, DbError>
+    where
+        E: Send + 'static,
+        F: Fn(Option<Opportunity>) -> Decision<E> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let now = Instant::now();
+        // Stop a little before the caller gives up, so that a late group is rolled back instead.
+        let deadline = now + gives_up.saturating_duration_since(now).mul_f64(0.9);
+        let op = Box::new(Change { id, key, decide, outcome: None, reply });
+        let job = ChangeJob { id, deadline, op };
+        let call = async {
+            self.changes
+                .send(job)
+                .await
+                .map_err(|_| DbError::Unavailable("the PostgreSQL writers have stopped".into()))?;
+            answer.await.map_err(|_| DbError::Unavailable("the PostgreSQL writer stopped before answering".into()))?
+        };
+        tokio::time::timeout_at(gives_up.into(), call).await.unwrap_or_else(|_| {
+            Err(DbError::Unavailable(format!("the database did not answer within {:?}", self.timeout)))
+        })
     }
 
     /// Stores one opportunity (with its idempotency key) and answers once it is committed, or
@@ -222,4 +280,130 @@ fn checkout(pool: &Pool<PgManager>, deadline: Instant) -> Result<Conn, DbError> 
 /// told before `until`.
 fn is_stored(pool: &Pool<PgManager>, id: Uuid, until: Instant) -> bool {
     checkout(pool, until).and_then(|mut conn| opportunity::exists_postgres(&mut conn.conn, id)).unwrap_or(false)
+}
+
+/// A change queued for a group: [`PgWriter::change`].
+struct ChangeJob {
+    /// The opportunity it locks: a group locks its rows in id order, so that two groups never
+    /// wait for each other.
+    id: Uuid,
+    /// Past this instant the change is not started, and a group holding it is rolled back before
+    /// COMMIT (its caller is about to answer SERVICE_UNAVAILABLE).
+    deadline: Instant,
+    op: Box<dyn ChangeOp>,
+}
+
+/// A change with its caller's types out of sight, so that changes of any kind share a group.
+trait ChangeOp: Send {
+    /// Runs the change in the caller's transaction, keeping its outcome; an error leaves the
+    /// transaction to be rolled back.
+    fn run(&mut self, conn: &mut PgConnection, deferred: &mut Vec<Deferred>) -> Result<(), DbError>;
+    /// Answers the caller: with the kept outcome once the group committed, or with `failure`.
+    fn answer(self: Box<Self>, failure: Option<DbError>);
+}
+
+struct Change<E, F> {
+    id: Uuid,
+    key: Option<ChangeKey>,
+    decide: F,
+    outcome: Option<Changed<E>>,
+    reply: oneshot::Sender<Result<Changed<E>, DbError>>,
+}
+
+impl<E, F> ChangeOp for Change<E, F>
+where
+    E: Send + 'static,
+    F: Fn(Option<Opportunity>) -> Decision<E> + Send + 'static,
+{
+    fn run(&mut self, conn: &mut PgConnection, deferred: &mut Vec<Deferred>) -> Result<(), DbError> {
+        self.outcome = None;
+        self.outcome = Some(opportunity::change_postgres(conn, self.id, self.key.as_ref(), &self.decide, deferred)?);
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, failure: Option<DbError>) {
+        let outcome = match (failure, self.outcome) {
+            (Some(e), _) => Err(e),
+            (None, Some(outcome)) => Ok(outcome),
+            (None, None) => Err(DbError::Unavailable("the change was not run".into())),
+        };
+        // A caller that went away no longer needs the answer.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Stores a group of changes in one transaction, rows locked in id order and events appended
+/// last, and answers each caller; `group` is left empty. When a change of the group fails on a
+/// query (not a lost server), nothing of the group is stored and each change runs again alone,
+/// so that a change that fails never fails the others.
+fn store_changes(pool: &Pool<PgManager>, group: &mut Vec<ChangeJob>) {
+    let now = Instant::now();
+    for job in group.extract_if(.., |job| job.deadline <= now) {
+        job.op.answer(Some(DbError::Unavailable("waited too long for a PostgreSQL writer".into())));
+    }
+    // A stable sort: two changes of one opportunity keep their order.
+    group.sort_by_key(|job| job.id);
+    if group.len() > 1 {
+        match run_changes(pool, group) {
+            Ok(()) => {
+                for job in group.drain(..) {
+                    job.op.answer(None);
+                }
+                return;
+            }
+            Err(DbError::Query(e)) => {
+                tracing::debug!(error = %e, size = group.len(), "a group of changes failed; running them one at a time");
+            }
+            Err(DbError::Unavailable(cause)) => {
+                for job in group.drain(..) {
+                    job.op.answer(Some(DbError::Unavailable(cause.clone())));
+                }
+                return;
+            }
+        }
+    }
+    for job in group.drain(..) {
+        let mut alone = [job];
+        let mut result = run_changes(pool, &mut alone);
+        // A concurrent call stored the same key first: run again, and replay it.
+        if matches!(&result, Err(DbError::Query(e)) if opportunity::is_unique_violation(e)) {
+            result = run_changes(pool, &mut alone);
+        }
+        let [job] = alone;
+        job.op.answer(result.err());
+    }
+}
+
+/// Runs the changes of `group` in one transaction and commits it, unless the earliest deadline
+/// of the group passed first.
+fn run_changes(pool: &Pool<PgManager>, group: &mut [ChangeJob]) -> Result<(), DbError> {
+    let deadline = group.iter().map(|job| job.deadline).min().expect("a group is never empty");
+    let mut conn = checkout(pool, deadline)?;
+    let result = conn.conn.transaction(|c| {
+        let mut deferred = Vec::with_capacity(group.len());
+        for job in group.iter_mut() {
+            job.op.run(c, &mut deferred).map_err(opportunity::into_diesel)?;
+        }
+        opportunity::finish_changes(DbConn::Postgres(c), &deferred)?;
+        if Instant::now() >= deadline {
+            return Err(DieselError::RollbackTransaction);
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok(()),
+        Err(DieselError::RollbackTransaction) => {
+            Err(DbError::Unavailable("the database did not answer before the deadline".into()))
+        }
+        Err(e) => {
+            let e = opportunity::from_diesel(e);
+            if matches!(e, DbError::Unavailable(_)) {
+                // Lost, or stuck past a timeout: r2d2 drops it on return. Whether the COMMIT
+                // happened cannot be told from here; the callers answer SERVICE_UNAVAILABLE, and
+                // a retry with the same key replays what was stored.
+                conn.broken = true;
+            }
+            Err(e)
+        }
+    }
 }

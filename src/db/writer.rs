@@ -30,8 +30,10 @@ pub const MAX_GROUP: usize = 512;
 const QUEUE: usize = 4096;
 
 struct Job {
-    /// A job still queued at its deadline is answered SERVICE_UNAVAILABLE and never run, so a
-    /// caller is never told "unavailable" about a create that is then stored.
+    /// A job still queued at its deadline is answered SERVICE_UNAVAILABLE and never run, and a
+    /// group is rolled back whole rather than committed past the earliest deadline of its jobs:
+    /// a caller waits at most about the database timeout, and is never told "unavailable" about
+    /// a write that is then stored.
     deadline: Instant,
     work: Work,
 }
@@ -56,11 +58,16 @@ type Write = Box<dyn FnOnce(&mut SqliteConnection) -> Answer + Send>;
 /// Answers a caller of [`SqliteWriter::run`] with the group's commit failure, if any.
 type Answer = Box<dyn FnOnce(Option<&DbError>) + Send>;
 
-/// The same failure again, for each caller of a group.
+/// The same failure again, for each caller of a group, with its kind (a database error keeps
+/// its kind and message; others keep their message).
 fn copy(e: &DbError) -> DbError {
+    use diesel::result::Error as DieselError;
     match e {
         DbError::Unavailable(m) => DbError::Unavailable(m.clone()),
-        DbError::Query(e) => DbError::Query(diesel::result::Error::QueryBuilderError(e.to_string().into())),
+        DbError::Query(DieselError::DatabaseError(kind, info)) => {
+            DbError::Query(DieselError::DatabaseError(*kind, Box::new(info.message().to_string())))
+        }
+        DbError::Query(e) => DbError::Query(DieselError::QueryBuilderError(e.to_string().into())),
     }
 }
 
@@ -83,10 +90,9 @@ impl std::fmt::Debug for Job {
 
 impl SqliteWriter {
     /// Starts the writer thread on its own connection to `path`. A create waits at most
-    /// `timeout` in the queue and `timeout` for SQLite's write lock (held by another process).
+    /// `timeout` in all: in the queue and for SQLite's write lock (held by another process).
     pub fn start(path: &Path, timeout: Duration) -> anyhow::Result<Self> {
         let mut conn = super::establish_sqlite(path)?;
-        conn.batch_execute(&format!("PRAGMA busy_timeout = {};", timeout.as_millis().clamp(1, i32::MAX as u128)))?;
         let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
         thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
             let mut group = Vec::with_capacity(MAX_GROUP);
@@ -116,8 +122,10 @@ impl SqliteWriter {
     ) -> Result<CreateOutcome, DbError> {
         let (reply, answer) = oneshot::channel();
         let work = Work::Create { opportunity, key, event, reply };
+        // Stop a little before the caller's time is up, so that a late group is rolled back and
+        // answered within it.
         self.jobs
-            .send(Job { deadline: Instant::now() + self.timeout, work })
+            .send(Job { deadline: Instant::now() + self.timeout.mul_f64(0.9), work })
             .await
             .map_err(|_| DbError::Unavailable("the SQLite writer has stopped".into()))?;
         answer.await.map_err(|_| DbError::Unavailable("the SQLite writer stopped before answering".into()))?
@@ -125,7 +133,7 @@ impl SqliteWriter {
 
     /// Runs a write in the next group (in a savepoint of its transaction) and answers once the
     /// group is committed: changes get group commit as creates do. Past `deadline` it is not
-    /// started.
+    /// started, and a group holding it is not committed.
     pub async fn run<R, F>(&self, deadline: Instant, write: F) -> Result<R, DbError>
     where
         R: Send + 'static,
@@ -141,6 +149,9 @@ impl SqliteWriter {
                 });
             })
         }));
+        // As for a create: a little before the caller's time is up.
+        let now = Instant::now();
+        let deadline = now + deadline.saturating_duration_since(now).mul_f64(0.9);
         self.jobs
             .send(Job { deadline, work })
             .await
@@ -163,6 +174,7 @@ fn refuse_expired(group: &mut Vec<Job>, now: Instant) {
 /// Commits a group and answers every job of it; `group` is left empty.
 fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<Job>) {
     let size = group.len();
+    let deadline = group.iter().map(|job| job.deadline).min().expect("a group is never empty");
     let mut outcomes: Vec<Option<Result<CreateOutcome, DbError>>> = Vec::with_capacity(size);
     let mut answers: Vec<Answer> = Vec::new();
     let mut runs: Vec<Write> = Vec::new();
@@ -172,6 +184,11 @@ fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<Job>) {
             Work::Create { opportunity, key, event, reply } => creates.push((opportunity, key, event, reply)),
             Work::Run(run) => runs.push(run),
         }
+    }
+    // Wait for SQLite's write lock (another process may hold it) until the earliest deadline.
+    let wait = deadline.saturating_duration_since(Instant::now()).as_millis().clamp(1, i32::MAX as u128);
+    if let Err(e) = conn.batch_execute(&format!("PRAGMA busy_timeout = {wait};")) {
+        tracing::warn!(error = %e, "cannot set the SQLite writer's busy timeout");
     }
     let committed = conn.immediate_transaction(|conn| {
         // The creates without a key go in as one INSERT; when it fails (nothing of it is kept),
@@ -199,11 +216,20 @@ fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<Job>) {
         for run in runs.drain(..) {
             answers.push(run(conn));
         }
+        // Past the earliest deadline a caller is about to give up: store nothing of the group.
+        if Instant::now() >= deadline {
+            return Err(diesel::result::Error::RollbackTransaction);
+        }
         Ok::<_, diesel::result::Error>(())
     });
-    let failure = committed.err().map(|e| {
-        tracing::warn!(error = %e, size, "a group commit failed; none of its writes is stored");
-        DbError::classify(e)
+    let failure = committed.err().map(|e| match e {
+        diesel::result::Error::RollbackTransaction => {
+            DbError::Unavailable("the database did not answer before the deadline".into())
+        }
+        e => {
+            tracing::warn!(error = %e, size, "a group commit failed; none of its writes is stored");
+            DbError::classify(e)
+        }
     });
     tracing::trace!(size, "group committed");
     let outcomes = outcomes.into_iter().chain(std::iter::repeat_with(|| None));

@@ -1,14 +1,16 @@
-//! Group commit through the storage layer (`Database::create_opportunity`), on the backend of
-//! this run: creates that queue up while the table is locked from outside go in together once it
-//! is released; a create that fails inside a group fails alone, keys replay inside a group, and a
-//! create answered SERVICE_UNAVAILABLE is never stored.
+//! Group commit through the storage layer (`Database::create_opportunity`,
+//! `Database::change_opportunity`), on the backend of this run: creates and changes that queue up
+//! while the table is locked from outside go in together once it is released; a create or change
+//! that fails inside a group fails alone, keys replay inside a group, each stored change has one
+//! event in order, and a write answered SERVICE_UNAVAILABLE is never stored.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use diesel::Connection;
 use diesel::connection::SimpleConnection;
-use opportunity_service::db::opportunity::{CreateOutcome, IdempotencyRecord, count};
+use opportunity_service::db::events::{self, EventKind, NewEvent};
+use opportunity_service::db::opportunity::{self, Changed, CreateOutcome, Decision, IdempotencyRecord, count};
 use opportunity_service::db::{Database, DatabaseUrl, DbError, PoolOptions};
 use opportunity_service::domain::opportunity::{CreateOpportunity, Opportunity, PipelineType};
 use uuid::Uuid;
@@ -216,4 +218,155 @@ async fn creates_that_wait_past_the_timeout_are_refused_and_never_stored() {
     }
     assert!(waited < timeout + Duration::from_secs(2), "answered after {waited:?} (timeout {timeout:?})");
     assert_eq!(stored(&db).await, 0, "a create answered unavailable is never stored");
+}
+
+/// A change that sets the title (any title: one over 200 characters breaks the table's CHECK),
+/// through `Database::change_opportunity` as the lifecycle methods call it.
+async fn retitle(db: &Database, id: Uuid, title: String, timeout: Duration) -> Result<Changed<()>, DbError> {
+    let decide = move |current: Option<Opportunity>| -> Decision<()> {
+        let Some(current) = current else { return Decision::Refuse(()) };
+        let mut next = current.clone();
+        next.title = title.clone();
+        next.version = current.version + 1;
+        next.updated_at = Utc::now();
+        let json = serde_json::to_string(&next).unwrap();
+        let event = NewEvent::new(EventKind::Updated, Some(&current), &next, Uuid::nil(), json);
+        Decision::Write(next, Box::new(event))
+    };
+    db.change_opportunity(id, None, std::time::Instant::now() + timeout, decide).await
+}
+
+/// The kinds and opportunity ids of every event stored, in feed order.
+async fn feed(db: &Database) -> Vec<(String, String)> {
+    let page = db.run(|conn| events::page(conn, None, None, 10_000)).await.unwrap();
+    page.events
+        .iter()
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_str(e.json.get()).unwrap();
+            (v["type"].as_str().unwrap().to_string(), v["opportunity"]["id"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+async fn title_and_version(db: &Database, id: Uuid) -> (String, i32) {
+    let o = db.run(move |conn| opportunity::get(conn, id)).await.unwrap().unwrap();
+    (o.title, o.version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_change_does_not_fail_its_group_and_each_change_has_one_event() {
+    let test_db = TestDatabase::new();
+    let timeout = Duration::from_secs(10);
+    let db = open(&test_db, timeout);
+    let mut ids = Vec::new();
+    for name in ["blocker 0", "blocker 1", "a", "b", "c", "d"] {
+        let o = opportunity(name);
+        ids.push(o.id);
+        assert_eq!(db.create_opportunity(o, None).await.unwrap(), CreateOutcome::Created);
+    }
+    let lock = OutsideLock::take(&test_db);
+    // The blockers occupy the writers (two on PostgreSQL, one on SQLite) while the lock is held;
+    // the changes after them queue and go in as one group once it is released.
+    let mut calls = Vec::new();
+    let changes = [
+        (ids[0], "blocker 0 changed".to_string()),
+        (ids[1], "blocker 1 changed".to_string()),
+        (ids[2], "a changed".to_string()),
+        (ids[3], "b".repeat(201)), // breaks the CHECK on title
+        (ids[4], "c changed".to_string()),
+        (ids[5], "d once".to_string()),
+        (ids[5], "d twice".to_string()), // the same opportunity again, in order
+    ];
+    for (id, title) in changes {
+        let db = db.clone();
+        calls.push(tokio::spawn(async move { retitle(&db, id, title, timeout).await }));
+        tokio::time::sleep(Duration::from_millis(50)).await; // keep the queue order
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lock.release();
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.unwrap());
+    }
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i == 3 {
+            assert!(matches!(outcome, Err(DbError::Query(_))), "the long title fails alone: {outcome:?}");
+        } else {
+            assert!(matches!(outcome, Ok(Changed::Done(_))), "change {i}: {outcome:?}");
+        }
+    }
+    assert_eq!(title_and_version(&db, ids[2]).await, ("a changed".into(), 2));
+    assert_eq!(title_and_version(&db, ids[3]).await, ("b".into(), 1), "the failed change left nothing");
+    assert_eq!(title_and_version(&db, ids[4]).await, ("c changed".into(), 2));
+    assert_eq!(title_and_version(&db, ids[5]).await, ("d twice".into(), 3), "two changes of d, in order");
+
+    // One event per stored change, after the creates' events; none for the failed one.
+    let events = feed(&db).await;
+    assert_eq!(events.len(), 6 + 6, "{events:?}");
+    let updated: Vec<&String> = events[6..]
+        .iter()
+        .map(|(kind, id)| {
+            assert_eq!(kind, "updated");
+            id
+        })
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let expected = match i {
+            3 => 0,
+            5 => 2,
+            _ => 1,
+        };
+        assert_eq!(updated.iter().filter(|e| **e == &id.to_string()).count(), expected, "events of {i}");
+    }
+    // d's two events are in the order of its changes.
+    let d: Vec<usize> = events.iter().enumerate().filter(|(_, e)| e.1 == ids[5].to_string()).map(|(i, _)| i).collect();
+    let page = db.run(|conn| events::page(conn, None, None, 10_000)).await.unwrap();
+    let title = |i: usize| -> String {
+        let v: serde_json::Value = serde_json::from_str(page.events[i].json.get()).unwrap();
+        v["opportunity"]["title"].as_str().unwrap().to_string()
+    };
+    assert_eq!((title(d[1]), title(d[2])), ("d once".into(), "d twice".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_that_wait_past_the_timeout_are_refused_and_never_stored() {
+    let test_db = TestDatabase::new();
+    let timeout = Duration::from_millis(500);
+    let db = open(&test_db, Duration::from_secs(10));
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let o = opportunity(&format!("kept {i}"));
+        ids.push(o.id);
+        db.create_opportunity(o, None).await.unwrap();
+    }
+    let lock = OutsideLock::take(&test_db);
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let db = db.clone();
+            tokio::spawn(async move { retitle(&db, id, "late".into(), timeout).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.unwrap());
+    }
+    let waited = started.elapsed();
+    // Hold the lock a while longer: a change still running must not slip in after the answer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.release();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for outcome in &outcomes {
+        assert!(matches!(outcome, Err(DbError::Unavailable(_))), "{outcome:?}");
+    }
+    assert!(waited < timeout + Duration::from_secs(2), "answered after {waited:?} (timeout {timeout:?})");
+    for (i, &id) in ids.iter().enumerate() {
+        assert_eq!(
+            title_and_version(&db, id).await,
+            (format!("kept {i}"), 1),
+            "a change answered unavailable is never stored"
+        );
+    }
+    assert_eq!(feed(&db).await.len(), 6, "the creates' events only");
 }
