@@ -17,7 +17,7 @@ use crate::db::DbError;
 use crate::db::opportunity::{CreateOutcome, IdempotencyRecord};
 use crate::domain::opportunity::{
     CreateOpportunity, LostReasonCategory, MAX_SOLUTION_FAMILIES, Money, Opportunity, PipelineType, Priority, Source,
-    Stage, VisibilityMode, parse_instant,
+    Stage, VisibilityMode, format_instant, parse_instant,
 };
 use crate::error::{ApiError, ValidationFailure};
 use crate::http::CallContext;
@@ -145,19 +145,86 @@ pub fn parse_create(
     (input, failure)
 }
 
-/// A fingerprint of what a create asks for, to tell a replay from a reuse of its key: the new
-/// opportunity with its defaults applied, less what every call makes anew (id, times, caller).
-/// So `stage` left out and `"stage": "lead"` are the same request.
+/// A fingerprint of what a create asks for, to tell a replay from a reuse of its key: the
+/// normalised request ([`CreateFingerprint`]: the params with their defaults applied, in the
+/// workspace they resolved to), never the answer. So `stage` left out and `"stage": "lead"` are
+/// the same request, and the answer may gain fields without turning replays into conflicts.
 fn request_hash(opportunity: &Opportunity) -> String {
-    let mut value = serde_json::to_value(opportunity).expect("an opportunity serializes");
-    if let Some(fields) = value.as_object_mut() {
-        // `archivedAt` is always null on a create; left out so that keys stored before the
-        // field existed still replay.
-        for made_anew in ["id", "createdAt", "updatedAt", "createdBy", "archivedAt"] {
-            fields.remove(made_anew);
+    // Through a `Value`, whose object keys are sorted: the form earlier versions hashed.
+    let request = serde_json::to_value(CreateFingerprint::of(opportunity)).expect("a fingerprint serializes");
+    format!("{:x}", Sha256::digest(request.to_string().as_bytes()))
+}
+
+/// What a create asks for, once normalised. Keys stored by earlier versions hold the SHA-256 of
+/// exactly this JSON, keys sorted (these fields, names and forms; `version`, `isClosed` and
+/// `isWon` follow from the request): change nothing here, or keys stored before an upgrade stop
+/// replaying (`the_request_fingerprint_is_stable_across_versions` pins it).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateFingerprint<'a> {
+    workspace_id: Uuid,
+    customer_id: Uuid,
+    primary_contact_id: Option<Uuid>,
+    site_id: Option<Uuid>,
+    title: &'a str,
+    stage: Stage,
+    pipeline_type: PipelineType,
+    source: Option<Source>,
+    estimated_value: Option<Money>,
+    expected_close_date: Option<String>,
+    probability: Option<i16>,
+    solution_families: &'a [String],
+    scope_summary: Option<&'a str>,
+    competitor_notes: Option<&'a str>,
+    win_loss_reason: Option<&'a str>,
+    next_step_description: Option<&'a str>,
+    next_step_date: Option<String>,
+    bid_due_date: Option<String>,
+    budget_confirmed: bool,
+    priority: Option<Priority>,
+    lost_reason_category: Option<LostReasonCategory>,
+    technical_requirements: Option<&'a str>,
+    owner_user_id: Uuid,
+    visibility_mode: VisibilityMode,
+    version: i32,
+    is_closed: bool,
+    is_won: bool,
+}
+
+impl<'a> CreateFingerprint<'a> {
+    /// The request a new opportunity was made from.
+    fn of(o: &'a Opportunity) -> Self {
+        let instant = |at: &Option<chrono::DateTime<Utc>>| at.as_ref().map(format_instant);
+        Self {
+            workspace_id: o.workspace_id,
+            customer_id: o.customer_id,
+            primary_contact_id: o.primary_contact_id,
+            site_id: o.site_id,
+            title: &o.title,
+            stage: o.stage,
+            pipeline_type: o.pipeline_type,
+            source: o.source,
+            estimated_value: o.estimated_value,
+            expected_close_date: instant(&o.expected_close_date),
+            probability: o.probability,
+            solution_families: &o.solution_families,
+            scope_summary: o.scope_summary.as_deref(),
+            competitor_notes: o.competitor_notes.as_deref(),
+            win_loss_reason: o.win_loss_reason.as_deref(),
+            next_step_description: o.next_step_description.as_deref(),
+            next_step_date: instant(&o.next_step_date),
+            bid_due_date: instant(&o.bid_due_date),
+            budget_confirmed: o.budget_confirmed,
+            priority: o.priority,
+            lost_reason_category: o.lost_reason_category,
+            technical_requirements: o.technical_requirements.as_deref(),
+            owner_user_id: o.owner_user_id,
+            visibility_mode: o.visibility_mode,
+            version: 1,
+            is_closed: o.stage.is_closed(),
+            is_won: o.stage == Stage::Won,
         }
     }
-    format!("{:x}", Sha256::digest(value.to_string().as_bytes()))
 }
 
 /// `opportunity.create`: authenticate, read and check the params, resolve the workspace, and
@@ -286,4 +353,59 @@ pub fn module(state: AppState) -> anyhow::Result<RpcModule<AppState>> {
     register!(lifecycle::RESTORE, |s, p, c, r| lifecycle::set_archived(s, false, p, c, r));
     super::changes::register(&mut module)?;
     Ok(module)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, TimeZone};
+
+    use super::*;
+
+    /// A create with every field set, made at `now` by `caller` (so with its own id and times).
+    fn full_create(caller: Uuid, now: DateTime<Utc>) -> Opportunity {
+        let at = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc));
+        let uuid = |n: u128| Uuid::from_u128(n);
+        let input = CreateOpportunity {
+            customer_id: Some(uuid(1)),
+            primary_contact_id: Some(uuid(2)),
+            site_id: Some(uuid(3)),
+            title: Some("Chiller plant controls, Building C".into()),
+            stage: Some(Stage::Proposal),
+            pipeline_type: Some(PipelineType::Retrofit),
+            source: Some(Source::Referral),
+            estimated_value: Some(Money::from_cents(12_345_678)),
+            expected_close_date: at("2027-03-31T00:00:00Z"),
+            probability: Some(40),
+            solution_families: Some(vec!["hvac_controls".into(), "fire_life_safety".into()]),
+            scope_summary: Some("scope".into()),
+            competitor_notes: Some("competitors".into()),
+            win_loss_reason: Some("reason".into()),
+            next_step_description: Some("site walk".into()),
+            next_step_date: at("2027-01-15T09:30:00.250Z"),
+            bid_due_date: at("2027-02-01T17:00:00+02:00"),
+            budget_confirmed: Some(true),
+            priority: Some(Priority::High),
+            lost_reason_category: Some(LostReasonCategory::Timing),
+            technical_requirements: Some("BACnet/IP".into()),
+            owner_user_id: Some(uuid(4)),
+            workspace_id: None,
+            visibility_mode: Some(VisibilityMode::Shared),
+            ..Default::default()
+        };
+        Opportunity::new(input, uuid(5), caller, now).unwrap()
+    }
+
+    /// Keys stored by earlier versions hold this hash: a create with the same params must still
+    /// replay after an upgrade, whatever fields the answer gained since (CONTRACT §5 added
+    /// `archivedAt`).
+    #[test]
+    fn the_request_fingerprint_is_stable_across_versions() {
+        let first = full_create(Uuid::from_u128(6), Utc.with_ymd_and_hms(2026, 11, 27, 8, 0, 0).unwrap());
+        let later = full_create(Uuid::from_u128(7), Utc::now());
+        assert_eq!(request_hash(&first), request_hash(&later), "id, caller and times are not part of it");
+        assert_eq!(request_hash(&first), "48d298cafd7bf99c2d420ef3831c994b16f98f4548f3a900fad04d887c0a20b9");
+        let mut other = first.clone();
+        other.title.push('!');
+        assert_ne!(request_hash(&other), request_hash(&first));
+    }
 }
