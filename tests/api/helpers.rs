@@ -98,6 +98,9 @@ pub fn settings(db: &TestDatabase, extra: &[&str]) -> ServeArgs {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
+    /// A pool of the test's own on the app's database, opened by the first [`TestApp::count`]
+    /// (declared before `db`, so that it closes before the database is dropped).
+    store: tokio::sync::OnceCell<Database>,
     pub db: TestDatabase,
     pub http: reqwest::Client,
     /// The caller of [`TestApp::token`].
@@ -117,7 +120,15 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let app = Application::build(&settings(&db, extra)).await.expect("application builds");
     let addr = app.local_addr();
     let handle = app.start();
-    TestApp { addr, handle, db, http: reqwest::Client::new(), user: Uuid::new_v4(), workspace: Uuid::new_v4() }
+    TestApp {
+        addr,
+        handle,
+        db,
+        http: reqwest::Client::new(),
+        user: Uuid::new_v4(),
+        workspace: Uuid::new_v4(),
+        store: tokio::sync::OnceCell::new(),
+    }
 }
 
 impl Drop for TestApp {
@@ -213,7 +224,9 @@ impl TestApp {
 
     /// How many opportunities are stored (in `workspace`, or all).
     pub async fn count(&self, workspace: Option<Uuid>) -> i64 {
-        let db = self.db.open();
+        // One pool for every count of a test (opening one runs the migrations check and starts
+        // a writer).
+        let db = self.store.get_or_init(|| async { self.db.open() }).await;
         db.run(move |conn| opportunity_service::db::opportunity::count(conn, workspace)).await.unwrap()
     }
 }
@@ -259,23 +272,6 @@ pub fn signal_by_name(name: &str) -> rustix::process::Signal {
 pub fn send_signal(pid: u32, name: &str) -> std::io::Result<()> {
     let pid = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw).expect("a process id is positive");
     rustix::process::kill_process(pid, signal_by_name(name)).map_err(std::io::Error::from)
-}
-
-/// The processes whose parent is `pid`, read from `/proc` (no `ps` program needed).
-pub fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // `PID (COMM) STATE PPID …`; COMM may hold spaces and parentheses.
-            let ppid: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
-            (ppid == pid).then_some(child)
-        })
-        .collect()
 }
 
 /// The release or debug binary of this build, started as a process.

@@ -209,7 +209,7 @@ impl PgInstance {
             return Vec::new();
         };
         let mut pids = vec![postmaster];
-        pids.extend(crate::helpers::children_of(postmaster));
+        pids.extend(children_of(postmaster));
         pids
     }
 
@@ -270,4 +270,21 @@ pub fn stored_rows(database_url: &str) -> Vec<StoredRow> {
     }
     .expect("read the stored opportunities");
     rows.into_iter().map(|r| StoredRow { id: r.id.to_lowercase(), title: r.title }).collect()
+}
+
+/// The processes whose parent is `pid`, read from `/proc` (no `ps` program needed).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `PID (COMM) STATE PPID …`; COMM may hold spaces and parentheses.
+            let ppid: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == pid).then_some(child)
+        })
+        .collect()
 }
