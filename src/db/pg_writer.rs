@@ -1,4 +1,4 @@
-//! Group commit for PostgreSQL: a few writer threads take the creates that arrive together and
+//! Group commit for PostgreSQL: a few writer threads take the writes that arrive together and
 //! store each group with one statement (or one transaction), so that one round trip, one commit
 //! and one WAL flush serve many callers.
 //!
@@ -12,6 +12,12 @@
 //! error, not a lost server), nothing of it is stored and its creates are stored again one at a
 //! time, so that a create that fails never fails the others. A lone create takes the path it took
 //! before grouping: one autocommitted INSERT, or one transaction with its key.
+//!
+//! Changes (update, archive, restore) queue for writer threads of their own and are grouped the
+//! same way ([`PgWriter::change`]): a group locks its rows in id order (so that two groups,
+//! of this process or another, never wait for each other in a cycle), writes each change, and
+//! appends the events of all of them last, taking the feed's position lock only for the moment
+//! of the COMMIT, as a group of creates does.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -73,57 +79,14 @@ impl PgWriter {
     /// Starts `writers` threads that store creates through `pool`; a create waits at most
     /// `timeout` in all.
     pub(super) fn start(pool: Pool<PgManager>, timeout: Duration, writers: u32) -> anyhow::Result<Self> {
-        let (jobs, queue) = mpsc::channel::<Job>(QUEUE);
-        let queue = Arc::new(Mutex::new(queue));
-        for n in 0..writers {
-            let queue = queue.clone();
-            let pool = pool.clone();
-            thread::Builder::new().name(format!("pg-writer-{n}")).spawn(move || {
-                let mut group = Vec::with_capacity(MAX_GROUP);
-                loop {
-                    {
-                        // One writer waits on the queue at a time and takes all that is waiting.
-                        let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
-                        let Some(first) = queue.blocking_recv() else { break };
-                        group.push(first);
-                        while group.len() < MAX_GROUP {
-                            match queue.try_recv() {
-                                Ok(job) => group.push(job),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    let outcomes = store(&pool, &group);
-                    for (job, outcome) in group.drain(..).zip(outcomes) {
-                        // A caller that went away no longer needs the answer.
-                        let _ = job.reply.send(outcome);
-                    }
-                }
-            })?;
-        }
-        let (changes, queue) = mpsc::channel::<ChangeJob>(QUEUE);
-        let queue = Arc::new(Mutex::new(queue));
-        for n in 0..writers {
-            let queue = queue.clone();
-            let pool = pool.clone();
-            thread::Builder::new().name(format!("pg-changer-{n}")).spawn(move || {
-                let mut group = Vec::with_capacity(MAX_GROUP);
-                loop {
-                    {
-                        let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
-                        let Some(first) = queue.blocking_recv() else { break };
-                        group.push(first);
-                        while group.len() < MAX_GROUP {
-                            match queue.try_recv() {
-                                Ok(job) => group.push(job),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    store_changes(&pool, &mut group);
-                }
-            })?;
-        }
+        let jobs = spawn_writers("pg-writer", writers, &pool, |pool, group: &mut Vec<Job>| {
+            let outcomes = store(pool, group);
+            for (job, outcome) in group.drain(..).zip(outcomes) {
+                // A caller that went away no longer needs the answer.
+                let _ = job.reply.send(outcome);
+            }
+        })?;
+        let changes = spawn_writers("pg-changer", writers, &pool, store_changes)?;
         Ok(Self { jobs, changes, timeout })
     }
 
@@ -189,6 +152,43 @@ impl PgWriter {
             Err(DbError::Unavailable(format!("the database did not answer within {:?}", self.timeout)))
         })
     }
+}
+
+/// Starts `writers` threads named `name-N` that take the jobs queued on the returned sender in
+/// groups (all that is waiting, up to [`MAX_GROUP`]) and hand each group to `store`, which
+/// answers its jobs and leaves it empty. The threads end when the last sender is dropped.
+fn spawn_writers<J: Send + 'static>(
+    name: &str,
+    writers: u32,
+    pool: &Pool<PgManager>,
+    store: fn(&Pool<PgManager>, &mut Vec<J>),
+) -> anyhow::Result<mpsc::Sender<J>> {
+    let (jobs, queue) = mpsc::channel::<J>(QUEUE);
+    let queue = Arc::new(Mutex::new(queue));
+    for n in 0..writers {
+        let queue = queue.clone();
+        let pool = pool.clone();
+        thread::Builder::new().name(format!("{name}-{n}")).spawn(move || {
+            let mut group = Vec::with_capacity(MAX_GROUP);
+            loop {
+                {
+                    // One writer waits on the queue at a time and takes all that is waiting.
+                    let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
+                    let Some(first) = queue.blocking_recv() else { break };
+                    group.push(first);
+                    while group.len() < MAX_GROUP {
+                        match queue.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                store(&pool, &mut group);
+                group.clear();
+            }
+        })?;
+    }
+    Ok(jobs)
 }
 
 /// Stores a group and returns one outcome per create, in order.
