@@ -443,9 +443,11 @@ pub fn count(conn: DbConn<'_>, workspace: Option<Uuid>) -> Result<i64, DbError> 
 // Reading and changing stored opportunities (CONTRACT.md §8)
 // ---------------------------------------------------------------------------------------------
 
-/// A stored row on PostgreSQL, as a `SELECT *` returns it.
-#[derive(QueryableByName)]
-#[diesel(table_name = pg::opportunities)]
+/// A stored row on PostgreSQL, as a `SELECT *` returns it (`QueryableByName`, for the list's
+/// SQL) or as the query builder selects it (`Selectable`: a statement diesel prepares once per
+/// connection and keeps).
+#[derive(QueryableByName, Queryable, Selectable)]
+#[diesel(table_name = pg::opportunities, check_for_backend(diesel::pg::Pg))]
 pub(super) struct PgStored {
     id: Uuid,
     workspace_id: Uuid,
@@ -479,9 +481,9 @@ pub(super) struct PgStored {
     archived_at: Option<DateTime<Utc>>,
 }
 
-/// A stored row on SQLite, as a `SELECT *` returns it.
-#[derive(QueryableByName)]
-#[diesel(table_name = lite::opportunities)]
+/// A stored row on SQLite, as a `SELECT *` returns it, or as the query builder selects it.
+#[derive(QueryableByName, Queryable, Selectable)]
+#[diesel(table_name = lite::opportunities, check_for_backend(diesel::sqlite::Sqlite))]
 pub(super) struct SqliteStored {
     id: String,
     workspace_id: String,
@@ -692,14 +694,9 @@ pub fn get(conn: DbConn<'_>, id: Uuid) -> Result<Option<Opportunity>, DbError> {
 }
 
 fn select_postgres(c: &mut PgConnection, id: Uuid, for_update: bool) -> Result<Option<Opportunity>, DbError> {
-    let sql = if for_update {
-        "SELECT * FROM opportunities WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT * FROM opportunities WHERE id = $1"
-    };
-    diesel::sql_query(sql)
-        .bind::<diesel::sql_types::Uuid, _>(id)
-        .get_result::<PgStored>(c)
+    // The query builder's statements are prepared once per connection and kept.
+    let query = pg::opportunities::table.find(id).select(PgStored::as_select());
+    if for_update { query.for_update().get_result(c) } else { query.get_result(c) }
         .optional()
         .map_err(DbError::classify)?
         .map(Opportunity::try_from)
@@ -707,9 +704,10 @@ fn select_postgres(c: &mut PgConnection, id: Uuid, for_update: bool) -> Result<O
 }
 
 fn select_sqlite(c: &mut SqliteConnection, id: Uuid) -> Result<Option<Opportunity>, DbError> {
-    diesel::sql_query("SELECT * FROM opportunities WHERE id = ?")
-        .bind::<diesel::sql_types::Text, _>(id.to_string())
-        .get_result::<SqliteStored>(c)
+    lite::opportunities::table
+        .find(id.to_string())
+        .select(SqliteStored::as_select())
+        .get_result(c)
         .optional()
         .map_err(DbError::classify)?
         .map(Opportunity::try_from)
