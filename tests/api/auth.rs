@@ -106,24 +106,9 @@ fn assert_created(response: &Value, workspace: Uuid, case: &str) -> Value {
     result.clone()
 }
 
-/// The code and data of a WebSocket call error.
-#[track_caller]
-fn ws_error(result: Result<Value, ClientError>, case: &str) -> (i32, Value) {
-    match result {
-        Err(ClientError::Call(err)) => {
-            let data = err
-                .data()
-                .map(|raw| serde_json::from_str(raw.get()).expect("error data is JSON"))
-                .unwrap_or(Value::Null);
-            (err.code(), data)
-        }
-        other => panic!("{case}: expected a JSON-RPC error, got {other:?}"),
-    }
-}
-
 #[track_caller]
 fn assert_ws_error(result: Result<Value, ClientError>, code: i32, name: &str, status: u64, case: &str) {
-    let (got, data) = ws_error(result, case);
+    let (got, data) = ws_error(result);
     assert_eq!(got, code, "{case}: {data}");
     assert_eq!(data["code"], json!(name), "{case}: {data}");
     assert_eq!(data["httpStatus"], json!(status), "{case}: {data}");
@@ -760,7 +745,7 @@ async fn websocket_handshake_with_repeated_headers() {
     let ws = app.workspace.to_string();
     let repeated = headers(&[("x-workspace-id", ws.clone()), ("x-workspace-id", ws.clone())]);
     let client = WsClientBuilder::default().set_headers(repeated).build(app.ws_url()).await.expect("connects");
-    let (code, data) = ws_error(ws_create(&client, &valid_params()).await, "X-Workspace-Id twice on the handshake");
+    let (code, data) = ws_error(ws_create(&client, &valid_params()).await);
     assert_eq!(code, -32602, "{data}");
     assert_eq!(
         data["fieldErrors"]["workspaceId"],

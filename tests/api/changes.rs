@@ -13,24 +13,8 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-async fn call(app: &TestApp, token: &str, method: &str, params: Value) -> Value {
-    app.post(&request(json!(1), method, params), token).await.1
-}
-
-#[track_caller]
-fn ok(response: &Value) -> Value {
-    assert!(response.get("error").is_none(), "expected a result: {response}");
-    response["result"].clone()
-}
-
-async fn create(app: &TestApp, token: &str, extra: Value) -> Value {
-    let mut params = valid_params();
-    params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    ok(&call(app, token, "opportunity.create", params).await)
-}
-
 async fn changes(app: &TestApp, token: &str, params: Value) -> Value {
-    ok(&call(app, token, "opportunity.changes", params).await)
+    ok(&call(app, token, "opportunity.changes", params).await).clone()
 }
 
 fn events(page: &Value) -> Vec<Value> {
@@ -53,12 +37,15 @@ async fn every_committed_change_records_one_event_in_order() {
     create(&app, &token, json!({"idempotencyKey": "k1"})).await; // a replay: no event
     let id = o["id"].as_str().unwrap();
     let updated =
-        ok(&call(&app, &token, "opportunity.update", json!({"id": id, "expectedVersion": 1, "stage": "survey"})).await);
+        ok(&call(&app, &token, "opportunity.update", json!({"id": id, "expectedVersion": 1, "stage": "survey"})).await)
+            .clone();
     // a no-op update writes nothing and records nothing
     ok(&call(&app, &token, "opportunity.update", json!({"id": id, "expectedVersion": 2, "stage": "survey"})).await);
-    let archived = ok(&call(&app, &token, "opportunity.archive", json!({"id": id, "expectedVersion": 2})).await);
+    let archived =
+        ok(&call(&app, &token, "opportunity.archive", json!({"id": id, "expectedVersion": 2})).await).clone();
     ok(&call(&app, &token, "opportunity.archive", json!({"id": id, "expectedVersion": 3})).await); // no-op
-    let restored = ok(&call(&app, &token, "opportunity.restore", json!({"id": id, "expectedVersion": 3})).await);
+    let restored =
+        ok(&call(&app, &token, "opportunity.restore", json!({"id": id, "expectedVersion": 3})).await).clone();
     // a refused change records nothing
     call(&app, &token, "opportunity.update", json!({"id": id, "expectedVersion": 1, "title": "stale"})).await;
 
@@ -126,7 +113,8 @@ async fn events_reach_the_readers_who_can_read_the_opportunity_after_or_before()
         "opportunity.update",
         json!({"id": shared["id"], "expectedVersion": 1, "visibilityMode": "workspace_local"}),
     )
-    .await);
+    .await)
+    .clone();
     ok(&call(&app, &in_a, "opportunity.update", json!({"id": local["id"], "expectedVersion": 1, "title": "x"})).await);
     let ids = |page: &Value| -> Vec<String> {
         events(page)

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use diesel::RunQueryDsl;
 use futures_util::future::join_all;
-use jsonrpsee::core::ClientError;
 use jsonrpsee::server::ServerHandle;
 use jsonrpsee::ws_client::{HeaderMap, HeaderValue, WsClient, WsClientBuilder};
 use opportunity_service::Application;
@@ -78,19 +77,9 @@ async fn ws_client(addr: SocketAddr, token: &str) -> WsClient {
     WsClientBuilder::default().set_headers(map).build(format!("ws://{addr}/")).await.expect("websocket connects")
 }
 
-/// A WebSocket call's outcome in the shape of an HTTP response object (`result` or `error`).
+/// A WebSocket create's outcome in the shape of an HTTP response object (`result` or `error`).
 async fn ws_call(client: &WsClient, params: &Value) -> Value {
-    match ws_create(client, params).await {
-        Ok(result) => json!({ "result": result }),
-        Err(ClientError::Call(e)) => json!({
-            "error": {
-                "code": e.code(),
-                "message": e.message(),
-                "data": e.data().map(|d| serde_json::from_str::<Value>(d.get()).unwrap()),
-            }
-        }),
-        Err(other) => panic!("the WebSocket call failed below JSON-RPC: {other}"),
-    }
+    ws_envelope(ws_create(client, params).await)
 }
 
 /// The `result` of a successful create, or a failure naming the whole response.
@@ -105,18 +94,9 @@ fn ok_id(response: &Value) -> String {
     ok_result(response)["id"].as_str().unwrap_or_else(|| panic!("the result carries an id: {response}")).to_string()
 }
 
-/// Asserts the error's JSON-RPC code and `data.code`; returns `error.data`.
-fn assert_error<'a>(response: &'a Value, code: i64, data_code: &str) -> &'a Value {
-    let error = &response["error"];
-    assert_eq!(error["code"], json!(code), "{response}");
-    assert_eq!(error["data"]["code"], json!(data_code), "{response}");
-    assert!(response.get("result").is_none(), "{response}");
-    &error["data"]
-}
-
 /// Asserts a -32602 with a non-empty list of messages on `fieldErrors.idempotencyKey`.
 fn assert_key_field_error(response: &Value, what: &str) {
-    let data = assert_error(response, -32602, "BAD_REQUEST");
+    let data = err(response, -32602, "BAD_REQUEST");
     let messages = data["fieldErrors"]["idempotencyKey"]
         .as_array()
         .unwrap_or_else(|| panic!("{what}: no fieldErrors.idempotencyKey in {response}"));
@@ -125,7 +105,7 @@ fn assert_key_field_error(response: &Value, what: &str) {
 
 /// Asserts a reuse of a key with other params: CONFLICT with reason `idempotency_key_reused`.
 fn assert_key_reused(response: &Value) {
-    let data = assert_error(response, -32009, "CONFLICT");
+    let data = err(response, -32009, "CONFLICT");
     assert_eq!(data["reason"], "idempotency_key_reused", "{response}");
 }
 
@@ -675,7 +655,7 @@ async fn concurrent_calls_with_one_key_never_make_two_rows() {
             if response.get("result").is_some() {
                 results.push(ok_result(response).clone());
             } else {
-                let data = assert_error(response, -32009, "CONFLICT");
+                let data = err(response, -32009, "CONFLICT");
                 assert_eq!(
                     data["retryable"],
                     json!(true),
@@ -722,7 +702,7 @@ async fn concurrent_calls_with_one_key_over_both_transports_never_make_two_rows(
             if response.get("result").is_some() {
                 ids.insert(ok_id(response));
             } else {
-                let data = assert_error(response, -32009, "CONFLICT");
+                let data = err(response, -32009, "CONFLICT");
                 assert_eq!(data["retryable"], json!(true), "round {round}: {response}");
             }
         }

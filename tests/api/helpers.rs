@@ -394,3 +394,82 @@ pub async fn ws_handshake(addr: SocketAddr, path: &str, headers: &[&str]) -> (u1
         }
     }
 }
+
+// --- Calls and the envelope assertions the suites share ------------------------------------------
+
+/// Calls `method` over HTTP with `token` (request id 1); returns the whole response.
+pub async fn call(app: &TestApp, token: &str, method: &str, params: Value) -> Value {
+    app.post(&request(json!(1), method, params), token).await.1
+}
+
+/// The result of a call that must succeed.
+#[track_caller]
+pub fn ok(response: &Value) -> &Value {
+    assert!(response.get("error").is_none(), "expected a result: {response}");
+    &response["result"]
+}
+
+/// Asserts an error answer with this `error.code` and `data.code` (and no result); returns
+/// `error.data`.
+#[track_caller]
+pub fn err<'a>(response: &'a Value, code: i64, name: &str) -> &'a Value {
+    assert!(response.get("result").is_none(), "expected {name}, got a result: {response}");
+    assert_eq!(response["error"]["code"], code, "{response}");
+    assert_eq!(response["error"]["data"]["code"], name, "{response}");
+    &response["error"]["data"]
+}
+
+/// Asserts a -32602 BAD_REQUEST with a non-empty list of messages on each of `fields`.
+#[track_caller]
+pub fn field_errors(response: &Value, fields: &[&str]) {
+    let data = err(response, -32602, "BAD_REQUEST");
+    for field in fields {
+        let messages = data["fieldErrors"][field].as_array();
+        assert!(
+            messages.is_some_and(|m| !m.is_empty() && m.iter().all(Value::is_string)),
+            "messages on {field} expected: {response}"
+        );
+    }
+}
+
+/// Creates an opportunity from the valid params with `extra` fields over them; returns it.
+pub async fn create(app: &TestApp, token: &str, extra: Value) -> Value {
+    let mut params = valid_params();
+    params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    ok(&call(app, token, "opportunity.create", params).await).clone()
+}
+
+/// The id of an opportunity in an answer.
+#[track_caller]
+pub fn id(o: &Value) -> &str {
+    o["id"].as_str().unwrap_or_else(|| panic!("an id expected: {o}"))
+}
+
+/// The code and data of a WebSocket call that must fail with a JSON-RPC error.
+#[track_caller]
+pub fn ws_error(result: Result<Value, jsonrpsee::core::ClientError>) -> (i32, Value) {
+    match result {
+        Err(jsonrpsee::core::ClientError::Call(e)) => {
+            let data = e.data().map(|raw| serde_json::from_str(raw.get()).expect("error data is JSON"));
+            (e.code(), data.unwrap_or(Value::Null))
+        }
+        other => panic!("expected a JSON-RPC error answer, got {other:?}"),
+    }
+}
+
+/// A WebSocket call's outcome in the shape of an HTTP answer (`result` or `error`), so that the
+/// same assertions judge both transports.
+#[track_caller]
+pub fn ws_envelope(result: Result<Value, jsonrpsee::core::ClientError>) -> Value {
+    match result {
+        Ok(result) => json!({ "result": result }),
+        Err(jsonrpsee::core::ClientError::Call(e)) => json!({
+            "error": {
+                "code": e.code(),
+                "message": e.message(),
+                "data": e.data().map(|d| serde_json::from_str::<Value>(d.get()).unwrap()),
+            }
+        }),
+        Err(other) => panic!("the WebSocket call failed below JSON-RPC: {other}"),
+    }
+}

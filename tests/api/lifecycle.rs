@@ -9,45 +9,6 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-/// Calls `method` over HTTP with `token`; returns the whole response.
-async fn call(app: &TestApp, token: &str, method: &str, params: Value) -> Value {
-    app.post(&request(json!(7), method, params), token).await.1
-}
-
-/// The result of a call that must succeed.
-#[track_caller]
-fn ok(response: &Value) -> &Value {
-    assert!(response.get("error").is_none(), "expected a result: {response}");
-    &response["result"]
-}
-
-/// Asserts an error with this `error.code` and `data.code`; returns `error.data`.
-#[track_caller]
-fn err<'a>(response: &'a Value, code: i64, name: &str) -> &'a Value {
-    assert_eq!(response["error"]["code"], code, "{response}");
-    assert_eq!(response["error"]["data"]["code"], name, "{response}");
-    &response["error"]["data"]
-}
-
-/// Asserts a -32602 with a field error on each of `fields`.
-#[track_caller]
-fn field_errors(response: &Value, fields: &[&str]) {
-    let data = err(response, -32602, "BAD_REQUEST");
-    for field in fields {
-        assert!(data["fieldErrors"][field].is_array(), "field error on {field} expected: {response}");
-    }
-}
-
-async fn create(app: &TestApp, token: &str, extra: Value) -> Value {
-    let mut params = valid_params();
-    params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    ok(&call(app, token, "opportunity.create", params).await).clone()
-}
-
-fn id(o: &Value) -> &str {
-    o["id"].as_str().unwrap()
-}
-
 fn token_for(user: Uuid, workspaces: &[Uuid], scope: &str) -> String {
     sign(&claims(user, workspaces, scope))
 }

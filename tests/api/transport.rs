@@ -415,16 +415,6 @@ async fn post_with_text_plain_is_refused_with_415() {
 
 // --- §2: WebSocket ------------------------------------------------------------------------------
 
-fn call_error(result: Result<Value, ClientError>) -> (i32, Value) {
-    match result {
-        Err(ClientError::Call(object)) => {
-            let data = object.data().map(|raw| serde_json::from_str(raw.get()).unwrap()).unwrap_or(Value::Null);
-            (object.code(), data)
-        }
-        other => panic!("expected a JSON-RPC error answer, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn websocket_create_works() {
     let app = spawn_app().await;
@@ -446,7 +436,7 @@ async fn websocket_validation_error_has_the_invalid_params_envelope() {
     let mut params = valid_params();
     params["title"] = json!("");
     params["probability"] = json!(101);
-    let (code, data) = call_error(ws_create(&client, &params).await);
+    let (code, data) = ws_error(ws_create(&client, &params).await);
     assert_eq!(code, -32602, "{data}");
     assert_eq!(data["code"], "BAD_REQUEST", "{data}");
     assert_eq!(data["httpStatus"], 400, "{data}");
@@ -461,7 +451,7 @@ async fn websocket_unknown_method_is_not_found() {
     let app = spawn_app().await;
     let client = app.ws(&[("authorization", &bearer(&app))]).await;
     let result: Result<Value, ClientError> = client.request("opportunity.nope", jsonrpsee::rpc_params![]).await;
-    let (code, data) = call_error(result);
+    let (code, data) = ws_error(result);
     assert_eq!(code, -32601, "{data}");
     assert_eq!(data["code"], "NOT_FOUND", "{data}");
     assert_eq!(data["httpStatus"], 404, "{data}");
