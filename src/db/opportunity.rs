@@ -744,6 +744,8 @@ pub struct ChangeKey {
     pub workspace_id: Uuid,
     pub key: String,
     pub request_hash: String,
+    /// The fingerprint an earlier version stored for the same request, which replays too.
+    pub legacy_hash: Option<String>,
 }
 
 /// A written change whose event waits for the end of its transaction: [`finish_changes`]
@@ -905,7 +907,8 @@ fn change_locked<E>(
     if let Some(key) = key
         && let Some((hash, response)) = stored_key(&mut conn, key)?
     {
-        return Ok(if hash == key.request_hash { Changed::Replayed(response) } else { Changed::KeyReused });
+        let same = hash == key.request_hash || key.legacy_hash.as_deref() == Some(hash.as_str());
+        return Ok(if same { Changed::Replayed(response) } else { Changed::KeyReused });
     }
     let before = current.clone();
     let (answer, response) = match decide(current) {

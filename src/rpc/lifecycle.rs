@@ -18,7 +18,7 @@ use crate::db::events::{EventKind, NewEvent};
 use crate::db::opportunity::{ChangeKey, Changed, Decision};
 use crate::domain::opportunity::{
     CreateOpportunity, LostReasonCategory, MAX_SOLUTION_FAMILIES, Opportunity, OpportunityPatch, PipelineType,
-    Priority, Source, Stage, VisibilityMode,
+    Priority, Source, Stage, VisibilityMode, format_instant,
 };
 use crate::error::{ApiError, ValidationFailure};
 use crate::http::CallContext;
@@ -189,10 +189,62 @@ fn read_patch(reader: &mut FieldReader<'_>) -> (OpportunityPatch, CreateOpportun
 }
 
 /// A fingerprint of a change request, to tell a replay from a reuse of its key: the method, the
-/// opportunity, the expected version and the change as parsed (so spelling does not matter).
+/// opportunity, the expected version and each field the change names with the value it sets
+/// (`null` for a clear), as JSON with sorted keys. Spelling and order of the params do not
+/// matter, and a field the method gains later changes no fingerprint stored before.
 fn change_hash(method: &str, id: Uuid, expected: i32, patch: Option<&OpportunityPatch>) -> String {
+    let request = serde_json::json!({
+        "method": method,
+        "id": id,
+        "expectedVersion": expected,
+        "set": patch.map(patch_fields).unwrap_or_default(),
+    });
+    format!("{:x}", Sha256::digest(request.to_string().as_bytes()))
+}
+
+/// What versions before 2026-12-05 stored as a change's fingerprint (the change's `Debug` text,
+/// which a new field of [`OpportunityPatch`] would change): a key stored by one of them still
+/// replays after the upgrade. Keys live `IDEMPOTENCY_KEY_TTL` (24 hours); this can go in the
+/// next release.
+fn legacy_change_hash(method: &str, id: Uuid, expected: i32, patch: Option<&OpportunityPatch>) -> String {
     let text = format!("{method}|{id}|{expected}|{patch:?}");
     format!("{:x}", Sha256::digest(text.as_bytes()))
+}
+
+/// The fields a change names, by wire name, with the values it sets.
+fn patch_fields(p: &OpportunityPatch) -> serde_json::Map<String, serde_json::Value> {
+    fn value<T: serde::Serialize>(v: &Option<T>) -> Option<serde_json::Value> {
+        v.as_ref().map(|v| serde_json::to_value(v).expect("a field serializes"))
+    }
+    fn at(v: &Option<Option<DateTime<Utc>>>) -> Option<serde_json::Value> {
+        v.map(|v| v.map(|at| format_instant(&at)).into())
+    }
+    let fields = [
+        ("customerId", value(&p.customer_id)),
+        ("primaryContactId", value(&p.primary_contact_id)),
+        ("siteId", value(&p.site_id)),
+        ("title", value(&p.title)),
+        ("stage", value(&p.stage)),
+        ("pipelineType", value(&p.pipeline_type)),
+        ("source", value(&p.source)),
+        ("estimatedValue", value(&p.estimated_value)),
+        ("expectedCloseDate", at(&p.expected_close_date)),
+        ("probability", value(&p.probability)),
+        ("solutionFamilies", value(&p.solution_families)),
+        ("scopeSummary", value(&p.scope_summary)),
+        ("competitorNotes", value(&p.competitor_notes)),
+        ("winLossReason", value(&p.win_loss_reason)),
+        ("nextStepDescription", value(&p.next_step_description)),
+        ("nextStepDate", at(&p.next_step_date)),
+        ("bidDueDate", at(&p.bid_due_date)),
+        ("budgetConfirmed", value(&p.budget_confirmed)),
+        ("priority", value(&p.priority)),
+        ("lostReasonCategory", value(&p.lost_reason_category)),
+        ("technicalRequirements", value(&p.technical_requirements)),
+        ("ownerUserId", value(&p.owner_user_id)),
+        ("visibilityMode", value(&p.visibility_mode)),
+    ];
+    fields.into_iter().filter_map(|(name, v)| Some((name.to_string(), v?))).collect()
 }
 
 /// The checks a change runs under the row lock, in the order of §4 after the params: not
@@ -262,18 +314,15 @@ async fn run_change(
 ) -> Result<Box<RawValue>, ApiError> {
     let id = target.id.expect("an id once the params are valid");
     let expected = target.expected_version.expect("a version once the params are valid");
+    let patch = match &change {
+        Change::Update(p) => Some(&**p),
+        _ => None,
+    };
     let key = target.idempotency_key.map(|key| ChangeKey {
         workspace_id: workspace,
         key,
-        request_hash: change_hash(
-            method,
-            id,
-            expected,
-            match &change {
-                Change::Update(p) => Some(p),
-                _ => None,
-            },
-        ),
+        request_hash: change_hash(method, id, expected, patch),
+        legacy_hash: Some(legacy_change_hash(method, id, expected, patch)),
     });
     let principal = principal.clone();
     let actor = principal.user_id;
@@ -395,4 +444,58 @@ pub async fn set_archived(
     let workspace = caller::workspace(principal, target.workspace, reader.failure)?;
     let (method, change) = if archive { (ARCHIVE, Change::Archive) } else { (RESTORE, Change::Restore) };
     run_change(state, method, principal, workspace, target, change, request_id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patch() -> OpportunityPatch {
+        OpportunityPatch {
+            title: Some("Chiller plant, phase 2".into()),
+            source: Some(None),
+            expected_close_date: Some(Some(DateTime::parse_from_rfc3339("2027-03-31T00:00:00Z").unwrap().to_utc())),
+            probability: Some(Some(60)),
+            ..Default::default()
+        }
+    }
+
+    /// Keys are stored with these fingerprints: a change to how they are made turns the retries
+    /// that span an upgrade into conflicts.
+    #[test]
+    fn change_fingerprints_are_pinned() {
+        let id = Uuid::from_u128(42);
+        assert_eq!(
+            change_hash(UPDATE, id, 3, Some(&patch())),
+            "0e8c29339308ebfffb244d48cb0d5f986784887dbfcbfade7469bae0851e1b88",
+        );
+        assert_eq!(
+            legacy_change_hash(UPDATE, id, 3, Some(&patch())),
+            "0e78ce1056c4fbddf9f71cefe066dbb32eff81635d173b58e4d5f3511027fa2b",
+        );
+    }
+
+    #[test]
+    fn change_fingerprints_tell_requests_apart() {
+        let id = Uuid::from_u128(42);
+        let base = change_hash(UPDATE, id, 3, Some(&patch()));
+        let mut cleared = patch();
+        cleared.title = None;
+        let mut other_value = patch();
+        other_value.probability = Some(Some(61));
+        let mut set_instead_of_cleared = patch();
+        set_instead_of_cleared.source = Some(Some(Source::Referral));
+        for (what, hash) in [
+            ("a field left out", change_hash(UPDATE, id, 3, Some(&cleared))),
+            ("another value", change_hash(UPDATE, id, 3, Some(&other_value))),
+            ("a value instead of null", change_hash(UPDATE, id, 3, Some(&set_instead_of_cleared))),
+            ("another expected version", change_hash(UPDATE, id, 4, Some(&patch()))),
+            ("another opportunity", change_hash(UPDATE, Uuid::from_u128(43), 3, Some(&patch()))),
+            ("another method", change_hash(ARCHIVE, id, 3, None)),
+        ] {
+            assert_ne!(hash, base, "{what}");
+        }
+        assert_ne!(change_hash(ARCHIVE, id, 3, None), change_hash(RESTORE, id, 3, None));
+        assert_eq!(base, change_hash(UPDATE, id, 3, Some(&patch())), "the same request, the same fingerprint");
+    }
 }

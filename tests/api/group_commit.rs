@@ -10,7 +10,9 @@ use chrono::Utc;
 use diesel::Connection;
 use diesel::connection::SimpleConnection;
 use opportunity_service::db::events::{self, EventKind, NewEvent};
-use opportunity_service::db::opportunity::{self, Changed, CreateOutcome, Decision, IdempotencyRecord, count};
+use opportunity_service::db::opportunity::{
+    self, ChangeKey, Changed, CreateOutcome, Decision, IdempotencyRecord, count,
+};
 use opportunity_service::db::{Database, DatabaseUrl, DbError, PoolOptions};
 use opportunity_service::domain::opportunity::{CreateOpportunity, Opportunity, PipelineType};
 use uuid::Uuid;
@@ -223,6 +225,17 @@ async fn creates_that_wait_past_the_timeout_are_refused_and_never_stored() {
 /// A change that sets the title (any title: one over 200 characters breaks the table's CHECK),
 /// through `Database::change_opportunity` as the lifecycle methods call it.
 async fn retitle(db: &Database, id: Uuid, title: String, timeout: Duration) -> Result<Changed<()>, DbError> {
+    retitle_keyed(db, id, title, timeout, None).await
+}
+
+/// [`retitle`] with an idempotency key.
+async fn retitle_keyed(
+    db: &Database,
+    id: Uuid,
+    title: String,
+    timeout: Duration,
+    key: Option<ChangeKey>,
+) -> Result<Changed<()>, DbError> {
     let decide = move |current: Option<Opportunity>| -> Decision<()> {
         let Some(current) = current else { return Decision::Refuse(()) };
         let mut next = current.clone();
@@ -233,7 +246,7 @@ async fn retitle(db: &Database, id: Uuid, title: String, timeout: Duration) -> R
         let event = NewEvent::new(EventKind::Updated, Some(&current), &next, Uuid::nil(), json);
         Decision::Write(next, Box::new(event))
     };
-    db.change_opportunity(id, None, std::time::Instant::now() + timeout, decide).await
+    db.change_opportunity(id, key, std::time::Instant::now() + timeout, decide).await
 }
 
 /// The kinds and opportunity ids of every event stored, in feed order.
@@ -402,4 +415,32 @@ async fn sqlite_commits_reach_the_database_file_and_the_log_stays_small() {
     assert!(file > empty + 1_000_000, "2,000 creates reached the database file: {empty} -> {file} bytes");
     assert!(largest_wal < 16 << 20, "the log stayed small: {largest_wal} bytes at the most");
     assert_eq!(stored(&db).await, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_key_stored_by_an_earlier_version_still_replays() {
+    let test_db = TestDatabase::new();
+    let timeout = Duration::from_secs(10);
+    let db = open(&test_db, timeout);
+    let o = opportunity("keyed");
+    let id = o.id;
+    db.create_opportunity(o, None).await.unwrap();
+    let key = |request_hash: &str, legacy_hash: Option<&str>| {
+        Some(ChangeKey {
+            workspace_id: Uuid::nil(),
+            key: "k".into(),
+            request_hash: request_hash.into(),
+            legacy_hash: legacy_hash.map(Into::into),
+        })
+    };
+    // Stored by an earlier version, under the fingerprint it made.
+    let first = retitle_keyed(&db, id, "once".into(), timeout, key("old form", None)).await.unwrap();
+    let Changed::Done(answer) = first else { panic!("{first:?}") };
+    // This version makes another fingerprint of the same request, and knows the old form.
+    let again = retitle_keyed(&db, id, "once".into(), timeout, key("new form", Some("old form"))).await.unwrap();
+    assert!(matches!(&again, Changed::Replayed(stored) if *stored == answer), "{again:?}");
+    // Another request under the same key is still a reuse.
+    let other = retitle_keyed(&db, id, "twice".into(), timeout, key("other", Some("other old"))).await.unwrap();
+    assert!(matches!(other, Changed::KeyReused), "{other:?}");
+    assert_eq!(title_and_version(&db, id).await, ("once".into(), 2), "written once");
 }
