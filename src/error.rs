@@ -146,6 +146,34 @@ fn data(code: i32) -> serde_json::Map<String, Value> {
 }
 
 impl ApiError {
+    /// The caller's error for a database failure of the call `request_id`, with the cause
+    /// logged under that id (the caller sees the id, never the cause): SERVICE_UNAVAILABLE
+    /// (retryable) when the database did not answer, CONFLICT for a unique violation, and
+    /// INTERNAL_SERVER_ERROR for anything else.
+    pub fn from_db(e: crate::db::DbError, request_id: Uuid) -> Self {
+        use crate::db::DbError;
+        use diesel::result::{DatabaseErrorKind, Error as DieselError};
+        match e {
+            DbError::Unavailable(cause) => {
+                tracing::warn!(%request_id, cause, "database unavailable");
+                ApiError::Unavailable { request_id }
+            }
+            DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)) => {
+                tracing::warn!(%request_id, cause = info.message(), "unique violation");
+                ApiError::Conflict {
+                    message: "a record with the same key exists".into(),
+                    reason: None,
+                    retryable: false,
+                    current_version: None,
+                }
+            }
+            DbError::Query(cause) => {
+                tracing::error!(%request_id, cause = %cause, "database error");
+                ApiError::Internal { request_id }
+            }
+        }
+    }
+
     /// The JSON-RPC error code.
     pub fn code(&self) -> i32 {
         match self {
@@ -290,6 +318,29 @@ mod tests {
 
     fn object(err: ApiError) -> Value {
         serde_json::to_value(err.into_error_object()).unwrap()
+    }
+
+    #[test]
+    fn database_failures_map_to_the_callers_errors_without_their_cause() {
+        use crate::db::DbError;
+        use diesel::result::{DatabaseErrorKind, Error as DieselError};
+        let id = Uuid::now_v7();
+        let unavailable = object(ApiError::from_db(DbError::Unavailable("connection refused by 10.0.0.7".into()), id));
+        assert_eq!(unavailable["data"]["code"], "SERVICE_UNAVAILABLE");
+        assert_eq!(unavailable["data"]["retryable"], true);
+        assert_eq!(unavailable["data"]["requestId"], id.to_string());
+        assert!(!unavailable.to_string().contains("10.0.0.7"), "{unavailable}");
+
+        let unique = DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, Box::new("dup key".to_string()));
+        let conflict = object(ApiError::from_db(DbError::Query(unique), id));
+        assert_eq!(conflict["data"]["code"], "CONFLICT");
+        assert_eq!(conflict["data"]["retryable"], false);
+
+        let check = DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, Box::new("title_check".to_string()));
+        let internal = object(ApiError::from_db(DbError::Query(check), id));
+        assert_eq!(internal["data"]["code"], "INTERNAL_SERVER_ERROR");
+        assert_eq!(internal["data"]["requestId"], id.to_string());
+        assert!(!internal.to_string().contains("title_check"), "{internal}");
     }
 
     /// The whole table of CONTRACT.md §4, row by row.

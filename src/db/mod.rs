@@ -127,6 +127,16 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
 }
 
+impl DbError {
+    /// The kind, as the `db_errors_total` metric labels it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DbError::Unavailable(_) => "unavailable",
+            DbError::Query(_) => "query",
+        }
+    }
+}
+
 impl From<r2d2::Error> for DbError {
     fn from(e: r2d2::Error) -> Self {
         Self::Unavailable(e.to_string())

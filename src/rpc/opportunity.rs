@@ -295,34 +295,10 @@ fn internal(request_id: Uuid, cause: &str) -> ApiError {
     ApiError::Internal { request_id }
 }
 
-/// Maps a database failure to the caller's error, logging the cause with a request id.
+/// Maps a database failure to the caller's error ([`ApiError::from_db`]), counted by kind.
 pub(super) fn db_failure(e: DbError, request_id: Uuid, metrics: &Metrics) -> ApiError {
-    metrics.observe_db_error(match e {
-        DbError::Unavailable(_) => "unavailable",
-        DbError::Query(_) => "query",
-    });
-    match e {
-        DbError::Unavailable(cause) => {
-            tracing::warn!(%request_id, cause, "database unavailable");
-            ApiError::Unavailable { request_id }
-        }
-        DbError::Query(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            info,
-        )) => {
-            tracing::warn!(%request_id, cause = info.message(), "unique violation");
-            ApiError::Conflict {
-                message: "a record with the same key exists".into(),
-                reason: None,
-                retryable: false,
-                current_version: None,
-            }
-        }
-        DbError::Query(cause) => {
-            tracing::error!(%request_id, cause = %cause, "database error");
-            ApiError::Internal { request_id }
-        }
-    }
+    metrics.observe_db_error(e.kind());
+    ApiError::from_db(e, request_id)
 }
 
 /// The `opportunity` namespace.
