@@ -16,6 +16,7 @@ use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse};
 use tower::{Layer, Service};
 
 use crate::auth::{Authenticator, Principal};
+use crate::compat::{IdSwap, Swapped, has_raw_error, swap_unsupported_ids};
 use crate::config::AllowedOrigins;
 use crate::db::Database;
 use crate::error::{ApiError, normalize_response_value};
@@ -458,101 +459,6 @@ where
     }
 }
 
-/// The `id` of a request, as written.
-#[derive(serde::Deserialize)]
-struct IdProbe<'a> {
-    #[serde(borrow, default)]
-    id: Option<&'a serde_json::value::RawValue>,
-}
-
-/// An id jsonrpsee cannot hold, swapped for a string placeholder on the way in and back on the
-/// way out.
-pub(crate) struct IdSwap {
-    pub(crate) placeholder: String,
-    pub(crate) original: String,
-}
-
-pub(crate) enum Swapped {
-    Unchanged,
-    Body(Bytes, Vec<IdSwap>),
-    /// A single request whose id is of a type JSON-RPC forbids.
-    Invalid,
-}
-
-/// jsonrpsee reads numeric ids only as u64, and takes a request whose id it cannot read for a
-/// notification. Numeric ids it cannot hold are swapped for unique string placeholders (put back
-/// in the answer); batch items whose id is neither a string, a number nor null are swapped for
-/// `0`, which jsonrpsee answers as an invalid request.
-pub(crate) fn swap_unsupported_ids(body: &Bytes) -> Swapped {
-    use serde_json::value::RawValue;
-    let forbidden = |id: &RawValue| id.get().starts_with(['{', '[', 't', 'f']);
-    let unsupported = |id: &RawValue| {
-        let text = id.get();
-        text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && text.parse::<u64>().is_err()
-    };
-    let is_batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    // (span to replace, replacement, swap to undo)
-    let mut edits: Vec<(&[u8], String, Option<IdSwap>)> = Vec::new();
-    // A single request is probed in one pass over the body; a batch item by item.
-    let probes: Vec<(&[u8], Result<IdProbe<'_>, serde_json::Error>)> = if is_batch {
-        match serde_json::from_slice::<Vec<&RawValue>>(body) {
-            Ok(items) => {
-                items.into_iter().map(|item| (item.get().as_bytes(), serde_json::from_str(item.get()))).collect()
-            }
-            Err(_) => return Swapped::Unchanged,
-        }
-    } else {
-        vec![(body.trim_ascii(), serde_json::from_slice(body))]
-    };
-    for (item, probe) in probes {
-        let id = match probe {
-            Ok(IdProbe { id: Some(id) }) => id,
-            Ok(IdProbe { id: None }) => continue,
-            // jsonrpsee would take a request whose id it cannot read (`"id"` twice, say) for a
-            // notification; in a batch it answers such an entry as an invalid request itself.
-            // (A body that is not JSON as a whole stays a parse error.)
-            Err(e)
-                if !is_batch
-                    && item.starts_with(b"{")
-                    && e.to_string().contains("duplicate field")
-                    && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() =>
-            {
-                return Swapped::Invalid;
-            }
-            Err(_) => continue,
-        };
-        // `id` borrows from `item`, which borrows from `body`.
-        if !is_batch && id.get().starts_with('"') && serde_json::from_str::<String>(id.get()).is_err() {
-            return Swapped::Invalid; // a string id that is not valid text (a lone surrogate)
-        }
-        if forbidden(id) {
-            if !is_batch {
-                return Swapped::Invalid;
-            }
-            edits.push((item, "0".to_string(), None));
-        } else if unsupported(id) {
-            let placeholder = format!("\"opportunity-service-id-{}\"", uuid::Uuid::new_v4().simple());
-            let swap = IdSwap { placeholder: placeholder.clone(), original: id.get().to_string() };
-            edits.push((id.get().as_bytes(), placeholder, Some(swap)));
-        }
-    }
-    if edits.is_empty() {
-        return Swapped::Unchanged;
-    }
-    let mut out = Vec::with_capacity(body.len() + edits.len() * 48);
-    let mut swaps = Vec::new();
-    let mut copied = 0;
-    for (span, replacement, swap) in edits {
-        let start = span.as_ptr() as usize - body.as_ptr() as usize;
-        out.extend_from_slice(&body[copied..start]);
-        out.extend_from_slice(replacement.as_bytes());
-        copied = start + span.len();
-        swaps.extend(swap);
-    }
-    out.extend_from_slice(&body[copied..]);
-    Swapped::Body(Bytes::from(out), swaps)
-}
-
 /// A JSON-RPC error answer made here, before jsonrpsee saw the request.
 pub(crate) fn error_response(status: StatusCode, error: ApiError) -> HttpResponse {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": error.into_error_object()});
@@ -583,28 +489,6 @@ async fn normalize_http_response(
     }
     parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
     Ok(HttpResponse::from_parts(parts, HttpBody::from(text)))
-}
-
-/// Whether a JSON-RPC answer (or batch of answers) holds an error object without `data`.
-pub(crate) fn has_raw_error(bytes: &[u8]) -> bool {
-    use serde_json::value::RawValue;
-    #[derive(serde::Deserialize)]
-    struct Answer<'a> {
-        #[serde(borrow, default)]
-        error: Option<&'a RawValue>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Error<'a> {
-        #[serde(borrow, default)]
-        data: Option<&'a RawValue>,
-    }
-    let raw = |answer: &Answer<'_>| {
-        answer.error.is_some_and(|e| serde_json::from_str::<Error<'_>>(e.get()).map_or(true, |e| e.data.is_none()))
-    };
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => serde_json::from_slice::<Vec<Answer<'_>>>(bytes).map_or(true, |items| items.iter().any(raw)),
-        _ => serde_json::from_slice::<Answer<'_>>(bytes).map_or(true, |answer| raw(&answer)),
-    }
 }
 
 async fn rewrite_errors(

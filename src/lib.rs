@@ -4,6 +4,7 @@
 //! `main.rs` and the integration tests start the very same application.
 
 pub mod auth;
+pub mod compat;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -29,8 +29,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tower::Service;
 
+use crate::compat::{Swapped, swap_unsupported_ids};
 use crate::error::ApiError;
-use crate::http::{BoxError, CallContext, Swapped, error_response, swap_unsupported_ids};
+use crate::http::{BoxError, CallContext, error_response};
 use crate::serve::Ledger;
 
 /// Messages of one connection relayed and not yet answered; more are not read.
@@ -405,7 +406,7 @@ fn restore(answer: Vec<u8>, swaps: &Mutex<HashMap<String, String>>) -> String {
         text = out;
     }
     if text.contains("\"error\"")
-        && crate::http::has_raw_error(text.as_bytes())
+        && crate::compat::has_raw_error(text.as_bytes())
         && let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&text)
         && crate::error::normalize_response_value(&mut value)
     {

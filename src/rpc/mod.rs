@@ -124,26 +124,6 @@ fn normalize(id: Id<'static>, response: MethodResponse) -> MethodResponse {
     }
 }
 
-/// `opportunity.unsubscribe` also takes `{"subscription": id}`; jsonrpsee reads only `[id]`.
-fn unsubscribe_params(
-    params: Option<std::borrow::Cow<'_, serde_json::value::RawValue>>,
-) -> Option<std::borrow::Cow<'_, serde_json::value::RawValue>> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ByName<'a> {
-        #[serde(borrow)]
-        subscription: &'a serde_json::value::RawValue,
-    }
-    let text = params.as_ref()?.get();
-    match serde_json::from_str::<ByName<'_>>(text) {
-        Ok(by_name) => {
-            let array = format!("[{}]", by_name.subscription.get());
-            serde_json::value::RawValue::from_string(array).ok().map(std::borrow::Cow::Owned)
-        }
-        Err(_) => params,
-    }
-}
-
 /// The `data.code` of an error response (SERVICE_UNAVAILABLE is told from other -32603s).
 fn error_name(response: &MethodResponse) -> &'static str {
     let code = response.as_error_code().unwrap_or_default();
@@ -244,7 +224,7 @@ where
                     return response;
                 }
                 if method == changes::UNSUBSCRIBE {
-                    request.params = unsubscribe_params(request.params.take());
+                    request.params = crate::compat::unsubscribe_params(request.params.take());
                 }
             }
             request.extensions.insert(RequestId(request_id));

@@ -1,0 +1,225 @@
+//! Work-arounds for where jsonrpsee reads or answers JSON-RPC 2.0 differently from the contract,
+//! in one place, each with its unit tests: ids it cannot hold (numbers beyond u64, which it
+//! would take for notifications), ids JSON-RPC forbids, the by-name params of
+//! `opportunity.unsubscribe`, and the probe that finds the error objects jsonrpsee made itself
+//! (the rewriting into §4's shape is `error::normalize_error_value`). The HTTP edge (`http.rs`)
+//! and the WebSocket relay (`ws.rs`) apply them on the way in and out; the RPC middleware
+//! (`rpc/mod.rs`) the by-name unsubscribe.
+
+use hyper::body::Bytes;
+
+/// The `id` of a request, as written.
+#[derive(serde::Deserialize)]
+struct IdProbe<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a serde_json::value::RawValue>,
+}
+
+/// An id jsonrpsee cannot hold, swapped for a string placeholder on the way in and back on the
+/// way out.
+pub struct IdSwap {
+    pub placeholder: String,
+    pub original: String,
+}
+
+pub enum Swapped {
+    Unchanged,
+    Body(Bytes, Vec<IdSwap>),
+    /// A single request whose id is of a type JSON-RPC forbids.
+    Invalid,
+}
+
+/// jsonrpsee reads numeric ids only as u64, and takes a request whose id it cannot read for a
+/// notification. Numeric ids it cannot hold are swapped for unique string placeholders (put back
+/// in the answer); batch items whose id is neither a string, a number nor null are swapped for
+/// `0`, which jsonrpsee answers as an invalid request.
+pub fn swap_unsupported_ids(body: &Bytes) -> Swapped {
+    use serde_json::value::RawValue;
+    let forbidden = |id: &RawValue| id.get().starts_with(['{', '[', 't', 'f']);
+    let unsupported = |id: &RawValue| {
+        let text = id.get();
+        text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && text.parse::<u64>().is_err()
+    };
+    let is_batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    // (span to replace, replacement, swap to undo)
+    let mut edits: Vec<(&[u8], String, Option<IdSwap>)> = Vec::new();
+    // A single request is probed in one pass over the body; a batch item by item.
+    let probes: Vec<(&[u8], Result<IdProbe<'_>, serde_json::Error>)> = if is_batch {
+        match serde_json::from_slice::<Vec<&RawValue>>(body) {
+            Ok(items) => {
+                items.into_iter().map(|item| (item.get().as_bytes(), serde_json::from_str(item.get()))).collect()
+            }
+            Err(_) => return Swapped::Unchanged,
+        }
+    } else {
+        vec![(body.trim_ascii(), serde_json::from_slice(body))]
+    };
+    for (item, probe) in probes {
+        let id = match probe {
+            Ok(IdProbe { id: Some(id) }) => id,
+            Ok(IdProbe { id: None }) => continue,
+            // jsonrpsee would take a request whose id it cannot read (`"id"` twice, say) for a
+            // notification; in a batch it answers such an entry as an invalid request itself.
+            // (A body that is not JSON as a whole stays a parse error.)
+            Err(e)
+                if !is_batch
+                    && item.starts_with(b"{")
+                    && e.to_string().contains("duplicate field")
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() =>
+            {
+                return Swapped::Invalid;
+            }
+            Err(_) => continue,
+        };
+        // `id` borrows from `item`, which borrows from `body`.
+        if !is_batch && id.get().starts_with('"') && serde_json::from_str::<String>(id.get()).is_err() {
+            return Swapped::Invalid; // a string id that is not valid text (a lone surrogate)
+        }
+        if forbidden(id) {
+            if !is_batch {
+                return Swapped::Invalid;
+            }
+            edits.push((item, "0".to_string(), None));
+        } else if unsupported(id) {
+            let placeholder = format!("\"opportunity-service-id-{}\"", uuid::Uuid::new_v4().simple());
+            let swap = IdSwap { placeholder: placeholder.clone(), original: id.get().to_string() };
+            edits.push((id.get().as_bytes(), placeholder, Some(swap)));
+        }
+    }
+    if edits.is_empty() {
+        return Swapped::Unchanged;
+    }
+    let mut out = Vec::with_capacity(body.len() + edits.len() * 48);
+    let mut swaps = Vec::new();
+    let mut copied = 0;
+    for (span, replacement, swap) in edits {
+        let start = span.as_ptr() as usize - body.as_ptr() as usize;
+        out.extend_from_slice(&body[copied..start]);
+        out.extend_from_slice(replacement.as_bytes());
+        copied = start + span.len();
+        swaps.extend(swap);
+    }
+    out.extend_from_slice(&body[copied..]);
+    Swapped::Body(Bytes::from(out), swaps)
+}
+
+/// Whether a JSON-RPC answer (or batch of answers) holds an error object without `data`.
+pub fn has_raw_error(bytes: &[u8]) -> bool {
+    use serde_json::value::RawValue;
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow, default)]
+        error: Option<&'a RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Error<'a> {
+        #[serde(borrow, default)]
+        data: Option<&'a RawValue>,
+    }
+    let raw = |answer: &Answer<'_>| {
+        answer.error.is_some_and(|e| serde_json::from_str::<Error<'_>>(e.get()).map_or(true, |e| e.data.is_none()))
+    };
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice::<Vec<Answer<'_>>>(bytes).map_or(true, |items| items.iter().any(raw)),
+        _ => serde_json::from_slice::<Answer<'_>>(bytes).map_or(true, |answer| raw(&answer)),
+    }
+}
+
+/// `opportunity.unsubscribe` also takes `{"subscription": id}`; jsonrpsee reads only `[id]`.
+pub fn unsubscribe_params(
+    params: Option<std::borrow::Cow<'_, serde_json::value::RawValue>>,
+) -> Option<std::borrow::Cow<'_, serde_json::value::RawValue>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ByName<'a> {
+        #[serde(borrow)]
+        subscription: &'a serde_json::value::RawValue,
+    }
+    let text = params.as_ref()?.get();
+    match serde_json::from_str::<ByName<'_>>(text) {
+        Ok(by_name) => {
+            let array = format!("[{}]", by_name.subscription.get());
+            serde_json::value::RawValue::from_string(array).ok().map(std::borrow::Cow::Owned)
+        }
+        Err(_) => params,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn swap(body: &str) -> Swapped {
+        swap_unsupported_ids(&Bytes::from(body.to_string()))
+    }
+
+    #[test]
+    fn ids_jsonrpsee_holds_pass_unchanged() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":"a","method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","method":"m"}"#,
+            r#"[{"jsonrpc":"2.0","id":18446744073709551615,"method":"m"}]"#,
+            "not json",
+        ] {
+            assert!(matches!(swap(body), Swapped::Unchanged), "{body}");
+        }
+    }
+
+    #[test]
+    fn numbers_beyond_u64_are_swapped_and_given_back() {
+        let Swapped::Body(body, swaps) = swap(r#"{"jsonrpc":"2.0","id":-1.5e3,"method":"m"}"#) else {
+            panic!("a negative, fractional id is swapped");
+        };
+        assert_eq!(swaps.len(), 1);
+        assert_eq!(swaps[0].original, "-1.5e3");
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains(&swaps[0].placeholder), "{text}");
+        let Swapped::Body(_, swaps) = swap(r#"[{"jsonrpc":"2.0","id":1,"method":"m"},{"id":99999999999999999999}]"#)
+        else {
+            panic!("a batch item with a huge id is swapped");
+        };
+        assert_eq!(swaps.len(), 1);
+        assert_eq!(swaps[0].original, "99999999999999999999");
+    }
+
+    #[test]
+    fn forbidden_ids_are_invalid_alone_and_zero_in_a_batch() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":[1],"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":true,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"m"}"#,
+        ] {
+            assert!(matches!(swap(body), Swapped::Invalid), "{body}");
+        }
+        let Swapped::Body(body, swaps) = swap(r#"[{"jsonrpc":"2.0","id":false,"method":"m"},{"id":2}]"#) else {
+            panic!("a batch item with a boolean id is rewritten");
+        };
+        assert!(swaps.is_empty(), "nothing to give back: the item is answered as an invalid request");
+        assert_eq!(&body[..], br#"[0,{"id":2}]"#, "the item becomes 0, the others stay");
+    }
+
+    #[test]
+    fn raw_errors_are_those_without_data() {
+        assert!(has_raw_error(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"m"}}"#));
+        assert!(!has_raw_error(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"m","data":{}}}"#));
+        assert!(!has_raw_error(br#"{"jsonrpc":"2.0","id":1,"result":{"error":{"code":1}}}"#));
+        assert!(has_raw_error(br#"[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":2,"error":{"code":1}}]"#));
+        assert!(!has_raw_error(br#"[{"jsonrpc":"2.0","id":1,"result":1}]"#));
+    }
+
+    #[test]
+    fn unsubscribe_takes_the_subscription_by_name_too() {
+        let raw =
+            |text: &str| Some(std::borrow::Cow::Owned(serde_json::value::RawValue::from_string(text.into()).unwrap()));
+        let by_name = unsubscribe_params(raw(r#"{"subscription":"abc"}"#)).unwrap();
+        assert_eq!(by_name.get(), r#"["abc"]"#);
+        let by_position = unsubscribe_params(raw(r#"["abc"]"#)).unwrap();
+        assert_eq!(by_position.get(), r#"["abc"]"#);
+        let other = unsubscribe_params(raw(r#"{"subscription":"abc","x":1}"#)).unwrap();
+        assert_eq!(other.get(), r#"{"subscription":"abc","x":1}"#, "anything else is left to jsonrpsee to refuse");
+        assert!(unsubscribe_params(None).is_none());
+    }
+}
