@@ -2,8 +2,8 @@
 //! they record, read back in position order, purged after `EVENT_RETENTION`.
 //!
 //! Positions come from the one row of `opportunity_event_feed`. A writing transaction takes
-//! that row's lock with `UPDATE … RETURNING` as its last statement before COMMIT (one lock per
-//! group commit) and holds it until it has committed, so the next transaction takes positions
+//! that row's lock with `UPDATE … RETURNING` as its last step before COMMIT (one lock per group
+//! commit; a group of changes then only marks its rows with the positions) and holds it until it has committed, so the next transaction takes positions
 //! only after this one is visible: positions are in commit order, without gaps, whatever the
 //! number of processes. A reader that saw position N has therefore seen every position below N.
 //! On SQLite, which has one writer at a time, the same statements give the same order.

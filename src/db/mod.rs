@@ -127,6 +127,14 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
 }
 
+/// The instant a group-commit writer stops at for a caller who gives up at `gives_up`: a little
+/// before (0.9 of the time left), so that a group still running then is rolled back and answered
+/// before the caller answers SERVICE_UNAVAILABLE. One rule for every write on both backends.
+pub(crate) fn write_deadline(gives_up: std::time::Instant) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now + gives_up.saturating_duration_since(now).mul_f64(0.9)
+}
+
 impl DbError {
     /// The kind, as the `db_errors_total` metric labels it.
     pub fn kind(&self) -> &'static str {
@@ -488,6 +496,12 @@ impl Database {
             Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Ok(Err(e)) => Err(DbError::Unavailable(format!("the database task was cancelled: {e}"))),
         };
+        self.observe(result)
+    }
+
+    /// Notes whether the database answered this call (the `database_reachable` gauge), and passes
+    /// the result on.
+    fn observe<R>(&self, result: Result<R, DbError>) -> Result<R, DbError> {
         let reachable = !matches!(result, Err(DbError::Unavailable(_)));
         self.reachable.store(reachable, std::sync::atomic::Ordering::Relaxed);
         result
@@ -545,9 +559,7 @@ impl Database {
             }
             Writer::Postgres(writer) => writer.change(id, key, deadline, decide).await,
         };
-        let reachable = !matches!(result, Err(DbError::Unavailable(_)));
-        self.reachable.store(reachable, std::sync::atomic::Ordering::Relaxed);
-        result
+        self.observe(result)
     }
 
     /// Whether the database answers a trivial query.
@@ -567,6 +579,28 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_leave_a_connection_free_when_the_pool_can() {
+        for size in 3..=64 {
+            let n = pg_writer::writers(size);
+            assert!((1..=2).contains(&n), "{size}: {n}");
+            assert!(2 * n < size, "pool of {size}: {n} writers of each kind leave none free");
+        }
+        assert_eq!(pg_writer::writers(16), 2);
+        assert_eq!(pg_writer::writers(4), 1);
+        assert_eq!(pg_writer::writers(1), 1, "a pool of one still has writers");
+    }
+
+    #[test]
+    fn writes_stop_before_their_caller_gives_up() {
+        let gives_up = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = write_deadline(gives_up);
+        assert!(deadline < gives_up);
+        assert!(gives_up - deadline >= Duration::from_millis(900), "a tenth of the time is kept");
+        let past = std::time::Instant::now() - Duration::from_secs(1);
+        assert!(write_deadline(past) <= std::time::Instant::now(), "a caller already gone: due now");
+    }
 
     #[test]
     fn urls_by_scheme() {

@@ -44,10 +44,11 @@ const QUEUE: usize = 4096;
 /// large groups under load; more than one keeps a slow group from stalling every caller.
 const WRITERS: u32 = 2;
 
-/// How many writer threads a pool of `pool_size` connections gets: one connection stays free
-/// for `/ready`, the key purge and the checks after a lost connection.
+/// How many writer threads of each kind (creates, changes) a pool of `pool_size` connections
+/// gets: one connection stays free for reads, `/ready`, the key purge and the checks after a
+/// lost connection, unless the pool has fewer than three.
 pub fn writers(pool_size: u32) -> u32 {
-    WRITERS.min(pool_size.saturating_sub(1)).max(1)
+    WRITERS.min(pool_size.saturating_sub(1) / 2).max(1)
 }
 
 struct Job {
@@ -105,9 +106,7 @@ impl PgWriter {
         F: Fn(Option<Opportunity>) -> Decision<E> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let now = Instant::now();
-        // Stop a little before the caller gives up, so that a late group is rolled back instead.
-        let deadline = now + gives_up.saturating_duration_since(now).mul_f64(0.9);
+        let deadline = super::write_deadline(gives_up);
         let op = Box::new(Change { id, key, decide, outcome: None, reply });
         let job = ChangeJob { id, deadline, op };
         let call = async {
@@ -130,17 +129,9 @@ impl PgWriter {
         key: Option<IdempotencyRecord>,
         event: NewEvent,
     ) -> Result<CreateOutcome, DbError> {
-        let now = Instant::now();
+        let gives_up = Instant::now() + self.timeout;
         let (reply, answer) = oneshot::channel();
-        // Stop a little before the caller gives up, so that a late group is rolled back instead.
-        let job = Job {
-            deadline: now + self.timeout.mul_f64(0.9),
-            gives_up: now + self.timeout,
-            opportunity,
-            key,
-            event,
-            reply,
-        };
+        let job = Job { deadline: super::write_deadline(gives_up), gives_up, opportunity, key, event, reply };
         let call = async {
             self.jobs
                 .send(job)

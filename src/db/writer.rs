@@ -132,10 +132,8 @@ impl SqliteWriter {
     ) -> Result<CreateOutcome, DbError> {
         let (reply, answer) = oneshot::channel();
         let work = Work::Create { opportunity, key, event, reply };
-        // Stop a little before the caller's time is up, so that a late group is rolled back and
-        // answered within it.
         self.jobs
-            .send(Job { deadline: Instant::now() + self.timeout.mul_f64(0.9), work })
+            .send(Job { deadline: super::write_deadline(Instant::now() + self.timeout), work })
             .await
             .map_err(|_| DbError::Unavailable("the SQLite writer has stopped".into()))?;
         answer.await.map_err(|_| DbError::Unavailable("the SQLite writer stopped before answering".into()))?
@@ -159,9 +157,7 @@ impl SqliteWriter {
                 });
             })
         }));
-        // As for a create: a little before the caller's time is up.
-        let now = Instant::now();
-        let deadline = now + deadline.saturating_duration_since(now).mul_f64(0.9);
+        let deadline = super::write_deadline(deadline);
         self.jobs
             .send(Job { deadline, work })
             .await

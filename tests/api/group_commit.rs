@@ -192,26 +192,21 @@ async fn many_concurrent_creates_are_each_stored_once() {
     assert_eq!(stored(&db).await, 400);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn creates_that_wait_past_the_timeout_are_refused_and_never_stored() {
-    let test_db = TestDatabase::new();
-    let timeout = Duration::from_millis(500);
-    let db = open(&test_db, timeout);
-    let lock = OutsideLock::take(&test_db);
+/// Starts `calls` while every writer is blocked on the outside lock, and asserts that each is
+/// answered SERVICE_UNAVAILABLE within about `timeout`; the lock is held a while longer, so that
+/// a write still running would slip in after its answer and be seen by the caller's checks.
+async fn refused_in_time_behind_a_lock<T: std::fmt::Debug + Send + 'static>(
+    test_db: &TestDatabase,
+    timeout: Duration,
+    calls: impl FnOnce() -> Vec<tokio::task::JoinHandle<Result<T, DbError>>>,
+) {
+    let lock = OutsideLock::take(test_db);
     let started = std::time::Instant::now();
-    let calls: Vec<_> = (0..6)
-        .map(|i| {
-            let db = db.clone();
-            let k = (i % 2 == 0).then(|| key(&format!("late {i}"), "h")).flatten();
-            tokio::spawn(async move { db.create_opportunity(opportunity(&format!("late {i}")), k).await })
-        })
-        .collect();
     let mut outcomes = Vec::new();
-    for call in calls {
+    for call in calls() {
         outcomes.push(call.await.unwrap());
     }
     let waited = started.elapsed();
-    // Hold the lock a while longer: a create still running must not slip in after the answer.
     tokio::time::sleep(Duration::from_millis(300)).await;
     lock.release();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -219,6 +214,23 @@ async fn creates_that_wait_past_the_timeout_are_refused_and_never_stored() {
         assert!(matches!(outcome, Err(DbError::Unavailable(_))), "{outcome:?}");
     }
     assert!(waited < timeout + Duration::from_secs(2), "answered after {waited:?} (timeout {timeout:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_that_wait_past_the_timeout_are_refused_and_never_stored() {
+    let test_db = TestDatabase::new();
+    let timeout = Duration::from_millis(500);
+    let db = open(&test_db, timeout);
+    refused_in_time_behind_a_lock(&test_db, timeout, || {
+        (0..6)
+            .map(|i| {
+                let db = db.clone();
+                let k = (i % 2 == 0).then(|| key(&format!("late {i}"), "h")).flatten();
+                tokio::spawn(async move { db.create_opportunity(opportunity(&format!("late {i}")), k).await })
+            })
+            .collect()
+    })
+    .await;
     assert_eq!(stored(&db).await, 0, "a create answered unavailable is never stored");
 }
 
@@ -352,28 +364,15 @@ async fn changes_that_wait_past_the_timeout_are_refused_and_never_stored() {
         ids.push(o.id);
         db.create_opportunity(o, None).await.unwrap();
     }
-    let lock = OutsideLock::take(&test_db);
-    let started = std::time::Instant::now();
-    let calls: Vec<_> = ids
-        .iter()
-        .map(|&id| {
-            let db = db.clone();
-            tokio::spawn(async move { retitle(&db, id, "late".into(), timeout).await })
-        })
-        .collect();
-    let mut outcomes = Vec::new();
-    for call in calls {
-        outcomes.push(call.await.unwrap());
-    }
-    let waited = started.elapsed();
-    // Hold the lock a while longer: a change still running must not slip in after the answer.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    lock.release();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for outcome in &outcomes {
-        assert!(matches!(outcome, Err(DbError::Unavailable(_))), "{outcome:?}");
-    }
-    assert!(waited < timeout + Duration::from_secs(2), "answered after {waited:?} (timeout {timeout:?})");
+    refused_in_time_behind_a_lock(&test_db, timeout, || {
+        ids.iter()
+            .map(|&id| {
+                let db = db.clone();
+                tokio::spawn(async move { retitle(&db, id, "late".into(), timeout).await })
+            })
+            .collect()
+    })
+    .await;
     for (i, &id) in ids.iter().enumerate() {
         assert_eq!(
             title_and_version(&db, id).await,
