@@ -215,9 +215,25 @@ diesel::define_sql_function! {
 
 fn apply_sqlite_pragmas(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
     unicode_lower_utils::register_impl(conn, |text: String| text.to_lowercase())?;
-    conn.batch_execute(&format!(
-        "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-    ))
+    conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))?;
+    // Switching a new file to WAL takes an exclusive lock, and SQLite answers "database is
+    // locked" at once, without its busy handler, when another process holds the file meanwhile
+    // (several processes started together on a new file): try again within the busy timeout.
+    let deadline = std::time::Instant::now() + Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS.into());
+    loop {
+        match conn.batch_execute("PRAGMA journal_mode = WAL;") {
+            Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => break other?,
+        }
+    }
+    conn.batch_execute("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+}
+
+/// Whether SQLite refused because another connection holds the file.
+fn is_locked(e: &diesel::result::Error) -> bool {
+    matches!(e, diesel::result::Error::DatabaseError(_, info) if info.message().contains("database is locked"))
 }
 
 /// A pooled PostgreSQL connection, and whether a call found it broken.
@@ -637,6 +653,30 @@ mod tests {
     fn tls_urls_need_the_tls_build() {
         assert_eq!(check_tls_support("postgres://h/db?sslmode=require").is_ok(), POSTGRES_TLS);
         assert!(check_tls_support("postgres://h/db?sslmode=disable").is_ok());
+    }
+
+    /// Processes started together on a new file all open it: the switch to WAL, which SQLite
+    /// refuses at once while another connection holds the file, is tried again. (Connections of
+    /// one process lock the file as separate processes do.)
+    #[test]
+    fn connections_opened_together_on_a_new_file_all_get_wal() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let opened: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        establish_sqlite(&path).map(drop).map_err(|e| format!("{e:#}"))
+                    })
+                })
+                .collect();
+            for handle in opened {
+                handle.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
     }
 
     #[test]
