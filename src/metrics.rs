@@ -1,5 +1,5 @@
 //! Metrics in the Prometheus text format, served on `GET /metrics`: calls by method and outcome,
-//! call latency, pool connections and database errors. Each application has its own registry,
+//! call latency, pool connections, queued writes and database errors. Each application has its own registry,
 //! so that several in one process (as in the tests) count apart.
 
 use prometheus::{
@@ -18,6 +18,7 @@ pub struct Metrics {
     db_errors: IntCounterVec,
     pool: IntGaugeVec,
     reachable: IntGauge,
+    queued: IntGauge,
     subscriptions: IntGauge,
     events_delivered: IntCounter,
     delivery_lag: Histogram,
@@ -64,6 +65,11 @@ impl Metrics {
             "1 when the last database call got a connection and an answer, 0 when it found the database unavailable",
         )
         .expect("valid metric");
+        let queued = IntGauge::new(
+            "database_writes_queued",
+            "Creates and changes waiting for a group-commit writer thread (grows when the database cannot keep up)",
+        )
+        .expect("valid metric");
         let subscriptions =
             IntGauge::new("subscriptions_live", "Live opportunity.subscribe subscriptions").expect("valid metric");
         let events_delivered =
@@ -87,6 +93,7 @@ impl Metrics {
             Box::new(db_errors.clone()),
             Box::new(pool.clone()),
             Box::new(reachable.clone()),
+            Box::new(queued.clone()),
             Box::new(subscriptions.clone()),
             Box::new(events_delivered.clone()),
             Box::new(delivery_lag.clone()),
@@ -105,6 +112,7 @@ impl Metrics {
             db_errors,
             pool,
             reachable,
+            queued,
             subscriptions,
             events_delivered,
             delivery_lag,
@@ -151,6 +159,7 @@ impl Metrics {
         self.pool.with_label_values(&["in_use"]).set(i64::from(in_use));
         self.pool.with_label_values(&["idle"]).set(i64::from(idle));
         self.reachable.set(i64::from(db.reachable()));
+        self.queued.set(i64::try_from(db.queued_writes()).unwrap_or(i64::MAX));
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")

@@ -466,6 +466,15 @@ impl Database {
         self.reachable.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Writes (creates and changes) waiting for a group-commit writer thread: the
+    /// `database_writes_queued` gauge. It stays near zero while the writers keep up.
+    pub fn queued_writes(&self) -> usize {
+        match &self.writer {
+            Writer::Sqlite(w) => w.queued(),
+            Writer::Postgres(w) => w.queued(),
+        }
+    }
+
     /// Connections in use and idle (as the pool holds them: alive or not).
     pub fn pool_state(&self) -> (u32, u32) {
         let state = match &self.pool {

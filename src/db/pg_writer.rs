@@ -91,6 +91,14 @@ impl PgWriter {
         Ok(Self { jobs, changes, timeout })
     }
 
+    /// Writes waiting for a writer thread, creates and changes (sent, not yet taken into a
+    /// group).
+    pub fn queued(&self) -> usize {
+        let waiting = |max: usize, free: usize| max - free;
+        waiting(self.jobs.max_capacity(), self.jobs.capacity())
+            + waiting(self.changes.max_capacity(), self.changes.capacity())
+    }
+
     /// Changes the opportunity `id` as `decide` says (see [`opportunity::change_postgres`]) in
     /// the next group of changes, and answers once that group is committed, or
     /// SERVICE_UNAVAILABLE by `gives_up` at the latest.

@@ -123,6 +123,11 @@ impl SqliteWriter {
         Ok(Self { jobs, timeout })
     }
 
+    /// Writes waiting for the writer thread (sent, not yet taken into a group).
+    pub fn queued(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
     /// Stores one opportunity (with its idempotency key) and answers once it is committed.
     pub async fn create(
         &self,

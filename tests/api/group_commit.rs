@@ -73,6 +73,32 @@ async fn stored(db: &Database) -> i64 {
     db.run(|conn| count(conn, None)).await.unwrap()
 }
 
+/// The writer threads of each kind (creates, changes) that [`open`] gives the database.
+fn writer_threads(db: &TestDatabase) -> usize {
+    if db.url.starts_with("postgres") { opportunity_service::db::pg_writer::writers(16) as usize } else { 1 }
+}
+
+/// Starts a write and returns once it is in a writer's queue: its first poll sends it there (the
+/// queue has room) and then waits for the answer. Calls started so queue in the order started,
+/// with no sleep guessing how long a call takes to reach the queue.
+async fn enqueue<T: Send + 'static>(
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let mut call = Box::pin(call);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+    assert!(first.is_pending(), "a write is answered only after its group commits");
+    tokio::spawn(call)
+}
+
+/// Waits until exactly `n` writes wait for a writer thread (the `database_writes_queued` gauge).
+async fn until_queued(db: &Database, n: usize) {
+    let started = std::time::Instant::now();
+    while db.queued_writes() != n {
+        assert!(started.elapsed() < Duration::from_secs(10), "{} writes queued, not {n}", db.queued_writes());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Creates `jobs` while every writer is blocked on the outside lock, so that they queue and go in
 /// as one group after it is released; returns their outcomes in order.
 async fn queued_behind_a_lock(
@@ -81,22 +107,21 @@ async fn queued_behind_a_lock(
     jobs: Vec<(Opportunity, Option<IdempotencyRecord>)>,
 ) -> Vec<Result<CreateOutcome, DbError>> {
     let lock = OutsideLock::take(test_db);
-    // Each blocker occupies one writer (there are at most a few); the spare ones queue with the
-    // jobs and are stored with them.
+    // Each blocker is taken by one writer, which then waits for the lock.
     let mut blockers = Vec::new();
-    for i in 0..4 {
-        let db = db.clone();
-        blockers
-            .push(tokio::spawn(async move { db.create_opportunity(opportunity(&format!("blocker {i}")), None).await }));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..writer_threads(test_db) {
+        let call = db.clone();
+        blockers.push(
+            enqueue(async move { call.create_opportunity(opportunity(&format!("blocker {i}")), None).await }).await,
+        );
+        until_queued(db, 0).await; // taken
     }
     let mut calls = Vec::new();
-    for (o, k) in jobs {
-        let db = db.clone();
-        calls.push(tokio::spawn(async move { db.create_opportunity(o, k).await }));
-        tokio::time::sleep(Duration::from_millis(20)).await; // keep the queue order
+    for (n, (o, k)) in jobs.into_iter().enumerate() {
+        let call = db.clone();
+        calls.push(enqueue(async move { call.create_opportunity(o, k).await }).await);
+        until_queued(db, n + 1).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     lock.release();
     for blocker in blockers {
         assert_eq!(blocker.await.unwrap().unwrap(), CreateOutcome::Created, "a blocker is stored");
@@ -130,7 +155,7 @@ async fn a_failing_create_does_not_fail_its_group() {
     assert!(matches!(outcomes[2], Err(DbError::Query(_))), "the twin fails alone: {:?}", outcomes[2]);
     assert!(matches!(outcomes[3], Ok(CreateOutcome::Created)), "{:?}", outcomes[3]);
     assert!(matches!(outcomes[4], Ok(CreateOutcome::Created)), "{:?}", outcomes[4]);
-    assert_eq!(stored(&db).await, 4 + 4, "four blockers, a, twin, b, c");
+    assert_eq!(stored(&db).await, writer_threads(&test_db) as i64 + 4, "the blockers, a, twin, b, c");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +187,7 @@ async fn keys_in_a_group_replay_and_refuse_reuse() {
             CreateOutcome::Created,
         ]
     );
-    assert_eq!(stored(&db).await, 4 + 4, "four blockers, plain, k1, other key, plain too");
+    assert_eq!(stored(&db).await, writer_threads(&test_db) as i64 + 4, "the blockers, plain, k1, other key, plain too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +198,7 @@ async fn a_group_of_every_chunk_size_is_stored_whole() {
     let jobs = (0..127).map(|i| (opportunity(&format!("chunked {i}")), None)).collect();
     let outcomes = queued_behind_a_lock(&test_db, &db, jobs).await;
     assert!(outcomes.iter().all(|o| matches!(o, Ok(CreateOutcome::Created))), "{outcomes:?}");
-    assert_eq!(stored(&db).await, 127 + 4);
+    assert_eq!(stored(&db).await, 127 + writer_threads(&test_db) as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,12 +327,13 @@ async fn a_failing_change_does_not_fail_its_group_and_each_change_has_one_event(
         (ids[5], "d once".to_string()),
         (ids[5], "d twice".to_string()), // the same opportunity again, in order
     ];
-    for (id, title) in changes {
-        let db = db.clone();
-        calls.push(tokio::spawn(async move { retitle(&db, id, title, timeout).await }));
-        tokio::time::sleep(Duration::from_millis(50)).await; // keep the queue order
+    let blockers = writer_threads(&test_db);
+    for (i, (id, title)) in changes.into_iter().enumerate() {
+        let call = db.clone();
+        calls.push(enqueue(async move { retitle(&call, id, title, timeout).await }).await);
+        // The first ones are taken by the writers, which wait for the lock; the others queue.
+        until_queued(&db, (i + 1).saturating_sub(blockers)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     lock.release();
     let mut outcomes = Vec::new();
     for call in calls {
@@ -409,7 +435,10 @@ async fn sqlite_commits_reach_the_database_file_and_the_log_stays_small() {
     }
     // The writer's commits only append to the log; the checkpointer copies them into the
     // database file (at most every 100 ms) so that the log is reused instead of growing.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    while size(&path) <= empty + 1_000_000 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let file = size(&path);
     assert!(file > empty + 1_000_000, "2,000 creates reached the database file: {empty} -> {file} bytes");
     assert!(largest_wal < 16 << 20, "the log stayed small: {largest_wal} bytes at the most");

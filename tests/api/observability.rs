@@ -37,6 +37,7 @@ async fn metrics_count_calls_by_method_and_outcome() {
     assert!(sample(&text, r#"database_pool_connections{state="in_use"}"#).is_some(), "{text}");
     assert_eq!(sample(&text, r#"database_errors_total{kind="unavailable"}"#), Some(0.0), "{text}");
     assert_eq!(sample(&text, "database_reachable"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "database_writes_queued"), Some(0.0), "every write answered: {text}");
 }
 
 #[tokio::test]
