@@ -1,10 +1,11 @@
 //! Work-arounds for where jsonrpsee reads or answers JSON-RPC 2.0 differently from the contract,
 //! in one place, each with its unit tests: ids it cannot hold (numbers beyond u64, which it
 //! would take for notifications), ids JSON-RPC forbids, the by-name params of
-//! `opportunity.unsubscribe`, and the probe that finds the error objects jsonrpsee made itself
+//! `opportunity.unsubscribe`, an unsubscribe that arrives before jsonrpsee registered the
+//! subscription it answered, and the probe that finds the error objects jsonrpsee made itself
 //! (the rewriting into §4's shape is `error::normalize_error_value`). The HTTP edge (`http.rs`)
 //! and the WebSocket relay (`ws.rs`) apply them on the way in and out; the RPC middleware
-//! (`rpc/mod.rs`) the by-name unsubscribe.
+//! (`rpc/mod.rs`) the two about unsubscribing.
 
 use hyper::body::Bytes;
 
@@ -145,6 +146,64 @@ pub fn unsubscribe_params(
     }
 }
 
+/// Marks a subscription of a connection as being accepted, until dropped. jsonrpsee answers a
+/// subscribe with its id *before* it registers the subscription (`PendingSubscriptionSink::
+/// accept`, its TODO #1052): an unsubscribe sent as soon as the id arrives can find nothing,
+/// answer `false` and leave the subscription running. [`unsubscribed`] waits for the
+/// connection's accepts in progress before it believes a `false`.
+#[derive(Debug)]
+pub struct Accepting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Accepting {
+    pub fn start(count: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How long an unsubscribe waits, at most, for the accepts in progress on its connection (an
+/// accept is one send to the connection's own queue: it takes microseconds unless that queue is
+/// full).
+const ACCEPT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether an answer of `opportunity.unsubscribe` is `false` (no such subscription).
+fn answered_false(response: &jsonrpsee::server::middleware::rpc::MethodResponse) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        result: Option<bool>,
+    }
+    serde_json::from_str::<Answer>(response.as_json().get()).is_ok_and(|a| a.result == Some(false))
+}
+
+/// Runs an `opportunity.unsubscribe` through `inner`; when it finds no subscription while
+/// subscriptions of the same connection are being accepted, waits for those accepts and asks
+/// once more, so that an id is never refused for arriving before jsonrpsee registered it.
+pub async fn unsubscribed<S>(
+    inner: &S,
+    request: jsonrpsee::types::Request<'_>,
+    accepting: &std::sync::atomic::AtomicUsize,
+) -> jsonrpsee::server::middleware::rpc::MethodResponse
+where
+    S: jsonrpsee::core::middleware::RpcServiceT<MethodResponse = jsonrpsee::server::middleware::rpc::MethodResponse>,
+{
+    let again = request.clone();
+    let response = inner.call(request).await;
+    if !answered_false(&response) || accepting.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        return response;
+    }
+    let started = std::time::Instant::now();
+    while accepting.load(std::sync::atomic::Ordering::SeqCst) > 0 && started.elapsed() < ACCEPT_WAIT {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    inner.call(again).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +267,18 @@ mod tests {
         assert!(!has_raw_error(br#"{"jsonrpc":"2.0","id":1,"result":{"error":{"code":1}}}"#));
         assert!(has_raw_error(br#"[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":2,"error":{"code":1}}]"#));
         assert!(!has_raw_error(br#"[{"jsonrpc":"2.0","id":1,"result":1}]"#));
+    }
+
+    #[test]
+    fn only_a_false_result_is_answered_false() {
+        use jsonrpsee::ResponsePayload;
+        use jsonrpsee::server::middleware::rpc::MethodResponse;
+        use jsonrpsee::types::{ErrorObject, Id};
+        let answer = |result: bool| MethodResponse::response(Id::Number(1), ResponsePayload::success(result), 1 << 20);
+        assert!(answered_false(&answer(false)));
+        assert!(!answered_false(&answer(true)));
+        let error = MethodResponse::error(Id::Number(1), ErrorObject::owned(-32602, "bad", None::<()>));
+        assert!(!answered_false(&error));
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct CallContext {
     pub repeated: Vec<(&'static str, &'static str)>,
     /// Whether the HTTP body is a batch (set once the body is read).
     pub in_batch: bool,
+    /// Subscriptions of this connection being accepted (shared by the calls of a WebSocket):
+    /// see [`crate::compat::Accepting`].
+    pub accepting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CallContext {
@@ -83,6 +86,7 @@ impl CallContext {
             in_batch: false,
             websocket: false,
             trace: String::new(),
+            accepting: Default::default(),
         }
     }
 

@@ -428,7 +428,9 @@ pub fn register(module: &mut RpcModule<AppState>) -> anyhow::Result<()> {
                     return Ok(());
                 }
             };
+            let accepting = context.map(|c| crate::compat::Accepting::start(&c.accepting));
             let Ok(sink) = pending.accept().await else { return Ok(()) };
+            drop(accepting);
             let _live = state.metrics.subscription_started();
             run(state.clone(), sink, follow, start, live, expires_at).await
         },

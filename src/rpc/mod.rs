@@ -243,7 +243,14 @@ where
                 user = user.map(tracing::field::display),
                 workspace = tracing::field::Empty
             );
-            let response = normalize(id, inner.call(request).instrument(span.clone()).await);
+            let accepting = (method == changes::UNSUBSCRIBE).then(|| context.map(|c| c.accepting.clone())).flatten();
+            let answer = match accepting {
+                Some(accepting) => {
+                    crate::compat::unsubscribed(&inner, request, &accepting).instrument(span.clone()).await
+                }
+                None => inner.call(request).instrument(span.clone()).await,
+            };
+            let response = normalize(id, answer);
             let elapsed = started.elapsed();
             let outcome = match response.as_error_code() {
                 None => "OK",

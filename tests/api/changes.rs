@@ -469,3 +469,34 @@ async fn a_subscription_ends_unauthorized_when_its_token_expires() {
     assert_eq!(ending["params"]["error"]["code"], -32001, "{ending}");
     assert_eq!(ending["params"]["error"]["data"]["code"], "UNAUTHORIZED");
 }
+
+/// jsonrpsee answers a subscribe before it registers the subscription: an unsubscribe sent the
+/// moment the id arrives must still find it (`true`), end it, and free its place among the 16.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribe_sent_as_soon_as_the_id_arrives_ends_the_subscription() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let mut ws = RawWs::connect(&app, &token).await;
+    let answer = async |ws: &mut RawWs, text: String| -> Value {
+        ws.send_text(&text).await;
+        serde_json::from_str(&ws.next_text(Duration::from_secs(5)).await.expect("an answer")).unwrap()
+    };
+    for round in 0..100 {
+        let subscribe = json!({"jsonrpc": "2.0", "id": 1, "method": "opportunity.subscribe", "params": {}});
+        let subscribed = answer(&mut ws, subscribe.to_string()).await;
+        let id = subscribed["result"].clone();
+        assert!(id.is_string() || id.is_number(), "round {round}: {subscribed}");
+        let params = if round % 2 == 0 { json!([id]) } else { json!({"subscription": id}) };
+        let unsubscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "opportunity.unsubscribe", "params": params});
+        let unsubscribed = answer(&mut ws, unsubscribe.to_string()).await;
+        assert_eq!(unsubscribed["result"], true, "round {round}: {unsubscribed}");
+    }
+    // Nothing of the 100 is left: a create reaches no one, and 16 new ones fit.
+    create(&app, &token, json!({})).await;
+    assert_eq!(ws.next_text(Duration::from_millis(1500)).await, None, "no notification after unsubscribing");
+    for n in 0..16 {
+        let subscribe = json!({"jsonrpc": "2.0", "id": 3, "method": "opportunity.subscribe", "params": {}});
+        let subscribed = answer(&mut ws, subscribe.to_string()).await;
+        assert!(subscribed.get("result").is_some(), "subscription {n} of 16: {subscribed}");
+    }
+}
