@@ -10,6 +10,7 @@
 //! across a failover, where a listening connection would be lost silently.)
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -38,14 +39,28 @@ pub struct Batch {
 #[derive(Debug, Clone)]
 pub struct Feed {
     batches: broadcast::Sender<Arc<Batch>>,
+    /// The highest head this process has read: every position up to it was handed out.
+    known_head: Arc<AtomicI64>,
 }
 
 impl Feed {
     /// Starts following the database's events.
     pub fn start(db: Database) -> Self {
         let (batches, _) = broadcast::channel(BATCHES);
-        tokio::spawn(follow(db, batches.clone()));
-        Self { batches }
+        let known_head = Arc::new(AtomicI64::new(0));
+        tokio::spawn(follow(db, batches.clone(), known_head.clone()));
+        Self { batches, known_head }
+    }
+
+    /// Whether `position` was handed out: known without a query when it is at most the last
+    /// head read here (at most [`POLL_INTERVAL`] old), else the head is read again.
+    pub async fn was_issued(&self, db: &Database, position: i64) -> Result<bool, crate::db::DbError> {
+        if position <= self.known_head.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let head = db.run(events::head).await?;
+        self.known_head.fetch_max(head, Ordering::Relaxed);
+        Ok(position <= head)
     }
 
     /// Live batches from now on.
@@ -54,7 +69,7 @@ impl Feed {
     }
 }
 
-async fn follow(db: Database, batches: broadcast::Sender<Arc<Batch>>) {
+async fn follow(db: Database, batches: broadcast::Sender<Arc<Batch>>, known_head: Arc<AtomicI64>) {
     let mut last: Option<i64> = None;
     let mut failures = 0u32;
     loop {
@@ -74,6 +89,7 @@ async fn follow(db: Database, batches: broadcast::Sender<Arc<Batch>>) {
                 continue;
             }
         };
+        known_head.fetch_max(head, Ordering::Relaxed);
         if failures > 0 {
             tracing::info!(failures, "the change feed reads the database again");
             failures = 0;

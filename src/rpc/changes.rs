@@ -60,8 +60,10 @@ fn include(raw: &RawValue) -> Result<bool, String> {
 /// `since`: an event id in the form this service issues.
 fn since(raw: &RawValue) -> Result<i64, String> {
     let text = params::string(raw).map_err(|_| "must be an eventId string".to_string())?;
-    parse_event_id(&text).ok_or_else(|| "is not an eventId this service issued".to_string())
+    parse_event_id(&text).ok_or_else(|| NEVER_ISSUED.to_string())
 }
+
+const NEVER_ISSUED: &str = "is not an eventId this service issued";
 
 /// One enum value or an array of them; `None` matches all.
 fn enum_filter(
@@ -115,16 +117,27 @@ impl Follow {
     }
 }
 
-fn read_follow(
+/// Reads the params of `opportunity.changes` or `opportunity.subscribe`, every problem at once
+/// (a `since` past the feed's head among them: it was never issued), then the workspace grant.
+async fn read_follow(
+    state: &AppState,
     params: Option<&str>,
     context: Option<&CallContext>,
     principal: &crate::auth::Principal,
     fields: &[&str],
+    request_id: Uuid,
 ) -> Result<(Follow, Option<i64>), ApiError> {
     let mut reader = FieldReader::new_or_empty(params);
     reader.refuse_unknown(fields);
     let visible = reader.optional("include", include).unwrap_or(false);
     let since = reader.optional("since", since);
+    if let Some(position) = since {
+        let issued =
+            state.feed.was_issued(&state.db, position).await.map_err(|e| db_failure(e, request_id, &state.metrics))?;
+        if !issued {
+            reader.failure.field("since", NEVER_ISSUED);
+        }
+    }
     let mut limit = None;
     let (mut stages, mut pipeline_types, mut owner_user_id) = (None, None, None);
     if fields.contains(&"limit") {
@@ -167,7 +180,7 @@ fn expired() -> ApiError {
 /// Refuses a `since` that was never issued or whose events are gone.
 fn check_since(since: Option<i64>, head: i64, purged_through: i64) -> Result<(), ApiError> {
     match since {
-        Some(s) if s > head => Err(since_error("is not an eventId this service issued")),
+        Some(s) if s > head => Err(since_error(NEVER_ISSUED)),
         Some(s) if s < purged_through => Err(expired()),
         _ => Ok(()),
     }
@@ -181,7 +194,7 @@ pub async fn changes(
     request_id: Uuid,
 ) -> Result<Box<RawValue>, ApiError> {
     let principal = caller::principal(context, Access::Read)?;
-    let (follow, limit) = read_follow(params, context, principal, CHANGES_FIELDS)?;
+    let (follow, limit) = read_follow(state, params, context, principal, CHANGES_FIELDS, request_id).await?;
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     let reader = follow.reader;
     let since = follow.since;
@@ -409,7 +422,8 @@ pub fn register(module: &mut RpcModule<AppState>) -> anyhow::Result<()> {
             let context = extensions.get::<CallContext>();
             let prepared = async {
                 let principal = caller::principal(context, Access::Read)?;
-                let (follow, _) = read_follow(params.as_str(), context, principal, SUBSCRIBE_FIELDS)?;
+                let (follow, _) =
+                    read_follow(&state, params.as_str(), context, principal, SUBSCRIBE_FIELDS, request_id).await?;
                 // Live batches from before the head is read: nothing falls between the two.
                 let live = state.feed.subscribe();
                 let page = state

@@ -98,6 +98,40 @@ async fn bad_since_and_limits_are_refused() {
     assert_eq!(r["error"]["data"]["formErrors"], json!(["unknown field \"cursor\""]));
 }
 
+/// A well-formed `since` past the feed's head is a params problem like the others: reported with
+/// them, and before the workspace grant (§4's order), over HTTP and on a subscribe.
+#[tokio::test]
+async fn a_since_never_issued_is_reported_with_the_other_problems_and_before_the_grant() {
+    let app = spawn_app().await;
+    let token = app.token();
+    create(&app, &token, json!({})).await;
+    let head = changes(&app, &token, json!({})).await["nextSince"].as_str().unwrap().to_string();
+    let beyond = format!("{:020}", head.parse::<i64>().unwrap() + 100_000);
+    let r = call(&app, &token, "opportunity.changes", json!({"since": beyond, "limit": 0, "foo": 1})).await;
+    field_errors(&r, &["since", "limit"]);
+    assert_eq!(r["error"]["data"]["formErrors"], json!(["unknown field \"foo\""]), "{r}");
+    let elsewhere = Uuid::new_v4().to_string();
+    let r = call(&app, &token, "opportunity.changes", json!({"since": beyond, "workspaceId": elsewhere})).await;
+    field_errors(&r, &["since"]);
+
+    let ws = app.ws(&[("authorization", &format!("Bearer {token}"))]).await;
+    for (params, fields) in [
+        (json!({"since": beyond, "stage": ["bogus"]}), vec!["since", "stage.0"]),
+        (json!({"since": beyond, "workspaceId": elsewhere}), vec!["since"]),
+    ] {
+        let mut object = ObjectParams::new();
+        for (k, v) in params.as_object().unwrap() {
+            object.insert(k, v.clone()).unwrap();
+        }
+        let refused = ws.subscribe::<Value, _>("opportunity.subscribe", object, "opportunity.unsubscribe").await;
+        let envelope = ws_envelope(refused.map(|_| Value::Null));
+        field_errors(&envelope, &fields);
+    }
+    // An issued one is still accepted.
+    let first = changes(&app, &token, json!({"since": "00000000000000000000"})).await;
+    assert_eq!(events(&first).len(), 1, "{first}");
+}
+
 #[tokio::test]
 async fn events_reach_the_readers_who_can_read_the_opportunity_after_or_before() {
     let app = spawn_app().await;
