@@ -314,27 +314,40 @@ pub async fn list(
     let (mut query, cursor) = read_list(&mut reader);
     let named = caller::named_workspace(&mut reader, context);
     let mut all = std::mem::take(&mut reader.failure);
-    // A cursor that is not ours is reported with the other problems; whether it belongs to
-    // this query can only be told once the workspace is known.
-    if let Some(cursor) = &cursor
-        && let Err(message) = verify_cursor(&state.cursor_key, cursor)
-    {
-        all.field("cursor", message);
+    // A cursor that is not ours, or that belongs to another query, is reported with the other
+    // problems, before the workspace grant (§4's order). The query it must match is the one
+    // asked for: in the workspace named, else the token's only one; it is only known when no
+    // field the cursor is bound to has a problem (`limit` is not one of them).
+    let asked = named.or_else(|| principal.resolve_workspace(None, &mut ValidationFailure::default()).ok().flatten());
+    let bound_fields_valid = all.field_errors.keys().all(|f| matches!(f.split('.').next(), Some("limit" | "cursor")));
+    let mut position = None;
+    if let Some(cursor) = &cursor {
+        match verify_cursor(&state.cursor_key, cursor) {
+            Err(message) => all.field("cursor", message),
+            Ok(_) => {
+                if let Some(workspace) = asked.filter(|_| bound_fields_valid) {
+                    query.workspace = workspace;
+                    match decode_cursor(&state.cursor_key, &query, cursor) {
+                        Ok(decoded) => position = Some(decoded),
+                        Err(message) => all.field("cursor", message),
+                    }
+                }
+            }
+        }
     }
     let workspace = caller::workspace(principal, named, all)?;
     query.workspace = workspace;
     if let Some(cursor) = &cursor {
-        match decode_cursor(&state.cursor_key, &query, cursor) {
-            Ok((value, id, as_of)) => {
-                query.after = Some((value, id));
-                query.as_of = Some(as_of);
-            }
-            Err(message) => {
+        let (value, id, as_of) = match position {
+            Some(decoded) => decoded,
+            None => decode_cursor(&state.cursor_key, &query, cursor).map_err(|message| {
                 let mut failure = ValidationFailure::default();
                 failure.field("cursor", message);
-                return Err(ApiError::InvalidParams(failure));
-            }
-        }
+                ApiError::InvalidParams(failure)
+            })?,
+        };
+        query.after = Some((value, id));
+        query.as_of = Some(as_of);
     }
     let q = query.clone();
     let (items, more, head) = state

@@ -568,6 +568,25 @@ async fn cursors_belong_to_their_query_and_cannot_be_altered() {
     let other_ws = token_for(app.user, &[Uuid::new_v4()], ALL_SCOPES);
     let r = call(&app, &other_ws, "opportunity.list", json!({"stage": ["lead", "won"], "cursor": cursor})).await;
     field_errors(&r, &["cursor"]);
+    // A cursor of another query is a params problem like the others: reported with them, and
+    // before a workspace that is not granted (§4's order).
+    let r = call(
+        &app,
+        &token,
+        "opportunity.list",
+        json!({"stage": ["lead", "won"], "order": "asc", "limit": 0, "cursor": cursor}),
+    )
+    .await;
+    field_errors(&r, &["cursor", "limit"]);
+    let elsewhere = Uuid::new_v4().to_string();
+    let r =
+        call(&app, &token, "opportunity.list", json!({"stage": ["lead"], "workspaceId": elsewhere, "cursor": cursor}))
+            .await;
+    field_errors(&r, &["cursor"]);
+    // Where a field the cursor is bound to is itself wrong, that field is the problem.
+    let r = call(&app, &token, "opportunity.list", json!({"stage": ["lead", "bogus"], "cursor": cursor})).await;
+    field_errors(&r, &["stage.1"]);
+    assert!(r["error"]["data"]["fieldErrors"].get("cursor").is_none(), "{r}");
 }
 
 /// Pages through a list ordered by `field` while, between pages, others create, archive one
