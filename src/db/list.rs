@@ -16,6 +16,15 @@ use super::opportunity::{PgStored, SqliteStored, sqlite_instant};
 use super::{DbConn, DbError};
 use crate::domain::opportunity::{Money, Opportunity};
 
+/// The case folding of `titleContains`, on both sides of the match: Unicode lowercasing with
+/// the final sigma `ς` taken as `σ` (lowercasing writes `Σ` as `ς` at the end of a word, so
+/// that `ΟΔΟΣ` and a search for `Σ` would not meet otherwise). SQLite runs this function on the
+/// title (`unicode_lower`); PostgreSQL runs the same rules itself, with ICU's lowercasing where
+/// the server has ICU (it follows Unicode as Rust does, whatever the database's own locale).
+pub fn fold_case(text: &str) -> String {
+    text.to_lowercase().replace('ς', "σ")
+}
+
 /// The field a list is ordered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OrderBy {
@@ -117,7 +126,7 @@ pub struct ListQuery {
     pub expected_close_from: Option<DateTime<Utc>>,
     pub expected_close_to: Option<DateTime<Utc>>,
     pub updated_since: Option<DateTime<Utc>>,
-    /// Already lowercased.
+    /// Already folded ([`fold_case`]).
     pub title_contains: Option<String>,
     pub order_by: Option<OrderBy>,
     pub descending: bool,
@@ -251,9 +260,12 @@ impl Statement {
         if let Some(needle) = &q.title_contains {
             // A literal substring: no LIKE, so `%`, `_` and `\` are themselves.
             match backend {
-                Backend::Postgres => {
-                    s.push(" AND strpos(lower(title), ").bind(Bind::Text(needle.clone())).push(") > 0")
-                }
+                Backend::Postgres => s
+                    .push(" AND strpos(translate(lower(title")
+                    .push(if super::postgres_has_icu() { r#" COLLATE "und-x-icu""# } else { "" })
+                    .push("), 'ς', 'σ'), ")
+                    .bind(Bind::Text(needle.clone()))
+                    .push(") > 0"),
                 Backend::Sqlite => {
                     s.push(" AND instr(unicode_lower(title), ").bind(Bind::Text(needle.clone())).push(") > 0")
                 }

@@ -208,13 +208,13 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
 }
 
 diesel::define_sql_function! {
-    /// Unicode lowercasing for SQLite, whose own `lower()` only knows ASCII: the case-insensitive
-    /// `titleContains` of `opportunity.list` matches `É` with `é` on both backends.
+    /// The case folding of `titleContains` ([`list::fold_case`]) for SQLite, whose own `lower()`
+    /// only knows ASCII: `opportunity.list` matches `É` with `é`, `Σ` with `ς`, on both backends.
     fn unicode_lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
 }
 
 fn apply_sqlite_pragmas(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
-    unicode_lower_utils::register_impl(conn, |text: String| text.to_lowercase())?;
+    unicode_lower_utils::register_impl(conn, |text: String| list::fold_case(&text))?;
     conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))?;
     // Switching a new file to WAL takes an exclusive lock, and SQLite answers "database is
     // locked" at once, without its busy handler, when another process holds the file meanwhile
@@ -361,6 +361,15 @@ fn establish_postgres(url: &str) -> anyhow::Result<PgConnection> {
 /// down, each pending connection logs its failure once per this interval.
 const PG_RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
+/// Whether the PostgreSQL server has ICU's root collation (`und-x-icu`), read when the service
+/// connects: `titleContains` lowercases with it, so that case is ignored beyond ASCII whatever
+/// the database's own locale (a database created with `LC_CTYPE 'C'` lowercases ASCII only).
+static POSTGRES_ICU: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn postgres_has_icu() -> bool {
+    POSTGRES_ICU.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The key of the PostgreSQL advisory lock migrations run under ("oppsvc-m").
 const MIGRATION_LOCK: i64 = 0x6f70_7073_7663_2d6d;
 
@@ -382,6 +391,12 @@ pub fn migrate(url: &DatabaseUrl) -> anyhow::Result<usize> {
         }
         DatabaseUrl::Postgres(u) => {
             let mut conn = establish_postgres(u)?;
+            let icu = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                "EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu')",
+            ))
+            .get_result::<bool>(&mut conn)
+            .map_err(|e| failed(&e))?;
+            POSTGRES_ICU.store(icu, std::sync::atomic::Ordering::Relaxed);
             diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
                 .execute(&mut conn)
                 .map_err(|e| failed(&e))?;

@@ -243,7 +243,7 @@ fn read_list(reader: &mut FieldReader<'_>) -> (ListQuery, Option<String>) {
     let title_contains = reader.optional("titleContains", params::string).and_then(|t| {
         let chars = t.chars().count();
         if (1..=MAX_TITLE_CHARS).contains(&chars) {
-            Some(t.to_lowercase())
+            Some(crate::db::list::fold_case(&t))
         } else {
             reader.failure.field("titleContains", format!("must be between 1 and {MAX_TITLE_CHARS} characters"));
             None

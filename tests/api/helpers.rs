@@ -35,6 +35,12 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// A fresh database on the backend this run tests.
     pub fn new() -> Self {
+        Self::with_options("")
+    }
+
+    /// A fresh database; on PostgreSQL created with `options` after `CREATE DATABASE name`
+    /// (`TEMPLATE template0 LC_CTYPE 'C'`, say).
+    pub fn with_options(options: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         match std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
             None => {
@@ -50,7 +56,9 @@ impl TestDatabase {
                 let mut conn = diesel::PgConnection::establish(&admin).unwrap_or_else(|e| {
                     panic!("TEST_DATABASE_URL is set but PostgreSQL does not answer at {admin}: {e}")
                 });
-                diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).expect("create test database");
+                diesel::sql_query(format!("CREATE DATABASE {name} {options}"))
+                    .execute(&mut conn)
+                    .expect("create test database");
                 let base =
                     admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("TEST_DATABASE_URL names a database");
                 let url = format!("{base}/{name}");
@@ -116,7 +124,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the application on a fresh database with extra command-line flags.
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
-    let db = TestDatabase::new();
+    spawn_app_on(TestDatabase::new(), extra).await
+}
+
+/// Starts the application on `db` with extra command-line flags.
+pub async fn spawn_app_on(db: TestDatabase, extra: &[&str]) -> TestApp {
     let app = Application::build(&settings(&db, extra)).await.expect("application builds");
     let addr = app.local_addr();
     let handle = app.start();

@@ -544,6 +544,42 @@ async fn list_filters_match_the_contract() {
     assert_eq!(ids_of(&r), [id(&accented).to_string()].into());
 }
 
+/// `titleContains` ignores case beyond ASCII the same way on both backends, and on PostgreSQL
+/// whatever the database's locale: here one created with `LC_CTYPE 'C'`, whose own `lower()`
+/// knows ASCII only.
+#[tokio::test]
+async fn title_contains_ignores_case_beyond_ascii_whatever_the_database_locale() {
+    let db = TestDatabase::with_options("TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'");
+    let app = spawn_app_on(db, &[]).await;
+    let token = app.token();
+    let greek = id(&create(&app, &token, json!({"title": "ΟΔΟΣ Athens"})).await).to_string();
+    let turkish = id(&create(&app, &token, json!({"title": "İstanbul depot"})).await).to_string();
+    let french = id(&create(&app, &token, json!({"title": "ÉCOLE Chiller"})).await).to_string();
+    let german = id(&create(&app, &token, json!({"title": "Straße 5 fire panel"})).await).to_string();
+    for (needle, found) in [
+        ("ΟΔΟΣ Athens", &greek),
+        ("ΟΔΟΣ", &greek),
+        ("οδος", &greek),
+        ("οδοσ", &greek),
+        ("Σ", &greek),
+        ("ς a", &greek),
+        ("İstanbul", &turkish),
+        ("İSTANBUL", &turkish),
+        ("école", &french),
+        ("ÉCOLE", &french),
+        ("STRASSE", &german), // no match: ß lowercases to itself, it is not folded to "ss"
+        ("STRAßE", &german),
+        ("straße", &german),
+    ] {
+        let r = call(&app, &token, "opportunity.list", json!({"titleContains": needle})).await;
+        let ids_of = |r: &Value| -> BTreeSet<String> {
+            ok(r)["items"].as_array().unwrap().iter().map(|o| id(o).to_string()).collect()
+        };
+        let want: BTreeSet<String> = if needle == "STRASSE" { BTreeSet::new() } else { [found.clone()].into() };
+        assert_eq!(ids_of(&r), want, "titleContains {needle:?}: {r}");
+    }
+}
+
 #[tokio::test]
 async fn cursors_belong_to_their_query_and_cannot_be_altered() {
     let app = spawn_app().await;

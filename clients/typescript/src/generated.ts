@@ -440,6 +440,9 @@ export interface ListOpportunitiesParams {
   expectedCloseFrom?: DateTimeInput;
   expectedCloseTo?: DateTimeInput;
   updatedSince?: DateTimeInput;
+  /**
+   * Literal substring of the title, compared in Unicode lowercase (final sigma as sigma): `café` finds `Éclairage CAFÉ`.
+   */
   titleContains?: string;
   orderBy?: ListOrderBy;
   order?: SortOrder;
