@@ -249,12 +249,8 @@ pub async fn create(
     for (field, header) in &context.repeated {
         failure.field(*field, format!("the {header} header was sent more than once; send it once"));
     }
-    let named = input.workspace_id.take();
-    let workspace =
-        if failure.has_field("workspaceId") { None } else { principal.resolve_workspace(named, &mut failure)? };
-    failure.into_result().map_err(ApiError::InvalidParams)?;
-    let workspace = workspace.expect("a workspace once the params are valid");
-    tracing::Span::current().record("workspace", tracing::field::display(workspace));
+    // Every problem of the params first, then the grant of the workspace (§4's order).
+    let workspace = super::caller::workspace(principal, input.workspace_id.take(), failure)?;
     if input.visibility_mode == Some(VisibilityMode::Global) {
         principal.require_scope(SCOPE_GLOBAL)?;
     }

@@ -654,6 +654,21 @@ async fn a_workspace_outside_the_token_is_forbidden() {
     let response = call(&app, &[("authorization", &token), ("x-workspace-id", &outside_s)], valid_params()).await;
     assert_forbidden(&response, "outside workspace in the header");
 
+    // Bad params are reported before the grant is checked (§4's order), wherever the workspace
+    // is named.
+    let mut bad = valid_params();
+    bad["title"] = json!("");
+    bad["probability"] = json!(101);
+    let mut named = bad.clone();
+    named["workspaceId"] = json!(outside_s);
+    for (params, headers) in [
+        (named, vec![("authorization", token.as_str())]),
+        (bad, vec![("authorization", token.as_str()), ("x-workspace-id", outside_s.as_str())]),
+    ] {
+        let response = call(&app, &headers, params).await;
+        field_errors(&response, &["title", "probability"]);
+    }
+
     assert_eq!(app.count(None).await, 0);
 }
 
