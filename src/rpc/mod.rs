@@ -298,7 +298,8 @@ where
             for answer in answers.into_iter().flatten() {
                 any = true;
                 if let Err(too_big) = builder.append(answer) {
-                    return too_big;
+                    // jsonrpsee's own -32011, in §4's shape (as a single answer over the limit).
+                    return normalize(Id::Null, too_big);
                 }
             }
             if any { MethodResponse::from_batch(builder.finish()) } else { MethodResponse::notification() }

@@ -559,3 +559,30 @@ async fn notifications_are_executed_without_an_answer() {
     assert_eq!(body, json!(""), "no body at all");
     assert_eq!(app.count(None).await, 3, "JSON-RPC 2.0 processes notifications");
 }
+
+/// An answer over MAX_RESPONSE_BYTES, of a single call or of a whole batch, is an error in §4's
+/// shape (INTERNAL_SERVER_ERROR with a request id), not jsonrpsee's own -32008/-32011.
+#[tokio::test]
+async fn answers_over_max_response_bytes_are_refused_in_the_contracts_shape() {
+    let app = spawn_app_with(&["--max-response-bytes", "3000"]).await;
+    let token = app.token();
+    for _ in 0..5 {
+        assert!(app.create(valid_params()).await.get("result").is_some());
+    }
+    // One opportunity is about 900 bytes of JSON.
+    let list = |id: i64, limit: i64| request(json!(id), "opportunity.list", json!({"limit": limit}));
+    let batch = json!([list(1, 2), list(2, 2)]);
+    let single = list(3, 5);
+    for body in [batch, single] {
+        let (status, response) = app.post(&body, &token).await;
+        assert_eq!(status, 200, "{response}");
+        let error = &response["error"];
+        assert_eq!(error["code"], -32603, "{body}: {response}");
+        assert_eq!(error["data"]["code"], "INTERNAL_SERVER_ERROR", "{response}");
+        assert_eq!(error["data"]["httpStatus"], 500, "{response}");
+        assert!(error["data"]["requestId"].is_string(), "{response}");
+    }
+    // Within the limit, the same batch is answered.
+    let (_, response) = app.post(&json!([list(4, 1)]), &token).await;
+    assert!(response[0]["result"]["items"].is_array(), "{response}");
+}
