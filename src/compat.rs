@@ -26,9 +26,14 @@ pub struct IdSwap {
 pub enum Swapped {
     Unchanged,
     Body(Bytes, Vec<IdSwap>),
-    /// A single request whose id is of a type JSON-RPC forbids.
-    Invalid,
+    /// A single request that is refused: its id is of a type JSON-RPC forbids, or a member
+    /// appears twice; the message says which.
+    Invalid(&'static str),
 }
+
+/// Why a single request is refused before it runs.
+pub const BAD_ID: &str = "the id must be one string, number or null";
+pub const DUPLICATE_MEMBER: &str = "a member of the request appears twice";
 
 /// jsonrpsee reads numeric ids only as u64, and takes a request whose id it cannot read for a
 /// notification. Numeric ids it cannot hold are swapped for unique string placeholders (put back
@@ -68,17 +73,17 @@ pub fn swap_unsupported_ids(body: &Bytes) -> Swapped {
                     && e.to_string().contains("duplicate field")
                     && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() =>
             {
-                return Swapped::Invalid;
+                return Swapped::Invalid(DUPLICATE_MEMBER);
             }
             Err(_) => continue,
         };
         // `id` borrows from `item`, which borrows from `body`.
         if !is_batch && id.get().starts_with('"') && serde_json::from_str::<String>(id.get()).is_err() {
-            return Swapped::Invalid; // a string id that is not valid text (a lone surrogate)
+            return Swapped::Invalid(BAD_ID); // a string id that is not valid text (a lone surrogate)
         }
         if forbidden(id) {
             if !is_batch {
-                return Swapped::Invalid;
+                return Swapped::Invalid(BAD_ID);
             }
             edits.push((item, "0".to_string(), None));
         } else if unsupported(id) {
@@ -245,13 +250,13 @@ mod tests {
 
     #[test]
     fn forbidden_ids_are_invalid_alone_and_zero_in_a_batch() {
-        for body in [
-            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"m"}"#,
-            r#"{"jsonrpc":"2.0","id":[1],"method":"m"}"#,
-            r#"{"jsonrpc":"2.0","id":true,"method":"m"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"m"}"#,
+        for (body, why) in [
+            (r#"{"jsonrpc":"2.0","id":{"a":1},"method":"m"}"#, BAD_ID),
+            (r#"{"jsonrpc":"2.0","id":[1],"method":"m"}"#, BAD_ID),
+            (r#"{"jsonrpc":"2.0","id":true,"method":"m"}"#, BAD_ID),
+            (r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"m"}"#, DUPLICATE_MEMBER),
         ] {
-            assert!(matches!(swap(body), Swapped::Invalid), "{body}");
+            assert!(matches!(swap(body), Swapped::Invalid(w) if w == why), "{body}");
         }
         let Swapped::Body(body, swaps) = swap(r#"[{"jsonrpc":"2.0","id":false,"method":"m"},{"id":2}]"#) else {
             panic!("a batch item with a boolean id is rewritten");

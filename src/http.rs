@@ -444,8 +444,8 @@ where
         return Ok(error_response(StatusCode::OK, ApiError::Parse));
     }
     let (bytes, swaps) = match swap_unsupported_ids(&bytes) {
-        Swapped::Invalid => {
-            let error = ApiError::BadRequest("the id must be one string, number or null".into());
+        Swapped::Invalid(why) => {
+            let error = ApiError::BadRequest(why.into());
             return Ok(error_response(StatusCode::OK, error));
         }
         Swapped::Body(swapped, swaps) => (swapped, swaps),

@@ -337,7 +337,7 @@ fn inspect(data: Vec<u8>) -> Verdict {
                 Ok(envelope) => envelope,
                 Err(e) => {
                     let detail = if e.to_string().contains("duplicate field") {
-                        "a member of the request appears twice"
+                        crate::compat::DUPLICATE_MEMBER
                     } else {
                         "not a JSON-RPC 2.0 request"
                     };
@@ -358,7 +358,7 @@ fn inspect(data: Vec<u8>) -> Verdict {
                 return Verdict::Refuse(answer_text(echo, error));
             }
             if envelope.id.is_some() && id.is_none() {
-                let error = ApiError::BadRequest("the id must be one string, number or null".into());
+                let error = ApiError::BadRequest(crate::compat::BAD_ID.into());
                 return Verdict::Refuse(answer_text("null", error));
             }
         }
@@ -371,10 +371,7 @@ fn inspect(data: Vec<u8>) -> Verdict {
         Swapped::Body(swapped, swaps) => {
             Verdict::Relay(swapped, swaps.into_iter().map(|s| (s.placeholder, s.original)).collect())
         }
-        Swapped::Invalid => Verdict::Refuse(answer_text(
-            "null",
-            ApiError::BadRequest("the id must be one string, number or null".into()),
-        )),
+        Swapped::Invalid(why) => Verdict::Refuse(answer_text("null", ApiError::BadRequest(why.into()))),
     }
 }
 
