@@ -172,10 +172,10 @@ impl Drop for Accepting {
     }
 }
 
-/// How long an unsubscribe waits, at most, for the accepts in progress on its connection (an
-/// accept is one send to the connection's own queue: it takes microseconds unless that queue is
-/// full).
-const ACCEPT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long an unsubscribe waits, at most, for the accepts in progress on its connection. An
+/// accept is one send to the connection's own queue: it takes microseconds, unless that queue is
+/// full (the peer does not read) or the machine is starved; only then does the wait last.
+const ACCEPT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Whether an answer of `opportunity.unsubscribe` is `false` (no such subscription).
 fn answered_false(response: &jsonrpsee::server::middleware::rpc::MethodResponse) -> bool {
