@@ -151,24 +151,27 @@ pub fn unsubscribe_params(
     }
 }
 
-/// Marks a subscription of a connection as being accepted, until dropped. jsonrpsee answers a
-/// subscribe with its id *before* it registers the subscription (`PendingSubscriptionSink::
-/// accept`, its TODO #1052): an unsubscribe sent as soon as the id arrives can find nothing,
-/// answer `false` and leave the subscription running. [`unsubscribed`] waits for the
-/// connection's accepts in progress before it believes a `false`.
+/// The subscriptions of one WebSocket connection being accepted. jsonrpsee answers a subscribe
+/// with its id *before* it registers the subscription (`PendingSubscriptionSink::accept`, its
+/// TODO #1052): an unsubscribe sent as soon as the id arrives can find nothing, answer `false`
+/// and leave the subscription running. [`unsubscribed`] waits for the connection's accepts in
+/// progress before it believes a `false`.
+pub type AcceptsInProgress = std::sync::Arc<tokio::sync::watch::Sender<usize>>;
+
+/// Counts one accept in progress on its connection until dropped.
 #[derive(Debug)]
-pub struct Accepting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+pub struct Accepting(AcceptsInProgress);
 
 impl Accepting {
-    pub fn start(count: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
-        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Self(count.clone())
+    pub fn start(accepts: &AcceptsInProgress) -> Self {
+        accepts.send_modify(|n| *n += 1);
+        Self(accepts.clone())
     }
 }
 
 impl Drop for Accepting {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 
@@ -192,20 +195,18 @@ fn answered_false(response: &jsonrpsee::server::middleware::rpc::MethodResponse)
 pub async fn unsubscribed<S>(
     inner: &S,
     request: jsonrpsee::types::Request<'_>,
-    accepting: &std::sync::atomic::AtomicUsize,
+    accepts: &AcceptsInProgress,
 ) -> jsonrpsee::server::middleware::rpc::MethodResponse
 where
     S: jsonrpsee::core::middleware::RpcServiceT<MethodResponse = jsonrpsee::server::middleware::rpc::MethodResponse>,
 {
     let again = request.clone();
     let response = inner.call(request).await;
-    if !answered_false(&response) || accepting.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+    if !answered_false(&response) || *accepts.borrow() == 0 {
         return response;
     }
-    let started = std::time::Instant::now();
-    while accepting.load(std::sync::atomic::Ordering::SeqCst) > 0 && started.elapsed() < ACCEPT_WAIT {
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
+    let mut count = accepts.subscribe();
+    let _ = tokio::time::timeout(ACCEPT_WAIT, count.wait_for(|n| *n == 0)).await;
     inner.call(again).await
 }
 

@@ -41,9 +41,9 @@ pub struct CallContext {
     pub repeated: Vec<(&'static str, &'static str)>,
     /// Whether the HTTP body is a batch (set once the body is read).
     pub in_batch: bool,
-    /// Subscriptions of this connection being accepted (shared by the calls of a WebSocket):
-    /// see [`crate::compat::Accepting`].
-    pub accepting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// On a WebSocket, its subscriptions being accepted, shared by its calls (see
+    /// [`crate::compat::AcceptsInProgress`]); `None` over HTTP, which has no subscriptions.
+    pub accepting: Option<crate::compat::AcceptsInProgress>,
 }
 
 impl CallContext {
@@ -86,7 +86,7 @@ impl CallContext {
             in_batch: false,
             websocket: false,
             trace: String::new(),
-            accepting: Default::default(),
+            accepting: None,
         }
     }
 
@@ -342,6 +342,7 @@ where
             context.idempotency_key = None;
             context.repeated.retain(|(field, _)| *field != "idempotencyKey");
             context.websocket = true;
+            context.accepting = Some(Default::default());
             context.trace = trace;
             // A browser says where the page came from; only allowed origins may open a socket
             // (after the token: a handshake without a valid one is a 401 whatever its origin).

@@ -24,7 +24,7 @@ use super::{AppState, RequestId};
 use crate::auth::LEEWAY_SECONDS;
 use crate::db::events::{self, Event, Reader, event_id, parse_event_id};
 use crate::domain::opportunity::{PipelineType, Stage};
-use crate::error::{ApiError, ValidationFailure};
+use crate::error::ApiError;
 use crate::http::CallContext;
 
 /// The dotted method names.
@@ -160,12 +160,6 @@ async fn read_follow(
     Ok((follow, limit))
 }
 
-fn since_error(message: &str) -> ApiError {
-    let mut failure = ValidationFailure::default();
-    failure.field("since", message);
-    ApiError::InvalidParams(failure)
-}
-
 fn expired() -> ApiError {
     ApiError::Conflict {
         message:
@@ -177,10 +171,9 @@ fn expired() -> ApiError {
     }
 }
 
-/// Refuses a `since` that was never issued or whose events are gone.
-fn check_since(since: Option<i64>, head: i64, purged_through: i64) -> Result<(), ApiError> {
+/// Refuses a `since` whose events are gone (one never issued was refused with the params).
+fn check_since(since: Option<i64>, purged_through: i64) -> Result<(), ApiError> {
     match since {
-        Some(s) if s > head => Err(since_error(NEVER_ISSUED)),
         Some(s) if s < purged_through => Err(expired()),
         _ => Ok(()),
     }
@@ -203,7 +196,7 @@ pub async fn changes(
         .run(move |conn| events::page(conn, since, Some(reader), limit))
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
-    check_since(since, page.head, page.purged_through)?;
+    check_since(since, page.purged_through)?;
     let next = match (page.events.last(), since) {
         (Some(last), _) => last.position,
         (None, Some(s)) => s,
@@ -431,7 +424,7 @@ pub fn register(module: &mut RpcModule<AppState>) -> anyhow::Result<()> {
                     .run(|conn| events::page(conn, None, None, 0))
                     .await
                     .map_err(|e| db_failure(e, request_id, &state.metrics))?;
-                check_since(follow.since, page.head, page.purged_through)?;
+                check_since(follow.since, page.purged_through)?;
                 let start = follow.since.unwrap_or(page.head);
                 Ok::<_, ApiError>((follow, start, live, principal.expires_at))
             };
@@ -442,7 +435,7 @@ pub fn register(module: &mut RpcModule<AppState>) -> anyhow::Result<()> {
                     return Ok(());
                 }
             };
-            let accepting = context.map(|c| crate::compat::Accepting::start(&c.accepting));
+            let accepting = context.and_then(|c| c.accepting.as_ref()).map(crate::compat::Accepting::start);
             let Ok(sink) = pending.accept().await else { return Ok(()) };
             drop(accepting);
             let _live = state.metrics.subscription_started();

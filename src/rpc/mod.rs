@@ -243,7 +243,7 @@ where
                 user = user.map(tracing::field::display),
                 workspace = tracing::field::Empty
             );
-            let accepting = (method == changes::UNSUBSCRIBE).then(|| context.map(|c| c.accepting.clone())).flatten();
+            let accepting = context.filter(|_| method == changes::UNSUBSCRIBE).and_then(|c| c.accepting.clone());
             let answer = match accepting {
                 Some(accepting) => {
                     crate::compat::unsubscribed(&inner, request, &accepting).instrument(span.clone()).await

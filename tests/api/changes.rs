@@ -75,13 +75,18 @@ async fn every_committed_change_records_one_event_in_order() {
     assert_eq!(end["nextSince"], page["nextSince"]);
 }
 
+/// An event id `ahead` positions past the feed's head, after one create: never issued.
+async fn past_the_head(app: &TestApp, token: &str, ahead: i64) -> String {
+    create(app, token, json!({})).await;
+    let head = changes(app, token, json!({})).await["nextSince"].as_str().unwrap().to_string();
+    format!("{:020}", head.parse::<i64>().unwrap() + ahead)
+}
+
 #[tokio::test]
 async fn bad_since_and_limits_are_refused() {
     let app = spawn_app().await;
     let token = app.token();
-    create(&app, &token, json!({})).await;
-    let head = changes(&app, &token, json!({})).await["nextSince"].as_str().unwrap().to_string();
-    let beyond = format!("{:020}", head.parse::<i64>().unwrap() + 5);
+    let beyond = past_the_head(&app, &token, 5).await;
     for (params, field) in [
         (json!({"since": "nope"}), "since"),
         (json!({"since": 5}), "since"),
@@ -104,9 +109,7 @@ async fn bad_since_and_limits_are_refused() {
 async fn a_since_never_issued_is_reported_with_the_other_problems_and_before_the_grant() {
     let app = spawn_app().await;
     let token = app.token();
-    create(&app, &token, json!({})).await;
-    let head = changes(&app, &token, json!({})).await["nextSince"].as_str().unwrap().to_string();
-    let beyond = format!("{:020}", head.parse::<i64>().unwrap() + 100_000);
+    let beyond = past_the_head(&app, &token, 100_000).await;
     let r = call(&app, &token, "opportunity.changes", json!({"since": beyond, "limit": 0, "foo": 1})).await;
     field_errors(&r, &["since", "limit"]);
     assert_eq!(r["error"]["data"]["formErrors"], json!(["unknown field \"foo\""]), "{r}");
