@@ -688,15 +688,17 @@ impl TryFrom<SqliteStored> for Opportunity {
 /// The opportunity with this id, in any workspace (who may read it is for the caller to say).
 pub fn get(conn: DbConn<'_>, id: Uuid) -> Result<Option<Opportunity>, DbError> {
     match conn {
-        DbConn::Postgres(c) => select_postgres(c, id, false),
+        DbConn::Postgres(c) => select_postgres(c, id),
         DbConn::Sqlite(c) => select_sqlite(c, id),
     }
 }
 
-fn select_postgres(c: &mut PgConnection, id: Uuid, for_update: bool) -> Result<Option<Opportunity>, DbError> {
+fn select_postgres(c: &mut PgConnection, id: Uuid) -> Result<Option<Opportunity>, DbError> {
     // The query builder's statements are prepared once per connection and kept.
-    let query = pg::opportunities::table.find(id).select(PgStored::as_select());
-    if for_update { query.for_update().get_result(c) } else { query.get_result(c) }
+    pg::opportunities::table
+        .find(id)
+        .select(PgStored::as_select())
+        .get_result(c)
         .optional()
         .map_err(DbError::classify)?
         .map(Opportunity::try_from)
@@ -753,6 +755,8 @@ pub struct ChangeKey {
 /// (as a group of creates does), and then marks which ordering values each change moved.
 #[derive(Debug)]
 pub struct Deferred {
+    /// The opportunity as the change leaves it.
+    row: Opportunity,
     event: NewEvent,
     /// The change moved `expectedCloseDate` (the list cursors' `close_pos`).
     close_moved: bool,
@@ -796,25 +800,54 @@ pub fn change_sqlite<E>(
     }
 }
 
-/// Reads the opportunity `id` under its row lock and changes it as `decide` says, inside the
-/// PostgreSQL writer's group transaction (`pg_writer.rs`); the event goes to `deferred`, for
-/// [`finish_changes`] before COMMIT.
+/// The opportunities of a group of changes on PostgreSQL, read under their row locks, as each
+/// change of the group leaves them: [`lock_postgres`] fills it, and each change sees (and
+/// replaces) the state the change before it left.
+pub(super) type Locked = std::collections::HashMap<Uuid, Opportunity>;
+
+/// Reads the opportunities `ids` (sorted) under their row locks, with one statement, taken in
+/// id order (PostgreSQL locks the rows of `ORDER BY … FOR UPDATE` in the order it sorts them),
+/// so that two groups, of this process or another, never wait for each other in a cycle.
+pub(super) fn lock_postgres(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Locked, DbError> {
+    use pg::opportunities as t;
+    let rows: Vec<PgStored> = t::table
+        .filter(t::id.eq_any(ids))
+        .order(t::id)
+        .for_update()
+        .select(PgStored::as_select())
+        .load(conn)
+        .map_err(DbError::classify)?;
+    rows.into_iter().map(|r| Opportunity::try_from(r).map(|o| (o.id, o))).collect()
+}
+
+/// Changes the opportunity `id` as `decide` says, inside the PostgreSQL writer's group
+/// transaction (`pg_writer.rs`), on the state `locked` holds for it (read under its row lock by
+/// [`lock_postgres`]). The new state and the event go to `deferred`: [`finish_changes`] writes
+/// both before COMMIT.
 pub(super) fn change_postgres<E>(
     conn: &mut PgConnection,
+    locked: &mut Locked,
     id: Uuid,
     key: Option<&ChangeKey>,
     decide: &dyn Fn(Option<Opportunity>) -> Decision<E>,
     deferred: &mut Vec<Deferred>,
 ) -> Result<Changed<E>, DbError> {
-    // The row lock first: a concurrent call with the same key waits here, then sees the key
-    // it stored (READ COMMITTED reads what committed before each statement).
-    let current = select_postgres(conn, id, true)?;
-    change_locked(DbConn::Postgres(conn), current, key, decide, deferred)
+    // The row is locked already: a concurrent call with the same key waited for that lock, and
+    // now sees the key it stored (READ COMMITTED reads what committed before each statement).
+    let current = locked.get(&id).cloned();
+    let written = deferred.len();
+    let changed = change_locked(DbConn::Postgres(conn), current, key, decide, deferred)?;
+    if let Some(change) = deferred.get(written) {
+        locked.insert(id, change.row.clone());
+    }
+    Ok(changed)
 }
 
-/// Appends the events of `deferred` (in order) and sets the feed positions of the changes on
-/// their rows: `updated_pos` always, `close_pos` and `value_pos` where the change moved that
-/// ordering value. Call it last before COMMIT: it takes the position lock.
+/// Appends the events of `deferred` (in order) and writes each changed opportunity, as its last
+/// change of the group leaves it, with its feed positions: `updated_pos` always, `close_pos`
+/// and `value_pos` where a change moved that ordering value. One UPDATE per row writes both,
+/// so that a change costs its row one new version, not two. Call it last before COMMIT: it
+/// takes the position lock.
 pub(super) fn finish_changes(mut conn: DbConn<'_>, deferred: &[Deferred]) -> QueryResult<()> {
     if deferred.is_empty() {
         return Ok(());
@@ -822,58 +855,155 @@ pub(super) fn finish_changes(mut conn: DbConn<'_>, deferred: &[Deferred]) -> Que
     let events: Vec<NewEvent> = deferred.iter().map(|d| d.event.clone()).collect();
     let last = events::append(&mut conn, &events)?;
     let first = last - deferred.len() as i64 + 1;
-    // One row per opportunity, with the positions of its last changes (an opportunity may
-    // change twice in one group).
-    let mut marks: Vec<(Uuid, i64, Option<i64>, Option<i64>)> = Vec::with_capacity(deferred.len());
+    // One write per opportunity, with its last state and the positions of its last changes
+    // (an opportunity may change twice in one group).
+    let mut marks: Vec<Mark<'_>> = Vec::with_capacity(deferred.len());
     for (d, position) in deferred.iter().zip(first..) {
-        let id = d.event.opportunity_id;
-        let mark = match marks.iter_mut().find(|m| m.0 == id) {
+        let mark = match marks.iter_mut().find(|m| m.row.id == d.row.id) {
             Some(mark) => mark,
             None => {
-                marks.push((id, position, None, None));
+                marks.push(Mark { row: &d.row, updated: position, close: None, value: None });
                 marks.last_mut().expect("just pushed")
             }
         };
-        mark.1 = position;
+        mark.row = &d.row;
+        mark.updated = position;
         if d.close_moved {
-            mark.2 = Some(position);
+            mark.close = Some(position);
         }
         if d.value_moved {
-            mark.3 = Some(position);
+            mark.value = Some(position);
         }
     }
     match conn {
         DbConn::Postgres(c) => {
-            use diesel::sql_types::{Array, BigInt, Nullable};
-            let ids: Vec<Uuid> = marks.iter().map(|m| m.0).collect();
-            let updated: Vec<i64> = marks.iter().map(|m| m.1).collect();
-            let close: Vec<Option<i64>> = marks.iter().map(|m| m.2).collect();
-            let value: Vec<Option<i64>> = marks.iter().map(|m| m.3).collect();
+            // The rows of the whole group in one statement: PostgreSQL reads them from JSON
+            // into the table's own row type.
+            let rows: Vec<PgChangedRow<'_>> = marks.iter().map(PgChangedRow::new).collect();
+            let rows = serde_json::to_string(&rows).map_err(|e| DieselError::SerializationError(e.into()))?;
             diesel::sql_query(
-                "UPDATE opportunities AS o SET updated_pos = m.updated, \
-                 close_pos = COALESCE(m.close, o.close_pos), value_pos = COALESCE(m.value, o.value_pos) \
-                 FROM unnest($1, $2, $3, $4) AS m (id, updated, close, value) WHERE o.id = m.id",
+                "UPDATE opportunities AS o SET customer_id = r.customer_id, \
+                 primary_contact_id = r.primary_contact_id, site_id = r.site_id, title = r.title, \
+                 stage = r.stage, pipeline_type = r.pipeline_type, source = r.source, \
+                 estimated_value = r.estimated_value, expected_close_date = r.expected_close_date, \
+                 probability = r.probability, solution_families = r.solution_families, \
+                 scope_summary = r.scope_summary, competitor_notes = r.competitor_notes, \
+                 win_loss_reason = r.win_loss_reason, next_step_description = r.next_step_description, \
+                 next_step_date = r.next_step_date, bid_due_date = r.bid_due_date, \
+                 budget_confirmed = r.budget_confirmed, priority = r.priority, \
+                 lost_reason_category = r.lost_reason_category, \
+                 technical_requirements = r.technical_requirements, owner_user_id = r.owner_user_id, \
+                 visibility_mode = r.visibility_mode, updated_at = r.updated_at, version = r.version, \
+                 archived_at = r.archived_at, updated_pos = r.updated_pos, \
+                 close_pos = COALESCE(r.close_pos, o.close_pos), value_pos = COALESCE(r.value_pos, o.value_pos) \
+                 FROM json_populate_recordset(NULL::opportunities, $1::json) AS r WHERE o.id = r.id",
             )
-            .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
-            .bind::<Array<BigInt>, _>(updated)
-            .bind::<Array<Nullable<BigInt>>, _>(close)
-            .bind::<Array<Nullable<BigInt>>, _>(value)
+            .bind::<diesel::sql_types::Text, _>(rows)
             .execute(c)?;
         }
         DbConn::Sqlite(c) => {
             use lite::opportunities as t;
-            for (id, updated, close, value) in marks {
-                diesel::update(t::table.find(id.to_string()))
+            for mark in marks {
+                // diesel prepares an UPDATE anew on every call (it never keeps one): about 7% of
+                // the writer's time under `bench/run`'s updates.
+                diesel::update(t::table.find(mark.row.id.to_string()))
                     .set((
-                        t::updated_pos.eq(updated),
-                        close.map(|p| t::close_pos.eq(p)),
-                        value.map(|p| t::value_pos.eq(p)),
+                        SqliteRow::new(mark.row),
+                        t::updated_pos.eq(mark.updated),
+                        mark.close.map(|p| t::close_pos.eq(p)),
+                        mark.value.map(|p| t::value_pos.eq(p)),
                     ))
                     .execute(c)?;
             }
         }
     }
     Ok(())
+}
+
+/// An opportunity a group of changes writes: its last state, and the feed positions of its
+/// last change and of its last changes of the ordering values that can change.
+struct Mark<'a> {
+    row: &'a Opportunity,
+    updated: i64,
+    close: Option<i64>,
+    value: Option<i64>,
+}
+
+/// A changed row on PostgreSQL as `json_populate_recordset` reads it into the table's row type
+/// (`finish_changes`): the columns' names, each value in the column type's text form.
+#[derive(serde::Serialize)]
+struct PgChangedRow<'a> {
+    id: Uuid,
+    customer_id: Uuid,
+    primary_contact_id: Option<Uuid>,
+    site_id: Option<Uuid>,
+    title: &'a str,
+    stage: &'static str,
+    pipeline_type: &'static str,
+    source: Option<&'static str>,
+    /// Exact: the decimal's text, never a float.
+    estimated_value: Option<String>,
+    expected_close_date: Option<String>,
+    probability: Option<i16>,
+    solution_families: &'a [String],
+    scope_summary: Option<&'a str>,
+    competitor_notes: Option<&'a str>,
+    win_loss_reason: Option<&'a str>,
+    next_step_description: Option<&'a str>,
+    next_step_date: Option<String>,
+    bid_due_date: Option<String>,
+    budget_confirmed: bool,
+    priority: Option<&'static str>,
+    lost_reason_category: Option<&'static str>,
+    technical_requirements: Option<&'a str>,
+    owner_user_id: Uuid,
+    visibility_mode: &'static str,
+    updated_at: String,
+    version: i32,
+    archived_at: Option<String>,
+    updated_pos: i64,
+    close_pos: Option<i64>,
+    value_pos: Option<i64>,
+}
+
+impl<'a> PgChangedRow<'a> {
+    fn new(mark: &Mark<'a>) -> Self {
+        let o = mark.row;
+        // Microseconds, as PostgreSQL keeps them and as the answer shows them.
+        let instant = |i: &DateTime<Utc>| i.to_rfc3339_opts(SecondsFormat::Micros, true);
+        Self {
+            id: o.id,
+            customer_id: o.customer_id,
+            primary_contact_id: o.primary_contact_id,
+            site_id: o.site_id,
+            title: &o.title,
+            stage: o.stage.as_str(),
+            pipeline_type: o.pipeline_type.as_str(),
+            source: o.source.map(|s| s.as_str()),
+            estimated_value: o.estimated_value.map(|m| m.to_decimal().to_string()),
+            expected_close_date: o.expected_close_date.as_ref().map(instant),
+            probability: o.probability,
+            solution_families: &o.solution_families,
+            scope_summary: o.scope_summary.as_deref(),
+            competitor_notes: o.competitor_notes.as_deref(),
+            win_loss_reason: o.win_loss_reason.as_deref(),
+            next_step_description: o.next_step_description.as_deref(),
+            next_step_date: o.next_step_date.as_ref().map(instant),
+            bid_due_date: o.bid_due_date.as_ref().map(instant),
+            budget_confirmed: o.budget_confirmed,
+            priority: o.priority.map(|p| p.as_str()),
+            lost_reason_category: o.lost_reason_category.map(|l| l.as_str()),
+            technical_requirements: o.technical_requirements.as_deref(),
+            owner_user_id: o.owner_user_id,
+            visibility_mode: o.visibility_mode.as_str(),
+            updated_at: instant(&o.updated_at),
+            version: o.version,
+            archived_at: o.archived_at.as_ref().map(instant),
+            updated_pos: mark.updated,
+            close_pos: mark.close,
+            value_pos: mark.value,
+        }
+    }
 }
 
 /// Carries a [`DbError`] through diesel's transaction closure and back.
@@ -919,20 +1049,13 @@ fn change_locked<E>(
         }
         Decision::Write(o, e) => {
             let before = before.as_ref().expect("a change follows a read");
-            match &mut conn {
-                DbConn::Postgres(c) => {
-                    diesel::update(pg::opportunities::table.find(o.id)).set(PgRow::new(&o)).execute(*c)
-                }
-                DbConn::Sqlite(c) => diesel::update(lite::opportunities::table.find(o.id.to_string()))
-                    .set(SqliteRow::new(&o))
-                    .execute(*c),
-            }
-            .map_err(DbError::classify)?;
             // A write's answer was serialized once, for its event; it is also the key's answer.
+            // The row itself is written by `finish_changes`, with its feed positions.
             let response = e.opportunity.clone();
             deferred.push(Deferred {
                 close_moved: before.expected_close_date != o.expected_close_date,
                 value_moved: before.estimated_value != o.estimated_value,
+                row: o.clone(),
                 event: *e,
             });
             (o, response)

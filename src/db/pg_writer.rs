@@ -14,10 +14,11 @@
 //! before grouping: one autocommitted INSERT, or one transaction with its key.
 //!
 //! Changes (update, archive, restore) queue for writer threads of their own and are grouped the
-//! same way ([`PgWriter::change`]): a group locks its rows in id order (so that two groups,
-//! of this process or another, never wait for each other in a cycle), writes each change, and
-//! appends the events of all of them last, taking the feed's position lock only for the moment
-//! of the COMMIT, as a group of creates does.
+//! same way ([`PgWriter::change`]): a group reads and locks all its rows with one statement, in
+//! id order (so that two groups, of this process or another, never wait for each other in a
+//! cycle), decides each change on what the change before it left, and last appends the events
+//! and writes the changed rows with their feed positions, one statement each, taking the feed's
+//! position lock only for the moment of the COMMIT, as a group of creates does.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -31,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::events::NewEvent;
-use super::opportunity::{self, ChangeKey, Changed, CreateOutcome, Decision, Deferred, IdempotencyRecord};
+use super::opportunity::{self, ChangeKey, Changed, CreateOutcome, Decision, Deferred, IdempotencyRecord, Locked};
 use super::{DbConn, DbError, PgManager};
 use crate::domain::opportunity::Opportunity;
 
@@ -296,7 +297,12 @@ struct ChangeJob {
 trait ChangeOp: Send {
     /// Runs the change in the caller's transaction, keeping its outcome; an error leaves the
     /// transaction to be rolled back.
-    fn run(&mut self, conn: &mut PgConnection, deferred: &mut Vec<Deferred>) -> Result<(), DbError>;
+    fn run(
+        &mut self,
+        conn: &mut PgConnection,
+        locked: &mut Locked,
+        deferred: &mut Vec<Deferred>,
+    ) -> Result<(), DbError>;
     /// Answers the caller: with the kept outcome once the group committed, or with `failure`.
     fn answer(self: Box<Self>, failure: Option<DbError>);
 }
@@ -314,9 +320,15 @@ where
     E: Send + 'static,
     F: Fn(Option<Opportunity>) -> Decision<E> + Send + 'static,
 {
-    fn run(&mut self, conn: &mut PgConnection, deferred: &mut Vec<Deferred>) -> Result<(), DbError> {
+    fn run(
+        &mut self,
+        conn: &mut PgConnection,
+        locked: &mut Locked,
+        deferred: &mut Vec<Deferred>,
+    ) -> Result<(), DbError> {
         self.outcome = None;
-        self.outcome = Some(opportunity::change_postgres(conn, self.id, self.key.as_ref(), &self.decide, deferred)?);
+        let changed = opportunity::change_postgres(conn, locked, self.id, self.key.as_ref(), &self.decide, deferred)?;
+        self.outcome = Some(changed);
         Ok(())
     }
 
@@ -379,9 +391,12 @@ fn run_changes(pool: &Pool<PgManager>, group: &mut [ChangeJob]) -> Result<(), Db
     let deadline = group.iter().map(|job| job.deadline).min().expect("a group is never empty");
     let mut conn = checkout(pool, deadline)?;
     let result = conn.conn.transaction(|c| {
+        // Every row of the group locked at once, in id order (the group is sorted).
+        let ids: Vec<Uuid> = group.iter().map(|job| job.id).collect();
+        let mut locked = opportunity::lock_postgres(c, &ids).map_err(opportunity::into_diesel)?;
         let mut deferred = Vec::with_capacity(group.len());
         for job in group.iter_mut() {
-            job.op.run(c, &mut deferred).map_err(opportunity::into_diesel)?;
+            job.op.run(c, &mut locked, &mut deferred).map_err(opportunity::into_diesel)?;
         }
         opportunity::finish_changes(DbConn::Postgres(c), &deferred)?;
         if Instant::now() >= deadline {

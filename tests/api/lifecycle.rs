@@ -218,6 +218,70 @@ async fn update_changes_named_fields_only_and_bumps_the_version() {
 }
 
 #[tokio::test]
+async fn an_update_of_every_field_is_stored_and_published_exactly_as_answered() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let o = create(&app, &token, json!({})).await;
+    // Every field the update may change, with values whose text a writer could mangle: quotes,
+    // backslashes, JSON look-alikes, characters beyond the BMP, the largest exact amount,
+    // microseconds.
+    let text = "Chiller \"C\" \\ plant {\"a\": [1]} — Ωμέγα 🏢 ünïcødé";
+    let every = json!({
+        "customerId": Uuid::new_v4(), "primaryContactId": Uuid::new_v4(), "siteId": Uuid::new_v4(),
+        "title": text, "stage": "negotiation", "pipelineType": "service_agreement", "source": "referral",
+        "estimatedValue": 1_000_000_000_000u64, "expectedCloseDate": "2027-06-30T23:59:59.123456Z",
+        "probability": 65, "solutionFamilies": ["hvac_controls", text, "bms"], "scopeSummary": text,
+        "competitorNotes": text, "winLossReason": text, "nextStepDescription": text,
+        "nextStepDate": "2027-01-02T03:04:05.000001Z", "bidDueDate": "2027-02-03T04:05:06.7Z",
+        "budgetConfirmed": true, "priority": "urgent", "technicalRequirements": text,
+        "ownerUserId": Uuid::new_v4(), "visibilityMode": "global"
+    });
+    let mut params = json!({"id": id(&o), "expectedVersion": 1});
+    params.as_object_mut().unwrap().extend(every.as_object().unwrap().clone());
+    let changed = ok(&call(&app, &token, "opportunity.update", params).await).clone();
+    for (field, value) in every.as_object().unwrap() {
+        if field != "estimatedValue" {
+            assert_eq!(&changed[field], value, "{field} as sent");
+        }
+    }
+    assert_eq!(changed["estimatedValue"].as_f64(), Some(1e12));
+    let got = ok(&call(&app, &token, "opportunity.get", json!({"id": id(&o)})).await).clone();
+    assert_eq!(got, changed, "stored as answered");
+
+    // Every field that may be null, cleared at once.
+    let nulls = [
+        "primaryContactId",
+        "siteId",
+        "source",
+        "estimatedValue",
+        "expectedCloseDate",
+        "probability",
+        "scopeSummary",
+        "competitorNotes",
+        "winLossReason",
+        "nextStepDescription",
+        "nextStepDate",
+        "bidDueDate",
+        "priority",
+        "technicalRequirements",
+    ];
+    let mut params = json!({"id": id(&o), "expectedVersion": 2});
+    for field in nulls {
+        params[field] = Value::Null;
+    }
+    let cleared = ok(&call(&app, &token, "opportunity.update", params).await).clone();
+    for field in nulls {
+        assert_eq!(cleared[field], Value::Null, "{field} cleared");
+    }
+    assert_eq!(ok(&call(&app, &token, "opportunity.get", json!({"id": id(&o)})).await), &cleared, "stored as answered");
+
+    // Each change's event carries the opportunity as answered.
+    let feed = ok(&call(&app, &token, "opportunity.changes", json!({})).await).clone();
+    let published: Vec<&Value> = feed["events"].as_array().unwrap().iter().map(|e| &e["opportunity"]).collect();
+    assert_eq!(published[1..], [&changed, &cleared], "{feed}");
+}
+
+#[tokio::test]
 async fn stage_conveniences_and_rules_across_fields_hold_after_the_change() {
     let app = spawn_app().await;
     let token = app.token();
