@@ -179,8 +179,14 @@ pub fn append(conn: &mut DbConn<'_>, events: &[NewEvent]) -> QueryResult<i64> {
                     opportunity: &e.opportunity,
                 })
                 .collect();
-            for chunk in rows.chunks(INSERT_CHUNK) {
-                diesel::insert_into(lite::opportunity_events::table).values(chunk).execute(*c)?;
+            if let [row] = rows.as_slice() {
+                // A change's one event: a statement of one row, which diesel prepares once and
+                // keeps (one of a slice's rows is prepared again on every call).
+                diesel::insert_into(lite::opportunity_events::table).values(row).execute(*c)?;
+            } else {
+                for chunk in rows.chunks(INSERT_CHUNK) {
+                    diesel::insert_into(lite::opportunity_events::table).values(chunk).execute(*c)?;
+                }
             }
         }
     }
