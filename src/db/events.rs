@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::opportunity::sqlite_instant;
+use super::prepared::TakePositions;
 use super::schema::{postgres as pg, sqlite as lite};
 use super::{DbConn, DbError};
 use crate::domain::opportunity::{Opportunity, VisibilityMode, format_instant};
@@ -85,7 +86,7 @@ impl NewEvent {
 
 #[derive(Insertable)]
 #[diesel(table_name = pg::opportunity_events)]
-struct PgEventRow<'a> {
+struct PgEventRow {
     position: i64,
     kind: &'static str,
     occurred_at: DateTime<Utc>,
@@ -96,12 +97,12 @@ struct PgEventRow<'a> {
     stage: &'static str,
     pipeline_type: &'static str,
     owner_user_id: Uuid,
-    opportunity: &'a str,
+    opportunity: String,
 }
 
 #[derive(Insertable)]
 #[diesel(table_name = lite::opportunity_events)]
-struct SqliteEventRow<'a> {
+struct SqliteEventRow {
     position: i64,
     kind: &'static str,
     occurred_at: String,
@@ -112,15 +113,12 @@ struct SqliteEventRow<'a> {
     stage: &'static str,
     pipeline_type: &'static str,
     owner_user_id: String,
-    opportunity: &'a str,
+    opportunity: String,
 }
-
-/// Rows per INSERT: 11 columns each, well under both backends' bind limits.
-const INSERT_CHUNK: usize = 256;
 
 /// Appends events in the caller's transaction; call it late before COMMIT (it takes the
 /// position lock, held until the transaction ends). Returns the last position handed out.
-pub fn append(conn: &mut DbConn<'_>, events: &[NewEvent]) -> QueryResult<i64> {
+pub fn append(conn: &mut DbConn<'_>, events: Vec<NewEvent>) -> QueryResult<i64> {
     if events.is_empty() {
         return Ok(0);
     }
@@ -128,14 +126,11 @@ pub fn append(conn: &mut DbConn<'_>, events: &[NewEvent]) -> QueryResult<i64> {
     let position;
     match conn {
         DbConn::Postgres(c) => {
-            let last: i64 = diesel::update(pg::opportunity_event_feed::table.find(1i16))
-                .set(pg::opportunity_event_feed::last_position.eq(pg::opportunity_event_feed::last_position + n))
-                .returning(pg::opportunity_event_feed::last_position)
-                .get_result(*c)?;
+            let last: i64 = TakePositions(n).get_result(*c)?;
             let first = last - n + 1;
             position = last;
-            let rows: Vec<PgEventRow<'_>> = events
-                .iter()
+            let rows: Vec<PgEventRow> = events
+                .into_iter()
                 .enumerate()
                 .map(|(i, e)| PgEventRow {
                     position: first + i as i64,
@@ -148,22 +143,17 @@ pub fn append(conn: &mut DbConn<'_>, events: &[NewEvent]) -> QueryResult<i64> {
                     stage: e.stage,
                     pipeline_type: e.pipeline_type,
                     owner_user_id: e.owner_user_id,
-                    opportunity: &e.opportunity,
+                    opportunity: e.opportunity,
                 })
                 .collect();
-            for chunk in rows.chunks(INSERT_CHUNK) {
-                diesel::insert_into(pg::opportunity_events::table).values(chunk).execute(*c)?;
-            }
+            insert_in_chunks!(*c, pg::opportunity_events::table, rows)?;
         }
         DbConn::Sqlite(c) => {
-            let last: i64 = diesel::update(lite::opportunity_event_feed::table.find(1))
-                .set(lite::opportunity_event_feed::last_position.eq(lite::opportunity_event_feed::last_position + n))
-                .returning(lite::opportunity_event_feed::last_position)
-                .get_result(*c)?;
+            let last: i64 = TakePositions(n).get_result(*c)?;
             let first = last - n + 1;
             position = last;
-            let rows: Vec<SqliteEventRow<'_>> = events
-                .iter()
+            let rows: Vec<SqliteEventRow> = events
+                .into_iter()
                 .enumerate()
                 .map(|(i, e)| SqliteEventRow {
                     position: first + i as i64,
@@ -176,18 +166,10 @@ pub fn append(conn: &mut DbConn<'_>, events: &[NewEvent]) -> QueryResult<i64> {
                     stage: e.stage,
                     pipeline_type: e.pipeline_type,
                     owner_user_id: e.owner_user_id.to_string(),
-                    opportunity: &e.opportunity,
+                    opportunity: e.opportunity,
                 })
                 .collect();
-            if let [row] = rows.as_slice() {
-                // A change's one event: a statement of one row, which diesel prepares once and
-                // keeps (one of a slice's rows is prepared again on every call).
-                diesel::insert_into(lite::opportunity_events::table).values(row).execute(*c)?;
-            } else {
-                for chunk in rows.chunks(INSERT_CHUNK) {
-                    diesel::insert_into(lite::opportunity_events::table).values(chunk).execute(*c)?;
-                }
-            }
+            insert_in_chunks!(*c, lite::opportunity_events::table, rows)?;
         }
     }
     Ok(position)

@@ -1,6 +1,9 @@
 //! Storage: one pool over the embedded SQLite database or PostgreSQL, chosen by the URL scheme,
 //! with migrations embedded per backend and every query run on the blocking thread pool.
 
+#[macro_use]
+mod prepared;
+
 pub mod events;
 pub mod list;
 pub mod opportunity;

@@ -8,6 +8,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use uuid::Uuid;
 
 use super::events::{self, NewEvent};
+use super::prepared::SqliteWriteChanged;
 use super::schema::{postgres as pg, sqlite as lite};
 use super::{DbConn, DbError};
 use crate::domain::opportunity::{
@@ -34,30 +35,6 @@ pub enum CreateOutcome {
     Replayed(String),
     /// The key was used before with other params.
     KeyReused,
-}
-
-/// Inserts the rows of a `Vec` with as few multi-row INSERTs of 64, 32, 16, 8, 4, 2 and 1 rows
-/// as it takes. diesel prepares an INSERT of a fixed number of rows once per connection and
-/// keeps it; one of any length would be parsed (and on PostgreSQL planned) again every time,
-/// which cost more than the rows themselves.
-macro_rules! insert_in_chunks {
-    ($conn:expr, $table:expr, $rows:expr) => {{
-        let rows = $rows;
-        let mut left = rows.len();
-        let mut rows = rows.into_iter();
-        let mut result: QueryResult<()> = Ok(());
-        insert_in_chunks!(@sizes result, $conn, $table, rows, left, 64, 32, 16, 8, 4, 2, 1);
-        result
-    }};
-    (@sizes $result:ident, $conn:expr, $table:expr, $rows:ident, $left:ident, $($n:literal),+) => {
-        $(
-            while $result.is_ok() && $left >= $n {
-                let chunk: [_; $n] = std::array::from_fn(|_| $rows.next().expect("counted rows"));
-                $result = diesel::insert_into($table).values(chunk).execute($conn).map(|_| ());
-                $left -= $n;
-            }
-        )+
-    };
 }
 
 pub(super) fn sqlite_instant(instant: &DateTime<Utc>) -> String {
@@ -144,8 +121,8 @@ impl PgRow {
 // make one multi-row INSERT of a batch (`insert_sqlite_batch`) instead of one INSERT per row.
 #[derive(Insertable, AsChangeset)]
 #[diesel(table_name = lite::opportunities, treat_none_as_default_value = false, treat_none_as_null = true)]
-struct SqliteRow {
-    id: String,
+pub(super) struct SqliteRow {
+    pub(super) id: String,
     workspace_id: String,
     customer_id: String,
     primary_contact_id: Option<String>,
@@ -245,7 +222,7 @@ fn create_postgres(
             Some(record) => insert_keyed_postgres(conn, o, record)?,
         };
         if outcome == CreateOutcome::Created {
-            events::append(&mut DbConn::Postgres(conn), std::slice::from_ref(event))?;
+            events::append(&mut DbConn::Postgres(conn), vec![event.clone()])?;
         }
         // The caller stops waiting at the deadline and answers SERVICE_UNAVAILABLE: past it,
         // roll back rather than store a create that was answered as not done.
@@ -287,7 +264,7 @@ pub(super) fn create_postgres_group(
             .filter(|(_, outcome)| **outcome == CreateOutcome::Created)
             .map(|((_, _, event), _)| (*event).clone())
             .collect();
-        events::append(&mut DbConn::Postgres(conn), &created)?;
+        events::append(&mut DbConn::Postgres(conn), created)?;
         if Instant::now() >= deadline {
             return Err(DieselError::RollbackTransaction);
         }
@@ -385,7 +362,7 @@ pub fn create(
         DbConn::Sqlite(c) => c.immediate_transaction(|c| {
             let outcome = create_sqlite(c, o, key)?;
             if outcome == CreateOutcome::Created {
-                events::append(&mut DbConn::Sqlite(c), std::slice::from_ref(event))?;
+                events::append(&mut DbConn::Sqlite(c), vec![event.clone()])?;
             }
             Ok(outcome)
         }),
@@ -853,7 +830,7 @@ pub(super) fn finish_changes(mut conn: DbConn<'_>, deferred: &[Deferred]) -> Que
         return Ok(());
     }
     let events: Vec<NewEvent> = deferred.iter().map(|d| d.event.clone()).collect();
-    let last = events::append(&mut conn, &events)?;
+    let last = events::append(&mut conn, events)?;
     let first = last - deferred.len() as i64 + 1;
     // One write per opportunity, with its last state and the positions of its last changes
     // (an opportunity may change twice in one group).
@@ -902,18 +879,10 @@ pub(super) fn finish_changes(mut conn: DbConn<'_>, deferred: &[Deferred]) -> Que
             .execute(c)?;
         }
         DbConn::Sqlite(c) => {
-            use lite::opportunities as t;
             for mark in marks {
-                // diesel prepares an UPDATE anew on every call (it never keeps one): about 7% of
-                // the writer's time under `bench/run`'s updates.
-                diesel::update(t::table.find(mark.row.id.to_string()))
-                    .set((
-                        SqliteRow::new(mark.row),
-                        t::updated_pos.eq(mark.updated),
-                        mark.close.map(|p| t::close_pos.eq(p)),
-                        mark.value.map(|p| t::value_pos.eq(p)),
-                    ))
-                    .execute(c)?;
+                // Kept prepared: diesel's own UPDATE was compiled anew for every change (about
+                // 7% of the writer's time under `bench/run`'s updates).
+                SqliteWriteChanged::new(SqliteRow::new(mark.row), mark.updated, mark.close, mark.value).execute(c)?;
             }
         }
     }
@@ -1161,6 +1130,60 @@ mod tests {
         assert_eq!(reused, CreateOutcome::Created);
         // Purging never removes opportunities.
         assert_eq!(db.run(|conn| count(conn, None)).await.unwrap(), 3);
+    }
+
+    /// The SQL of each statement a connection puts in its statement cache, in order.
+    #[derive(Clone, Default)]
+    struct CachedStatements(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl CachedStatements {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    impl diesel::connection::Instrumentation for CachedStatements {
+        fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+            if let diesel::connection::InstrumentationEvent::CacheQuery { sql, .. } = event {
+                self.0.lock().unwrap().push(sql.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn the_statements_of_a_change_on_sqlite_are_prepared_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        crate::db::migrate(&DatabaseUrl::Sqlite(path.clone())).unwrap();
+        let mut conn = crate::db::establish_sqlite(&path).unwrap();
+        let (a, b) = (opportunity(Utc::now()), opportunity(Utc::now()));
+        insert_sqlite_batch(&mut conn, &[&a, &b]).unwrap();
+        let cached = CachedStatements::default();
+        conn.set_instrumentation(cached.clone());
+        let retitle = |current: Option<Opportunity>| -> Decision<()> {
+            let current = current.expect("stored");
+            let mut next = current.clone();
+            next.title = format!("{} again", current.title);
+            next.version += 1;
+            next.updated_at = Utc::now();
+            let json = serde_json::to_string(&next).unwrap();
+            Decision::Write(
+                next.clone(),
+                Box::new(NewEvent::new(events::EventKind::Updated, Some(&current), &next, Uuid::nil(), json)),
+            )
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        assert!(matches!(change_sqlite(&mut conn, a.id, None, deadline, &retitle), Ok(Changed::Done(_))));
+        let first = cached.take();
+        for statement in
+            ["SELECT", "UPDATE opportunity_event_feed", "INSERT INTO `opportunity_events`", "UPDATE opportunities"]
+        {
+            assert!(first.iter().any(|sql| sql.starts_with(statement)), "{statement}… is kept: {first:#?}");
+        }
+        // The next change finds every statement prepared.
+        assert!(matches!(change_sqlite(&mut conn, b.id, None, deadline, &retitle), Ok(Changed::Done(_))));
+        assert_eq!(cached.take(), Vec::<String>::new(), "prepared again");
+        assert_eq!(get(DbConn::Sqlite(&mut conn), b.id).unwrap().unwrap().title, "kept again");
     }
 
     /// A fresh, migrated PostgreSQL database when `TEST_DATABASE_URL` names a server (dropped

@@ -248,7 +248,7 @@ fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<Job>) {
             .filter(|(_, outcome)| matches!(outcome, Some(Ok(CreateOutcome::Created))))
             .map(|(c, _)| c.2.clone())
             .collect();
-        events::append(&mut DbConn::Sqlite(conn), &created)?;
+        events::append(&mut DbConn::Sqlite(conn), created)?;
         // Then the other writes, each in its own savepoint (and with its own events).
         for run in runs.drain(..) {
             answers.push(run(conn));
