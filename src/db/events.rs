@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::opportunity::sqlite_instant;
-use super::prepared::TakePositions;
+use super::prepared::{PgInsertEvents, TakePositions};
 use super::schema::{postgres as pg, sqlite as lite};
 use super::{DbConn, DbError};
 use crate::domain::opportunity::{Opportunity, VisibilityMode, format_instant};
@@ -85,22 +85,6 @@ impl NewEvent {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = pg::opportunity_events)]
-struct PgEventRow {
-    position: i64,
-    kind: &'static str,
-    occurred_at: DateTime<Utc>,
-    workspace_id: Uuid,
-    actor: Uuid,
-    opportunity_id: Uuid,
-    visible_elsewhere: bool,
-    stage: &'static str,
-    pipeline_type: &'static str,
-    owner_user_id: Uuid,
-    opportunity: String,
-}
-
-#[derive(Insertable)]
 #[diesel(table_name = lite::opportunity_events)]
 struct SqliteEventRow {
     position: i64,
@@ -127,26 +111,10 @@ pub fn append(conn: &mut DbConn<'_>, events: Vec<NewEvent>) -> QueryResult<i64> 
     match conn {
         DbConn::Postgres(c) => {
             let last: i64 = TakePositions(n).get_result(*c)?;
-            let first = last - n + 1;
             position = last;
-            let rows: Vec<PgEventRow> = events
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| PgEventRow {
-                    position: first + i as i64,
-                    kind: e.kind.as_str(),
-                    occurred_at: e.occurred_at,
-                    workspace_id: e.workspace_id,
-                    actor: e.actor,
-                    opportunity_id: e.opportunity_id,
-                    visible_elsewhere: e.visible_elsewhere,
-                    stage: e.stage,
-                    pipeline_type: e.pipeline_type,
-                    owner_user_id: e.owner_user_id,
-                    opportunity: e.opportunity,
-                })
-                .collect();
-            insert_in_chunks!(*c, pg::opportunity_events::table, rows)?;
+            // One statement, however many events: it runs under the position lock, where
+            // each round trip holds up every other writer.
+            PgInsertEvents::new(last - n + 1, events).execute(*c)?;
         }
         DbConn::Sqlite(c) => {
             let last: i64 = TakePositions(n).get_result(*c)?;

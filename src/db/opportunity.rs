@@ -1216,6 +1216,31 @@ mod tests {
     }
 
     #[test]
+    fn the_feed_statements_on_postgres_are_prepared_once_whatever_the_group_size() {
+        let test = "the_feed_statements_on_postgres_are_prepared_once_whatever_the_group_size";
+        let Some((mut conn, _guard)) = postgres_database(test) else {
+            return;
+        };
+        let cached = CachedStatements::default();
+        conn.set_instrumentation(cached.clone());
+        let feed = |sql: &String| sql.contains("opportunity_event_feed") || sql.contains("opportunity_events");
+        let in_time = Instant::now() + Duration::from_secs(60);
+        for (size, expected) in [(3, 2), (5, 0), (1, 0)] {
+            let opportunities: Vec<Opportunity> = (0..size).map(|_| opportunity(Utc::now())).collect();
+            let events: Vec<NewEvent> =
+                opportunities.iter().map(|o| NewEvent::created(o, serde_json::to_string(o).unwrap())).collect();
+            let group: Vec<_> = opportunities.iter().zip(&events).map(|(o, e)| (o, None, e)).collect();
+            let mut outcomes = Vec::new();
+            create_postgres_group(&mut conn, &group, in_time, &mut outcomes).unwrap();
+            assert_eq!(outcomes, vec![CreateOutcome::Created; size]);
+            let prepared: Vec<String> = cached.take().into_iter().filter(feed).collect();
+            assert_eq!(prepared.len(), expected, "a group of {size} prepared {prepared:#?}");
+        }
+        let stored: i64 = pg::opportunity_events::table.count().get_result(&mut conn).unwrap();
+        assert_eq!(stored, 9, "one event per create");
+    }
+
+    #[test]
     fn a_postgres_group_past_its_deadline_is_rolled_back_whole() {
         let Some((mut conn, _guard)) = postgres_database("a_postgres_group_past_its_deadline_is_rolled_back_whole")
         else {

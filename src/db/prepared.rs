@@ -1,17 +1,22 @@
 //! Statements that diesel keeps prepared on each connection, where its query builder would
-//! prepare them anew on every call: an INSERT of a fixed number of rows, and the two UPDATEs of
-//! every write (diesel never keeps an UPDATE: `UpdateStatement` is marked unsafe to cache). A
+//! prepare them anew on every call: an INSERT of a fixed number of rows, the events of a group
+//! on PostgreSQL as one INSERT of arrays, and the two UPDATEs of every write (diesel never keeps
+//! an UPDATE: `UpdateStatement` is marked unsafe to cache). A
 //! type here has a static query id and says nothing that makes it unsafe to cache, so diesel's
 //! statement cache keeps it per connection; on PostgreSQL that saves a parse and a plan per
 //! statement, on SQLite the compilation of the statement.
 
+use chrono::{DateTime, Utc};
 use diesel::backend::Backend;
+use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{BigInt, HasSqlType, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bool, HasSqlType, Nullable, Text, Timestamptz};
 use diesel::sqlite::Sqlite;
-use diesel::{AsChangeset, QueryResult, RunQueryDsl, SqliteConnection};
+use diesel::{AsChangeset, PgConnection, QueryResult, RunQueryDsl, SqliteConnection};
+use uuid::Uuid;
 
+use super::events::NewEvent;
 use super::opportunity::SqliteRow;
 
 /// Inserts the rows of a `Vec` with as few multi-row INSERTs of 64, 32, 16, 8, 4, 2 and 1 rows
@@ -98,3 +103,88 @@ impl QueryFragment<Sqlite> for SqliteWriteChanged {
 }
 
 impl RunQueryDsl<SqliteConnection> for SqliteWriteChanged {}
+
+/// Inserts events on PostgreSQL with one statement whatever their number, each column bound as
+/// an array: `INSERT INTO opportunity_events (…) SELECT * FROM unnest($1, …, $11)`.
+#[derive(QueryId)]
+pub struct PgInsertEvents {
+    position: Vec<i64>,
+    kind: Vec<&'static str>,
+    occurred_at: Vec<DateTime<Utc>>,
+    workspace_id: Vec<Uuid>,
+    actor: Vec<Uuid>,
+    opportunity_id: Vec<Uuid>,
+    visible_elsewhere: Vec<bool>,
+    stage: Vec<&'static str>,
+    pipeline_type: Vec<&'static str>,
+    owner_user_id: Vec<Uuid>,
+    opportunity: Vec<String>,
+}
+
+impl PgInsertEvents {
+    /// `events` at the positions `first`, `first + 1`, ….
+    pub fn new(first: i64, events: Vec<NewEvent>) -> Self {
+        let n = events.len();
+        let mut rows = Self {
+            position: (first..first + n as i64).collect(),
+            kind: Vec::with_capacity(n),
+            occurred_at: Vec::with_capacity(n),
+            workspace_id: Vec::with_capacity(n),
+            actor: Vec::with_capacity(n),
+            opportunity_id: Vec::with_capacity(n),
+            visible_elsewhere: Vec::with_capacity(n),
+            stage: Vec::with_capacity(n),
+            pipeline_type: Vec::with_capacity(n),
+            owner_user_id: Vec::with_capacity(n),
+            opportunity: Vec::with_capacity(n),
+        };
+        for e in events {
+            rows.kind.push(e.kind.as_str());
+            rows.occurred_at.push(e.occurred_at);
+            rows.workspace_id.push(e.workspace_id);
+            rows.actor.push(e.actor);
+            rows.opportunity_id.push(e.opportunity_id);
+            rows.visible_elsewhere.push(e.visible_elsewhere);
+            rows.stage.push(e.stage);
+            rows.pipeline_type.push(e.pipeline_type);
+            rows.owner_user_id.push(e.owner_user_id);
+            rows.opportunity.push(e.opportunity);
+        }
+        rows
+    }
+}
+
+impl QueryFragment<Pg> for PgInsertEvents {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        use diesel::sql_types::Uuid as PgUuid;
+        out.push_sql(
+            "INSERT INTO opportunity_events (position, kind, occurred_at, workspace_id, actor, opportunity_id, \
+             visible_elsewhere, stage, pipeline_type, owner_user_id, opportunity) SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<BigInt>, _>(&self.position)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.kind)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamptz>, _>(&self.occurred_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<PgUuid>, _>(&self.workspace_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<PgUuid>, _>(&self.actor)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<PgUuid>, _>(&self.opportunity_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Bool>, _>(&self.visible_elsewhere)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.stage)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.pipeline_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<PgUuid>, _>(&self.owner_user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.opportunity)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<PgConnection> for PgInsertEvents {}
