@@ -517,6 +517,7 @@ async fn postgres_stopped_under_load_fails_fast_and_recovers_without_restart() {
     let seen = ready_until(&http, addr, 503, Duration::from_secs(10)).await;
     assert_eq!(seen.last(), Some(&503), "/ready while PostgreSQL is down: {seen:?}");
     let during_down = load.successes();
+    let reads_down = reads_while_down(&http, addr, &token).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let ready_down = ready(&http, addr).await;
     let reachable_down = database_reachable(&http, addr).await;
@@ -573,6 +574,7 @@ async fn postgres_stopped_under_load_fails_fast_and_recovers_without_restart() {
     assert!(j.problems.is_empty(), "answers that break the contract: {}\nservice log:\n{log}", first(&j.problems));
     assert!(jw.unavailable > 0, "no call failed while PostgreSQL was down: the fault was not exercised");
     assert_eq!(ready_down, Ok(503), "/ready while PostgreSQL is down");
+    assert!(reads_down.is_empty(), "reads while PostgreSQL is down: {reads_down:#?}");
     // The pool may still hold (dead) idle connections; the metric that says whether the
     // database answers does not pretend.
     assert_eq!(reachable_down, Some(0), "/metrics database_reachable while PostgreSQL is down");
@@ -581,6 +583,38 @@ async fn postgres_stopped_under_load_fails_fast_and_recovers_without_restart() {
     assert!(recovered, "creates did not succeed again after PostgreSQL came back; log:\n{log}");
     assert!(problems.is_empty(), "stored vs answered: {}", first(&problems));
     assert_eq!(logged, j.request_ids.len(), "every requestId of an error appears in the log");
+}
+
+/// What is wrong with the answers of the read methods while the database is down: each must be
+/// SERVICE_UNAVAILABLE in §4's shape. A `since` past every position the service has seen must
+/// be checked against the database (it may have been issued by another process meanwhile), so
+/// it too is unavailable, not a params error.
+async fn reads_while_down(http: &reqwest::Client, addr: SocketAddr, token: &str) -> Vec<String> {
+    let reads = [
+        ("opportunity.get", json!({"id": Uuid::new_v4()})),
+        ("opportunity.list", json!({})),
+        ("opportunity.changes", json!({})),
+        ("opportunity.changes", json!({"since": "00000000900000000000"})),
+    ];
+    let mut problems = Vec::new();
+    for (method, params) in reads {
+        let sent = http
+            .post(format!("http://{addr}/"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
+            .send()
+            .await;
+        let answer: Value = match sent {
+            Ok(response) => response.json().await.unwrap_or_else(|e| json!({"unreadable": e.to_string()})),
+            Err(e) => json!({"transport": e.to_string()}),
+        };
+        let wrong = internal_error_problems(&answer["error"], true);
+        if !wrong.is_empty() {
+            problems.push(format!("{method} {params}: {wrong:?} in {answer}"));
+        }
+    }
+    problems
 }
 
 // ---------------------------------------------------------------------------------------------
