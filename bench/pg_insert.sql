@@ -19,7 +19,7 @@
 \set title random(1, 10)
 INSERT INTO opportunities (
     id, workspace_id, customer_id, primary_contact_id, site_id, title, stage, pipeline_type, source,
-    estimated_value, expected_close_date, probability, solution_families, scope_summary,
+    estimated_value_cents, expected_close_date, probability, solution_families, scope_summary,
     competitor_notes, win_loss_reason, next_step_description, next_step_date, bid_due_date,
     budget_confirmed, priority, lost_reason_category, technical_requirements, owner_user_id,
     visibility_mode, created_by, created_at, updated_at, version)
@@ -38,7 +38,7 @@ VALUES (
     (ARRAY['new_construction', 'retrofit', 'service_agreement', 'expansion', 'other'])[:pipeline],
     (ARRAY['referral', 'website', 'cold_call', 'existing_customer', 'partner', 'trade_show',
            'portal_request', 'other'])[:src],
-    CASE WHEN :has_value <= 6 THEN :cents::bigint / 100.0 END,
+    CASE WHEN :has_value <= 6 THEN :cents::bigint END,
     CASE WHEN :opt3 <= 6 THEN now() + make_interval(secs => :close_s) END,
     CASE WHEN :opt1 > 5 THEN NULL WHEN :stage = 7 THEN 100 WHEN :stage = 8 THEN 0 ELSE :prob END,
     (ARRAY['HVAC controls', 'Access control', 'Fire alarm', 'CCTV', 'BMS', 'Intrusion', 'Smoke control',

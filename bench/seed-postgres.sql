@@ -17,7 +17,7 @@ DO $$ DECLARE r record; BEGIN
 END $$;
 INSERT INTO opportunities (
     id, workspace_id, customer_id, primary_contact_id, site_id, title, stage, pipeline_type, source,
-    estimated_value, expected_close_date, probability, solution_families, scope_summary,
+    estimated_value_cents, expected_close_date, probability, solution_families, scope_summary,
     competitor_notes, win_loss_reason, next_step_description, next_step_date, bid_due_date,
     budget_confirmed, priority, lost_reason_category, technical_requirements, owner_user_id,
     visibility_mode, created_by, created_at, updated_at, version)
@@ -37,7 +37,7 @@ SELECT
     (ARRAY['new_construction', 'retrofit', 'service_agreement', 'expansion', 'other'])[1 + (i / 7) % 5],
     (ARRAY['referral', 'website', 'cold_call', 'existing_customer', 'partner', 'trade_show',
            'portal_request', 'other', NULL])[1 + (i / 3) % 9],
-    CASE WHEN i % 10 < 7 THEN round((random() * 5000000)::numeric, 2) END,
+    CASE WHEN i % 10 < 7 THEN (random() * 500000000)::bigint END,
     CASE WHEN i % 10 <> 9 THEN timestamptz '2026-01-01 00:00:00+00' + random() * interval '1095 days' END,
     CASE stage WHEN 'won' THEN 100 WHEN 'lost' THEN 0 ELSE CASE WHEN i % 2 = 1 THEN (i % 101) END END,
     CASE (i / 11) % 4 WHEN 1 THEN ARRAY['HVAC controls'] WHEN 2 THEN ARRAY['Access control', 'CCTV'] ELSE '{}'::text[] END,

@@ -15,10 +15,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::opportunity::sqlite_instant;
 use super::prepared::{PgInsertEvents, TakePositions};
-use super::schema::{postgres as pg, sqlite as lite};
-use super::{DbConn, DbError};
+use super::schema::{opportunity_event_feed as feed, opportunity_events as e};
+use super::types::{Id, Instant, sql};
+use super::{DbConn, DbError, in_snapshot};
 use crate::domain::opportunity::{Opportunity, VisibilityMode, format_instant};
 
 /// What happened to the opportunity.
@@ -84,19 +84,21 @@ impl NewEvent {
     }
 }
 
+/// An event as SQLite's INSERT takes it (PostgreSQL's takes columns of arrays:
+/// [`PgInsertEvents`]).
 #[derive(Insertable)]
-#[diesel(table_name = lite::opportunity_events)]
-struct SqliteEventRow {
+#[diesel(table_name = e)]
+struct EventRow {
     position: i64,
     kind: &'static str,
-    occurred_at: String,
-    workspace_id: String,
-    actor: String,
-    opportunity_id: String,
+    occurred_at: Instant,
+    workspace_id: Id,
+    actor: Id,
+    opportunity_id: Id,
     visible_elsewhere: bool,
     stage: &'static str,
     pipeline_type: &'static str,
-    owner_user_id: String,
+    owner_user_id: Id,
     opportunity: String,
 }
 
@@ -107,40 +109,34 @@ pub fn append(conn: &mut DbConn<'_>, events: Vec<NewEvent>) -> QueryResult<i64> 
         return Ok(0);
     }
     let n = events.len() as i64;
-    let position;
+    let last: i64 = on_either!(conn, c => TakePositions(n).get_result(*c))?;
+    let first = last - n + 1;
     match conn {
-        DbConn::Postgres(c) => {
-            let last: i64 = TakePositions(n).get_result(*c)?;
-            position = last;
-            // One statement, however many events: it runs under the position lock, where
-            // each round trip holds up every other writer.
-            PgInsertEvents::new(last - n + 1, events).execute(*c)?;
-        }
+        // One statement, however many events: it runs under the position lock, where each
+        // round trip holds up every other writer.
+        DbConn::Postgres(c) => PgInsertEvents::new(first, events).execute(*c).map(|_| ())?,
         DbConn::Sqlite(c) => {
-            let last: i64 = TakePositions(n).get_result(*c)?;
-            let first = last - n + 1;
-            position = last;
-            let rows: Vec<SqliteEventRow> = events
+            let rows: Vec<EventRow> = events
                 .into_iter()
-                .enumerate()
-                .map(|(i, e)| SqliteEventRow {
-                    position: first + i as i64,
+                .zip(first..)
+                .map(|(e, position)| EventRow {
+                    position,
                     kind: e.kind.as_str(),
-                    occurred_at: sqlite_instant(&e.occurred_at),
-                    workspace_id: e.workspace_id.to_string(),
-                    actor: e.actor.to_string(),
-                    opportunity_id: e.opportunity_id.to_string(),
+                    occurred_at: Instant(e.occurred_at),
+                    workspace_id: Id(e.workspace_id),
+                    actor: Id(e.actor),
+                    opportunity_id: Id(e.opportunity_id),
                     visible_elsewhere: e.visible_elsewhere,
                     stage: e.stage,
                     pipeline_type: e.pipeline_type,
-                    owner_user_id: e.owner_user_id.to_string(),
+                    owner_user_id: Id(e.owner_user_id),
                     opportunity: e.opportunity,
                 })
                 .collect();
-            insert_in_chunks!(*c, lite::opportunity_events::table, rows)?;
+            insert_in_chunks!(*c, e::table, rows)?;
         }
     }
-    Ok(position)
+    Ok(last)
 }
 
 /// A stored event, ready to send.
@@ -212,8 +208,7 @@ fn corrupt(what: &str, position: i64) -> DbError {
     DbError::Query(DieselError::DeserializationError(format!("stored {what} {position} is not valid").into()))
 }
 
-type PgEventTuple = (i64, String, DateTime<Utc>, Uuid, Uuid, bool, String, String, Uuid, String);
-type SqliteEventTuple = (i64, String, String, String, String, bool, String, String, String, String);
+type EventTuple = (i64, String, Instant, Id, Id, bool, String, String, Id, String);
 
 /// Who reads: the workspace, and whether events readable from elsewhere count too
 /// (`include: "visible"`). `None` reads every event (the feed's own poller).
@@ -237,128 +232,53 @@ pub struct Page {
 /// Reads a page of events after `since` (all of them from the oldest kept when `None`) for
 /// `reader` (every event when `None`).
 pub fn page(conn: DbConn<'_>, since: Option<i64>, reader: Option<Reader>, limit: i64) -> Result<Page, DbError> {
-    match conn {
-        DbConn::Postgres(c) => c
-            .build_transaction()
-            .repeatable_read()
-            .read_only()
-            .run(|c| {
-                use pg::opportunity_event_feed as feed;
-                use pg::opportunity_events as e;
-                let (head, purged_through): (i64, i64) =
-                    feed::table.find(1i16).select((feed::last_position, feed::purged_through)).first(c)?;
-                let mut query = e::table
-                    .filter(e::position.gt(since.unwrap_or(0)))
-                    .filter(e::position.le(head))
-                    .order(e::position)
-                    .limit(limit)
-                    .select((
-                        e::position,
-                        e::kind,
-                        e::occurred_at,
-                        e::workspace_id,
-                        e::actor,
-                        e::visible_elsewhere,
-                        e::stage,
-                        e::pipeline_type,
-                        e::owner_user_id,
-                        e::opportunity,
-                    ))
-                    .into_boxed();
-                if let Some(r) = reader {
-                    query = if r.visible {
-                        query.filter(e::workspace_id.eq(r.workspace).or(e::visible_elsewhere.eq(true)))
-                    } else {
-                        query.filter(e::workspace_id.eq(r.workspace))
-                    };
-                }
-                let rows: Vec<PgEventTuple> = query.load(c)?;
-                Ok::<_, DieselError>((head, purged_through, rows))
-            })
-            .map_err(DbError::classify)
-            .and_then(|(head, purged_through, rows)| {
-                let events = rows
-                    .into_iter()
-                    .map(|(p, k, at, ws, actor, elsewhere, stage, pipeline, owner, o)| {
-                        build_event(p, &k, at, ws, actor, elsewhere, stage, pipeline, owner, &o)
-                    })
-                    .collect::<Result<_, _>>()?;
-                Ok(Page { head, purged_through, events })
-            }),
-        DbConn::Sqlite(c) => c
-            .transaction(|c| {
-                use lite::opportunity_event_feed as feed;
-                use lite::opportunity_events as e;
-                let (head, purged_through): (i64, i64) =
-                    feed::table.find(1).select((feed::last_position, feed::purged_through)).first(c)?;
-                let mut query = e::table
-                    .filter(e::position.gt(since.unwrap_or(0)))
-                    .filter(e::position.le(head))
-                    .order(e::position)
-                    .limit(limit)
-                    .select((
-                        e::position,
-                        e::kind,
-                        e::occurred_at,
-                        e::workspace_id,
-                        e::actor,
-                        e::visible_elsewhere,
-                        e::stage,
-                        e::pipeline_type,
-                        e::owner_user_id,
-                        e::opportunity,
-                    ))
-                    .into_boxed();
-                if let Some(r) = reader {
-                    let ws = r.workspace.to_string();
-                    query = if r.visible {
-                        query.filter(e::workspace_id.eq(ws).or(e::visible_elsewhere.eq(true)))
-                    } else {
-                        query.filter(e::workspace_id.eq(ws))
-                    };
-                }
-                let rows: Vec<SqliteEventTuple> = query.load(c)?;
-                Ok::<_, DieselError>((head, purged_through, rows))
-            })
-            .map_err(DbError::classify)
-            .and_then(|(head, purged_through, rows)| {
-                let uuid = |p: i64, v: &str| Uuid::try_parse(v).map_err(|_| corrupt("event", p));
-                let events = rows
-                    .into_iter()
-                    .map(|(p, k, at, ws, actor, elsewhere, stage, pipeline, owner, o)| {
-                        let at = DateTime::parse_from_rfc3339(&at)
-                            .map_err(|_| corrupt("event time", p))?
-                            .with_timezone(&Utc);
-                        build_event(
-                            p,
-                            &k,
-                            at,
-                            uuid(p, &ws)?,
-                            uuid(p, &actor)?,
-                            elsewhere,
-                            stage,
-                            pipeline,
-                            uuid(p, &owner)?,
-                            &o,
-                        )
-                    })
-                    .collect::<Result<_, _>>()?;
-                Ok(Page { head, purged_through, events })
-            }),
-    }
+    let (head, purged_through, rows) = in_snapshot(conn, |conn| {
+        on_either!(conn, c => {
+            let (head, purged_through): (i64, i64) =
+                feed::table.find(1).select((feed::last_position, feed::purged_through)).first(c)?;
+            let mut query = e::table
+                .filter(e::position.gt(since.unwrap_or(0)))
+                .filter(e::position.le(head))
+                .order(e::position)
+                .limit(limit)
+                .select((
+                    e::position,
+                    e::kind,
+                    e::occurred_at,
+                    e::workspace_id,
+                    e::actor,
+                    e::visible_elsewhere,
+                    e::stage,
+                    e::pipeline_type,
+                    e::owner_user_id,
+                    e::opportunity,
+                ))
+                .into_boxed();
+            if let Some(r) = reader {
+                let ws = Id(r.workspace);
+                query = if r.visible {
+                    query.filter(e::workspace_id.eq(ws).or(e::visible_elsewhere.eq(true)))
+                } else {
+                    query.filter(e::workspace_id.eq(ws))
+                };
+            }
+            let rows: Vec<EventTuple> = query.load(c)?;
+            Ok((head, purged_through, rows))
+        })
+    })
+    .map_err(DbError::classify)?;
+    let events = rows
+        .into_iter()
+        .map(|(p, k, at, ws, actor, elsewhere, stage, pipeline, owner, o)| {
+            build_event(p, &k, at.0, ws.0, actor.0, elsewhere, stage, pipeline, owner.0, &o)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Page { head, purged_through, events })
 }
 
 /// The feed's head: the last position handed out.
 pub fn head(conn: DbConn<'_>) -> Result<i64, DbError> {
-    match conn {
-        DbConn::Postgres(c) => {
-            pg::opportunity_event_feed::table.find(1i16).select(pg::opportunity_event_feed::last_position).first(c)
-        }
-        DbConn::Sqlite(c) => {
-            lite::opportunity_event_feed::table.find(1).select(lite::opportunity_event_feed::last_position).first(c)
-        }
-    }
-    .map_err(DbError::classify)
+    on_either!(conn, c => feed::table.find(1).select(feed::last_position).first(c)).map_err(DbError::classify)
 }
 
 /// Purges the events older than `cutoff`: every event before the first one that is not, so
@@ -374,43 +294,21 @@ pub fn purge(conn: DbConn<'_>, cutoff: DateTime<Utc>) -> Result<usize, DbError> 
     }
     const THROUGH: &str = "SELECT COALESCE((SELECT MIN(position) FROM opportunity_events WHERE occurred_at >= {cutoff}) - 1, \
                            (SELECT MAX(position) FROM opportunity_events)) AS through";
-    match conn {
-        DbConn::Postgres(c) => {
-            use pg::opportunity_event_feed as feed;
-            use pg::opportunity_events as e;
-            let Through { through } = diesel::sql_query(THROUGH.replace("{cutoff}", "$1"))
-                .bind::<diesel::sql_types::Timestamptz, _>(cutoff)
-                .get_result(c)
-                .map_err(DbError::classify)?;
-            let Some(through) = through else { return Ok(0) };
-            diesel::update(feed::table.find(1i16))
-                .set(
-                    feed::purged_through.eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
-                        "GREATEST(purged_through, {through})"
-                    ))),
-                )
-                .execute(c)
-                .map_err(DbError::classify)?;
-            diesel::delete(e::table.filter(e::position.le(through))).execute(c).map_err(DbError::classify)
-        }
-        DbConn::Sqlite(c) => {
-            use lite::opportunity_event_feed as feed;
-            use lite::opportunity_events as e;
-            let Through { through } = diesel::sql_query(THROUGH.replace("{cutoff}", "?"))
-                .bind::<diesel::sql_types::Text, _>(sqlite_instant(&cutoff))
-                .get_result(c)
-                .map_err(DbError::classify)?;
-            let Some(through) = through else { return Ok(0) };
-            diesel::update(feed::table.find(1))
-                .set(
-                    feed::purged_through
-                        .eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!("MAX(purged_through, {through})"))),
-                )
-                .execute(c)
-                .map_err(DbError::classify)?;
-            diesel::delete(e::table.filter(e::position.le(through))).execute(c).map_err(DbError::classify)
-        }
-    }
+    let placeholder = match conn {
+        DbConn::Postgres(_) => "$1",
+        DbConn::Sqlite(_) => "?",
+    };
+    on_either!(conn, c => {
+        let Through { through } = diesel::sql_query(THROUGH.replace("{cutoff}", placeholder))
+            .bind::<sql::Instant, _>(Instant(cutoff))
+            .get_result(c)?;
+        let Some(through) = through else { return Ok(0) };
+        diesel::update(feed::table.find(1).filter(feed::purged_through.lt(through)))
+            .set(feed::purged_through.eq(through))
+            .execute(c)?;
+        diesel::delete(e::table.filter(e::position.le(through))).execute(c)
+    })
+    .map_err(DbError::classify)
 }
 
 #[cfg(test)]

@@ -5,15 +5,16 @@
 //! The statement is built from fixed fragments; every value a caller sent is a bound parameter.
 
 use chrono::{DateTime, Utc};
-use diesel::pg::Pg;
+use diesel::backend::Backend as DieselBackend;
 use diesel::prelude::*;
-use diesel::query_builder::BoxedSqlQuery;
-use diesel::sql_types;
-use diesel::sqlite::Sqlite;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{self, HasSqlType};
 use uuid::Uuid;
 
-use super::opportunity::{PgStored, SqliteStored, sqlite_instant};
-use super::{DbConn, DbError};
+use super::opportunity::Stored;
+use super::types::{Id, Instant, sql};
+use super::{DbConn, DbError, in_snapshot};
 use crate::domain::opportunity::{Money, Opportunity};
 
 /// The case folding of `titleContains`, on both sides of the match: Unicode lowercasing with
@@ -69,13 +70,12 @@ impl OrderBy {
         }
     }
 
-    fn column(self, backend: Backend) -> &'static str {
-        match (self, backend) {
-            (Self::CreatedAt, _) => "created_at",
-            (Self::UpdatedAt, _) => "updated_at",
-            (Self::ExpectedCloseDate, _) => "expected_close_date",
-            (Self::EstimatedValue, Backend::Postgres) => "estimated_value",
-            (Self::EstimatedValue, Backend::Sqlite) => "estimated_value_cents",
+    fn column(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "created_at",
+            Self::UpdatedAt => "updated_at",
+            Self::ExpectedCloseDate => "expected_close_date",
+            Self::EstimatedValue => "estimated_value_cents",
         }
     }
 
@@ -278,7 +278,7 @@ impl Statement {
 
     fn build(q: &ListQuery, backend: Backend) -> Self {
         let mut s = Statement { backend, sql: String::new(), binds: Vec::new() };
-        let column = q.order().column(backend);
+        let column = q.order().column();
         let (after, dir) = if q.descending { ("<", "DESC") } else { (">", "ASC") };
         let order = format!("ORDER BY {column} {dir} NULLS LAST, id {dir} LIMIT {}", q.limit + 1);
         // Each part is an index range of (workspace_id, ordering value, id): the rows after the
@@ -314,26 +314,20 @@ impl Statement {
     }
 }
 
-fn bind_pg(
-    query: BoxedSqlQuery<'static, Pg, diesel::query_builder::SqlQuery>,
-    value: Bind,
-) -> BoxedSqlQuery<'static, Pg, diesel::query_builder::SqlQuery> {
+/// Binds a value as its column's type, on either backend.
+fn bind<DB>(query: BoxedSqlQuery<'static, DB, SqlQuery>, value: Bind) -> BoxedSqlQuery<'static, DB, SqlQuery>
+where
+    DB: DieselBackend + HasSqlType<sql::Id> + HasSqlType<sql::Instant> + HasSqlType<sql_types::Text>,
+    DB: HasSqlType<sql_types::BigInt>,
+    Id: ToSql<sql::Id, DB>,
+    Instant: ToSql<sql::Instant, DB>,
+    String: ToSql<sql_types::Text, DB>,
+    i64: ToSql<sql_types::BigInt, DB>,
+{
     match value {
-        Bind::Uuid(u) => query.bind::<sql_types::Uuid, _>(u),
+        Bind::Uuid(u) => query.bind::<sql::Id, _>(Id(u)),
         Bind::Text(t) => query.bind::<sql_types::Text, _>(t),
-        Bind::Instant(t) => query.bind::<sql_types::Timestamptz, _>(t),
-        Bind::Money(m) => query.bind::<sql_types::Numeric, _>(m.to_decimal()),
-    }
-}
-
-fn bind_sqlite(
-    query: BoxedSqlQuery<'static, Sqlite, diesel::query_builder::SqlQuery>,
-    value: Bind,
-) -> BoxedSqlQuery<'static, Sqlite, diesel::query_builder::SqlQuery> {
-    match value {
-        Bind::Uuid(u) => query.bind::<sql_types::Text, _>(u.to_string()),
-        Bind::Text(t) => query.bind::<sql_types::Text, _>(t),
-        Bind::Instant(t) => query.bind::<sql_types::Text, _>(sqlite_instant(&t)),
+        Bind::Instant(t) => query.bind::<sql::Instant, _>(Instant(t)),
         Bind::Money(m) => query.bind::<sql_types::BigInt, _>(m.cents()),
     }
 }
@@ -341,33 +335,23 @@ fn bind_sqlite(
 /// One page of a list: up to `limit` opportunities, whether more follow, and the feed's head
 /// in the same snapshot (the `as_of` of the pages that follow a first page).
 pub fn list(conn: DbConn<'_>, q: &ListQuery) -> Result<(Vec<Opportunity>, bool, i64), DbError> {
-    let (mut rows, head) = match conn {
-        DbConn::Postgres(c) => {
-            let s = Statement::build(q, Backend::Postgres);
-            let (rows, head) = c
-                .build_transaction()
-                .repeatable_read()
-                .read_only()
-                .run(|c| {
-                    let head = head_of(super::events::head(DbConn::Postgres(c)))?;
-                    let query = s.binds.into_iter().fold(diesel::sql_query(s.sql).into_boxed::<Pg>(), bind_pg);
-                    Ok::<_, diesel::result::Error>((query.load::<PgStored>(c)?, head))
-                })
-                .map_err(DbError::classify)?;
-            (rows.into_iter().map(Opportunity::try_from).collect::<Result<Vec<_>, _>>()?, head)
-        }
-        DbConn::Sqlite(c) => {
-            let s = Statement::build(q, Backend::Sqlite);
-            let (rows, head) = c
-                .transaction(|c| {
-                    let head = head_of(super::events::head(DbConn::Sqlite(c)))?;
-                    let query = s.binds.into_iter().fold(diesel::sql_query(s.sql).into_boxed::<Sqlite>(), bind_sqlite);
-                    Ok::<_, diesel::result::Error>((query.load::<SqliteStored>(c)?, head))
-                })
-                .map_err(DbError::classify)?;
-            (rows.into_iter().map(Opportunity::try_from).collect::<Result<Vec<_>, _>>()?, head)
-        }
+    let backend = match conn {
+        DbConn::Postgres(_) => Backend::Postgres,
+        DbConn::Sqlite(_) => Backend::Sqlite,
     };
+    let s = Statement::build(q, backend);
+    let (rows, head) = in_snapshot(conn, |mut conn| {
+        let head = head_of(super::events::head(conn.reborrow()))?;
+        let rows: Vec<Stored> = on_either!(conn, c => s
+            .binds
+            .iter()
+            .cloned()
+            .fold(diesel::sql_query(s.sql.as_str()).into_boxed(), bind)
+            .load(c)?);
+        Ok((rows, head))
+    })
+    .map_err(DbError::classify)?;
+    let mut rows = rows.into_iter().map(Opportunity::try_from).collect::<Result<Vec<_>, _>>()?;
     let more = rows.len() > q.limit;
     rows.truncate(q.limit);
     Ok((rows, more, head))

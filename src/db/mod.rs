@@ -1,6 +1,18 @@
 //! Storage: one pool over the embedded SQLite database or PostgreSQL, chosen by the URL scheme,
 //! with migrations embedded per backend and every query run on the blocking thread pool.
 
+/// Runs the same diesel code on the connection of either backend: with one schema
+/// (`schema.rs`) whose column types map to both (`types.rs`), a query is written once and
+/// compiled for each backend. `$c` is the backend's own connection in `$body`.
+macro_rules! on_either {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::db::DbConn::Postgres($c) => $body,
+            $crate::db::DbConn::Sqlite($c) => $body,
+        }
+    };
+}
+
 #[macro_use]
 mod prepared;
 
@@ -9,6 +21,7 @@ pub mod list;
 pub mod opportunity;
 pub mod pg_writer;
 pub mod schema;
+pub mod types;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -192,6 +205,28 @@ fn is_transient_message(message: &str) -> bool {
 pub enum DbConn<'a> {
     Sqlite(&'a mut SqliteConnection),
     Postgres(&'a mut PgConnection),
+}
+
+impl DbConn<'_> {
+    /// The same connection, for a call that takes it by value.
+    pub fn reborrow(&mut self) -> DbConn<'_> {
+        match self {
+            DbConn::Sqlite(c) => DbConn::Sqlite(c),
+            DbConn::Postgres(c) => DbConn::Postgres(c),
+        }
+    }
+}
+
+/// Runs `read` in one read-only snapshot: a REPEATABLE READ, READ ONLY transaction on
+/// PostgreSQL, a (deferred, so reading) transaction on SQLite.
+pub(crate) fn in_snapshot<T>(
+    conn: DbConn<'_>,
+    read: impl Fn(DbConn<'_>) -> diesel::QueryResult<T>,
+) -> diesel::QueryResult<T> {
+    match conn {
+        DbConn::Postgres(c) => c.build_transaction().repeatable_read().read_only().run(|c| read(DbConn::Postgres(c))),
+        DbConn::Sqlite(c) => c.transaction(|c| read(DbConn::Sqlite(c))),
+    }
 }
 
 #[derive(Clone)]
@@ -608,12 +643,7 @@ impl Database {
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), DbError> {
         self.run(|conn| {
-            match conn {
-                DbConn::Sqlite(c) => diesel::sql_query("SELECT 1").execute(c),
-                DbConn::Postgres(c) => diesel::sql_query("SELECT 1").execute(c),
-            }
-            .map(|_| ())
-            .map_err(DbError::classify)
+            on_either!(conn, c => diesel::sql_query("SELECT 1").execute(c)).map(|_| ()).map_err(DbError::classify)
         })
         .await
     }
@@ -728,5 +758,87 @@ mod tests {
         assert_eq!(get(&mut conn, "synchronous", "synchronous"), "2"); // FULL
         assert_eq!(get(&mut conn, "foreign_keys", "foreign_keys"), "1");
         assert_eq!(get(&mut conn, "busy_timeout", "timeout"), SQLITE_BUSY_TIMEOUT_MS.to_string());
+    }
+
+    /// The migration to one schema (2026-12-05-000001) on a database filled by the schema
+    /// before it: every stored value reads back the same, money exactly to the cent at both
+    /// ends of its range, and the migration reverts and applies again without loss.
+    #[test]
+    fn the_one_schema_migration_keeps_every_stored_value_on_postgres() {
+        use diesel::migration::{Migration, MigrationSource};
+        let Some(admin) = std::env::var("TEST_DATABASE_URL").ok().filter(|u| u.starts_with("postgres")) else {
+            eprintln!("the_one_schema_migration_keeps_every_stored_value_on_postgres: SKIPPED, needs PostgreSQL");
+            return;
+        };
+        let name = format!("ops_unit_{}", uuid::Uuid::new_v4().simple());
+        let mut server = PgConnection::establish(&admin).expect("TEST_DATABASE_URL answers");
+        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut server).unwrap();
+        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+        let result = std::panic::catch_unwind(|| {
+            let mut conn = PgConnection::establish(&url).unwrap();
+            let migrations = MigrationSource::<diesel::pg::Pg>::migrations(&POSTGRES_MIGRATIONS).unwrap();
+            let (last, before) = migrations.split_last().unwrap();
+            assert_eq!(last.name().to_string(), "2026-12-05-000001_one_schema");
+            assert!(conn.applied_migrations().unwrap().is_empty(), "a new database");
+            for m in before {
+                conn.run_migration(m).unwrap();
+            }
+            // Rows as the schema before stored them: numeric money, smallint probability.
+            let ws = "11111111-1111-4111-8111-111111111111";
+            let values = [("0.01", "0"), ("125000.50", "60"), ("1000000000000.00", "100"), ("NULL", "NULL")];
+            for (i, (value, probability)) in values.iter().enumerate() {
+                diesel::sql_query(format!(
+                    "INSERT INTO opportunities (id, workspace_id, customer_id, title, stage, pipeline_type, \
+                     estimated_value, probability, solution_families, owner_user_id, visibility_mode, created_by, \
+                     created_at, updated_at, expected_close_date) VALUES ('00000000-0000-4000-8000-00000000000{i}', \
+                     '{ws}', '{ws}', 'Row {i}', 'lead', 'retrofit', {value}, {probability}, ARRAY['BMS', 'CCTV'], \
+                     '{ws}', 'shared', '{ws}', '2026-12-01T07:30:00.123456Z', '2026-12-02T07:30:00Z', \
+                     '2027-03-31T17:00:00Z')"
+                ))
+                .execute(&mut conn)
+                .unwrap();
+            }
+            diesel::sql_query("UPDATE opportunity_event_feed SET last_position = 7, purged_through = 2")
+                .execute(&mut conn)
+                .unwrap();
+            let read = |conn: &mut PgConnection| {
+                let all: Vec<_> = (0..values.len())
+                    .map(|i| {
+                        let id = uuid::Uuid::parse_str(&format!("00000000-0000-4000-8000-00000000000{i}")).unwrap();
+                        opportunity::get(DbConn::Postgres(conn), id).unwrap().expect("kept")
+                    })
+                    .collect();
+                (all, events::head(DbConn::Postgres(conn)).unwrap())
+            };
+            conn.run_migration(last).unwrap();
+            let (after, head) = read(&mut conn);
+            let cents: Vec<_> = after.iter().map(|o| o.estimated_value.map(|m| m.cents())).collect();
+            assert_eq!(cents, [Some(1), Some(12_500_050), Some(100_000_000_000_000), None]);
+            let probabilities: Vec<_> = after.iter().map(|o| o.probability).collect();
+            assert_eq!(probabilities, [Some(0), Some(60), Some(100), None]);
+            assert_eq!(head, 7);
+            let o = &after[1];
+            assert_eq!(o.solution_families, ["BMS", "CCTV"]);
+            assert_eq!(o.created_at.to_rfc3339(), "2026-12-01T07:30:00.123456+00:00");
+            assert_eq!(o.expected_close_date.unwrap().to_rfc3339(), "2027-03-31T17:00:00+00:00");
+            // The range stays guarded, now in cents.
+            let over = diesel::sql_query(
+                "UPDATE opportunities SET estimated_value_cents = 100000000000001 WHERE title = 'Row 0'",
+            )
+            .execute(&mut conn);
+            assert!(over.is_err(), "a value over the range is refused");
+            // Down and up again: the same values.
+            conn.revert_migration(last).unwrap();
+            conn.run_migration(last).unwrap();
+            let (again, _) = read(&mut conn);
+            assert_eq!(
+                again.iter().map(|o| o.estimated_value).collect::<Vec<_>>(),
+                after.iter().map(|o| o.estimated_value).collect::<Vec<_>>()
+            );
+        });
+        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut server);
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
     }
 }

@@ -1,7 +1,5 @@
 //! Queries of opportunities and of the idempotency keys of their creates.
 
-use std::time::Instant;
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -9,7 +7,8 @@ use uuid::Uuid;
 
 use super::events::{self, NewEvent};
 use super::prepared::SqliteWriteChanged;
-use super::schema::{postgres as pg, sqlite as lite};
+use super::schema::{idempotency_keys as k, opportunities as t};
+use super::types::{Id, Instant, Labels};
 use super::{DbConn, DbError};
 use crate::domain::opportunity::{
     LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source, Stage, VisibilityMode,
@@ -37,158 +36,78 @@ pub enum CreateOutcome {
     KeyReused,
 }
 
-pub(super) fn sqlite_instant(instant: &DateTime<Utc>) -> String {
-    // Fixed width (`%Y-%m-%dT%H:%M:%S%.6fZ`), so that text order is time order.
-    instant.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-// Every column bound, `None` as NULL, so that the SQL of an INSERT of N rows is always the same
-// and diesel keeps it prepared (see `insert_in_chunks!`).
-#[derive(Insertable, AsChangeset)]
-#[diesel(table_name = pg::opportunities, treat_none_as_default_value = false, treat_none_as_null = true)]
-struct PgRow {
-    id: Uuid,
-    workspace_id: Uuid,
-    customer_id: Uuid,
-    primary_contact_id: Option<Uuid>,
-    site_id: Option<Uuid>,
-    title: String,
-    stage: &'static str,
-    pipeline_type: &'static str,
-    source: Option<&'static str>,
-    estimated_value: Option<bigdecimal::BigDecimal>,
-    expected_close_date: Option<DateTime<Utc>>,
-    probability: Option<i16>,
-    solution_families: Vec<String>,
-    scope_summary: Option<String>,
-    competitor_notes: Option<String>,
-    win_loss_reason: Option<String>,
-    next_step_description: Option<String>,
-    next_step_date: Option<DateTime<Utc>>,
-    bid_due_date: Option<DateTime<Utc>>,
-    budget_confirmed: bool,
-    priority: Option<&'static str>,
-    lost_reason_category: Option<&'static str>,
-    technical_requirements: Option<String>,
-    owner_user_id: Uuid,
-    visibility_mode: &'static str,
-    created_by: Uuid,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    version: i32,
-    archived_at: Option<DateTime<Utc>>,
-}
-
-impl PgRow {
-    /// Owned, so that diesel can keep the prepared INSERT of a fixed number of rows.
-    fn new(o: &Opportunity) -> Self {
-        Self {
-            id: o.id,
-            workspace_id: o.workspace_id,
-            customer_id: o.customer_id,
-            primary_contact_id: o.primary_contact_id,
-            site_id: o.site_id,
-            title: o.title.clone(),
-            stage: o.stage.as_str(),
-            pipeline_type: o.pipeline_type.as_str(),
-            source: o.source.map(|s| s.as_str()),
-            estimated_value: o.estimated_value.map(|m| m.to_decimal()),
-            expected_close_date: o.expected_close_date,
-            probability: o.probability,
-            solution_families: o.solution_families.clone(),
-            scope_summary: o.scope_summary.clone(),
-            competitor_notes: o.competitor_notes.clone(),
-            win_loss_reason: o.win_loss_reason.clone(),
-            next_step_description: o.next_step_description.clone(),
-            next_step_date: o.next_step_date,
-            bid_due_date: o.bid_due_date,
-            budget_confirmed: o.budget_confirmed,
-            priority: o.priority.map(|p| p.as_str()),
-            lost_reason_category: o.lost_reason_category.map(|l| l.as_str()),
-            technical_requirements: o.technical_requirements.clone(),
-            owner_user_id: o.owner_user_id,
-            visibility_mode: o.visibility_mode.as_str(),
-            created_by: o.created_by,
-            created_at: o.created_at,
-            updated_at: o.updated_at,
-            version: o.version,
-            archived_at: o.archived_at,
-        }
-    }
-}
-
 // Every column bound, `None` as NULL: SQLite has no DEFAULT keyword, and only so does diesel
-// make one multi-row INSERT of a batch (`insert_sqlite_batch`) instead of one INSERT per row.
+// make one multi-row INSERT of a batch (`insert_in_chunks!`) whose SQL is always the same for N
+// rows, so that it is kept prepared. The same row, as a changeset, is what an UPDATE writes.
 #[derive(Insertable, AsChangeset)]
-#[diesel(table_name = lite::opportunities, treat_none_as_default_value = false, treat_none_as_null = true)]
-pub(super) struct SqliteRow {
-    pub(super) id: String,
-    workspace_id: String,
-    customer_id: String,
-    primary_contact_id: Option<String>,
-    site_id: Option<String>,
+#[diesel(table_name = t, treat_none_as_default_value = false, treat_none_as_null = true)]
+pub(super) struct Row {
+    pub(super) id: Id,
+    workspace_id: Id,
+    customer_id: Id,
+    primary_contact_id: Option<Id>,
+    site_id: Option<Id>,
     title: String,
     stage: &'static str,
     pipeline_type: &'static str,
     source: Option<&'static str>,
     estimated_value_cents: Option<i64>,
-    expected_close_date: Option<String>,
+    expected_close_date: Option<Instant>,
     probability: Option<i32>,
-    solution_families: String,
+    solution_families: Labels,
     scope_summary: Option<String>,
     competitor_notes: Option<String>,
     win_loss_reason: Option<String>,
     next_step_description: Option<String>,
-    next_step_date: Option<String>,
-    bid_due_date: Option<String>,
+    next_step_date: Option<Instant>,
+    bid_due_date: Option<Instant>,
     budget_confirmed: bool,
     priority: Option<&'static str>,
     lost_reason_category: Option<&'static str>,
     technical_requirements: Option<String>,
-    owner_user_id: String,
+    owner_user_id: Id,
     visibility_mode: &'static str,
-    created_by: String,
-    created_at: String,
-    updated_at: String,
+    created_by: Id,
+    created_at: Instant,
+    updated_at: Instant,
     version: i32,
-    archived_at: Option<String>,
+    archived_at: Option<Instant>,
 }
 
-impl SqliteRow {
+impl Row {
     /// Owned, so that diesel can keep the prepared INSERT of a fixed number of rows.
-    fn new(o: &Opportunity) -> Self {
-        let id = |u: Uuid| u.to_string();
+    pub(super) fn new(o: &Opportunity) -> Self {
         Self {
-            id: id(o.id),
-            workspace_id: id(o.workspace_id),
-            customer_id: id(o.customer_id),
-            primary_contact_id: o.primary_contact_id.map(id),
-            site_id: o.site_id.map(id),
+            id: Id(o.id),
+            workspace_id: Id(o.workspace_id),
+            customer_id: Id(o.customer_id),
+            primary_contact_id: o.primary_contact_id.map(Id),
+            site_id: o.site_id.map(Id),
             title: o.title.clone(),
             stage: o.stage.as_str(),
             pipeline_type: o.pipeline_type.as_str(),
             source: o.source.map(|s| s.as_str()),
             estimated_value_cents: o.estimated_value.map(|m| m.cents()),
-            expected_close_date: o.expected_close_date.as_ref().map(sqlite_instant),
+            expected_close_date: o.expected_close_date.map(Instant),
             probability: o.probability.map(i32::from),
-            solution_families: serde_json::to_string(&o.solution_families).expect("a list of strings serializes"),
+            solution_families: Labels(o.solution_families.clone()),
             scope_summary: o.scope_summary.clone(),
             competitor_notes: o.competitor_notes.clone(),
             win_loss_reason: o.win_loss_reason.clone(),
             next_step_description: o.next_step_description.clone(),
-            next_step_date: o.next_step_date.as_ref().map(sqlite_instant),
-            bid_due_date: o.bid_due_date.as_ref().map(sqlite_instant),
+            next_step_date: o.next_step_date.map(Instant),
+            bid_due_date: o.bid_due_date.map(Instant),
             budget_confirmed: o.budget_confirmed,
             priority: o.priority.map(|p| p.as_str()),
             lost_reason_category: o.lost_reason_category.map(|l| l.as_str()),
             technical_requirements: o.technical_requirements.clone(),
-            owner_user_id: id(o.owner_user_id),
+            owner_user_id: Id(o.owner_user_id),
             visibility_mode: o.visibility_mode.as_str(),
-            created_by: id(o.created_by),
-            created_at: sqlite_instant(&o.created_at),
-            updated_at: sqlite_instant(&o.updated_at),
+            created_by: Id(o.created_by),
+            created_at: Instant(o.created_at),
+            updated_at: Instant(o.updated_at),
             version: o.version,
-            archived_at: o.archived_at.as_ref().map(sqlite_instant),
+            archived_at: o.archived_at.map(Instant),
         }
     }
 }
@@ -211,22 +130,16 @@ fn create_postgres(
     o: &Opportunity,
     key: Option<&IdempotencyRecord>,
     event: &NewEvent,
-    deadline: Instant,
+    deadline: std::time::Instant,
 ) -> QueryResult<CreateOutcome> {
     conn.transaction(|conn| {
-        let outcome = match key {
-            None => {
-                diesel::insert_into(pg::opportunities::table).values(PgRow::new(o)).execute(conn)?;
-                CreateOutcome::Created
-            }
-            Some(record) => insert_keyed_postgres(conn, o, record)?,
-        };
+        let outcome = insert_one(DbConn::Postgres(conn), o, key)?;
         if outcome == CreateOutcome::Created {
             events::append(&mut DbConn::Postgres(conn), vec![event.clone()])?;
         }
         // The caller stops waiting at the deadline and answers SERVICE_UNAVAILABLE: past it,
         // roll back rather than store a create that was answered as not done.
-        if Instant::now() >= deadline {
+        if std::time::Instant::now() >= deadline {
             return Err(DieselError::RollbackTransaction);
         }
         Ok(outcome)
@@ -242,19 +155,19 @@ fn create_postgres(
 pub(super) fn create_postgres_group(
     conn: &mut PgConnection,
     group: &[(&Opportunity, Option<&IdempotencyRecord>, &NewEvent)],
-    deadline: Instant,
+    deadline: std::time::Instant,
     outcomes: &mut Vec<CreateOutcome>,
 ) -> QueryResult<()> {
     outcomes.clear();
-    let keyless: Vec<PgRow> = group.iter().filter(|(_, key, _)| key.is_none()).map(|(o, _, _)| PgRow::new(o)).collect();
+    let keyless: Vec<Row> = group.iter().filter(|(_, key, _)| key.is_none()).map(|(o, _, _)| Row::new(o)).collect();
     conn.transaction(|conn| {
         if !keyless.is_empty() {
-            insert_in_chunks!(conn, pg::opportunities::table, keyless)?;
+            insert_in_chunks!(conn, t::table, keyless)?;
         }
         for (o, key, _) in group {
             outcomes.push(match key {
                 None => CreateOutcome::Created,
-                Some(record) => insert_keyed_postgres(conn, o, record)?,
+                Some(_) => insert_one(DbConn::Postgres(conn), o, *key)?,
             });
         }
         // The events of what was stored, last (this takes the position lock until COMMIT).
@@ -265,47 +178,50 @@ pub(super) fn create_postgres_group(
             .map(|((_, _, event), _)| (*event).clone())
             .collect();
         events::append(&mut DbConn::Postgres(conn), created)?;
-        if Instant::now() >= deadline {
+        if std::time::Instant::now() >= deadline {
             return Err(DieselError::RollbackTransaction);
         }
         Ok(())
     })
 }
 
-/// The keyed part of a create on PostgreSQL, inside the caller's transaction: replay or report a
-/// reuse of the key, or insert the opportunity and its key.
-fn insert_keyed_postgres(
-    conn: &mut PgConnection,
-    o: &Opportunity,
-    record: &IdempotencyRecord,
-) -> QueryResult<CreateOutcome> {
-    let stored = pg::idempotency_keys::table
-        .find((o.workspace_id, record.key.as_str()))
-        .select((pg::idempotency_keys::request_hash, pg::idempotency_keys::response))
-        .first::<(String, String)>(conn)
-        .optional()?;
-    if let Some(outcome) = replay_or_reuse(stored, record) {
-        return Ok(outcome);
-    }
-    diesel::insert_into(pg::opportunities::table).values(PgRow::new(o)).execute(conn)?;
-    diesel::insert_into(pg::idempotency_keys::table)
-        .values((
-            pg::idempotency_keys::workspace_id.eq(o.workspace_id),
-            pg::idempotency_keys::key.eq(record.key.as_str()),
-            pg::idempotency_keys::request_hash.eq(record.request_hash.as_str()),
-            pg::idempotency_keys::opportunity_id.eq(o.id),
-            pg::idempotency_keys::response.eq(record.response.as_str()),
-            pg::idempotency_keys::created_at.eq(o.created_at),
-        ))
-        .execute(conn)?;
-    Ok(CreateOutcome::Created)
+/// Inserts one opportunity inside the caller's transaction, with its idempotency key when there
+/// is one: a key seen before replays its answer (or reports a reuse with other params) and
+/// nothing is written.
+fn insert_one(conn: DbConn<'_>, o: &Opportunity, key: Option<&IdempotencyRecord>) -> QueryResult<CreateOutcome> {
+    on_either!(conn, c => {
+        if let Some(record) = key {
+            let stored = k::table
+                .find((Id(o.workspace_id), record.key.as_str()))
+                .select((k::request_hash, k::response))
+                .first::<(String, String)>(c)
+                .optional()?;
+            if let Some(outcome) = replay_or_reuse(stored, record) {
+                return Ok(outcome);
+            }
+        }
+        diesel::insert_into(t::table).values(Row::new(o)).execute(c)?;
+        if let Some(record) = key {
+            diesel::insert_into(k::table)
+                .values((
+                    k::workspace_id.eq(Id(o.workspace_id)),
+                    k::key.eq(record.key.as_str()),
+                    k::request_hash.eq(record.request_hash.as_str()),
+                    k::opportunity_id.eq(Id(o.id)),
+                    k::response.eq(record.response.as_str()),
+                    k::created_at.eq(Instant(o.created_at)),
+                ))
+                .execute(c)?;
+        }
+        Ok(CreateOutcome::Created)
+    })
 }
 
 /// Inserts opportunities without keys as one multi-row INSERT, in a savepoint of the caller's
 /// transaction: all are stored or, on an error, none.
 pub(super) fn insert_sqlite_batch(conn: &mut SqliteConnection, batch: &[&Opportunity]) -> QueryResult<()> {
-    let rows: Vec<SqliteRow> = batch.iter().map(|o| SqliteRow::new(o)).collect();
-    conn.transaction(|conn| insert_in_chunks!(conn, lite::opportunities::table, rows))
+    let rows: Vec<Row> = batch.iter().map(|o| Row::new(o)).collect();
+    conn.transaction(|conn| insert_in_chunks!(conn, t::table, rows))
 }
 
 /// Inserts one opportunity (and its key) in a savepoint of the caller's transaction.
@@ -316,33 +232,7 @@ pub(super) fn create_sqlite(
 ) -> QueryResult<CreateOutcome> {
     // Runs inside the group transaction of the SQLite writer (src/db/writer.rs), as a savepoint:
     // a create that fails is rolled back alone.
-    conn.transaction(|conn| {
-        let workspace = o.workspace_id.to_string();
-        if let Some(record) = key {
-            let stored = lite::idempotency_keys::table
-                .find((&workspace, record.key.as_str()))
-                .select((lite::idempotency_keys::request_hash, lite::idempotency_keys::response))
-                .first::<(String, String)>(conn)
-                .optional()?;
-            if let Some(outcome) = replay_or_reuse(stored, record) {
-                return Ok(outcome);
-            }
-        }
-        diesel::insert_into(lite::opportunities::table).values(SqliteRow::new(o)).execute(conn)?;
-        if let Some(record) = key {
-            diesel::insert_into(lite::idempotency_keys::table)
-                .values((
-                    lite::idempotency_keys::workspace_id.eq(&workspace),
-                    lite::idempotency_keys::key.eq(record.key.as_str()),
-                    lite::idempotency_keys::request_hash.eq(record.request_hash.as_str()),
-                    lite::idempotency_keys::opportunity_id.eq(o.id.to_string()),
-                    lite::idempotency_keys::response.eq(record.response.as_str()),
-                    lite::idempotency_keys::created_at.eq(sqlite_instant(&o.created_at)),
-                ))
-                .execute(conn)?;
-        }
-        Ok(CreateOutcome::Created)
-    })
+    conn.transaction(|conn| insert_one(DbConn::Sqlite(conn), o, key))
 }
 
 /// Inserts an opportunity in one transaction, with its idempotency key when there is one: the
@@ -354,7 +244,7 @@ pub fn create(
     o: &Opportunity,
     key: Option<&IdempotencyRecord>,
     event: &NewEvent,
-    deadline: Instant,
+    deadline: std::time::Instant,
 ) -> Result<CreateOutcome, DbError> {
     let run = |conn: &mut DbConn<'_>| match conn {
         DbConn::Postgres(c) => create_postgres(c, o, key, event, deadline),
@@ -381,38 +271,21 @@ pub fn create(
 /// around a commit, this tells whether the commit happened. (The SQLite writer never loses its
 /// connection that way: it answers from the commit's own result.)
 pub(super) fn exists_postgres(conn: &mut PgConnection, id: Uuid) -> Result<bool, DbError> {
-    diesel::select(diesel::dsl::exists(pg::opportunities::table.find(id))).get_result(conn).map_err(DbError::classify)
+    diesel::select(diesel::dsl::exists(t::table.find(Id(id)))).get_result(conn).map_err(DbError::classify)
 }
 
 /// Deletes idempotency keys created before `cutoff`; returns how many.
 pub fn purge_idempotency_keys(conn: DbConn<'_>, cutoff: DateTime<Utc>) -> Result<usize, DbError> {
-    match conn {
-        DbConn::Postgres(c) => {
-            diesel::delete(pg::idempotency_keys::table.filter(pg::idempotency_keys::created_at.lt(cutoff))).execute(c)
-        }
-        DbConn::Sqlite(c) => diesel::delete(
-            lite::idempotency_keys::table.filter(lite::idempotency_keys::created_at.lt(sqlite_instant(&cutoff))),
-        )
-        .execute(c),
-    }
-    .map_err(DbError::classify)
+    on_either!(conn, c => diesel::delete(k::table.filter(k::created_at.lt(Instant(cutoff)))).execute(c))
+        .map_err(DbError::classify)
 }
 
 /// How many opportunities a workspace holds (all workspaces when `None`).
 pub fn count(conn: DbConn<'_>, workspace: Option<Uuid>) -> Result<i64, DbError> {
-    match conn {
-        DbConn::Postgres(c) => match workspace {
-            Some(ws) => pg::opportunities::table.filter(pg::opportunities::workspace_id.eq(ws)).count().get_result(c),
-            None => pg::opportunities::table.count().get_result(c),
-        },
-        DbConn::Sqlite(c) => match workspace {
-            Some(ws) => lite::opportunities::table
-                .filter(lite::opportunities::workspace_id.eq(ws.to_string()))
-                .count()
-                .get_result(c),
-            None => lite::opportunities::table.count().get_result(c),
-        },
-    }
+    on_either!(conn, c => match workspace {
+        Some(ws) => t::table.filter(t::workspace_id.eq(Id(ws))).count().get_result(c),
+        None => t::table.count().get_result(c),
+    })
     .map_err(DbError::classify)
 }
 
@@ -420,78 +293,42 @@ pub fn count(conn: DbConn<'_>, workspace: Option<Uuid>) -> Result<i64, DbError> 
 // Reading and changing stored opportunities (CONTRACT.md §8)
 // ---------------------------------------------------------------------------------------------
 
-/// A stored row on PostgreSQL, as a `SELECT *` returns it (`QueryableByName`, for the list's
-/// SQL) or as the query builder selects it (`Selectable`: a statement diesel prepares once per
-/// connection and keeps).
+/// A stored row, as a `SELECT *` returns it (`QueryableByName`, for the list's SQL) or as the
+/// query builder selects it (`Selectable`: a statement diesel prepares once per connection and
+/// keeps), on either backend.
 #[derive(QueryableByName, Queryable, Selectable)]
-#[diesel(table_name = pg::opportunities, check_for_backend(diesel::pg::Pg))]
-pub(super) struct PgStored {
-    id: Uuid,
-    workspace_id: Uuid,
-    customer_id: Uuid,
-    primary_contact_id: Option<Uuid>,
-    site_id: Option<Uuid>,
-    title: String,
-    stage: String,
-    pipeline_type: String,
-    source: Option<String>,
-    estimated_value: Option<bigdecimal::BigDecimal>,
-    expected_close_date: Option<DateTime<Utc>>,
-    probability: Option<i16>,
-    solution_families: Vec<String>,
-    scope_summary: Option<String>,
-    competitor_notes: Option<String>,
-    win_loss_reason: Option<String>,
-    next_step_description: Option<String>,
-    next_step_date: Option<DateTime<Utc>>,
-    bid_due_date: Option<DateTime<Utc>>,
-    budget_confirmed: bool,
-    priority: Option<String>,
-    lost_reason_category: Option<String>,
-    technical_requirements: Option<String>,
-    owner_user_id: Uuid,
-    visibility_mode: String,
-    created_by: Uuid,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    version: i32,
-    archived_at: Option<DateTime<Utc>>,
-}
-
-/// A stored row on SQLite, as a `SELECT *` returns it, or as the query builder selects it.
-#[derive(QueryableByName, Queryable, Selectable)]
-#[diesel(table_name = lite::opportunities, check_for_backend(diesel::sqlite::Sqlite))]
-pub(super) struct SqliteStored {
-    id: String,
-    workspace_id: String,
-    customer_id: String,
-    primary_contact_id: Option<String>,
-    site_id: Option<String>,
+#[diesel(table_name = t, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub(super) struct Stored {
+    id: Id,
+    workspace_id: Id,
+    customer_id: Id,
+    primary_contact_id: Option<Id>,
+    site_id: Option<Id>,
     title: String,
     stage: String,
     pipeline_type: String,
     source: Option<String>,
     estimated_value_cents: Option<i64>,
-    expected_close_date: Option<String>,
+    expected_close_date: Option<Instant>,
     probability: Option<i32>,
-    solution_families: String,
+    solution_families: Labels,
     scope_summary: Option<String>,
     competitor_notes: Option<String>,
     win_loss_reason: Option<String>,
     next_step_description: Option<String>,
-    next_step_date: Option<String>,
-    bid_due_date: Option<String>,
+    next_step_date: Option<Instant>,
+    bid_due_date: Option<Instant>,
     budget_confirmed: bool,
     priority: Option<String>,
     lost_reason_category: Option<String>,
     technical_requirements: Option<String>,
-    owner_user_id: String,
+    owner_user_id: Id,
     visibility_mode: String,
-    created_by: String,
-    created_at: String,
-    updated_at: String,
+    created_by: Id,
+    created_at: Instant,
+    updated_at: Instant,
     version: i32,
-    archived_at: Option<String>,
+    archived_at: Option<Instant>,
 }
 
 /// A stored value this code cannot read: the row was not written by it (or was altered by hand).
@@ -511,183 +348,60 @@ fn stored_optional_enum<T>(
     value.map(|v| stored_enum(what, &v, parse)).transpose()
 }
 
-fn stored_uuid(what: &str, value: &str) -> Result<Uuid, DbError> {
-    Uuid::try_parse(value).map_err(|_| corrupt(what, value))
-}
-
-fn stored_instant(what: &str, value: &str) -> Result<DateTime<Utc>, DbError> {
-    DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&Utc)).map_err(|_| corrupt(what, value))
-}
-
-/// The enums of a stored row, read back.
-struct StoredEnums {
-    stage: Stage,
-    pipeline_type: PipelineType,
-    source: Option<Source>,
-    priority: Option<Priority>,
-    lost_reason_category: Option<LostReasonCategory>,
-    visibility_mode: VisibilityMode,
-}
-
-impl StoredEnums {
-    fn read(
-        stage: &str,
-        pipeline_type: &str,
-        source: Option<String>,
-        priority: Option<String>,
-        lost_reason_category: Option<String>,
-        visibility_mode: &str,
-    ) -> Result<Self, DbError> {
-        Ok(Self {
-            stage: stored_enum("stage", stage, Stage::parse)?,
-            pipeline_type: stored_enum("pipeline type", pipeline_type, PipelineType::parse)?,
-            source: stored_optional_enum("source", source, Source::parse)?,
-            priority: stored_optional_enum("priority", priority, Priority::parse)?,
-            lost_reason_category: stored_optional_enum(
-                "lost reason category",
-                lost_reason_category,
-                LostReasonCategory::parse,
-            )?,
-            visibility_mode: stored_enum("visibility mode", visibility_mode, VisibilityMode::parse)?,
-        })
-    }
-}
-
-impl TryFrom<PgStored> for Opportunity {
+impl TryFrom<Stored> for Opportunity {
     type Error = DbError;
-    fn try_from(r: PgStored) -> Result<Self, DbError> {
-        use bigdecimal::ToPrimitive;
-        let e = StoredEnums::read(
-            &r.stage,
-            &r.pipeline_type,
-            r.source,
-            r.priority,
-            r.lost_reason_category,
-            &r.visibility_mode,
-        )?;
-        let estimated_value = match r.estimated_value {
-            Some(d) => Some(Money::from_cents(
-                (d.clone() * bigdecimal::BigDecimal::from(100))
-                    .to_i64()
-                    .ok_or_else(|| corrupt("value", &d.to_string()))?,
-            )),
+    fn try_from(r: Stored) -> Result<Self, DbError> {
+        let stage = stored_enum("stage", &r.stage, Stage::parse)?;
+        let probability = match r.probability {
+            Some(p) => Some(i16::try_from(p).map_err(|_| corrupt("probability", &p.to_string()))?),
             None => None,
         };
+        let instant = |i: Option<Instant>| i.map(|i| i.0);
         Ok(Opportunity {
-            id: r.id,
-            workspace_id: r.workspace_id,
-            customer_id: r.customer_id,
-            primary_contact_id: r.primary_contact_id,
-            site_id: r.site_id,
+            id: r.id.0,
+            workspace_id: r.workspace_id.0,
+            customer_id: r.customer_id.0,
+            primary_contact_id: r.primary_contact_id.map(|i| i.0),
+            site_id: r.site_id.map(|i| i.0),
             title: r.title,
-            stage: e.stage,
-            pipeline_type: e.pipeline_type,
-            source: e.source,
-            estimated_value,
-            expected_close_date: r.expected_close_date,
-            probability: r.probability,
-            solution_families: r.solution_families,
-            scope_summary: r.scope_summary,
-            competitor_notes: r.competitor_notes,
-            win_loss_reason: r.win_loss_reason,
-            next_step_description: r.next_step_description,
-            next_step_date: r.next_step_date,
-            bid_due_date: r.bid_due_date,
-            budget_confirmed: r.budget_confirmed,
-            priority: e.priority,
-            lost_reason_category: e.lost_reason_category,
-            technical_requirements: r.technical_requirements,
-            owner_user_id: r.owner_user_id,
-            visibility_mode: e.visibility_mode,
-            created_by: r.created_by,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            version: r.version,
-            is_closed: e.stage.is_closed(),
-            is_won: e.stage == Stage::Won,
-            archived_at: r.archived_at,
-        })
-    }
-}
-
-impl TryFrom<SqliteStored> for Opportunity {
-    type Error = DbError;
-    fn try_from(r: SqliteStored) -> Result<Self, DbError> {
-        let e = StoredEnums::read(
-            &r.stage,
-            &r.pipeline_type,
-            r.source,
-            r.priority,
-            r.lost_reason_category,
-            &r.visibility_mode,
-        )?;
-        let uuid = |what: &str, v: Option<String>| v.map(|v| stored_uuid(what, &v)).transpose();
-        let instant = |what: &str, v: Option<String>| v.map(|v| stored_instant(what, &v)).transpose();
-        let solution_families: Vec<String> = serde_json::from_str(&r.solution_families)
-            .map_err(|_| corrupt("solution families", &r.solution_families))?;
-        Ok(Opportunity {
-            id: stored_uuid("id", &r.id)?,
-            workspace_id: stored_uuid("workspace id", &r.workspace_id)?,
-            customer_id: stored_uuid("customer id", &r.customer_id)?,
-            primary_contact_id: uuid("primary contact id", r.primary_contact_id)?,
-            site_id: uuid("site id", r.site_id)?,
-            title: r.title,
-            stage: e.stage,
-            pipeline_type: e.pipeline_type,
-            source: e.source,
+            stage,
+            pipeline_type: stored_enum("pipeline type", &r.pipeline_type, PipelineType::parse)?,
+            source: stored_optional_enum("source", r.source, Source::parse)?,
             estimated_value: r.estimated_value_cents.map(Money::from_cents),
-            expected_close_date: instant("expected close date", r.expected_close_date)?,
-            probability: r.probability.map(|p| p as i16),
-            solution_families,
+            expected_close_date: instant(r.expected_close_date),
+            probability,
+            solution_families: r.solution_families.0,
             scope_summary: r.scope_summary,
             competitor_notes: r.competitor_notes,
             win_loss_reason: r.win_loss_reason,
             next_step_description: r.next_step_description,
-            next_step_date: instant("next step date", r.next_step_date)?,
-            bid_due_date: instant("bid due date", r.bid_due_date)?,
+            next_step_date: instant(r.next_step_date),
+            bid_due_date: instant(r.bid_due_date),
             budget_confirmed: r.budget_confirmed,
-            priority: e.priority,
-            lost_reason_category: e.lost_reason_category,
+            priority: stored_optional_enum("priority", r.priority, Priority::parse)?,
+            lost_reason_category: stored_optional_enum(
+                "lost reason category",
+                r.lost_reason_category,
+                LostReasonCategory::parse,
+            )?,
             technical_requirements: r.technical_requirements,
-            owner_user_id: stored_uuid("owner user id", &r.owner_user_id)?,
-            visibility_mode: e.visibility_mode,
-            created_by: stored_uuid("created by", &r.created_by)?,
-            created_at: stored_instant("created at", &r.created_at)?,
-            updated_at: stored_instant("updated at", &r.updated_at)?,
+            owner_user_id: r.owner_user_id.0,
+            visibility_mode: stored_enum("visibility mode", &r.visibility_mode, VisibilityMode::parse)?,
+            created_by: r.created_by.0,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
             version: r.version,
-            is_closed: e.stage.is_closed(),
-            is_won: e.stage == Stage::Won,
-            archived_at: instant("archived at", r.archived_at)?,
+            is_closed: stage.is_closed(),
+            is_won: stage == Stage::Won,
+            archived_at: instant(r.archived_at),
         })
     }
 }
 
 /// The opportunity with this id, in any workspace (who may read it is for the caller to say).
 pub fn get(conn: DbConn<'_>, id: Uuid) -> Result<Option<Opportunity>, DbError> {
-    match conn {
-        DbConn::Postgres(c) => select_postgres(c, id),
-        DbConn::Sqlite(c) => select_sqlite(c, id),
-    }
-}
-
-fn select_postgres(c: &mut PgConnection, id: Uuid) -> Result<Option<Opportunity>, DbError> {
     // The query builder's statements are prepared once per connection and kept.
-    pg::opportunities::table
-        .find(id)
-        .select(PgStored::as_select())
-        .get_result(c)
-        .optional()
-        .map_err(DbError::classify)?
-        .map(Opportunity::try_from)
-        .transpose()
-}
-
-fn select_sqlite(c: &mut SqliteConnection, id: Uuid) -> Result<Option<Opportunity>, DbError> {
-    lite::opportunities::table
-        .find(id.to_string())
-        .select(SqliteStored::as_select())
-        .get_result(c)
-        .optional()
+    on_either!(conn, c => t::table.find(Id(id)).select(Stored::as_select()).get_result(c).optional())
         .map_err(DbError::classify)?
         .map(Opportunity::try_from)
         .transpose()
@@ -750,20 +464,20 @@ pub fn change_sqlite<E>(
     conn: &mut SqliteConnection,
     id: Uuid,
     key: Option<&ChangeKey>,
-    deadline: Instant,
+    deadline: std::time::Instant,
     decide: &dyn Fn(Option<Opportunity>) -> Decision<E>,
 ) -> Result<Changed<E>, DbError> {
     let mut outcome = None;
     // The group transaction holds the write lock (IMMEDIATE): the reads and the write see one
     // state, and no other writer can store the same key meanwhile.
     let result = conn.transaction(|c| {
-        let current = select_sqlite(c, id).map_err(into_diesel)?;
+        let current = get(DbConn::Sqlite(c), id).map_err(into_diesel)?;
         let mut deferred = Vec::with_capacity(1);
         outcome = Some(change_locked(DbConn::Sqlite(c), current, key, decide, &mut deferred).map_err(into_diesel)?);
         finish_changes(DbConn::Sqlite(c), &deferred)?;
         // Past the deadline the caller has answered SERVICE_UNAVAILABLE (the write lock may
         // have been held elsewhere): roll back rather than store it.
-        if Instant::now() >= deadline {
+        if std::time::Instant::now() >= deadline {
             return Err(DieselError::RollbackTransaction);
         }
         Ok(())
@@ -786,12 +500,11 @@ pub(super) type Locked = std::collections::HashMap<Uuid, Opportunity>;
 /// id order (PostgreSQL locks the rows of `ORDER BY … FOR UPDATE` in the order it sorts them),
 /// so that two groups, of this process or another, never wait for each other in a cycle.
 pub(super) fn lock_postgres(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Locked, DbError> {
-    use pg::opportunities as t;
-    let rows: Vec<PgStored> = t::table
-        .filter(t::id.eq_any(ids))
+    let rows: Vec<Stored> = t::table
+        .filter(t::id.eq_any(ids.iter().copied().map(Id)))
         .order(t::id)
         .for_update()
-        .select(PgStored::as_select())
+        .select(Stored::as_select())
         .load(conn)
         .map_err(DbError::classify)?;
     rows.into_iter().map(|r| Opportunity::try_from(r).map(|o| (o.id, o))).collect()
@@ -862,7 +575,7 @@ pub(super) fn finish_changes(mut conn: DbConn<'_>, deferred: &[Deferred]) -> Que
                 "UPDATE opportunities AS o SET customer_id = r.customer_id, \
                  primary_contact_id = r.primary_contact_id, site_id = r.site_id, title = r.title, \
                  stage = r.stage, pipeline_type = r.pipeline_type, source = r.source, \
-                 estimated_value = r.estimated_value, expected_close_date = r.expected_close_date, \
+                 estimated_value_cents = r.estimated_value_cents, expected_close_date = r.expected_close_date, \
                  probability = r.probability, solution_families = r.solution_families, \
                  scope_summary = r.scope_summary, competitor_notes = r.competitor_notes, \
                  win_loss_reason = r.win_loss_reason, next_step_description = r.next_step_description, \
@@ -882,7 +595,7 @@ pub(super) fn finish_changes(mut conn: DbConn<'_>, deferred: &[Deferred]) -> Que
             for mark in marks {
                 // Kept prepared: diesel's own UPDATE was compiled anew for every change (about
                 // 7% of the writer's time under `bench/run`'s updates).
-                SqliteWriteChanged::new(SqliteRow::new(mark.row), mark.updated, mark.close, mark.value).execute(c)?;
+                SqliteWriteChanged::new(Row::new(mark.row), mark.updated, mark.close, mark.value).execute(c)?;
             }
         }
     }
@@ -910,8 +623,7 @@ struct PgChangedRow<'a> {
     stage: &'static str,
     pipeline_type: &'static str,
     source: Option<&'static str>,
-    /// Exact: the decimal's text, never a float.
-    estimated_value: Option<String>,
+    estimated_value_cents: Option<i64>,
     expected_close_date: Option<String>,
     probability: Option<i16>,
     solution_families: &'a [String],
@@ -949,7 +661,7 @@ impl<'a> PgChangedRow<'a> {
             stage: o.stage.as_str(),
             pipeline_type: o.pipeline_type.as_str(),
             source: o.source.map(|s| s.as_str()),
-            estimated_value: o.estimated_value.map(|m| m.to_decimal().to_string()),
+            estimated_value_cents: o.estimated_value.map(|m| m.cents()),
             expected_close_date: o.expected_close_date.as_ref().map(instant),
             probability: o.probability,
             solution_families: &o.solution_families,
@@ -1037,45 +749,26 @@ fn change_locked<E>(
 }
 
 fn stored_key(conn: &mut DbConn<'_>, key: &ChangeKey) -> Result<Option<(String, String)>, DbError> {
-    match conn {
-        DbConn::Postgres(c) => pg::idempotency_keys::table
-            .find((key.workspace_id, key.key.as_str()))
-            .select((pg::idempotency_keys::request_hash, pg::idempotency_keys::response))
-            .first::<(String, String)>(*c)
-            .optional(),
-        DbConn::Sqlite(c) => lite::idempotency_keys::table
-            .find((key.workspace_id.to_string(), key.key.as_str()))
-            .select((lite::idempotency_keys::request_hash, lite::idempotency_keys::response))
-            .first::<(String, String)>(*c)
-            .optional(),
-    }
+    on_either!(conn, c => k::table
+        .find((Id(key.workspace_id), key.key.as_str()))
+        .select((k::request_hash, k::response))
+        .first::<(String, String)>(*c)
+        .optional())
     .map_err(DbError::classify)
 }
 
 fn store_key(conn: &mut DbConn<'_>, key: &ChangeKey, opportunity: Uuid, response: &str) -> Result<(), DbError> {
     let now = Utc::now();
-    match conn {
-        DbConn::Postgres(c) => diesel::insert_into(pg::idempotency_keys::table)
-            .values((
-                pg::idempotency_keys::workspace_id.eq(key.workspace_id),
-                pg::idempotency_keys::key.eq(key.key.as_str()),
-                pg::idempotency_keys::request_hash.eq(key.request_hash.as_str()),
-                pg::idempotency_keys::opportunity_id.eq(opportunity),
-                pg::idempotency_keys::response.eq(response),
-                pg::idempotency_keys::created_at.eq(now),
-            ))
-            .execute(*c),
-        DbConn::Sqlite(c) => diesel::insert_into(lite::idempotency_keys::table)
-            .values((
-                lite::idempotency_keys::workspace_id.eq(key.workspace_id.to_string()),
-                lite::idempotency_keys::key.eq(key.key.as_str()),
-                lite::idempotency_keys::request_hash.eq(key.request_hash.as_str()),
-                lite::idempotency_keys::opportunity_id.eq(opportunity.to_string()),
-                lite::idempotency_keys::response.eq(response),
-                lite::idempotency_keys::created_at.eq(sqlite_instant(&now)),
-            ))
-            .execute(*c),
-    }
+    on_either!(conn, c => diesel::insert_into(k::table)
+        .values((
+            k::workspace_id.eq(Id(key.workspace_id)),
+            k::key.eq(key.key.as_str()),
+            k::request_hash.eq(key.request_hash.as_str()),
+            k::opportunity_id.eq(Id(opportunity)),
+            k::response.eq(response),
+            k::created_at.eq(Instant(now)),
+        ))
+        .execute(*c))
     .map(|_| ())
     .map_err(DbError::classify)
 }
@@ -1102,14 +795,6 @@ mod tests {
 
     fn key(name: &str) -> Option<IdempotencyRecord> {
         Some(IdempotencyRecord { key: name.into(), request_hash: "h".into(), response: "{}".into() })
-    }
-
-    #[test]
-    fn sqlite_instants_have_a_fixed_width() {
-        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
-        assert_eq!(sqlite_instant(&at("2026-12-01T09:30:00+02:00")), "2026-12-01T07:30:00.000000Z");
-        assert_eq!(sqlite_instant(&at("1970-01-01T00:00:00.5Z")), "1970-01-01T00:00:00.500000Z");
-        assert_eq!(sqlite_instant(&at("2199-12-31T23:59:59.123456Z")), "2199-12-31T23:59:59.123456Z");
     }
 
     #[tokio::test]
@@ -1172,7 +857,7 @@ mod tests {
                 Box::new(NewEvent::new(events::EventKind::Updated, Some(&current), &next, Uuid::nil(), json)),
             )
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         assert!(matches!(change_sqlite(&mut conn, a.id, None, deadline, &retitle), Ok(Changed::Done(_))));
         let first = cached.take();
         for statement in
@@ -1224,7 +909,7 @@ mod tests {
         let cached = CachedStatements::default();
         conn.set_instrumentation(cached.clone());
         let feed = |sql: &String| sql.contains("opportunity_event_feed") || sql.contains("opportunity_events");
-        let in_time = Instant::now() + Duration::from_secs(60);
+        let in_time = std::time::Instant::now() + Duration::from_secs(60);
         for (size, expected) in [(3, 2), (5, 0), (1, 0)] {
             let opportunities: Vec<Opportunity> = (0..size).map(|_| opportunity(Utc::now())).collect();
             let events: Vec<NewEvent> =
@@ -1236,7 +921,7 @@ mod tests {
             let prepared: Vec<String> = cached.take().into_iter().filter(feed).collect();
             assert_eq!(prepared.len(), expected, "a group of {size} prepared {prepared:#?}");
         }
-        let stored: i64 = pg::opportunity_events::table.count().get_result(&mut conn).unwrap();
+        let stored: i64 = crate::db::schema::opportunity_events::table.count().get_result(&mut conn).unwrap();
         assert_eq!(stored, 9, "one event per create");
     }
 
@@ -1253,18 +938,18 @@ mod tests {
         let (ea, eb, ec) = (event(&a), event(&b), event(&c));
         let group = [(&a, None, &ea), (&b, k.as_ref(), &eb), (&c, None, &ec)];
         let mut outcomes = Vec::new();
-        let late = create_postgres_group(&mut conn, &group, Instant::now(), &mut outcomes);
+        let late = create_postgres_group(&mut conn, &group, std::time::Instant::now(), &mut outcomes);
         assert!(matches!(late, Err(DieselError::RollbackTransaction)), "{late:?}");
         assert_eq!(outcomes.len(), 3, "every statement ran before the deadline check");
         assert_eq!(count(DbConn::Postgres(&mut conn), None).unwrap(), 0, "nothing of a late group is stored");
-        let keys: i64 = pg::idempotency_keys::table.count().get_result(&mut conn).unwrap();
+        let keys: i64 = k::table.count().get_result(&mut conn).unwrap();
         assert_eq!(keys, 0, "nor its keys");
 
-        let in_time = Instant::now() + Duration::from_secs(60);
+        let in_time = std::time::Instant::now() + Duration::from_secs(60);
         create_postgres_group(&mut conn, &group, in_time, &mut outcomes).unwrap();
         assert_eq!(outcomes, vec![CreateOutcome::Created; 3]);
         assert_eq!(count(DbConn::Postgres(&mut conn), None).unwrap(), 3);
-        let keys: i64 = pg::idempotency_keys::table.count().get_result(&mut conn).unwrap();
+        let keys: i64 = k::table.count().get_result(&mut conn).unwrap();
         assert_eq!(keys, 1);
     }
 }

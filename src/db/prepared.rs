@@ -6,18 +6,17 @@
 //! statement cache keeps it per connection; on PostgreSQL that saves a parse and a plan per
 //! statement, on SQLite the compilation of the statement.
 
-use chrono::{DateTime, Utc};
 use diesel::backend::Backend;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{Array, BigInt, Bool, HasSqlType, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, HasSqlType, Nullable, Text};
 use diesel::sqlite::Sqlite;
 use diesel::{AsChangeset, PgConnection, QueryResult, RunQueryDsl, SqliteConnection};
-use uuid::Uuid;
 
 use super::events::NewEvent;
-use super::opportunity::SqliteRow;
+use super::opportunity::Row;
+use super::types::{Id, Instant, sql};
 
 /// Inserts the rows of a `Vec` with as few multi-row INSERTs of 64, 32, 16, 8, 4, 2 and 1 rows
 /// as it takes. diesel prepares an INSERT of a fixed number of rows once per connection and
@@ -73,16 +72,16 @@ impl<C> RunQueryDsl<C> for TakePositions {}
 /// NULL leaves the stored position).
 #[derive(QueryId)]
 pub struct SqliteWriteChanged {
-    id: String,
-    row: <SqliteRow as AsChangeset>::Changeset,
+    id: Id,
+    row: <Row as AsChangeset>::Changeset,
     updated: i64,
     close: Option<i64>,
     value: Option<i64>,
 }
 
 impl SqliteWriteChanged {
-    pub fn new(row: SqliteRow, updated: i64, close: Option<i64>, value: Option<i64>) -> Self {
-        Self { id: row.id.clone(), row: row.as_changeset(), updated, close, value }
+    pub fn new(row: Row, updated: i64, close: Option<i64>, value: Option<i64>) -> Self {
+        Self { id: row.id, row: row.as_changeset(), updated, close, value }
     }
 }
 
@@ -97,7 +96,7 @@ impl QueryFragment<Sqlite> for SqliteWriteChanged {
         out.push_sql(", close_pos), value_pos = COALESCE(");
         out.push_bind_param::<Nullable<BigInt>, _>(&self.value)?;
         out.push_sql(", value_pos) WHERE id = ");
-        out.push_bind_param::<Text, _>(&self.id)?;
+        out.push_bind_param::<sql::Id, _>(&self.id)?;
         Ok(())
     }
 }
@@ -110,14 +109,14 @@ impl RunQueryDsl<SqliteConnection> for SqliteWriteChanged {}
 pub struct PgInsertEvents {
     position: Vec<i64>,
     kind: Vec<&'static str>,
-    occurred_at: Vec<DateTime<Utc>>,
-    workspace_id: Vec<Uuid>,
-    actor: Vec<Uuid>,
-    opportunity_id: Vec<Uuid>,
+    occurred_at: Vec<Instant>,
+    workspace_id: Vec<Id>,
+    actor: Vec<Id>,
+    opportunity_id: Vec<Id>,
     visible_elsewhere: Vec<bool>,
     stage: Vec<&'static str>,
     pipeline_type: Vec<&'static str>,
-    owner_user_id: Vec<Uuid>,
+    owner_user_id: Vec<Id>,
     opportunity: Vec<String>,
 }
 
@@ -140,14 +139,14 @@ impl PgInsertEvents {
         };
         for e in events {
             rows.kind.push(e.kind.as_str());
-            rows.occurred_at.push(e.occurred_at);
-            rows.workspace_id.push(e.workspace_id);
-            rows.actor.push(e.actor);
-            rows.opportunity_id.push(e.opportunity_id);
+            rows.occurred_at.push(Instant(e.occurred_at));
+            rows.workspace_id.push(Id(e.workspace_id));
+            rows.actor.push(Id(e.actor));
+            rows.opportunity_id.push(Id(e.opportunity_id));
             rows.visible_elsewhere.push(e.visible_elsewhere);
             rows.stage.push(e.stage);
             rows.pipeline_type.push(e.pipeline_type);
-            rows.owner_user_id.push(e.owner_user_id);
+            rows.owner_user_id.push(Id(e.owner_user_id));
             rows.opportunity.push(e.opportunity);
         }
         rows
@@ -156,7 +155,6 @@ impl PgInsertEvents {
 
 impl QueryFragment<Pg> for PgInsertEvents {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        use diesel::sql_types::Uuid as PgUuid;
         out.push_sql(
             "INSERT INTO opportunity_events (position, kind, occurred_at, workspace_id, actor, opportunity_id, \
              visible_elsewhere, stage, pipeline_type, owner_user_id, opportunity) SELECT * FROM unnest(",
@@ -165,13 +163,13 @@ impl QueryFragment<Pg> for PgInsertEvents {
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.kind)?;
         out.push_sql(", ");
-        out.push_bind_param::<Array<Timestamptz>, _>(&self.occurred_at)?;
+        out.push_bind_param::<Array<sql::Instant>, _>(&self.occurred_at)?;
         out.push_sql(", ");
-        out.push_bind_param::<Array<PgUuid>, _>(&self.workspace_id)?;
+        out.push_bind_param::<Array<sql::Id>, _>(&self.workspace_id)?;
         out.push_sql(", ");
-        out.push_bind_param::<Array<PgUuid>, _>(&self.actor)?;
+        out.push_bind_param::<Array<sql::Id>, _>(&self.actor)?;
         out.push_sql(", ");
-        out.push_bind_param::<Array<PgUuid>, _>(&self.opportunity_id)?;
+        out.push_bind_param::<Array<sql::Id>, _>(&self.opportunity_id)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Bool>, _>(&self.visible_elsewhere)?;
         out.push_sql(", ");
@@ -179,7 +177,7 @@ impl QueryFragment<Pg> for PgInsertEvents {
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.pipeline_type)?;
         out.push_sql(", ");
-        out.push_bind_param::<Array<PgUuid>, _>(&self.owner_user_id)?;
+        out.push_bind_param::<Array<sql::Id>, _>(&self.owner_user_id)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.opportunity)?;
         out.push_sql(")");

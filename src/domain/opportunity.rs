@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use bigdecimal::BigDecimal;
 use chrono::{DateTime, Datelike, SecondsFormat, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
 use uuid::Uuid;
@@ -111,11 +110,6 @@ impl Money {
     /// The amount in cents.
     pub fn cents(self) -> i64 {
         self.cents
-    }
-
-    /// The amount as a decimal with two places, for a NUMERIC column.
-    pub fn to_decimal(self) -> BigDecimal {
-        BigDecimal::new(self.cents.into(), 2)
     }
 
     /// Parses a JSON number's text exactly and applies the rules of §5: 0 ≤ v ≤ 1e12 and at most

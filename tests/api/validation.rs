@@ -1,8 +1,7 @@
 //! The input rules of `opportunity.create` (CONTRACT.md §5) and the error envelope of its refusals
 //! (§4, §7): each rule from both sides, accepted and refused, over HTTP against the real service.
 
-use diesel::sql_types::{BigInt, Nullable, Text};
-use diesel::{QueryableByName, RunQueryDsl};
+use diesel::{QueryDsl, RunQueryDsl};
 use opportunity_service::db::{DbConn, DbError};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -193,43 +192,25 @@ fn params_with_estimated_value(literal: &str) -> String {
     )
 }
 
-#[derive(QueryableByName)]
-struct StoredCents {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    v: Option<i64>,
-}
-
-#[derive(QueryableByName)]
-struct StoredNumeric {
-    #[diesel(sql_type = Nullable<Text>)]
-    v: Option<String>,
-}
-
 /// The stored estimated value of opportunity `id` as a decimal text with two places
-/// (`"125000.50"`): SQLite keeps integer cents, PostgreSQL `numeric(14,2)`.
+/// (`"125000.50"`): both backends keep integer cents.
 async fn stored_estimated_value(app: &TestApp, id: &str) -> Option<String> {
+    use opportunity_service::db::schema::opportunities as t;
+    use opportunity_service::db::types::Id;
     let db = app.db.open();
-    let id = id.to_string();
-    db.run(move |conn| match conn {
-        DbConn::Sqlite(c) => {
-            let rows: Vec<StoredCents> =
-                diesel::sql_query("SELECT estimated_value_cents AS v FROM opportunities WHERE id = ?")
-                    .bind::<Text, _>(id)
-                    .load(c)?;
-            assert_eq!(rows.len(), 1, "one stored row");
-            Ok::<_, DbError>(rows[0].v.map(|cents| format!("{}.{:02}", cents / 100, cents % 100)))
-        }
-        DbConn::Postgres(c) => {
-            let rows: Vec<StoredNumeric> =
-                diesel::sql_query("SELECT estimated_value::text AS v FROM opportunities WHERE id = $1::uuid")
-                    .bind::<Text, _>(id)
-                    .load(c)?;
-            assert_eq!(rows.len(), 1, "one stored row");
-            Ok(rows[0].v.clone())
-        }
-    })
-    .await
-    .expect("read the stored value")
+    let id = Id(Uuid::parse_str(id).expect("a uuid"));
+    let query = move || t::table.find(id).select(t::estimated_value_cents);
+    let cents: Option<i64> = db
+        .run(move |conn| {
+            match conn {
+                DbConn::Sqlite(c) => query().first(c),
+                DbConn::Postgres(c) => query().first(c),
+            }
+            .map_err(DbError::from)
+        })
+        .await
+        .expect("read the stored value");
+    cents.map(|cents| format!("{}.{:02}", cents / 100, cents % 100))
 }
 
 // ---------------------------------------------------------------------------------------------
