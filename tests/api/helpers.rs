@@ -169,6 +169,16 @@ pub fn sign(claims: &Claims) -> String {
 }
 
 /// The minimal valid params of `opportunity.create`.
+/// The params of a minimal create, typed: a customer, `title` and `retrofit`.
+pub fn new_opportunity(title: &str) -> opportunity_client::CreateOpportunity {
+    opportunity_client::CreateOpportunity::new(Uuid::new_v4(), title, opportunity_client::PipelineType::Retrofit)
+}
+
+/// The §4 `data.code` and `data.reason` of a refused typed call, for one `assert_eq!`.
+pub fn refusal(e: &opportunity_client::ClientError) -> (Option<i32>, Option<&str>, Option<&str>) {
+    (e.code(), e.data_code(), e.reason())
+}
+
 pub fn valid_params() -> Value {
     json!({
         "customerId": "550e8400-e29b-41d4-a716-446655440000",
@@ -183,6 +193,20 @@ pub fn request(id: Value, method: &str, params: Value) -> Value {
 }
 
 impl TestApp {
+    /// The typed client (`clients/rust`) over HTTP, acting with [`TestApp::token`], each call
+    /// made once (no retries, so that a test sees every answer). For the happy paths, where the
+    /// values matter; the wire itself is asserted with [`call`] and the envelope helpers.
+    pub fn client(&self) -> opportunity_client::Client {
+        self.client_as(&self.token())
+    }
+
+    /// [`TestApp::client`] with another token.
+    pub fn client_as(&self, token: &str) -> opportunity_client::Client {
+        opportunity_client::Client::http(&self.url(), token)
+            .expect("the client takes the app's URL")
+            .with_retry(opportunity_client::RetryPolicy::none())
+    }
+
     /// `http://addr/`.
     pub fn url(&self) -> String {
         format!("http://{}/", self.addr)

@@ -3,6 +3,9 @@
 
 use std::collections::BTreeSet;
 
+use opportunity_client::{
+    ArchiveOpportunity, Archived, ListOpportunities, OpportunityPage, RestoreOpportunity, UpdateOpportunity,
+};
 use opportunity_service::auth::ALL_SCOPES;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -324,67 +327,52 @@ async fn stage_conveniences_and_rules_across_fields_hold_after_the_change() {
 #[tokio::test]
 async fn stale_versions_conflict_and_concurrent_updates_have_one_winner() {
     let app = spawn_app().await;
-    let token = app.token();
-    let o = create(&app, &token, json!({})).await;
-    let r = call(&app, &token, "opportunity.update", json!({"id": id(&o), "expectedVersion": 3, "title": "x"})).await;
-    let data = err(&r, -32009, "CONFLICT");
-    assert_eq!(data["reason"], "version_mismatch");
-    assert_eq!(data["currentVersion"], 1);
+    let client = app.client();
+    let o = client.create(new_opportunity("Chiller")).await.unwrap();
+    let stale = client.update(UpdateOpportunity::new(o.id, 3).title("x")).await.unwrap_err();
+    assert_eq!(refusal(&stale), (Some(-32009), Some("CONFLICT"), Some("version_mismatch")));
+    assert_eq!(stale.current_version(), Some(1));
 
-    let calls = (0..8).map(|i| {
-        let (app, token, id) = (&app, token.clone(), id(&o).to_string());
-        async move {
-            call(app, &token, "opportunity.update", json!({"id": id, "expectedVersion": 1, "title": format!("t{i}")}))
-                .await
-        }
-    });
+    let calls = (0..8).map(|i| client.update(UpdateOpportunity::new(o.id, 1).title(format!("t{i}"))));
     let answers = futures_util::future::join_all(calls).await;
-    let winners: Vec<_> = answers.iter().filter(|r| r.get("result").is_some()).collect();
+    let winners: Vec<_> = answers.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(winners.len(), 1, "{answers:?}");
-    for loser in answers.iter().filter(|r| r.get("error").is_some()) {
-        assert_eq!(err(loser, -32009, "CONFLICT")["reason"], "version_mismatch");
+    for loser in answers.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(refusal(loser), (Some(-32009), Some("CONFLICT"), Some("version_mismatch")));
     }
-    let stored = call(&app, &token, "opportunity.get", json!({"id": id(&o)})).await;
-    assert_eq!(ok(&stored)["version"], 2);
-    assert_eq!(ok(&stored)["title"], winners[0]["result"]["title"]);
+    let stored = client.get(o.id).await.unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(&stored, winners[0], "stored as the winner was answered");
 }
 
 #[tokio::test]
 async fn archive_and_restore_keep_the_record_and_list_leaves_archived_out() {
     let app = spawn_app().await;
-    let token = app.token();
-    let o = create(&app, &token, json!({})).await;
-    let keep = create(&app, &token, json!({})).await;
-    let a = call(&app, &token, "opportunity.archive", json!({"id": id(&o), "expectedVersion": 1})).await;
-    let archived = ok(&a).clone();
-    assert_eq!(archived["version"], 2);
-    assert!(archived["archivedAt"].is_string());
-    assert_eq!(archived["archivedAt"], archived["updatedAt"]);
+    let client = app.client();
+    let o = client.create(new_opportunity("Archived soon")).await.unwrap();
+    let keep = client.create(new_opportunity("Kept")).await.unwrap();
+    let archived = client.archive(ArchiveOpportunity::new(o.id, 1)).await.unwrap();
+    assert_eq!(archived.version, 2);
+    assert_eq!(archived.archived_at, Some(archived.updated_at));
     // again: nothing changes
-    let again = call(&app, &token, "opportunity.archive", json!({"id": id(&o), "expectedVersion": 2})).await;
-    assert_eq!(ok(&again), &archived);
+    assert_eq!(client.archive(ArchiveOpportunity::new(o.id, 2)).await.unwrap(), archived);
     // updates are refused while archived; stale versions first
-    let r = call(&app, &token, "opportunity.update", json!({"id": id(&o), "expectedVersion": 2, "title": "x"})).await;
-    assert_eq!(err(&r, -32009, "CONFLICT")["reason"], "archived");
-    let r = call(&app, &token, "opportunity.update", json!({"id": id(&o), "expectedVersion": 1, "title": "x"})).await;
-    assert_eq!(err(&r, -32009, "CONFLICT")["reason"], "version_mismatch");
+    let e = client.update(UpdateOpportunity::new(o.id, 2).title("x")).await.unwrap_err();
+    assert_eq!(refusal(&e), (Some(-32009), Some("CONFLICT"), Some("archived")));
+    let e = client.update(UpdateOpportunity::new(o.id, 1).title("x")).await.unwrap_err();
+    assert_eq!(refusal(&e), (Some(-32009), Some("CONFLICT"), Some("version_mismatch")));
     // get still answers it
-    assert_eq!(ok(&call(&app, &token, "opportunity.get", json!({"id": id(&o)})).await), &archived);
-    let ids = |r: &Value| -> Vec<String> {
-        ok(r)["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_string()).collect()
-    };
-    assert_eq!(ids(&call(&app, &token, "opportunity.list", json!({})).await), vec![id(&keep).to_string()]);
-    assert_eq!(
-        ids(&call(&app, &token, "opportunity.list", json!({"archived": "only"})).await),
-        vec![id(&o).to_string()]
-    );
-    assert_eq!(ids(&call(&app, &token, "opportunity.list", json!({"archived": "include"})).await).len(), 2);
+    assert_eq!(client.get(o.id).await.unwrap(), archived);
+    let ids = |page: OpportunityPage| page.items.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(ids(client.list(&ListOpportunities::new()).await.unwrap()), [keep.id]);
+    assert_eq!(ids(client.list(&ListOpportunities::new().archived(Archived::Only)).await.unwrap()), [o.id]);
+    let all = ids(client.list(&ListOpportunities::new().archived(Archived::Include)).await.unwrap());
+    assert_eq!(all.len(), 2);
     // restore
-    let r = call(&app, &token, "opportunity.restore", json!({"id": id(&o), "expectedVersion": 2})).await;
-    assert_eq!(ok(&r)["archivedAt"], Value::Null);
-    assert_eq!(ok(&r)["version"], 3);
-    let again = call(&app, &token, "opportunity.restore", json!({"id": id(&o), "expectedVersion": 3})).await;
-    assert_eq!(ok(&again)["version"], 3, "restoring what is not archived changes nothing");
+    let restored = client.restore(RestoreOpportunity::new(o.id, 2)).await.unwrap();
+    assert_eq!((restored.archived_at, restored.version), (None, 3));
+    let again = client.restore(RestoreOpportunity::new(o.id, 3)).await.unwrap();
+    assert_eq!(again, restored, "restoring what is not archived changes nothing");
     assert_eq!(app.count(Some(app.workspace)).await, 2, "nothing is ever deleted");
 }
 
