@@ -54,21 +54,9 @@ pub struct Instant(pub DateTime<Utc>);
 #[diesel(sql_type = sql::Labels)]
 pub struct Labels(pub Vec<String>);
 
-impl From<uuid::Uuid> for Id {
-    fn from(id: uuid::Uuid) -> Self {
-        Self(id)
-    }
-}
-
-impl From<DateTime<Utc>> for Instant {
-    fn from(instant: DateTime<Utc>) -> Self {
-        Self(instant)
-    }
-}
-
 /// The SQLite text of an instant: fixed width (`%Y-%m-%dT%H:%M:%S%.6fZ`), so that text order
 /// is time order.
-pub fn sqlite_instant(instant: &DateTime<Utc>) -> String {
+fn sqlite_instant(instant: &DateTime<Utc>) -> String {
     instant.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
