@@ -14,10 +14,8 @@
 //! `cargo test --test failover` runs it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +26,12 @@ use opportunity_service::auth::{self, Claims};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+// The service as a process, shared with the API suites (its own SECRET is not used here).
+#[allow(dead_code)]
+#[path = "api/helpers/process.rs"]
+mod process;
+use process::ServiceProcess;
 
 /// 32+ bytes, as the service asks of a shared secret.
 const SECRET: &str = "failover-test-secret-0123456789-abcdefghij";
@@ -205,62 +209,11 @@ impl Load {
     }
 }
 
-/// The binary of this build, started on the formation.
-struct Service {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Service {
-    fn start(database_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_opportunity-service"))
-            .env("DATABASE_URL", database_url)
-            .env("AUTH_JWT_SECRET", SECRET)
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .env("LOG_FORMAT", "text")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr: String =
-                        rest.chars().take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c)).collect();
-                    let _ = tx.send(addr);
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr.parse().expect("an address in the log"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the service did not log its address; log:\n{}", log.lock().unwrap());
-            }
-        };
-        Self { child, addr, log }
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().unwrap()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The binary of this build, started on the formation with text logs.
+fn start_service(database_url: &str) -> ServiceProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_opportunity-service"));
+    command.env("DATABASE_URL", database_url).env("AUTH_JWT_SECRET", SECRET).env("LOG_FORMAT", "text");
+    ServiceProcess::spawn(command)
 }
 
 /// The nodes of the formation, as the URL names them.
@@ -563,7 +516,7 @@ async fn failover_under_load() {
     let (pid, pgdata) = formation.postmaster(&primary);
     eprintln!("failover: primary {primary} (postmaster {pid}, {})", pgdata.display());
 
-    let mut service = Service::start(&url);
+    let mut service = start_service(&url);
     let workspace = Uuid::new_v4();
     let claims = Claims {
         sub: Uuid::new_v4().to_string(),
@@ -625,7 +578,7 @@ async fn failover_under_load() {
         ms(killed_at)
     );
     tokio::time::sleep(AFTER_KILL).await;
-    assert!(service.exited().is_none(), "the service exited during the failover");
+    assert!(service.child.try_wait().unwrap().is_none(), "the service exited during the failover");
 
     let writable_at = tokio::task::spawn_blocking(move || writable.join().unwrap()).await.unwrap();
     let f = formation.clone();

@@ -6,7 +6,6 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jsonrpsee::core::ClientError;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use opportunity_service::auth::{ALL_SCOPES, Claims, LEEWAY_SECONDS};
 use serde_json::{Value, json};
@@ -64,31 +63,20 @@ async fn call_with_token(app: &TestApp, token: &str) -> Value {
     call(app, &[("authorization", &auth)], valid_params()).await
 }
 
-/// Asserts a JSON-RPC error envelope of §4.
-#[track_caller]
-fn assert_error(response: &Value, code: i64, name: &str, status: u64, case: &str) {
-    assert!(response.get("result").is_none(), "{case}: expected {name}, got a result: {response}");
-    let error = &response["error"];
-    assert_eq!(error["code"], json!(code), "{case}: {response}");
-    assert_eq!(error["data"]["code"], json!(name), "{case}: {response}");
-    assert_eq!(error["data"]["httpStatus"], json!(status), "{case}: {response}");
-    assert_eq!(response["id"], json!(1), "{case}: {response}");
-}
-
 #[track_caller]
 fn assert_unauthorized(response: &Value, case: &str) {
-    assert_error(response, -32001, "UNAUTHORIZED", 401, case);
+    assert_error(response, &json!(1), -32001, "UNAUTHORIZED", case);
 }
 
 #[track_caller]
 fn assert_forbidden(response: &Value, case: &str) {
-    assert_error(response, -32003, "FORBIDDEN", 403, case);
+    assert_error(response, &json!(1), -32003, "FORBIDDEN", case);
 }
 
 /// Asserts -32602 BAD_REQUEST with at least one message on `fieldErrors.workspaceId`.
 #[track_caller]
 fn assert_workspace_field_error(response: &Value, case: &str) {
-    assert_error(response, -32602, "BAD_REQUEST", 400, case);
+    assert_error(response, &json!(1), -32602, "BAD_REQUEST", case);
     let messages = response["error"]["data"]["fieldErrors"]["workspaceId"]
         .as_array()
         .unwrap_or_else(|| panic!("{case}: no fieldErrors.workspaceId in {response}"));
@@ -100,18 +88,10 @@ fn assert_workspace_field_error(response: &Value, case: &str) {
 
 /// Asserts a successful create in `workspace`; returns the result.
 #[track_caller]
-fn assert_created(response: &Value, workspace: Uuid, case: &str) -> Value {
-    let result = response.get("result").unwrap_or_else(|| panic!("{case}: expected a result, got {response}"));
+fn assert_created_in(response: &Value, workspace: Uuid, case: &str) -> Value {
+    let result = assert_created(response, &json!(1), case);
     assert_eq!(result["workspaceId"], json!(workspace.to_string()), "{case}: {response}");
     result.clone()
-}
-
-#[track_caller]
-fn assert_ws_error(result: Result<Value, ClientError>, code: i32, name: &str, status: u64, case: &str) {
-    let (got, data) = ws_error(result);
-    assert_eq!(got, code, "{case}: {data}");
-    assert_eq!(data["code"], json!(name), "{case}: {data}");
-    assert_eq!(data["httpStatus"], json!(status), "{case}: {data}");
 }
 
 /// A command for the binary with no auth settings inherited from the test's environment.
@@ -264,7 +244,7 @@ async fn unsigned_alg_none_token_is_unauthorized() {
     assert_unauthorized(&call_with_token(&app, &with_sig).await, "alg none with a signature");
     assert_eq!(app.count(None).await, 0);
     let response = call_with_token(&app, &hs256).await;
-    assert_created(&response, app.workspace, "the same claims with HS256");
+    assert_created_in(&response, app.workspace, "the same claims with HS256");
 }
 
 #[tokio::test]
@@ -310,7 +290,7 @@ async fn tokens_used_before_their_nbf_are_unauthorized() {
     for (case, ahead) in [("nbf a minute ago", -60), ("nbf now", 0), ("nbf 5 s ahead, within the leeway", 5)] {
         let mut claims = base_claims(&app);
         claims["nbf"] = json!(now() + ahead);
-        assert_created(&call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await, app.workspace, case);
+        assert_created_in(&call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await, app.workspace, case);
     }
 }
 
@@ -367,7 +347,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
     for scheme in ["Bearer", "bearer", "BEARER", "bEARER"] {
         let header = format!("{scheme} {token}");
         let response = call(&app, &[("authorization", &header)], valid_params()).await;
-        assert_created(&response, app.workspace, scheme);
+        assert_created_in(&response, app.workspace, scheme);
     }
 }
 
@@ -379,7 +359,7 @@ async fn a_workspace_named_twice_in_the_token_counts_once() {
     let ws = app.workspace.to_string();
     claims["workspaces"] = json!([ws, ws, ws.to_uppercase()]);
     let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
-    assert_created(&response, app.workspace, "workspaces [A, A, A]");
+    assert_created_in(&response, app.workspace, "workspaces [A, A, A]");
     // Two distinct workspaces, one named twice: still two, so a call must name one.
     let other = Uuid::new_v4().to_string();
     claims["workspaces"] = json!([ws, other, ws]);
@@ -484,7 +464,7 @@ async fn issuer_and_audience_are_checked_when_configured() {
     assert_eq!(app.count(None).await, 0);
 
     let response = call_with_token(&app, &with(Some("iss-a"), Some("aud-a"))).await;
-    assert_created(&response, app.workspace, "right iss and aud");
+    assert_created_in(&response, app.workspace, "right iss and aud");
     assert_eq!(app.count(None).await, 1);
 }
 
@@ -494,10 +474,10 @@ async fn issuer_and_audience_are_not_checked_when_not_configured() {
     let mut claims = base_claims(&app);
     claims["iss"] = json!("some-issuer");
     let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
-    assert_created(&response, app.workspace, "a token carrying some iss");
+    assert_created_in(&response, app.workspace, "a token carrying some iss");
     claims["aud"] = json!("some-audience");
     let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
-    assert_created(&response, app.workspace, "a token carrying some iss and aud");
+    assert_created_in(&response, app.workspace, "a token carrying some iss and aud");
     assert_eq!(app.count(None).await, 2);
 }
 
@@ -509,13 +489,13 @@ async fn an_audience_array_is_a_valid_aud() {
     let mut claims = base_claims(&app);
     claims["aud"] = json!(["some-audience", "another-audience"]);
     let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
-    assert_created(&response, app.workspace, "aud array, audience not configured");
+    assert_created_in(&response, app.workspace, "aud array, audience not configured");
 
     let app = spawn_app_with(&["--auth-jwt-audience", "aud-a"]).await;
     let mut claims = base_claims(&app);
     claims["aud"] = json!(["aud-b", "aud-a"]);
     let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
-    assert_created(&response, app.workspace, "aud array holding the configured audience");
+    assert_created_in(&response, app.workspace, "aud array holding the configured audience");
     claims["aud"] = json!(["aud-b", "aud-c"]);
     let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
     assert_unauthorized(&response, "aud array without the configured audience");
@@ -563,17 +543,17 @@ async fn global_visibility_needs_the_global_scope() {
     assert_eq!(app.count(None).await, 0);
 
     let response = call(&app, &[("authorization", &auth(&both))], global).await;
-    let result = assert_created(&response, app.workspace, "global with both scopes");
+    let result = assert_created_in(&response, app.workspace, "global with both scopes");
     assert_eq!(result["visibilityMode"], "global", "{response}");
 
     let mut local = valid_params();
     local["visibilityMode"] = json!("workspace_local");
     let response = call(&app, &[("authorization", &auth(&write_only))], local).await;
-    let result = assert_created(&response, app.workspace, "workspace_local with only write");
+    let result = assert_created_in(&response, app.workspace, "workspace_local with only write");
     assert_eq!(result["visibilityMode"], "workspace_local", "{response}");
 
     let response = call(&app, &[("authorization", &auth(&write_only))], valid_params()).await;
-    let result = assert_created(&response, app.workspace, "default visibility with only write");
+    let result = assert_created_in(&response, app.workspace, "default visibility with only write");
     assert_eq!(result["visibilityMode"], "workspace_local", "{response}");
     assert_eq!(app.count(None).await, 3);
 }
@@ -586,7 +566,7 @@ async fn global_visibility_needs_the_global_scope() {
 async fn the_only_workspace_of_the_token_is_used_when_none_is_named() {
     let app = spawn_app().await;
     let response = call_with_token(&app, &app.token()).await;
-    let result = assert_created(&response, app.workspace, "token's only workspace");
+    let result = assert_created_in(&response, app.workspace, "token's only workspace");
     assert_eq!(result["createdBy"], json!(app.user.to_string()), "{response}");
     assert_eq!(app.count(Some(app.workspace)).await, 1);
 }
@@ -601,16 +581,16 @@ async fn params_workspace_wins_over_the_header_and_the_token() {
     let mut params = valid_params();
     params["workspaceId"] = json!(sb);
     let response = call(&app, &[("authorization", &token)], params.clone()).await;
-    assert_created(&response, b, "params only");
+    assert_created_in(&response, b, "params only");
 
     let response = call(&app, &[("authorization", &token), ("x-workspace-id", &sa)], params).await;
-    assert_created(&response, b, "params b, header a: params win");
+    assert_created_in(&response, b, "params b, header a: params win");
 
     // Any case in params (§5), resolved to the granted workspace.
     let mut params = valid_params();
     params["workspaceId"] = json!(sa.to_uppercase());
     let response = call(&app, &[("authorization", &token), ("x-workspace-id", &sb)], params).await;
-    assert_created(&response, a, "params A (upper case), header b");
+    assert_created_in(&response, a, "params A (upper case), header b");
 
     assert_eq!(app.count(Some(a)).await, 1);
     assert_eq!(app.count(Some(b)).await, 2);
@@ -624,13 +604,13 @@ async fn header_workspace_is_used_when_params_name_none() {
     for ws in [b, a] {
         let header = ws.to_string();
         let response = call(&app, &[("authorization", &token), ("x-workspace-id", &header)], valid_params()).await;
-        assert_created(&response, ws, "header only, token with two workspaces");
+        assert_created_in(&response, ws, "header only, token with two workspaces");
     }
     // The header also wins over the token's only workspace.
     let single = format!("Bearer {}", sign(&claims(app.user, &[a], ALL_SCOPES)));
     let header = a.to_string();
     let response = call(&app, &[("authorization", &single), ("x-workspace-id", &header)], valid_params()).await;
-    assert_created(&response, a, "header naming the only workspace");
+    assert_created_in(&response, a, "header naming the only workspace");
     assert_eq!(app.count(Some(a)).await, 2);
     assert_eq!(app.count(Some(b)).await, 1);
 }
@@ -736,7 +716,7 @@ async fn websocket_handshake_credentials_and_workspace_header_are_used() {
 
     // And a workspace outside the token is FORBIDDEN on the socket too.
     params["workspaceId"] = json!(Uuid::new_v4().to_string());
-    assert_ws_error(ws_create(&client, &params).await, -32003, "FORBIDDEN", 403, "outside workspace over WebSocket");
+    assert_ws_error(ws_create(&client, &params).await, -32003, "FORBIDDEN", "outside workspace over WebSocket");
     assert_eq!(app.count(Some(a)).await, 1);
     assert_eq!(app.count(Some(b)).await, 1);
     assert_eq!(app.count(None).await, 2);
@@ -784,7 +764,6 @@ async fn websocket_with_a_workspace_header_outside_the_token_is_forbidden() {
         ws_create(&client, &valid_params()).await,
         -32003,
         "FORBIDDEN",
-        403,
         "handshake header outside the token",
     );
     assert_eq!(app.count(None).await, 0);
@@ -866,7 +845,6 @@ async fn websocket_token_that_expires_while_open_is_refused_on_the_next_call() {
         ws_create(&client, &valid_params()).await,
         -32001,
         "UNAUTHORIZED",
-        401,
         "a token that expired while the socket stayed open",
     );
     assert_eq!(app.count(None).await, 1);
@@ -901,12 +879,12 @@ async fn embedded_default_without_secret_runs_in_development_mode() {
     let workspace = Uuid::new_v4();
     let token = mint_with_cli(&url, &["--workspace", &workspace.to_string()]);
     let response = post_to(service.addr, &token, valid_params()).await;
-    assert_created(&response, workspace, "token from `token` in development mode");
+    assert_created_in(&response, workspace, "token from `token` in development mode");
     // By default it grants every scope.
     let mut global = valid_params();
     global["visibilityMode"] = json!("global");
     let response = post_to(service.addr, &token, global).await;
-    assert_created(&response, workspace, "default scopes include opportunity:global");
+    assert_created_in(&response, workspace, "default scopes include opportunity:global");
 
     // A token signed with some other secret is still refused.
     let foreign = sign(&claims(Uuid::new_v4(), &[workspace], ALL_SCOPES));
@@ -1038,7 +1016,7 @@ async fn token_subcommand_signs_with_the_configured_secret() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
     let response = call_with_token(&app, &token).await;
-    let result = assert_created(&response, app.workspace, "token minted with AUTH_JWT_SECRET");
+    let result = assert_created_in(&response, app.workspace, "token minted with AUTH_JWT_SECRET");
     assert_eq!(result["createdBy"], json!(app.user.to_string()), "{response}");
 }
 
@@ -1060,7 +1038,7 @@ async fn token_subcommand_follows_the_configured_issuer_and_audience() {
     assert_eq!(claims["iss"], json!("iss-a"), "{claims}");
     assert_eq!(claims["aud"], json!("aud-a"), "{claims}");
     let response = call_with_token(&app, &token).await;
-    assert_created(&response, app.workspace, "token minted with iss and aud configured");
+    assert_created_in(&response, app.workspace, "token minted with iss and aud configured");
 }
 
 #[test]

@@ -21,10 +21,6 @@ fn events(page: &Value) -> Vec<Value> {
     page["events"].as_array().unwrap().clone()
 }
 
-fn token_for(user: Uuid, workspaces: &[Uuid]) -> String {
-    sign(&claims(user, workspaces, ALL_SCOPES))
-}
-
 #[tokio::test]
 async fn every_committed_change_records_one_event_in_order() {
     let app = spawn_app().await;
@@ -139,8 +135,8 @@ async fn a_since_never_issued_is_reported_with_the_other_problems_and_before_the
 async fn events_reach_the_readers_who_can_read_the_opportunity_after_or_before() {
     let app = spawn_app().await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    let in_a = token_for(app.user, &[a]);
-    let in_b = token_for(app.user, &[b]);
+    let in_a = token_for(app.user, &[a], ALL_SCOPES);
+    let in_b = token_for(app.user, &[b], ALL_SCOPES);
     let local = create(&app, &in_a, json!({})).await;
     let shared = create(&app, &in_a, json!({"visibilityMode": "shared"})).await;
     // shared → local: readers elsewhere could read it before, so they get this event too

@@ -24,11 +24,6 @@ use crate::helpers::*;
 // Small tools of this file
 // ---------------------------------------------------------------------------------------------
 
-/// A token for `user` in `workspaces`, with every scope.
-fn token_for(user: Uuid, workspaces: &[Uuid]) -> String {
-    sign(&claims(user, workspaces, ALL_SCOPES))
-}
-
 /// Valid params with a title of their own, so that rows can be told apart.
 fn params_titled(title: &str) -> Value {
     let mut params = valid_params();
@@ -82,16 +77,9 @@ async fn ws_call(client: &WsClient, params: &Value) -> Value {
     ws_envelope(ws_create(client, params).await)
 }
 
-/// The `result` of a successful create, or a failure naming the whole response.
-fn ok_result(response: &Value) -> &Value {
-    let result = &response["result"];
-    assert!(result.is_object() && response.get("error").is_none(), "expected a successful create, got {response}");
-    result
-}
-
 /// The id of a successful create.
 fn ok_id(response: &Value) -> String {
-    ok_result(response)["id"].as_str().unwrap_or_else(|| panic!("the result carries an id: {response}")).to_string()
+    id(ok(response)).to_string()
 }
 
 /// Asserts a -32602 with a non-empty list of messages on `fieldErrors.idempotencyKey`.
@@ -173,7 +161,7 @@ async fn restart_in_process_keeps_rows_and_creates_still_work() {
     let db = TestDatabase::new();
     let http = reqwest::Client::new();
     let (user, workspace) = (Uuid::new_v4(), Uuid::new_v4());
-    let token = token_for(user, &[workspace]);
+    let token = token_for(user, &[workspace], ALL_SCOPES);
 
     let (addr, handle) = start_app(&db).await;
     let mut ids = BTreeSet::new();
@@ -199,7 +187,7 @@ async fn restart_after_sigterm_keeps_rows_and_creates_still_work() {
     let db = TestDatabase::new();
     let http = reqwest::Client::new();
     let (user, workspace) = (Uuid::new_v4(), Uuid::new_v4());
-    let token = token_for(user, &[workspace]);
+    let token = token_for(user, &[workspace], ALL_SCOPES);
 
     let process = ServiceProcess::start(&db.url, &[]);
     let mut ids = BTreeSet::new();
@@ -227,7 +215,7 @@ async fn kill_9_right_after_the_answers_loses_no_answered_create() {
     const N: usize = 20;
     let db = TestDatabase::new();
     let http = reqwest::Client::new();
-    let token = token_for(Uuid::new_v4(), &[Uuid::new_v4()]);
+    let token = token_for(Uuid::new_v4(), &[Uuid::new_v4()], ALL_SCOPES);
     let process = ServiceProcess::start(&db.url, &[]);
 
     // Half one after the other, half at once; the kill follows the last answer immediately.
@@ -280,7 +268,7 @@ async fn sigterm_with_creates_in_flight_finishes_them_and_exits_0() {
     let db = TestDatabase::new();
     let process = ServiceProcess::start(&db.url, &[]);
     let addr = process.addr;
-    let token = Arc::new(token_for(Uuid::new_v4(), &[Uuid::new_v4()]));
+    let token = Arc::new(token_for(Uuid::new_v4(), &[Uuid::new_v4()], ALL_SCOPES));
     // A guard against hanging forever, not a timing requirement.
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let answered = Arc::new(AtomicUsize::new(0));
@@ -371,7 +359,7 @@ async fn sigterm_with_creates_in_flight_finishes_them_and_exits_0() {
 async fn sigint_exits_0_and_keeps_the_rows() {
     let db = TestDatabase::new();
     let http = reqwest::Client::new();
-    let token = token_for(Uuid::new_v4(), &[Uuid::new_v4()]);
+    let token = token_for(Uuid::new_v4(), &[Uuid::new_v4()], ALL_SCOPES);
     let process = ServiceProcess::start(&db.url, &[]);
     let id = ok_id(&create_at(&http, process.addr, &token, &valid_params(), &[]).await);
     process.signal("INT");
@@ -409,8 +397,8 @@ async fn http_header_key_replays_the_same_answer_and_writes_one_row() {
     let first = app_create(&app, &token, &params, &[("idempotency-key", &key)]).await;
     let again = app_create(&app, &token, &params, &[("idempotency-key", &key)]).await;
     let third = app_create(&app, &token, &params, &[("idempotency-key", &key)]).await;
-    assert_eq!(ok_result(&again), ok_result(&first), "the stored answer again");
-    assert_eq!(ok_result(&third), ok_result(&first));
+    assert_eq!(ok(&again), ok(&first), "the stored answer again");
+    assert_eq!(ok(&third), ok(&first));
     assert_eq!(app.count(Some(app.workspace)).await, 1);
     assert_eq!(stored_ids(&app.db).await, BTreeSet::from([ok_id(&first)]));
 }
@@ -424,11 +412,11 @@ async fn params_field_key_replays_the_same_answer_over_websocket() {
 
     let first = ws_call(&client, &params).await;
     let again = ws_call(&client, &params).await;
-    assert_eq!(ok_result(&again), ok_result(&first));
+    assert_eq!(ok(&again), ok(&first));
     // A second connection is another attempt of the same caller: still the same answer.
     let other = ws_client(app.addr, &app.token()).await;
     let third = ws_call(&other, &params).await;
-    assert_eq!(ok_result(&third), ok_result(&first));
+    assert_eq!(ok(&third), ok(&first));
     assert_eq!(app.count(Some(app.workspace)).await, 1);
     assert_eq!(stored_ids(&app.db).await, BTreeSet::from([ok_id(&first)]));
 }
@@ -446,8 +434,8 @@ async fn params_field_key_over_http_and_header_key_are_one_key() {
     let by_field = app_create(&app, &token, &with_field, &[]).await;
     let client = ws_client(app.addr, &token).await;
     let by_ws = ws_call(&client, &with_field).await;
-    assert_eq!(ok_result(&by_field), ok_result(&by_header));
-    assert_eq!(ok_result(&by_ws), ok_result(&by_header));
+    assert_eq!(ok(&by_field), ok(&by_header));
+    assert_eq!(ok(&by_ws), ok(&by_header));
     assert_eq!(app.count(Some(app.workspace)).await, 1);
 }
 
@@ -483,7 +471,7 @@ async fn same_key_with_other_params_is_a_conflict_and_writes_nothing() {
     assert_eq!(stored_ids(&app.db).await, BTreeSet::from([first_id]));
     // The key still replays its first answer.
     let again = app_create(&app, &token, &params, &[("idempotency-key", &key)]).await;
-    assert_eq!(ok_result(&again), ok_result(&first));
+    assert_eq!(ok(&again), ok(&first));
 }
 
 #[tokio::test]
@@ -509,7 +497,7 @@ async fn header_and_field_that_agree_are_one_key() {
     // The same key by the header alone replays it.
     let header_only =
         app_create(&app, &token, &params_titled("header and field agree"), &[("idempotency-key", &key)]).await;
-    assert_eq!(ok_result(&header_only), ok_result(&both));
+    assert_eq!(ok(&header_only), ok(&both));
     assert_eq!(stored_ids(&app.db).await, BTreeSet::from([id]));
 }
 
@@ -559,7 +547,7 @@ async fn invalid_keys_are_field_errors_and_write_nothing() {
         params["idempotencyKey"] = json!(key);
         let first = app_create(&app, &token, &params, &[]).await;
         let again = app_create(&app, &token, &params, &[]).await;
-        assert_eq!(ok_result(&again), ok_result(&first), "key {key:?}");
+        assert_eq!(ok(&again), ok(&first), "key {key:?}");
     }
     assert_eq!(app.count(None).await, 3);
 }
@@ -568,7 +556,7 @@ async fn invalid_keys_are_field_errors_and_write_nothing() {
 async fn keys_are_scoped_to_the_workspace() {
     let app = spawn_app().await;
     let (w1, w2) = (Uuid::new_v4(), Uuid::new_v4());
-    let token = token_for(app.user, &[w1, w2]);
+    let token = token_for(app.user, &[w1, w2], ALL_SCOPES);
     let key = format!("scoped-{}", Uuid::new_v4());
     let in_workspace = |ws: Uuid| {
         let mut params = params_titled("one key, two workspaces");
@@ -579,8 +567,8 @@ async fn keys_are_scoped_to_the_workspace() {
 
     let one = app_create(&app, &token, &in_workspace(w1), &[]).await;
     let two = app_create(&app, &token, &in_workspace(w2), &[]).await;
-    assert_eq!(ok_result(&one)["workspaceId"], json!(w1.to_string()));
-    assert_eq!(ok_result(&two)["workspaceId"], json!(w2.to_string()));
+    assert_eq!(ok(&one)["workspaceId"], json!(w1.to_string()));
+    assert_eq!(ok(&two)["workspaceId"], json!(w2.to_string()));
     assert_ne!(ok_id(&one), ok_id(&two), "two workspaces, two rows");
     assert_eq!(app.count(Some(w1)).await, 1);
     assert_eq!(app.count(Some(w2)).await, 1);
@@ -588,8 +576,8 @@ async fn keys_are_scoped_to_the_workspace() {
     // Each workspace replays its own answer.
     let again_one = app_create(&app, &token, &in_workspace(w1), &[]).await;
     let again_two = app_create(&app, &token, &in_workspace(w2), &[]).await;
-    assert_eq!(ok_result(&again_one), ok_result(&one));
-    assert_eq!(ok_result(&again_two), ok_result(&two));
+    assert_eq!(ok(&again_one), ok(&one));
+    assert_eq!(ok(&again_two), ok(&two));
     assert_eq!(app.count(None).await, 2);
 }
 
@@ -615,7 +603,7 @@ async fn a_key_survives_a_restart() {
     let db = TestDatabase::new();
     let http = reqwest::Client::new();
     let (user, workspace) = (Uuid::new_v4(), Uuid::new_v4());
-    let token = token_for(user, &[workspace]);
+    let token = token_for(user, &[workspace], ALL_SCOPES);
     let key = format!("restart-{}", Uuid::new_v4());
     let params = params_titled("kept across a restart");
 
@@ -626,7 +614,7 @@ async fn a_key_survives_a_restart() {
 
     let (addr, handle) = start_app(&db).await;
     let replay = create_at(&http, addr, &token, &params, &[("idempotency-key", &key)]).await;
-    assert_eq!(ok_result(&replay), ok_result(&first), "the same answer after a restart");
+    assert_eq!(ok(&replay), ok(&first), "the same answer after a restart");
     let reuse =
         create_at(&http, addr, &token, &params_titled("other params after a restart"), &[("idempotency-key", &key)])
             .await;
@@ -653,7 +641,7 @@ async fn concurrent_calls_with_one_key_never_make_two_rows() {
         let mut results = Vec::new();
         for response in &responses {
             if response.get("result").is_some() {
-                results.push(ok_result(response).clone());
+                results.push(ok(response).clone());
             } else {
                 let data = err(response, -32009, "CONFLICT");
                 assert_eq!(
@@ -673,7 +661,7 @@ async fn concurrent_calls_with_one_key_never_make_two_rows() {
 
         // Afterwards the key replays that one answer.
         let replay = app_create(&app, &token, &params, &headers).await;
-        assert_eq!(ok_result(&replay), &results[0], "round {round}");
+        assert_eq!(ok(&replay), &results[0], "round {round}");
     }
     assert_eq!(stored_ids(&app.db).await, stored);
 }
@@ -740,6 +728,6 @@ async fn a_retry_that_differs_only_in_form_is_a_replay() {
     spelled["workspaceId"] = json!(app.workspace.to_string());
     spelled["ownerUserId"] = json!(app.user.to_string());
     let again = app_create(&app, &token, &spelled, &[("idempotency-key", &key)]).await;
-    assert_eq!(ok_result(&again), ok_result(&first), "{again}");
+    assert_eq!(ok(&again), ok(&first), "{again}");
     assert_eq!(app.count(None).await, 1);
 }

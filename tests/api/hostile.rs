@@ -33,21 +33,6 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 // Helpers of this file
 // ---------------------------------------------------------------------------------------------
 
-/// The `(data.code, data.httpStatus)` pairs §4 allows with each `error.code`.
-fn contract_names(code: i64) -> &'static [(&'static str, u64)] {
-    match code {
-        -32700 => &[("PARSE_ERROR", 400)],
-        -32600 | -32602 => &[("BAD_REQUEST", 400)],
-        -32013 => &[("PAYLOAD_TOO_LARGE", 413)],
-        -32601 | -32004 => &[("NOT_FOUND", 404)],
-        -32001 => &[("UNAUTHORIZED", 401)],
-        -32003 => &[("FORBIDDEN", 403)],
-        -32009 => &[("CONFLICT", 409)],
-        -32603 => &[("SERVICE_UNAVAILABLE", 503), ("INTERNAL_SERVER_ERROR", 500)],
-        _ => &[],
-    }
-}
-
 /// Asserts that `response` is one JSON-RPC error answer in §4's shape whose `error.code` is one
 /// of `allowed`; for -32602 also the flattened `fieldErrors`/`formErrors`. Returns `error`.
 #[track_caller]
@@ -107,17 +92,13 @@ fn assert_form_error(response: &Value, what: &str, words: &[&str]) {
     assert!(found, "{what}: expected a formErrors entry containing {words:?}: {response}");
 }
 
-fn bearer(app: &TestApp) -> String {
-    format!("Bearer {}", app.token())
-}
-
 /// The answer to a hostile body: its JSON when it came in time with HTTP 200 (as every JSON-RPC
 /// error but 408 and 413, README: behaviour the contract leaves open), else what went wrong.
 type Answer = Result<Value, String>;
 
 /// POSTs raw bytes with the app's token, waiting at most [`ANSWER_WITHIN`].
 async fn send(app: &TestApp, body: impl Into<Vec<u8>>) -> Answer {
-    post_within(&app.http, &app.url(), &bearer(app), body.into()).await
+    post_within(&app.http, &app.url(), &app.bearer(), body.into()).await
 }
 
 /// POSTs raw bytes with an Authorization header, waiting at most [`ANSWER_WITHIN`].
@@ -239,15 +220,8 @@ async fn assert_still_serving(app: &TestApp, stored_before: i64) {
     let response = tokio::time::timeout(Duration::from_secs(10), app.create(valid_params()))
         .await
         .expect("a valid create answers within 10 s");
-    assert_created(&response);
+    assert_created(&response, &json!(1), "a valid create");
     assert_eq!(app.count(None).await, stored_before + 1, "the valid create is stored");
-}
-
-#[track_caller]
-fn assert_created(response: &Value) {
-    assert!(response.get("error").is_none(), "expected a created opportunity: {response}");
-    assert_eq!(response["result"]["title"], "Chiller retrofit, Building C", "{response}");
-    assert_eq!(response["result"]["version"], 1, "{response}");
 }
 
 /// What became of a raw HTTP connection.
@@ -318,7 +292,7 @@ fn post_head(app: &TestApp, content_length: usize) -> String {
     format!(
         "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAuthorization: {}\r\nContent-Length: {content_length}\r\n\r\n",
         app.addr,
-        bearer(app)
+        app.bearer()
     )
 }
 
@@ -345,7 +319,7 @@ async fn assert_others_served_promptly(app: &TestApp, what: &str) {
     let started = Instant::now();
     let health = app.http.get(format!("{}health", app.url())).send().await.expect("GET /health");
     assert_eq!(health.status().as_u16(), 200, "{what}: GET /health meanwhile");
-    assert_created(&app.create(valid_params()).await);
+    assert_created(&app.create(valid_params()).await, &json!(1), "a valid create");
     assert!(started.elapsed() < Duration::from_secs(2), "{what}: others waited {:?}", started.elapsed());
 }
 
@@ -421,7 +395,7 @@ async fn kept_alive_connection_that_stalls_inside_its_next_headers_is_cut_off() 
     stream.write_all(body.as_bytes()).await.unwrap();
     match response_or_close(&mut stream, Duration::from_secs(10)).await {
         Some(Outcome::Response { status: 200, body }) => {
-            assert_created(&serde_json::from_slice(&body).expect("a JSON answer"));
+            assert_created(&serde_json::from_slice(&body).expect("a JSON answer"), &json!(1), "a valid create");
         }
         other => panic!("the first call on the connection is answered: {other:?}"),
     }
@@ -488,7 +462,7 @@ async fn stalled_bodies_give_back_their_connection_slots() {
     loop {
         let (status, response) = app.post(&request(json!(2), CREATE, valid_params()), &token).await;
         if status == 200 {
-            assert_created(&response);
+            assert_created(&response, &json!(2), "a valid create");
             break;
         }
         assert_eq!(status, 429, "a call beyond the limit is refused with 429: {response}");
@@ -528,7 +502,7 @@ async fn connections_abandoned_mid_request_do_not_block_later_calls() {
                 // A chunked body cut in the middle of a chunk.
                 _ => format!(
                     "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n{{\"jsonrpc\":\"2.0\"",
-                    bearer(&app)
+                    app.bearer()
                 )
                 .into_bytes(),
             };
@@ -547,7 +521,7 @@ async fn connections_abandoned_mid_request_do_not_block_later_calls() {
     loop {
         let (status, response) = app.post(&request(json!(2), CREATE, valid_params()), &token).await;
         if status == 200 {
-            assert_created(&response);
+            assert_created(&response, &json!(2), "a valid create");
             break;
         }
         assert!(
@@ -570,7 +544,7 @@ fn ws_handshake_head(app: &TestApp) -> String {
     format!(
         "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: {}\r\n\r\n",
         app.addr,
-        bearer(app)
+        app.bearer()
     )
 }
 
@@ -614,7 +588,7 @@ async fn idle_websocket_peer_that_never_answers_pings_is_disconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_websocket_client_that_answers_pings_stays_connected() {
     let app = spawn_app_with(&["--ws-ping-interval", "1s"]).await;
-    let client = app.ws(&[("authorization", &bearer(&app))]).await;
+    let client = app.ws(&[("authorization", &app.bearer())]).await;
     // Idle for several ping intervals, longer than the two a silent peer is given.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(client.is_connected(), "a client that answers pings is kept");
@@ -728,7 +702,7 @@ impl Process {
         assert_eq!(health.status().as_u16(), 200, "GET /health");
         let body = request(json!(1), CREATE, valid_params()).to_string();
         let answer = self.send(body).await;
-        assert_created(answered(&answer, "a valid create afterwards"));
+        assert_created(answered(&answer, "a valid create afterwards"), &json!(1), "a valid create");
         assert_eq!(self.count().await, 1, "the valid create is stored");
     }
 }
@@ -835,7 +809,7 @@ async fn other_callers_are_served_while_huge_bodies_are_refused() {
     let created = created.unwrap_or_else(|_| {
         panic!("a valid create waited {:?} (over 5 s) behind two {count}-item arrays", started.elapsed())
     });
-    assert_created(answered(&created, "a valid create meanwhile"));
+    assert_created(answered(&created, "a valid create meanwhile"), &json!(1), "a valid create");
     for task in hostile {
         let answer = task.await.unwrap();
         let what = format!("a solutionFamilies array of {count} items");
@@ -1152,7 +1126,7 @@ async fn raw_ws(app: &TestApp) -> RawWs {
     use tokio_util::compat::TokioAsyncReadCompatExt;
     let stream = TcpStream::connect(app.addr).await.unwrap();
     let host = app.addr.to_string();
-    let auth = bearer(app);
+    let auth = app.bearer();
     let headers = [soketto::handshake::client::Header { name: "Authorization", value: auth.as_bytes() }];
     let mut client = soketto::handshake::Client::new(stream.compat(), &host, "/");
     client.set_headers(&headers);
@@ -1327,7 +1301,7 @@ async fn open_sockets_are_capped_and_idle_ones_closed() {
     loop {
         let (status, response) = app.post(&request(json!(2), CREATE, valid_params()), &app.token()).await;
         if status == 200 {
-            assert_created(&response);
+            assert_created(&response, &json!(2), "a valid create");
             break;
         }
         assert!(Instant::now() < deadline, "calls are still refused after the idle sockets were closed: {response}");
@@ -1415,7 +1389,7 @@ async fn websocket_errors_have_the_contract_shape() {
     }
     failures.finish();
     let answer = ws_exchange(&mut ws, &request(json!(9), CREATE, valid_params()).to_string()).await;
-    assert_created(&answer);
+    assert_created(&answer, &json!(9), "a valid create");
     assert_eq!(app.count(None).await, 1, "refused messages run nothing");
 }
 
@@ -1508,7 +1482,7 @@ async fn unsupported_content_type_is_a_json_rpc_error() {
     let app = spawn_app().await;
     let body = request(json!(1), CREATE, valid_params()).to_string();
     for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
-        let mut request = app.http.post(app.url()).header("authorization", bearer(&app)).body(body.clone());
+        let mut request = app.http.post(app.url()).header("authorization", app.bearer()).body(body.clone());
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
@@ -1536,7 +1510,7 @@ async fn unauthenticated_handshakes_never_lock_callers_out() {
     loop {
         let (status, response) = app.post(&request(json!(1), CREATE, valid_params()), &app.token()).await;
         if status == 200 {
-            assert_created(&response);
+            assert_created(&response, &json!(1), "a valid create");
             break;
         }
         assert!(Instant::now() < deadline, "an authenticated create is still refused: {response}");

@@ -12,10 +12,6 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-fn token_for(user: Uuid, workspaces: &[Uuid], scope: &str) -> String {
-    sign(&claims(user, workspaces, scope))
-}
-
 #[tokio::test]
 async fn get_answers_the_stored_opportunity_and_archived_at_is_null() {
     let app = spawn_app().await;

@@ -15,33 +15,6 @@ use crate::helpers::*;
 
 const CREATE: &str = "opportunity.create";
 
-/// Asserts that `response` is a JSON-RPC 2.0 error answer with §4's envelope.
-#[track_caller]
-fn assert_error(response: &Value, id: &Value, code: i64, name: &str, http_status: u64) {
-    assert_eq!(response["jsonrpc"], "2.0", "answer to id {id}: {response}");
-    assert_eq!(&response["id"], id, "id of {response}");
-    assert!(response.get("result").is_none(), "an error answer has no result: {response}");
-    assert_eq!(response["error"]["code"], code, "error.code of {response}");
-    assert!(response["error"]["message"].is_string(), "error.message of {response}");
-    assert_eq!(response["error"]["data"]["code"], name, "error.data.code of {response}");
-    assert_eq!(response["error"]["data"]["httpStatus"], http_status, "error.data.httpStatus of {response}");
-}
-
-/// Asserts that `response` is a successful create answered to `id`; returns the new id.
-#[track_caller]
-fn assert_created(response: &Value, id: &Value) -> String {
-    assert_eq!(response["jsonrpc"], "2.0", "answer to id {id}: {response}");
-    assert_eq!(&response["id"], id, "id of {response}");
-    assert!(response.get("error").is_none(), "expected a result: {response}");
-    let result = &response["result"];
-    assert_eq!(result["title"], "Chiller retrofit, Building C", "{response}");
-    assert_eq!(result["version"], 1, "{response}");
-    let new_id = result["id"].as_str().expect("result.id is a string");
-    let parsed = uuid::Uuid::parse_str(new_id).expect("result.id is a UUID");
-    assert_eq!(parsed.get_version_num(), 7, "result.id is a UUID v7: {new_id}");
-    new_id.to_string()
-}
-
 /// The answer of a batch, indexed by id (as JSON text); ids must be unique.
 #[track_caller]
 fn by_id(answers: &Value) -> std::collections::HashMap<String, Value> {
@@ -53,10 +26,6 @@ fn by_id(answers: &Value) -> std::collections::HashMap<String, Value> {
         assert!(map.insert(key.clone(), item.clone()).is_none(), "two answers with id {key}: {answers}");
     }
     map
-}
-
-fn bearer(app: &TestApp) -> String {
-    format!("Bearer {}", app.token())
 }
 
 /// A JSON-RPC notification (no `id`).
@@ -93,7 +62,7 @@ fn is_no_answer(body: &Value) -> bool {
 #[tokio::test]
 async fn body_that_is_not_json_is_a_parse_error() {
     let app = spawn_app().await;
-    let auth = bearer(&app);
+    let auth = app.bearer();
     for body in [
         "not json",
         "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": \"opportunity.create\",",
@@ -103,7 +72,7 @@ async fn body_that_is_not_json_is_a_parse_error() {
     ] {
         let (status, response) = app.post_raw(body.to_string(), &[("authorization", &auth)]).await;
         assert!(response.is_object(), "body {body:?}: HTTP {status}, not a JSON-RPC answer: {response}");
-        assert_error(&response, &Value::Null, -32700, "PARSE_ERROR", 400);
+        assert_error(&response, &Value::Null, -32700, "PARSE_ERROR", "the answer");
     }
     assert_eq!(app.count(None).await, 0);
 }
@@ -111,7 +80,7 @@ async fn body_that_is_not_json_is_a_parse_error() {
 #[tokio::test]
 async fn json_that_is_not_a_json_rpc_request_is_bad_request() {
     let app = spawn_app().await;
-    let auth = bearer(&app);
+    let auth = app.bearer();
     let params = valid_params();
     // Bodies with no id to echo: the answer's id is null.
     let without_id = [
@@ -125,7 +94,7 @@ async fn json_that_is_not_a_json_rpc_request_is_bad_request() {
     for body in &without_id {
         let (status, response) = app.post_raw(body.to_string(), &[("authorization", &auth)]).await;
         assert!(response.is_object(), "body {body}: HTTP {status}, not a JSON-RPC answer: {response}");
-        assert_error(&response, &Value::Null, -32600, "BAD_REQUEST", 400);
+        assert_error(&response, &Value::Null, -32600, "BAD_REQUEST", "the answer");
     }
     // Bodies with an id: JSON-RPC 2.0 allows the answer to carry it, or null when it could not be
     // told.
@@ -141,7 +110,7 @@ async fn json_that_is_not_a_json_rpc_request_is_bad_request() {
         let (status, response) = app.post_raw(body.to_string(), &[("authorization", &auth)]).await;
         assert!(response.is_object(), "body {body}: HTTP {status}, not a JSON-RPC answer: {response}");
         let id = if response["id"].is_null() { Value::Null } else { json!(7) };
-        assert_error(&response, &id, -32600, "BAD_REQUEST", 400);
+        assert_error(&response, &id, -32600, "BAD_REQUEST", "the answer");
     }
     assert_eq!(app.count(None).await, 0, "nothing is created by invalid requests");
 }
@@ -149,23 +118,23 @@ async fn json_that_is_not_a_json_rpc_request_is_bad_request() {
 #[tokio::test]
 async fn empty_batch_is_bad_request() {
     let app = spawn_app().await;
-    let auth = bearer(&app);
+    let auth = app.bearer();
     for body in ["[]", "[ ]", " \n[]"] {
         let (status, response) = app.post_raw(body.to_string(), &[("authorization", &auth)]).await;
         assert!(response.is_object(), "body {body:?}: HTTP {status}, expected one error object: {response}");
-        assert_error(&response, &Value::Null, -32600, "BAD_REQUEST", 400);
+        assert_error(&response, &Value::Null, -32600, "BAD_REQUEST", "the answer");
     }
 }
 
 #[tokio::test]
 async fn body_over_max_request_bytes_is_refused_with_413() {
     let app = spawn_app_with(&["--max-request-bytes", "1000"]).await;
-    let auth = bearer(&app);
+    let auth = app.bearer();
     for len in [2000, 1001] {
         let body = create_body_of_len(len);
         let (status, response) = app.post_raw(body, &[("authorization", &auth)]).await;
         assert_eq!(status, 413, "a {len}-byte body: {response}");
-        assert_error(&response, &Value::Null, -32013, "PAYLOAD_TOO_LARGE", 413);
+        assert_error(&response, &Value::Null, -32013, "PAYLOAD_TOO_LARGE", "the answer");
     }
     // A batch over the byte limit is refused the same way.
     let big = create_body_of_len(600);
@@ -176,20 +145,20 @@ async fn body_over_max_request_bytes_is_refused_with_413() {
     assert!(batch.len() > 1000);
     let (status, response) = app.post_raw(batch, &[("authorization", &auth)]).await;
     assert_eq!(status, 413, "{response}");
-    assert_error(&response, &Value::Null, -32013, "PAYLOAD_TOO_LARGE", 413);
+    assert_error(&response, &Value::Null, -32013, "PAYLOAD_TOO_LARGE", "the answer");
     assert_eq!(app.count(None).await, 0, "refused bodies create nothing");
 }
 
 #[tokio::test]
 async fn body_within_max_request_bytes_is_processed() {
     let app = spawn_app_with(&["--max-request-bytes", "1000"]).await;
-    let auth = bearer(&app);
+    let auth = app.bearer();
     // Just under the limit, and exactly at it ("larger bodies are refused").
     for len in [990, 1000] {
         let body = create_body_of_len(len);
         let (status, response) = app.post_raw(body, &[("authorization", &auth)]).await;
         assert_eq!(status, 200, "a {len}-byte body: {response}");
-        assert_created(&response, &json!(1));
+        assert_created(&response, &json!(1), "the answer");
     }
     assert_eq!(app.count(None).await, 2);
 }
@@ -201,7 +170,7 @@ async fn batch_over_max_batch_is_payload_too_large() {
     let four: Vec<Value> = (1..=4).map(|i| request(json!(i), CREATE, valid_params())).collect();
     let (status, response) = app.post(&json!(four), &token).await;
     assert!(response.is_object(), "HTTP {status}: expected one error object for the whole batch: {response}");
-    assert_error(&response, &Value::Null, -32013, "PAYLOAD_TOO_LARGE", 413);
+    assert_error(&response, &Value::Null, -32013, "PAYLOAD_TOO_LARGE", "the answer");
     assert_eq!(app.count(None).await, 0, "no call of a refused batch runs");
 
     let three: Vec<Value> = (1..=3).map(|i| request(json!(i), CREATE, valid_params())).collect();
@@ -210,7 +179,7 @@ async fn batch_over_max_batch_is_payload_too_large() {
     let answers = by_id(&response);
     assert_eq!(answers.len(), 3, "{response}");
     for i in 1..=3 {
-        assert_created(&answers[&json!(i).to_string()], &json!(i));
+        assert_created(&answers[&json!(i).to_string()], &json!(i), "the answer");
     }
     assert_eq!(app.count(None).await, 3);
 }
@@ -222,7 +191,7 @@ async fn unknown_method_is_not_found() {
     for method in ["opportunity.delete", "opportunity", "nope", "opportunity.create.x", ""] {
         let (status, response) = app.post(&request(json!(11), method, valid_params()), &token).await;
         assert!(response.is_object(), "method {method:?}: HTTP {status}: {response}");
-        assert_error(&response, &json!(11), -32601, "NOT_FOUND", 404);
+        assert_error(&response, &json!(11), -32601, "NOT_FOUND", "the answer");
     }
     assert_eq!(app.count(None).await, 0);
 }
@@ -234,7 +203,7 @@ async fn invalid_params_is_bad_request_with_flattened_errors() {
     params["title"] = json!("   ");
     params["probability"] = json!(101);
     let (_, response) = app.post(&request(json!("p"), CREATE, params), &app.token()).await;
-    assert_error(&response, &json!("p"), -32602, "BAD_REQUEST", 400);
+    assert_error(&response, &json!("p"), -32602, "BAD_REQUEST", "the answer");
     let data = &response["error"]["data"];
     let field_errors = data["fieldErrors"].as_object().expect("fieldErrors object");
     for field in ["title", "probability"] {
@@ -272,11 +241,11 @@ async fn batch_is_answered_per_item_by_id() {
         4,
         "four answers: three calls and the invalid entry, none for the notification: {response}"
     );
-    assert_created(&answers["1"], &json!(1));
-    assert_error(&answers["\"bad\""], &json!("bad"), -32602, "BAD_REQUEST", 400);
+    assert_created(&answers["1"], &json!(1), "the answer");
+    assert_error(&answers["\"bad\""], &json!("bad"), -32602, "BAD_REQUEST", "the answer");
     assert!(answers["\"bad\""]["error"]["data"]["fieldErrors"]["title"].is_array(), "{response}");
-    assert_error(&answers["3"], &json!(3), -32601, "NOT_FOUND", 404);
-    assert_error(&answers["null"], &Value::Null, -32600, "BAD_REQUEST", 400);
+    assert_error(&answers["3"], &json!(3), -32601, "NOT_FOUND", "the answer");
+    assert_error(&answers["null"], &Value::Null, -32600, "BAD_REQUEST", "the answer");
     assert_eq!(app.count(None).await, 1, "only the good create is stored");
 }
 
@@ -285,13 +254,13 @@ async fn batch_with_leading_whitespace_is_a_batch() {
     let app = spawn_app().await;
     let batch = json!([request(json!(1), CREATE, valid_params()), request(json!(2), CREATE, valid_params()),]);
     let body = format!(" \r\n\t{batch}");
-    let auth = bearer(&app);
+    let auth = app.bearer();
     let (status, response) = app.post_raw(body, &[("authorization", &auth)]).await;
     assert_eq!(status, 200, "{response}");
     let answers = by_id(&response);
     assert_eq!(answers.len(), 2, "{response}");
-    assert_created(&answers["1"], &json!(1));
-    assert_created(&answers["2"], &json!(2));
+    assert_created(&answers["1"], &json!(1), "the answer");
+    assert_created(&answers["2"], &json!(2), "the answer");
 }
 
 #[tokio::test]
@@ -325,10 +294,10 @@ async fn ids_of_every_type_are_echoed() {
     for id in &ids {
         let (status, response) = app.post(&request(id.clone(), CREATE, valid_params()), &token).await;
         assert_eq!(status, 200, "id {id}: {response}");
-        assert_created(&response, id);
+        assert_created(&response, id, "the answer");
         // Errors echo the id too.
         let (_, response) = app.post(&request(id.clone(), "opportunity.nope", json!({})), &token).await;
-        assert_error(&response, id, -32601, "NOT_FOUND", 404);
+        assert_error(&response, id, -32601, "NOT_FOUND", "the answer");
     }
     // And so does a batch, per item.
     let batch = json!([
@@ -339,9 +308,9 @@ async fn ids_of_every_type_are_echoed() {
     let (_, response) = app.post(&batch, &token).await;
     let answers = by_id(&response);
     assert_eq!(answers.len(), 3, "{response}");
-    assert_created(&answers["\"s\""], &json!("s"));
-    assert_created(&answers["8"], &json!(8));
-    assert_created(&answers["null"], &Value::Null);
+    assert_created(&answers["\"s\""], &json!("s"), "the answer");
+    assert_created(&answers["8"], &json!(8), "the answer");
+    assert_created(&answers["null"], &Value::Null, "the answer");
     assert_eq!(app.count(None).await, ids.len() as i64 + 3);
 }
 
@@ -353,15 +322,15 @@ async fn negative_number_id_is_echoed() {
     let token = app.token();
     let (status, response) = app.post(&request(json!(-9), CREATE, valid_params()), &token).await;
     assert_eq!(status, 200, "{response}");
-    assert_created(&response, &json!(-9));
+    assert_created(&response, &json!(-9), "the answer");
     let (_, response) = app.post(&request(json!(-9), "opportunity.nope", json!({})), &token).await;
-    assert_error(&response, &json!(-9), -32601, "NOT_FOUND", 404);
+    assert_error(&response, &json!(-9), -32601, "NOT_FOUND", "the answer");
     let batch = json!([request(json!(-1), CREATE, valid_params()), request(json!(1), CREATE, valid_params()),]);
     let (_, response) = app.post(&batch, &token).await;
     let answers = by_id(&response);
     assert_eq!(answers.len(), 2, "both calls are answered: {response}");
-    assert_created(&answers["-1"], &json!(-1));
-    assert_created(&answers["1"], &json!(1));
+    assert_created(&answers["-1"], &json!(-1), "the answer");
+    assert_created(&answers["1"], &json!(1), "the answer");
     assert_eq!(app.count(None).await, 3);
 }
 
@@ -371,10 +340,10 @@ async fn params_as_object_or_one_element_array_both_create() {
     let token = app.token();
     let (status, by_name) = app.post(&request(json!(1), CREATE, valid_params()), &token).await;
     assert_eq!(status, 200, "{by_name}");
-    let first = assert_created(&by_name, &json!(1));
+    let first = assert_created(&by_name, &json!(1), "the answer");
     let (status, wrapped) = app.post(&request(json!(2), CREATE, json!([valid_params()])), &token).await;
     assert_eq!(status, 200, "{wrapped}");
-    let second = assert_created(&wrapped, &json!(2));
+    let second = assert_created(&wrapped, &json!(2), "the answer");
     assert_ne!(first, second);
     // The two answers describe the same input.
     for field in ["customerId", "title", "pipelineType", "stage", "workspaceId"] {
@@ -402,7 +371,7 @@ async fn post_with_text_plain_is_refused_with_415() {
         .http
         .post(app.url())
         .header("content-type", "text/plain")
-        .header("authorization", bearer(&app))
+        .header("authorization", app.bearer())
         .body(body)
         .send()
         .await
@@ -418,7 +387,7 @@ async fn post_with_text_plain_is_refused_with_415() {
 #[tokio::test]
 async fn websocket_create_works() {
     let app = spawn_app().await;
-    let client = app.ws(&[("authorization", &bearer(&app))]).await;
+    let client = app.ws(&[("authorization", &app.bearer())]).await;
     let result = ws_create(&client, &valid_params()).await.expect("create over WebSocket");
     assert_eq!(result["title"], "Chiller retrofit, Building C", "{result}");
     assert_eq!(result["workspaceId"], app.workspace.to_string(), "{result}");
@@ -432,7 +401,7 @@ async fn websocket_create_works() {
 #[tokio::test]
 async fn websocket_validation_error_has_the_invalid_params_envelope() {
     let app = spawn_app().await;
-    let client = app.ws(&[("authorization", &bearer(&app))]).await;
+    let client = app.ws(&[("authorization", &app.bearer())]).await;
     let mut params = valid_params();
     params["title"] = json!("");
     params["probability"] = json!(101);
@@ -449,7 +418,7 @@ async fn websocket_validation_error_has_the_invalid_params_envelope() {
 #[tokio::test]
 async fn websocket_unknown_method_is_not_found() {
     let app = spawn_app().await;
-    let client = app.ws(&[("authorization", &bearer(&app))]).await;
+    let client = app.ws(&[("authorization", &app.bearer())]).await;
     let result: Result<Value, ClientError> = client.request("opportunity.nope", jsonrpsee::rpc_params![]).await;
     let (code, data) = ws_error(result);
     assert_eq!(code, -32601, "{data}");
@@ -462,7 +431,7 @@ async fn websocket_unknown_method_is_not_found() {
 #[tokio::test]
 async fn websocket_batch_is_answered_per_item() {
     let app = spawn_app().await;
-    let client = app.ws(&[("authorization", &bearer(&app))]).await;
+    let client = app.ws(&[("authorization", &app.bearer())]).await;
     let mut bad = valid_params();
     bad["title"] = json!("");
     let mut batch = BatchRequestBuilder::new();
@@ -495,7 +464,7 @@ async fn websocket_batch_is_answered_per_item() {
 async fn connection_limit_refuses_calls_but_not_health() {
     let app = spawn_app_with(&["--max-connections", "1"]).await;
     let token = app.token();
-    let client = app.ws(&[("authorization", &bearer(&app))]).await;
+    let client = app.ws(&[("authorization", &app.bearer())]).await;
     ws_create(&client, &valid_params()).await.expect("the held connection works");
 
     let (status, response) = app.post(&request(json!(1), CREATE, valid_params()), &token).await;
@@ -512,7 +481,7 @@ async fn connection_limit_refuses_calls_but_not_health() {
     loop {
         let (status, response) = app.post(&request(json!(2), CREATE, valid_params()), &token).await;
         if status == 200 {
-            assert_created(&response, &json!(2));
+            assert_created(&response, &json!(2), "the answer");
             break;
         }
         assert_eq!(status, 429, "{response}");
@@ -538,7 +507,7 @@ async fn two_hundred_concurrent_creates_all_succeed() {
     let mut ids = HashSet::new();
     for (i, (status, response)) in answers.iter().enumerate() {
         assert_eq!(*status, 200, "call {i}: {response}");
-        ids.insert(assert_created(response, &json!(i)));
+        ids.insert(id(assert_created(response, &json!(i), "the answer")).to_string());
     }
     assert_eq!(ids.len(), 200, "every create has an id of its own");
     assert_eq!(app.count(None).await, 200);

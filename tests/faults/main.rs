@@ -5,8 +5,8 @@
 //! and skip outside CI (see `pg_instance::in_ci`).
 
 // The shared helpers of the quick suite; not all of them are used here.
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../api/helpers/mod.rs"]
 mod helpers;
 
 mod faults;
