@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use jsonrpsee::core::client::{Subscription, SubscriptionClientT};
 use jsonrpsee::core::params::ObjectParams;
+use opportunity_client::{
+    ArchiveOpportunity, Changes, ChangesPage, EventType, Include, RestoreOpportunity, Stage, UpdateOpportunity,
+    VisibilityMode,
+};
 use opportunity_service::auth::ALL_SCOPES;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,51 +28,47 @@ fn events(page: &Value) -> Vec<Value> {
 #[tokio::test]
 async fn every_committed_change_records_one_event_in_order() {
     let app = spawn_app().await;
-    let token = app.token();
-    let start = changes(&app, &token, json!({})).await;
-    assert_eq!(events(&start), Vec::<Value>::new());
-    let origin = start["nextSince"].as_str().expect("a start position, never null").to_string();
+    let client = app.client();
+    let start = client.changes(&Changes::new()).await.unwrap();
+    assert_eq!(start.events, []);
+    let origin = start.next_since; // a start position, never null
 
-    let o = create(&app, &token, json!({"idempotencyKey": "k1"})).await;
-    create(&app, &token, json!({"idempotencyKey": "k1"})).await; // a replay: no event
-    let id = o["id"].as_str().unwrap();
-    let updated =
-        ok(&call(&app, &token, "opportunity.update", json!({"id": id, "expectedVersion": 1, "stage": "survey"})).await)
-            .clone();
+    let create = new_opportunity("Chiller").idempotency_key("k1");
+    let o = client.create(create.clone()).await.unwrap();
+    assert_eq!(client.create(create).await.unwrap(), o, "a replay: the first answer, and no event");
+    let updated = client.update(UpdateOpportunity::new(o.id, 1).stage(Stage::Survey)).await.unwrap();
     // a no-op update writes nothing and records nothing
-    ok(&call(&app, &token, "opportunity.update", json!({"id": id, "expectedVersion": 2, "stage": "survey"})).await);
-    let archived =
-        ok(&call(&app, &token, "opportunity.archive", json!({"id": id, "expectedVersion": 2})).await).clone();
-    ok(&call(&app, &token, "opportunity.archive", json!({"id": id, "expectedVersion": 3})).await); // no-op
-    let restored =
-        ok(&call(&app, &token, "opportunity.restore", json!({"id": id, "expectedVersion": 3})).await).clone();
+    let again = client.update(UpdateOpportunity::new(o.id, 2).stage(Stage::Survey)).await.unwrap();
+    assert_eq!(again, updated);
+    let archived = client.archive(ArchiveOpportunity::new(o.id, 2)).await.unwrap();
+    assert_eq!(client.archive(ArchiveOpportunity::new(o.id, 3)).await.unwrap(), archived); // no-op
+    let restored = client.restore(RestoreOpportunity::new(o.id, 3)).await.unwrap();
     // a refused change records nothing
-    call(&app, &token, "opportunity.update", json!({"id": id, "expectedVersion": 1, "title": "stale"})).await;
+    let stale = client.update(UpdateOpportunity::new(o.id, 1).title("stale")).await.unwrap_err();
+    assert_eq!(refusal(&stale), (Some(-32009), Some("CONFLICT"), Some("version_mismatch")));
 
-    let page = changes(&app, &token, json!({"since": origin})).await;
-    let got = events(&page);
-    let kinds: Vec<&str> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["created", "updated", "archived", "restored"]);
+    let page = client.changes(&Changes::new().since(origin.clone())).await.unwrap();
+    let got = &page.events;
+    let kinds: Vec<EventType> = got.iter().map(|e| e.event_type).collect();
+    assert_eq!(kinds, [EventType::Created, EventType::Updated, EventType::Archived, EventType::Restored]);
     for (event, answer) in got.iter().zip([&o, &updated, &archived, &restored]) {
-        assert_eq!(&event["opportunity"], answer, "the opportunity after the change, as answered");
-        assert_eq!(event["workspaceId"], app.workspace.to_string());
-        assert_eq!(event["actor"], app.user.to_string());
-        assert_eq!(event["occurredAt"], answer["updatedAt"]);
+        assert_eq!(&event.opportunity, answer, "the opportunity after the change, as answered");
+        assert_eq!((event.workspace_id, event.actor), (app.workspace, app.user));
+        assert_eq!(event.occurred_at, answer.updated_at);
     }
-    let ids: Vec<&str> = got.iter().map(|e| e["eventId"].as_str().unwrap()).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "increasing: {ids:?}");
-    assert_eq!(page["nextSince"], got[3]["eventId"]);
+    assert!(got.windows(2).all(|w| w[0].event_id < w[1].event_id), "increasing: {got:?}");
+    assert_eq!(page.next_since, got[3].event_id);
     // without since: from the oldest kept
-    assert_eq!(events(&changes(&app, &token, json!({})).await), got);
+    assert_eq!(&client.changes(&Changes::new()).await.unwrap().events, got);
     // pages
-    let first = changes(&app, &token, json!({"since": origin, "limit": 3})).await;
-    assert_eq!(events(&first), got[..3]);
-    let rest = changes(&app, &token, json!({"since": first["nextSince"], "limit": 3})).await;
-    assert_eq!(events(&rest), got[3..]);
+    let first = client.changes(&Changes::new().since(origin).limit(3)).await.unwrap();
+    assert_eq!(first.events, got[..3]);
+    let rest = client.changes(&Changes::new().since(first.next_since).limit(3)).await.unwrap();
+    assert_eq!(rest.events, got[3..]);
     // polling at the end: nothing, and since comes back
-    let end = changes(&app, &token, json!({"since": page["nextSince"]})).await;
-    assert_eq!(events(&end), Vec::<Value>::new());
-    assert_eq!(end["nextSince"], page["nextSince"]);
+    let end = client.changes(&Changes::new().since(page.next_since.clone())).await.unwrap();
+    assert_eq!(end.events, []);
+    assert_eq!(end.next_since, page.next_since);
 }
 
 /// An event id `ahead` positions past the feed's head, after one create: never issued.
@@ -135,61 +135,50 @@ async fn a_since_never_issued_is_reported_with_the_other_problems_and_before_the
 async fn events_reach_the_readers_who_can_read_the_opportunity_after_or_before() {
     let app = spawn_app().await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    let in_a = token_for(app.user, &[a], ALL_SCOPES);
-    let in_b = token_for(app.user, &[b], ALL_SCOPES);
-    let local = create(&app, &in_a, json!({})).await;
-    let shared = create(&app, &in_a, json!({"visibilityMode": "shared"})).await;
+    let in_a = app.client_as(&token_for(app.user, &[a], ALL_SCOPES));
+    let in_b = app.client_as(&token_for(app.user, &[b], ALL_SCOPES));
+    let local = in_a.create(new_opportunity("Local")).await.unwrap();
+    let shared = in_a.create(new_opportunity("Shared").visibility_mode(VisibilityMode::Shared)).await.unwrap();
     // shared → local: readers elsewhere could read it before, so they get this event too
-    let made_local = ok(&call(
-        &app,
-        &in_a,
-        "opportunity.update",
-        json!({"id": shared["id"], "expectedVersion": 1, "visibilityMode": "workspace_local"}),
-    )
-    .await)
-    .clone();
-    ok(&call(&app, &in_a, "opportunity.update", json!({"id": local["id"], "expectedVersion": 1, "title": "x"})).await);
-    let ids = |page: &Value| -> Vec<String> {
-        events(page)
-            .iter()
-            .map(|e| format!("{}:{}", e["type"].as_str().unwrap(), e["opportunity"]["id"].as_str().unwrap()))
-            .collect()
-    };
-    let own_b = changes(&app, &in_b, json!({})).await;
-    assert!(events(&own_b).is_empty(), "include own: only B's own opportunities");
-    let visible_b = changes(&app, &in_b, json!({"include": "visible"})).await;
+    let made_local = in_a
+        .update(UpdateOpportunity::new(shared.id, 1).visibility_mode(VisibilityMode::WorkspaceLocal))
+        .await
+        .unwrap();
+    let renamed = in_a.update(UpdateOpportunity::new(local.id, 1).title("x")).await.unwrap();
+    let seen =
+        |page: &ChangesPage| page.events.iter().map(|e| (e.event_type, e.opportunity.clone())).collect::<Vec<_>>();
+    let own_b = in_b.changes(&Changes::new()).await.unwrap();
+    assert!(own_b.events.is_empty(), "include own: only B's own opportunities");
+    let visible_b = in_b.changes(&Changes::new().include(Include::Visible)).await.unwrap();
+    assert_eq!(seen(&visible_b), [(EventType::Created, shared.clone()), (EventType::Updated, made_local.clone())]);
+    assert!(visible_b.events.iter().all(|e| e.workspace_id == a), "the workspace of the opportunity: {visible_b:?}");
+    let own_a = in_a.changes(&Changes::new()).await.unwrap();
     assert_eq!(
-        ids(&visible_b),
+        seen(&own_a),
         [
-            format!("created:{}", shared["id"].as_str().unwrap()),
-            format!("updated:{}", made_local["id"].as_str().unwrap())
+            (EventType::Created, local),
+            (EventType::Created, shared),
+            (EventType::Updated, made_local),
+            (EventType::Updated, renamed)
         ]
     );
-    assert_eq!(events(&changes(&app, &in_a, json!({})).await).len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_poller_sees_every_event_of_concurrent_writers_once_and_in_order() {
     let app = spawn_app().await;
-    let token = app.token();
-    let origin = changes(&app, &token, json!({})).await["nextSince"].as_str().unwrap().to_string();
+    let client = app.client();
+    let origin = client.changes(&Changes::new()).await.unwrap().next_since;
     let writers = (0..8).map(|w| {
-        let (app, token) = (&app, token.clone());
+        let client = client.clone();
         async move {
             let mut ids = Vec::new();
             for i in 0..15 {
-                let o = create(app, &token, json!({"title": format!("w{w} #{i}")})).await;
+                let o = client.create(new_opportunity(&format!("w{w} #{i}"))).await.unwrap();
                 if i % 3 == 0 {
-                    let id = o["id"].as_str().unwrap();
-                    ok(&call(
-                        app,
-                        &token,
-                        "opportunity.update",
-                        json!({"id": id, "expectedVersion": 1, "stage": "won"}),
-                    )
-                    .await);
+                    client.update(UpdateOpportunity::new(o.id, 1).stage(Stage::Won)).await.unwrap();
                 }
-                ids.push(o["id"].as_str().unwrap().to_string());
+                ids.push(o.id);
             }
             ids
         }
@@ -198,9 +187,9 @@ async fn a_poller_sees_every_event_of_concurrent_writers_once_and_in_order() {
         let mut seen = Vec::new();
         let mut since = origin.clone();
         for _ in 0..2000 {
-            let page = changes(&app, &token, json!({"since": since, "limit": 7})).await;
-            seen.extend(events(&page));
-            since = page["nextSince"].as_str().unwrap().to_string();
+            let page = client.changes(&Changes::new().since(since).limit(7)).await.unwrap();
+            seen.extend(page.events);
+            since = page.next_since;
             if seen.len() >= 8 * (15 + 5) {
                 break;
             }
@@ -209,27 +198,23 @@ async fn a_poller_sees_every_event_of_concurrent_writers_once_and_in_order() {
         seen
     };
     let (created, seen) = tokio::join!(futures_util::future::join_all(writers), poller);
-    let created: BTreeSet<String> = created.into_iter().flatten().collect();
-    let ids: Vec<&str> = seen.iter().map(|e| e["eventId"].as_str().unwrap()).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "no repeat, in order");
-    let first = |kind: &str| -> BTreeSet<String> {
-        seen.iter()
-            .filter(|e| e["type"] == kind)
-            .map(|e| e["opportunity"]["id"].as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(first("created"), created, "every create seen once");
-    assert_eq!(seen.iter().filter(|e| e["type"] == "updated").count(), 8 * 5);
+    let created: BTreeSet<Uuid> = created.into_iter().flatten().collect();
+    assert!(seen.windows(2).all(|w| w[0].event_id < w[1].event_id), "no repeat, in order");
+    let of = |kind: EventType| seen.iter().filter(move |e| e.event_type == kind);
+    assert_eq!(of(EventType::Created).map(|e| e.opportunity.id).collect::<BTreeSet<_>>(), created, "every create seen");
+    assert_eq!(of(EventType::Created).count(), 8 * 15, "once");
+    assert_eq!(of(EventType::Updated).count(), 8 * 5);
+    assert!(of(EventType::Updated).all(|e| e.opportunity.stage == Stage::Won && e.opportunity.version == 2));
     // and a reader from the start afterwards sees the same sequence
     let mut all = Vec::new();
     let mut since = origin;
     loop {
-        let page = changes(&app, &token, json!({"since": since, "limit": 1000})).await;
-        if events(&page).is_empty() {
+        let page = client.changes(&Changes::new().since(since).limit(1000)).await.unwrap();
+        if page.events.is_empty() {
             break;
         }
-        all.extend(events(&page));
-        since = page["nextSince"].as_str().unwrap().to_string();
+        all.extend(page.events);
+        since = page.next_since;
     }
     assert_eq!(all, seen);
 }

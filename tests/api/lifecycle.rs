@@ -3,8 +3,11 @@
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
 use opportunity_client::{
-    ArchiveOpportunity, Archived, ListOpportunities, OpportunityPage, RestoreOpportunity, UpdateOpportunity,
+    ArchiveOpportunity, Archived, Client, CreateOpportunity, Include, ListOpportunities, LostReasonCategory, Money,
+    Opportunity, OpportunityPage, Order, OrderBy, PipelineType, Priority, RestoreOpportunity, Stage, UpdateOpportunity,
+    VisibilityMode,
 };
 use opportunity_service::auth::ALL_SCOPES;
 use serde_json::{Value, json};
@@ -12,23 +15,41 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
+/// An instant written as RFC 3339.
+#[track_caller]
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap_or_else(|e| panic!("{text:?} is no RFC 3339 instant: {e}"))
+}
+
+/// The ids of a page, in its order.
+fn ids(page: &OpportunityPage) -> Vec<Uuid> {
+    page.items.iter().map(|o| o.id).collect()
+}
+
 #[tokio::test]
 async fn get_answers_the_stored_opportunity_and_archived_at_is_null() {
     let app = spawn_app().await;
+    let client = app.client();
+    let value = Money::from_cents(12_500_050);
+    let created = client.create(new_opportunity("Chiller retrofit").estimated_value(value)).await.unwrap();
+    assert_eq!(created.archived_at, None, "a create answers archivedAt: null");
+    assert_eq!(created.estimated_value, Some(value));
+    assert_eq!(client.get(created.id).await.unwrap(), created, "get answers what create answered");
+    // On the wire: archivedAt is there, as null. An id in capitals works, and so do a
+    // one-element array holding the params and WebSocket, all answering the same JSON.
     let token = app.token();
-    let created = create(&app, &token, json!({"estimatedValue": 125000.5})).await;
-    assert_eq!(created["archivedAt"], Value::Null, "a create answers archivedAt: null");
-    let got = call(&app, &token, "opportunity.get", json!({"id": id(&created).to_uppercase()})).await;
-    assert_eq!(ok(&got), &created, "get answers what create answered");
-    // A one-element array holding the params works too, and so does WebSocket.
-    let got = call(&app, &token, "opportunity.get", json!([{"id": id(&created)}])).await;
-    assert_eq!(ok(&got), &created);
+    let got = call(&app, &token, "opportunity.get", json!({"id": created.id.to_string().to_uppercase()})).await;
+    let wire = ok(&got).clone();
+    assert_eq!(wire.get("archivedAt"), Some(&Value::Null), "{wire}");
+    assert_eq!(serde_json::from_value::<Opportunity>(wire.clone()).unwrap(), created);
+    let got = call(&app, &token, "opportunity.get", json!([{"id": created.id}])).await;
+    assert_eq!(ok(&got), &wire);
     let auth = format!("Bearer {token}");
     let ws = app.ws(&[("authorization", &auth)]).await;
     let mut params = jsonrpsee::core::params::ObjectParams::new();
-    params.insert("id", id(&created)).unwrap();
+    params.insert("id", created.id).unwrap();
     let via_ws: Value = jsonrpsee::core::client::ClientT::request(&ws, "opportunity.get", params).await.unwrap();
-    assert_eq!(via_ws, created);
+    assert_eq!(via_ws, wire);
 }
 
 #[tokio::test]
@@ -158,62 +179,62 @@ async fn checks_run_in_the_contracts_order() {
 #[tokio::test]
 async fn update_changes_named_fields_only_and_bumps_the_version() {
     let app = spawn_app().await;
-    let token = app.token();
-    let o = create(
-        &app,
-        &token,
-        json!({"estimatedValue": 10, "priority": "high", "solutionFamilies": ["hvac"], "scopeSummary": "s"}),
-    )
-    .await;
+    let (client, token) = (app.client(), app.token());
+    let o = client
+        .create(
+            new_opportunity("Chiller")
+                .estimated_value(Money::from_units(10))
+                .priority(Priority::High)
+                .solution_families(["hvac"])
+                .scope_summary("s"),
+        )
+        .await
+        .unwrap();
+    // Sent as text: a title with spaces around it, a date with an offset. Answered trimmed, and
+    // in UTC.
     let r = call(
         &app,
         &token,
         "opportunity.update",
-        json!({"id": id(&o), "expectedVersion": 1, "title": "  New title ", "priority": null,
+        json!({"id": o.id, "expectedVersion": 1, "title": "  New title ", "priority": null,
                "solutionFamilies": null, "estimatedValue": 99.99, "expectedCloseDate": "2027-03-31T19:00:00+02:00"}),
     )
     .await;
-    let u = ok(&r);
-    assert_eq!(u["version"], 2);
-    assert_eq!(u["title"], "New title");
-    assert_eq!(u["priority"], Value::Null);
-    assert_eq!(u["solutionFamilies"], json!([]));
-    assert_eq!(u["estimatedValue"], 99.99);
-    assert_eq!(u["expectedCloseDate"], "2027-03-31T17:00:00Z");
-    assert_eq!(u["scopeSummary"], "s", "absent fields stay");
-    assert_eq!(u["createdAt"], o["createdAt"]);
-    assert!(u["updatedAt"].as_str().unwrap() >= o["updatedAt"].as_str().unwrap());
-    assert_eq!(ok(&call(&app, &token, "opportunity.get", json!({"id": id(&o)})).await), u, "stored as answered");
+    assert_eq!(ok(&r)["title"], "New title");
+    assert_eq!(ok(&r)["expectedCloseDate"], "2027-03-31T17:00:00Z");
+    let u: Opportunity = serde_json::from_value(ok(&r).clone()).unwrap();
+    let want = Opportunity {
+        version: 2,
+        title: "New title".into(),
+        priority: None,
+        solution_families: vec![],
+        estimated_value: Some(Money::from_cents(9999)),
+        expected_close_date: Some(at("2027-03-31T17:00:00Z")),
+        updated_at: u.updated_at,
+        ..o.clone()
+    };
+    assert_eq!(u, want, "the named fields change; absent fields (scopeSummary, createdAt, ...) stay");
+    assert!(u.updated_at >= o.updated_at);
+    assert_eq!(client.get(o.id).await.unwrap(), u, "stored as answered");
 
     // null for a required field is refused; ownerUserId null goes back to the caller
-    let r = call(&app, &token, "opportunity.update", json!({"id": id(&o), "expectedVersion": 2, "title": null})).await;
+    let r = call(&app, &token, "opportunity.update", json!({"id": o.id, "expectedVersion": 2, "title": null})).await;
     field_errors(&r, &["title"]);
     let other_owner = Uuid::new_v4();
-    let r = call(
-        &app,
-        &token,
-        "opportunity.update",
-        json!({"id": id(&o), "expectedVersion": 2, "ownerUserId": other_owner}),
-    )
-    .await;
-    assert_eq!(ok(&r)["ownerUserId"], other_owner.to_string());
-    let r = call(&app, &token, "opportunity.update", json!({"id": id(&o), "expectedVersion": 3, "ownerUserId": null}))
-        .await;
-    assert_eq!(ok(&r)["ownerUserId"], app.user.to_string());
+    let given = client.update(UpdateOpportunity::new(o.id, 2).owner_user_id(other_owner)).await.unwrap();
+    assert_eq!(given, Opportunity { owner_user_id: other_owner, version: 3, updated_at: given.updated_at, ..u });
+    let back = client.update(UpdateOpportunity::new(o.id, 3).clear_owner_user_id()).await.unwrap();
+    assert_eq!(back, Opportunity { owner_user_id: app.user, version: 4, updated_at: back.updated_at, ..given });
 
     // nothing to change
-    let r = call(&app, &token, "opportunity.update", json!({"id": id(&o), "expectedVersion": 4})).await;
+    let r = call(&app, &token, "opportunity.update", json!({"id": o.id, "expectedVersion": 4})).await;
     let data = err(&r, -32602, "BAD_REQUEST");
     assert!(data["formErrors"][0].as_str().unwrap().contains("nothing to change"), "{r}");
 
-    // a change to the values already stored writes nothing: same version
-    let r = call(&app, &token, "opportunity.update", json!({"id": id(&o), "expectedVersion": 4, "title": "New title"}))
-        .await;
-    assert_eq!(ok(&r)["version"], 4);
-    assert_eq!(
-        ok(&r)["updatedAt"],
-        ok(&call(&app, &token, "opportunity.get", json!({"id": id(&o)})).await)["updatedAt"]
-    );
+    // a change to the values already stored writes nothing: same version, same updatedAt
+    let same = client.update(UpdateOpportunity::new(o.id, 4).title("New title")).await.unwrap();
+    assert_eq!(same, back);
+    assert_eq!(client.get(o.id).await.unwrap(), back);
 }
 
 #[tokio::test]
@@ -283,37 +304,37 @@ async fn an_update_of_every_field_is_stored_and_published_exactly_as_answered() 
 #[tokio::test]
 async fn stage_conveniences_and_rules_across_fields_hold_after_the_change() {
     let app = spawn_app().await;
-    let token = app.token();
-    let o = create(&app, &token, json!({"probability": 40})).await;
+    let (client, token) = (app.client(), app.token());
+    let o = client.create(new_opportunity("Chiller").probability(40)).await.unwrap();
+    let change = |version: i32| UpdateOpportunity::new(o.id, version);
+    // The refused changes go as JSON, for their field errors.
     let update = |version: i64, fields: Value| {
-        let mut params = json!({"id": id(&o), "expectedVersion": version});
+        let mut params = json!({"id": o.id, "expectedVersion": version});
         params.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
         params
     };
     // won without probability sets 100
-    let r = call(&app, &token, "opportunity.update", update(1, json!({"stage": "won"}))).await;
-    assert_eq!((ok(&r)["probability"].clone(), ok(&r)["isWon"].clone()), (json!(100), json!(true)));
+    let won = client.update(change(1).stage(Stage::Won)).await.unwrap();
+    assert_eq!((won.probability, won.is_won, won.is_closed), (Some(100), true, true));
     // won with probability 50 is refused on probability and in formErrors
     let r = call(&app, &token, "opportunity.update", update(2, json!({"probability": 50}))).await;
     field_errors(&r, &["probability"]);
     assert!(!r["error"]["data"]["formErrors"].as_array().unwrap().is_empty(), "{r}");
     // lost sets 0; lostReasonCategory allowed with lost
-    let r =
-        call(&app, &token, "opportunity.update", update(2, json!({"stage": "lost", "lostReasonCategory": "price"})))
-            .await;
-    assert_eq!(ok(&r)["probability"], 0);
-    assert_eq!(ok(&r)["isClosed"], true);
+    let lost =
+        client.update(change(2).stage(Stage::Lost).lost_reason_category(LostReasonCategory::Price)).await.unwrap();
+    assert_eq!((lost.probability, lost.is_closed, lost.is_won), (Some(0), true, false));
+    assert_eq!(lost.lost_reason_category, Some(LostReasonCategory::Price));
     // away from lost without naming lostReasonCategory clears it
-    let r = call(&app, &token, "opportunity.update", update(3, json!({"stage": "proposal"}))).await;
-    assert_eq!(ok(&r)["lostReasonCategory"], Value::Null);
-    assert_eq!(ok(&r)["isClosed"], false);
-    assert_eq!(ok(&r)["probability"], 0, "probability stays when leaving lost");
+    let proposal = client.update(change(3).stage(Stage::Proposal)).await.unwrap();
+    assert_eq!((proposal.lost_reason_category, proposal.is_closed), (None, false));
+    assert_eq!(proposal.probability, Some(0), "probability stays when leaving lost");
     // lostReasonCategory without lost is refused
     let r = call(&app, &token, "opportunity.update", update(4, json!({"lostReasonCategory": "timing"}))).await;
     field_errors(&r, &["lostReasonCategory"]);
     // away from lost while naming it is refused
-    let r = call(&app, &token, "opportunity.update", update(4, json!({"stage": "lost"}))).await;
-    ok(&r);
+    let lost_again = client.update(change(4).stage(Stage::Lost)).await.unwrap();
+    assert_eq!((lost_again.stage, lost_again.version), (Stage::Lost, 5));
     let r =
         call(&app, &token, "opportunity.update", update(5, json!({"stage": "lead", "lostReasonCategory": "timing"})))
             .await;
@@ -359,10 +380,9 @@ async fn archive_and_restore_keep_the_record_and_list_leaves_archived_out() {
     assert_eq!(refusal(&e), (Some(-32009), Some("CONFLICT"), Some("version_mismatch")));
     // get still answers it
     assert_eq!(client.get(o.id).await.unwrap(), archived);
-    let ids = |page: OpportunityPage| page.items.into_iter().map(|o| o.id).collect::<Vec<_>>();
-    assert_eq!(ids(client.list(&ListOpportunities::new()).await.unwrap()), [keep.id]);
-    assert_eq!(ids(client.list(&ListOpportunities::new().archived(Archived::Only)).await.unwrap()), [o.id]);
-    let all = ids(client.list(&ListOpportunities::new().archived(Archived::Include)).await.unwrap());
+    assert_eq!(ids(&client.list(&ListOpportunities::new()).await.unwrap()), [keep.id]);
+    assert_eq!(ids(&client.list(&ListOpportunities::new().archived(Archived::Only)).await.unwrap()), [o.id]);
+    let all = ids(&client.list(&ListOpportunities::new().archived(Archived::Include)).await.unwrap());
     assert_eq!(all.len(), 2);
     // restore
     let restored = client.restore(RestoreOpportunity::new(o.id, 2)).await.unwrap();
@@ -379,21 +399,27 @@ async fn who_may_change_follows_the_visibility_table() {
     let in_a = token_for(app.user, &[a], ALL_SCOPES);
     let in_b = token_for(app.user, &[b], ALL_SCOPES);
     let in_b_no_global = token_for(app.user, &[b], "opportunity:read opportunity:write");
-    let local = create(&app, &in_a, json!({})).await;
-    let shared = create(&app, &in_a, json!({"visibilityMode": "shared"})).await;
-    let global = create(&app, &in_a, json!({"visibilityMode": "global"})).await;
-    let change = |o: &Value| json!({"id": id(o), "expectedVersion": 1, "title": "from b"});
+    let (client_a, client_b) = (app.client_as(&in_a), app.client_as(&in_b));
+    let local = client_a.create(new_opportunity("Local")).await.unwrap();
+    let shared = client_a.create(new_opportunity("Shared").visibility_mode(VisibilityMode::Shared)).await.unwrap();
+    let global = client_a.create(new_opportunity("Global").visibility_mode(VisibilityMode::Global)).await.unwrap();
+    // The refusals go as JSON, for their whole envelope.
+    let change = |o: &Opportunity| json!({"id": o.id, "expectedVersion": 1, "title": "from b"});
     err(&call(&app, &in_b, "opportunity.update", change(&local)).await, -32004, "NOT_FOUND");
     err(&call(&app, &in_b, "opportunity.update", change(&shared)).await, -32003, "FORBIDDEN");
     err(
-        &call(&app, &in_b, "opportunity.archive", json!({"id": id(&shared), "expectedVersion": 1})).await,
+        &call(&app, &in_b, "opportunity.archive", json!({"id": shared.id, "expectedVersion": 1})).await,
         -32003,
         "FORBIDDEN",
     );
     err(&call(&app, &in_b_no_global, "opportunity.update", change(&global)).await, -32003, "FORBIDDEN");
-    assert_eq!(ok(&call(&app, &in_b, "opportunity.update", change(&global)).await)["title"], "from b");
+    // with opportunity:global, B changes A's global opportunity, which stays A's
+    let from_b = client_b.update(UpdateOpportunity::new(global.id, 1).title("from b")).await.unwrap();
+    let want = Opportunity { title: "from b".into(), version: 2, updated_at: from_b.updated_at, ..global.clone() };
+    assert_eq!(from_b, want);
+    assert_eq!(client_a.get(global.id).await.unwrap(), from_b);
     // FORBIDDEN comes before a stale version
-    let stale = json!({"id": id(&shared), "expectedVersion": 9, "title": "x"});
+    let stale = json!({"id": shared.id, "expectedVersion": 9, "title": "x"});
     err(&call(&app, &in_b, "opportunity.update", stale).await, -32003, "FORBIDDEN");
     // becoming global needs opportunity:global
     let in_a_no_global = token_for(app.user, &[a], "opportunity:write");
@@ -401,31 +427,30 @@ async fn who_may_change_follows_the_visibility_table() {
         &app,
         &in_a_no_global,
         "opportunity.update",
-        json!({"id": id(&local), "expectedVersion": 1, "visibilityMode": "global"}),
+        json!({"id": local.id, "expectedVersion": 1, "visibilityMode": "global"}),
     )
     .await;
     err(&r, -32003, "FORBIDDEN");
     // include: visible lists shared and global of other workspaces, own does not
-    let listed = |r: &Value| -> BTreeSet<String> {
-        ok(r)["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_string()).collect()
+    let listed = async |params: ListOpportunities| -> BTreeSet<Uuid> {
+        client_b.list(&params).await.unwrap().items.into_iter().map(|o| o.id).collect()
     };
-    assert!(listed(&call(&app, &in_b, "opportunity.list", json!({})).await).is_empty());
-    let visible = listed(&call(&app, &in_b, "opportunity.list", json!({"include": "visible"})).await);
-    assert_eq!(visible, [id(&shared), id(&global)].iter().map(|s| s.to_string()).collect());
+    assert!(listed(ListOpportunities::new()).await.is_empty());
+    assert_eq!(listed(ListOpportunities::new().include(Include::Visible)).await, [shared.id, global.id].into());
 }
 
 #[tokio::test]
 async fn idempotency_keys_replay_changes_and_share_one_space_with_create() {
     let app = spawn_app().await;
-    let token = app.token();
-    let o = create(&app, &token, json!({"idempotencyKey": "k-create"})).await;
-    let params = json!({"id": id(&o), "expectedVersion": 1, "title": "renamed", "idempotencyKey": "k-update"});
-    let first = call(&app, &token, "opportunity.update", params.clone()).await;
-    let again = call(&app, &token, "opportunity.update", params.clone()).await;
-    assert_eq!(ok(&first), ok(&again), "a replay answers the first answer");
-    let stored = call(&app, &token, "opportunity.get", json!({"id": id(&o)})).await;
-    assert_eq!(ok(&stored)["version"], 2, "the replay wrote nothing");
-    let other = json!({"id": id(&o), "expectedVersion": 2, "title": "other", "idempotencyKey": "k-update"});
+    let (client, token) = (app.client(), app.token());
+    let o = client.create(new_opportunity("Chiller").idempotency_key("k-create")).await.unwrap();
+    let rename = UpdateOpportunity::new(o.id, 1).title("renamed").idempotency_key("k-update");
+    let first = client.update(rename.clone()).await.unwrap();
+    assert_eq!((first.title.as_str(), first.version), ("renamed", 2));
+    assert_eq!(client.update(rename).await.unwrap(), first, "a replay answers the first answer");
+    assert_eq!(client.get(o.id).await.unwrap(), first, "the replay wrote nothing");
+    // The refusals go as JSON, for their whole envelope.
+    let other = json!({"id": o.id, "expectedVersion": 2, "title": "other", "idempotencyKey": "k-update"});
     let r = call(&app, &token, "opportunity.update", other).await;
     assert_eq!(err(&r, -32009, "CONFLICT")["reason"], "idempotency_key_reused");
     // the create's key cannot be reused by an archive
@@ -433,163 +458,161 @@ async fn idempotency_keys_replay_changes_and_share_one_space_with_create() {
         &app,
         &token,
         "opportunity.archive",
-        json!({"id": id(&o), "expectedVersion": 2, "idempotencyKey": "k-create"}),
+        json!({"id": o.id, "expectedVersion": 2, "idempotencyKey": "k-create"}),
     )
     .await;
     assert_eq!(err(&r, -32009, "CONFLICT")["reason"], "idempotency_key_reused");
     // the header works too, and must agree with the field
     let auth = format!("Bearer {token}");
-    let body = request(json!(1), "opportunity.archive", json!({"id": id(&o), "expectedVersion": 2})).to_string();
+    let body = request(json!(1), "opportunity.archive", json!({"id": o.id, "expectedVersion": 2})).to_string();
     let (_, a1) = app.post_raw(body.clone(), &[("authorization", &auth), ("idempotency-key", "k-archive")]).await;
     let (_, a2) = app.post_raw(body, &[("authorization", &auth), ("idempotency-key", "k-archive")]).await;
     assert_eq!(ok(&a1), ok(&a2));
     let body =
-        request(json!(1), "opportunity.restore", json!({"id": id(&o), "expectedVersion": 3, "idempotencyKey": "a"}))
+        request(json!(1), "opportunity.restore", json!({"id": o.id, "expectedVersion": 3, "idempotencyKey": "a"}))
             .to_string();
     let (_, r) = app.post_raw(body, &[("authorization", &auth), ("idempotency-key", "b")]).await;
     field_errors(&r, &["idempotencyKey"]);
 }
 
-/// Creates opportunities with the given (expectedCloseDate, estimatedValue) and returns them.
-async fn seed(app: &TestApp, token: &str, n: usize) -> Vec<Value> {
+/// The customer of every seeded opportunity.
+const CUSTOMER: Uuid = Uuid::from_u128(0x550e8400_e29b_41d4_a716_446655440000);
+
+/// Creates `n` retrofit opportunities of [`CUSTOMER`] in the stages lead, proposal and won in
+/// turn, with repeated and missing expectedCloseDate and estimatedValue (so that ties and nulls
+/// are exercised) and titles holding LIKE's metacharacters; returns them as answered.
+async fn seed(client: &Client, n: usize) -> Vec<Opportunity> {
     let mut out = Vec::new();
     for i in 0..n {
-        // Repeated and missing values, so that ties and nulls are exercised.
-        let close = if i % 4 == 3 { Value::Null } else { json!(format!("2027-0{}-01T00:00:00Z", 1 + i % 3)) };
-        let value = if i % 5 == 4 { Value::Null } else { json!((i % 3) as f64 * 1000.5) };
-        let stage = ["lead", "proposal", "won"][i % 3];
         let title = format!("Chiller {} {}", ["A%", "b_", "C\\"][i % 3], i);
-        out.push(
-            create(
-                app,
-                token,
-                json!({"expectedCloseDate": close, "estimatedValue": value, "stage": stage, "title": title}),
-            )
-            .await,
-        );
+        let mut params = CreateOpportunity::new(CUSTOMER, title, PipelineType::Retrofit)
+            .stage([Stage::Lead, Stage::Proposal, Stage::Won][i % 3]);
+        if i % 4 != 3 {
+            params = params.expected_close_date(at(&format!("2027-0{}-01T00:00:00Z", 1 + i % 3)));
+        }
+        if i % 5 != 4 {
+            params = params.estimated_value(Money::from_cents((i % 3) as i64 * 100_050));
+        }
+        out.push(client.create(params).await.unwrap());
     }
     out
 }
 
-/// Follows `nextCursor` from the first page; returns every id in order.
-async fn all_pages(app: &TestApp, token: &str, params: Value, limit: usize) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
+/// Follows `nextCursor` from the first page of `params`, `limit` a page; returns every id in order.
+async fn all_pages(client: &Client, params: &ListOpportunities, limit: u32) -> Vec<Uuid> {
+    let mut found = Vec::new();
+    let mut params = params.clone().limit(limit);
     for _ in 0..100 {
-        let mut p = params.clone();
-        p["limit"] = json!(limit);
-        if let Some(c) = &cursor {
-            p["cursor"] = json!(c);
-        }
-        let r = call(app, token, "opportunity.list", p).await;
-        let page = ok(&r);
-        let items = page["items"].as_array().unwrap();
-        assert!(items.len() <= limit);
-        ids.extend(items.iter().map(|o| o["id"].as_str().unwrap().to_string()));
-        match page["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return ids,
+        let page = client.list(&params).await.unwrap();
+        assert!(page.items.len() <= limit as usize);
+        found.extend(ids(&page));
+        match page.next_cursor {
+            Some(cursor) => params = params.cursor(cursor),
+            None => return found,
         }
     }
     panic!("more than 100 pages");
 }
 
-fn expected_order(items: &[Value], field: &str, descending: bool) -> Vec<String> {
-    let mut sorted: Vec<&Value> = items.iter().collect();
-    let key = |o: &Value| -> Option<String> {
-        match &o[field] {
-            Value::Null => None,
-            Value::Number(n) => Some(format!("{:020.2}", n.as_f64().unwrap())),
-            Value::String(s) => Some(s.clone()),
-            other => panic!("{other}"),
+/// The ids of `items` in the order a list by `field` must answer them: by its value, nulls last
+/// either way, then by id in the same direction.
+fn expected_order(items: &[Opportunity], field: OrderBy, order: Order) -> Vec<Uuid> {
+    let instant = |t: DateTime<Utc>| t.timestamp_nanos_opt().expect("an instant within i64 nanoseconds");
+    let key = |o: &Opportunity| -> Option<i64> {
+        match field {
+            OrderBy::CreatedAt => Some(instant(o.created_at)),
+            OrderBy::UpdatedAt => Some(instant(o.updated_at)),
+            OrderBy::ExpectedCloseDate => o.expected_close_date.map(instant),
+            OrderBy::EstimatedValue => o.estimated_value.map(Money::cents),
         }
     };
+    let mut sorted: Vec<&Opportunity> = items.iter().collect();
     sorted.sort_by(|a, b| {
-        let (ka, kb) = (key(a), key(b));
-        let by_value = match (&ka, &kb) {
-            (None, None) => std::cmp::Ordering::Equal,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (Some(x), Some(y)) => {
-                if descending {
-                    y.cmp(x)
-                } else {
-                    x.cmp(y)
-                }
-            }
-        };
-        let by_id =
-            if descending { b["id"].as_str().cmp(&a["id"].as_str()) } else { a["id"].as_str().cmp(&b["id"].as_str()) };
-        by_value.then(by_id)
+        let nulls_last = key(a).is_none().cmp(&key(b).is_none());
+        let (a, b) = if order == Order::Desc { (b, a) } else { (a, b) };
+        nulls_last.then(key(a).cmp(&key(b))).then(a.id.cmp(&b.id))
     });
-    sorted.iter().map(|o| o["id"].as_str().unwrap().to_string()).collect()
+    sorted.iter().map(|o| o.id).collect()
 }
 
 #[tokio::test]
 async fn list_orders_totally_with_nulls_last_and_pages_without_repeats() {
     let app = spawn_app().await;
-    let token = app.token();
-    let items = seed(&app, &token, 23).await;
-    for field in ["createdAt", "updatedAt", "expectedCloseDate", "estimatedValue"] {
-        for (order, descending) in [("desc", true), ("asc", false)] {
-            let want = expected_order(&items, field, descending);
+    let client = app.client();
+    let items = seed(&client, 23).await;
+    for &field in OrderBy::ALL {
+        for order in [Order::Desc, Order::Asc] {
+            let want = expected_order(&items, field, order);
             for limit in [1, 4, 50] {
-                let got = all_pages(&app, &token, json!({"orderBy": field, "order": order}), limit).await;
+                let got = all_pages(&client, &ListOpportunities::new().order_by(field).order(order), limit).await;
                 assert_eq!(got, want, "orderBy {field} {order}, limit {limit}");
             }
         }
     }
-    // the defaults are createdAt desc, 50
-    let r = call(&app, &token, "opportunity.list", json!({})).await;
-    let ids: Vec<String> =
-        ok(&r)["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_string()).collect();
-    assert_eq!(ids, expected_order(&items, "createdAt", true));
-    assert_eq!(ok(&r)["nextCursor"], Value::Null);
+    // the defaults are createdAt desc, 50; the items are answered as created
+    let page = client.list(&ListOpportunities::new()).await.unwrap();
+    let want: Vec<Opportunity> = expected_order(&items, OrderBy::CreatedAt, Order::Desc)
+        .iter()
+        .map(|id| items.iter().find(|o| o.id == *id).unwrap().clone())
+        .collect();
+    assert_eq!(page.items, want);
+    assert_eq!(page.next_cursor, None);
 }
 
 #[tokio::test]
 async fn list_filters_match_the_contract() {
     let app = spawn_app().await;
-    let token = app.token();
-    let items = seed(&app, &token, 12).await;
-    let ids_of = |r: &Value| -> BTreeSet<String> {
-        ok(r)["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_string()).collect()
+    let client = app.client();
+    let items = seed(&client, 12).await;
+    let want = |pred: &dyn Fn(&Opportunity) -> bool| -> BTreeSet<Uuid> {
+        items.iter().filter(|o| pred(o)).map(|o| o.id).collect()
     };
-    let want = |pred: &dyn Fn(&Value) -> bool| -> BTreeSet<String> {
-        items.iter().filter(|o| pred(o)).map(|o| o["id"].as_str().unwrap().to_string()).collect()
+    let listed = async |params: &ListOpportunities| -> BTreeSet<Uuid> {
+        client.list(params).await.unwrap().items.into_iter().map(|o| o.id).collect()
     };
-    type Case<'a> = (Value, Box<dyn Fn(&Value) -> bool + 'a>);
+    let february = at("2027-02-01T00:00:00Z");
+    let since = items[5].updated_at;
+    type Case<'a> = (ListOpportunities, Box<dyn Fn(&Opportunity) -> bool + 'a>);
+    let list = ListOpportunities::new;
     let cases: Vec<Case> = vec![
-        (json!({"stage": ["won", "lead"]}), Box::new(|o| o["stage"] == "won" || o["stage"] == "lead")),
-        (json!({"stage": []}), Box::new(|_| false)),
-        (json!({"isClosed": true}), Box::new(|o| o["isClosed"] == true)),
-        (json!({"isClosed": false}), Box::new(|o| o["isClosed"] == false)),
-        (json!({"pipelineType": ["retrofit"]}), Box::new(|_| true)),
-        (json!({"pipelineType": ["other"]}), Box::new(|_| false)),
-        (json!({"customerId": "550E8400-E29B-41D4-A716-446655440000"}), Box::new(|_| true)),
-        (json!({"ownerUserId": Uuid::new_v4()}), Box::new(|_| false)),
+        (list().stage([Stage::Won, Stage::Lead]), Box::new(|o| matches!(o.stage, Stage::Won | Stage::Lead))),
+        (list().stage([]), Box::new(|_| false)),
+        (list().is_closed(true), Box::new(|o| o.is_closed)),
+        (list().is_closed(false), Box::new(|o| !o.is_closed)),
+        (list().pipeline_type([PipelineType::Retrofit]), Box::new(|_| true)),
+        (list().pipeline_type([PipelineType::Other]), Box::new(|_| false)),
+        (list().customer_id(CUSTOMER), Box::new(|_| true)),
+        (list().owner_user_id(Uuid::new_v4()), Box::new(|_| false)),
         (
-            json!({"expectedCloseFrom": "2027-02-01T00:00:00Z", "expectedCloseTo": "2027-03-01T00:00:00+00:00"}),
-            Box::new(|o| o["expectedCloseDate"] == "2027-02-01T00:00:00Z"),
+            list().expected_close_from(february).expected_close_to(at("2027-03-01T00:00:00Z")),
+            Box::new(|o| o.expected_close_date == Some(february)),
         ),
-        (json!({"titleContains": "a%"}), Box::new(|o| o["title"].as_str().unwrap().contains("A%"))),
-        (json!({"titleContains": "B_"}), Box::new(|o| o["title"].as_str().unwrap().contains("b_"))),
-        (json!({"titleContains": "c\\"}), Box::new(|o| o["title"].as_str().unwrap().contains("C\\"))),
-        (json!({"titleContains": "%"}), Box::new(|o| o["title"].as_str().unwrap().contains('%'))),
-        (json!({"titleContains": "_"}), Box::new(|o| o["title"].as_str().unwrap().contains('_'))),
-        (
-            json!({"updatedSince": items[5]["updatedAt"]}),
-            Box::new(|o| o["updatedAt"].as_str() >= items[5]["updatedAt"].as_str()),
-        ),
+        (list().title_contains("a%"), Box::new(|o| o.title.contains("A%"))),
+        (list().title_contains("B_"), Box::new(|o| o.title.contains("b_"))),
+        (list().title_contains("c\\"), Box::new(|o| o.title.contains("C\\"))),
+        (list().title_contains("%"), Box::new(|o| o.title.contains('%'))),
+        (list().title_contains("_"), Box::new(|o| o.title.contains('_'))),
+        (list().updated_since(since), Box::new(|o| o.updated_at >= since)),
     ];
     for (params, pred) in cases {
-        let r = call(&app, &token, "opportunity.list", params.clone()).await;
-        assert_eq!(ids_of(&r), want(&*pred), "{params}");
+        assert_eq!(listed(&params).await, want(&*pred), "{params:?}");
+    }
+    // As sent: a customerId in capitals, a date with the offset +00:00.
+    let as_sent: Vec<(Value, BTreeSet<Uuid>)> = vec![
+        (json!({"customerId": "550E8400-E29B-41D4-A716-446655440000"}), want(&|_| true)),
+        (
+            json!({"expectedCloseFrom": "2027-02-01T00:00:00Z", "expectedCloseTo": "2027-03-01T00:00:00+00:00"}),
+            want(&|o| o.expected_close_date == Some(february)),
+        ),
+    ];
+    for (params, want) in as_sent {
+        let r = call(&app, &app.token(), "opportunity.list", params.clone()).await;
+        let page: OpportunityPage = serde_json::from_value(ok(&r).clone()).unwrap();
+        assert_eq!(ids(&page).into_iter().collect::<BTreeSet<_>>(), want, "{params}");
     }
     // Unicode case folding
-    let accented = create(&app, &token, json!({"title": "Éclairage CAFÉ"})).await;
-    let r = call(&app, &token, "opportunity.list", json!({"titleContains": "café"})).await;
-    assert_eq!(ids_of(&r), [id(&accented).to_string()].into());
+    let accented = client.create(new_opportunity("Éclairage CAFÉ")).await.unwrap();
+    assert_eq!(listed(&list().title_contains("café")).await, [accented.id].into());
 }
 
 /// `titleContains` ignores case beyond ASCII the same way on both backends, and on PostgreSQL
@@ -599,32 +622,30 @@ async fn list_filters_match_the_contract() {
 async fn title_contains_ignores_case_beyond_ascii_whatever_the_database_locale() {
     let db = TestDatabase::with_options("TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'");
     let app = spawn_app_on(db, &[]).await;
-    let token = app.token();
-    let greek = id(&create(&app, &token, json!({"title": "ΟΔΟΣ Athens"})).await).to_string();
-    let turkish = id(&create(&app, &token, json!({"title": "İstanbul depot"})).await).to_string();
-    let french = id(&create(&app, &token, json!({"title": "ÉCOLE Chiller"})).await).to_string();
-    let german = id(&create(&app, &token, json!({"title": "Straße 5 fire panel"})).await).to_string();
+    let client = app.client();
+    let created = async |title: &str| client.create(new_opportunity(title)).await.unwrap().id;
+    let greek = created("ΟΔΟΣ Athens").await;
+    let turkish = created("İstanbul depot").await;
+    let french = created("ÉCOLE Chiller").await;
+    let german = created("Straße 5 fire panel").await;
     for (needle, found) in [
-        ("ΟΔΟΣ Athens", &greek),
-        ("ΟΔΟΣ", &greek),
-        ("οδος", &greek),
-        ("οδοσ", &greek),
-        ("Σ", &greek),
-        ("ς a", &greek),
-        ("İstanbul", &turkish),
-        ("İSTANBUL", &turkish),
-        ("école", &french),
-        ("ÉCOLE", &french),
-        ("STRASSE", &german), // no match: ß lowercases to itself, it is not folded to "ss"
-        ("STRAßE", &german),
-        ("straße", &german),
+        ("ΟΔΟΣ Athens", greek),
+        ("ΟΔΟΣ", greek),
+        ("οδος", greek),
+        ("οδοσ", greek),
+        ("Σ", greek),
+        ("ς a", greek),
+        ("İstanbul", turkish),
+        ("İSTANBUL", turkish),
+        ("école", french),
+        ("ÉCOLE", french),
+        ("STRASSE", german), // no match: ß lowercases to itself, it is not folded to "ss"
+        ("STRAßE", german),
+        ("straße", german),
     ] {
-        let r = call(&app, &token, "opportunity.list", json!({"titleContains": needle})).await;
-        let ids_of = |r: &Value| -> BTreeSet<String> {
-            ok(r)["items"].as_array().unwrap().iter().map(|o| id(o).to_string()).collect()
-        };
-        let want: BTreeSet<String> = if needle == "STRASSE" { BTreeSet::new() } else { [found.clone()].into() };
-        assert_eq!(ids_of(&r), want, "titleContains {needle:?}: {r}");
+        let page = client.list(&ListOpportunities::new().title_contains(needle)).await.unwrap();
+        let want: Vec<Uuid> = if needle == "STRASSE" { vec![] } else { vec![found] };
+        assert_eq!(ids(&page), want, "titleContains {needle:?}: {page:?}");
     }
 }
 
@@ -632,7 +653,7 @@ async fn title_contains_ignores_case_beyond_ascii_whatever_the_database_locale()
 async fn cursors_belong_to_their_query_and_cannot_be_altered() {
     let app = spawn_app().await;
     let token = app.token();
-    seed(&app, &token, 5).await;
+    seed(&app.client(), 5).await;
     let r = call(&app, &token, "opportunity.list", json!({"limit": 2, "stage": ["lead", "won"]})).await;
     let cursor = ok(&r)["nextCursor"].as_str().unwrap().to_string();
     // the same query with another limit and the stages in another order is fine
@@ -676,82 +697,64 @@ async fn cursors_belong_to_their_query_and_cannot_be_altered() {
 /// Pages through a list ordered by `field` while, between pages, others create, archive one
 /// opportunity, move the ordering value of one already returned (so that it would come again),
 /// and change another field of one not yet returned (which must still come).
-async fn page_while_changing(app: &TestApp, token: &str, field: &str, order: &str) {
-    let items = seed(app, token, 16).await;
-    let mut seen: Vec<String> = Vec::new();
+async fn page_while_changing(client: &Client, field: OrderBy, order: Order) {
+    let items = seed(client, 16).await;
+    let mut seen: Vec<Uuid> = Vec::new();
     let mut moved = BTreeSet::new();
     let mut archived = BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    let version = |o: &Value| o["version"].as_i64().unwrap();
+    let mut params = ListOpportunities::new().limit(3).order_by(field).order(order);
     for round in 0.. {
-        let mut p = json!({"limit": 3, "orderBy": field, "order": order});
-        if let Some(c) = &cursor {
-            p["cursor"] = json!(c);
-        }
-        let r = call(app, token, "opportunity.list", p).await;
-        let page: Vec<String> = ok(&r)["items"].as_array().unwrap().iter().map(|o| id(o).to_string()).collect();
-        seen.extend(page.iter().cloned());
-        create(app, token, json!({})).await;
-        let get = |i: &str| {
-            let i = i.to_string();
-            async move { ok(&call(app, token, "opportunity.get", json!({"id": i})).await).clone() }
-        };
-        if let Some(first) = page.first() {
+        let page = client.list(&params).await.unwrap();
+        seen.extend(ids(&page));
+        client.create(new_opportunity("Meanwhile")).await.unwrap();
+        if let Some(first) = page.items.first() {
             // Move an opportunity already returned to the far end of the order.
-            let o = get(first).await;
-            let far = if order == "desc" {
-                json!({"expectedCloseDate": "1999-01-01T00:00:00Z", "estimatedValue": 0.01})
-            } else {
-                json!({"expectedCloseDate": "2199-01-01T00:00:00Z", "estimatedValue": 999999999})
+            let o = client.get(first.id).await.unwrap();
+            let change = UpdateOpportunity::new(o.id, o.version);
+            let change = match (field, order) {
+                (OrderBy::CreatedAt | OrderBy::UpdatedAt, _) => change.title(format!("moved {round}")),
+                (_, Order::Desc) => {
+                    change.expected_close_date(at("1999-01-01T00:00:00Z")).estimated_value(Money::from_cents(1))
+                }
+                (_, Order::Asc) => change
+                    .expected_close_date(at("2199-01-01T00:00:00Z"))
+                    .estimated_value(Money::from_units(999_999_999)),
             };
-            let mut params = json!({"id": id(&o), "expectedVersion": version(&o)});
-            params.as_object_mut().unwrap().extend(far.as_object().unwrap().clone());
-            if field == "updatedAt" || field == "createdAt" {
-                params = json!({"id": id(&o), "expectedVersion": version(&o), "title": format!("moved {round}")});
-            }
-            ok(&call(app, token, "opportunity.update", params).await);
-            moved.insert(id(&o).to_string());
+            client.update(change).await.unwrap();
+            moved.insert(o.id);
         }
         // Change another field of one not returned yet: it keeps its ordering value (unless the
         // list is ordered by updatedAt) and must still come.
-        if let Some(unseen) = items
-            .iter()
-            .find(|o| !seen.contains(&id(o).to_string()) && !moved.contains(id(o)) && !archived.contains(id(o)))
+        if let Some(unseen) =
+            items.iter().find(|o| !seen.contains(&o.id) && !moved.contains(&o.id) && !archived.contains(&o.id))
         {
-            let o = get(id(unseen)).await;
-            ok(&call(
-                app,
-                token,
-                "opportunity.update",
-                json!({"id": id(&o), "expectedVersion": version(&o), "priority": "high"}),
-            )
-            .await);
-            if field == "updatedAt" {
-                moved.insert(id(&o).to_string());
+            let o = client.get(unseen.id).await.unwrap();
+            client.update(UpdateOpportunity::new(o.id, o.version).priority(Priority::High)).await.unwrap();
+            if field == OrderBy::UpdatedAt {
+                moved.insert(o.id);
             }
         }
         // Archive one not returned yet: it no longer matches, and may be left out.
         if round == 1
-            && let Some(victim) =
-                items.iter().rev().find(|o| !seen.contains(&id(o).to_string()) && !moved.contains(id(o)))
+            && let Some(victim) = items.iter().rev().find(|o| !seen.contains(&o.id) && !moved.contains(&o.id))
         {
-            let o = get(id(victim)).await;
-            ok(&call(app, token, "opportunity.archive", json!({"id": id(&o), "expectedVersion": version(&o)})).await);
-            archived.insert(id(&o).to_string());
+            let o = client.get(victim.id).await.unwrap();
+            client.archive(ArchiveOpportunity::new(o.id, o.version)).await.unwrap();
+            archived.insert(o.id);
         }
-        match ok(&r)["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
+        match page.next_cursor {
+            Some(cursor) => params = params.cursor(cursor),
             None => break,
         }
     }
-    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    let unique: BTreeSet<Uuid> = seen.iter().copied().collect();
     assert_eq!(unique.len(), seen.len(), "orderBy {field} {order}: an opportunity came twice: {seen:?}");
     for o in &items {
-        let o = id(o).to_string();
-        if !moved.contains(&o) && !archived.contains(&o) {
+        if !moved.contains(&o.id) && !archived.contains(&o.id) {
             assert!(
-                unique.contains(&o),
-                "orderBy {field} {order}: {o} matched throughout and kept its value, yet was skipped"
+                unique.contains(&o.id),
+                "orderBy {field} {order}: {} matched throughout and kept its value, yet was skipped",
+                o.id
             );
         }
     }
@@ -759,10 +762,10 @@ async fn page_while_changing(app: &TestApp, token: &str, field: &str, order: &st
 
 #[tokio::test]
 async fn paging_while_others_change_never_repeats_or_skips() {
-    for field in ["createdAt", "updatedAt", "expectedCloseDate", "estimatedValue"] {
-        for order in ["desc", "asc"] {
+    for &field in OrderBy::ALL {
+        for order in [Order::Desc, Order::Asc] {
             let app = spawn_app().await;
-            page_while_changing(&app, &app.token(), field, order).await;
+            page_while_changing(&app.client(), field, order).await;
         }
     }
 }
