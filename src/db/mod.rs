@@ -333,6 +333,9 @@ pub struct Database {
     /// Whether the last call got a connection and did not find the database unavailable (the
     /// change feed calls every 25 ms, so this follows the database within that time).
     reachable: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// One permit per pooled connection that [`Database::run`] may use: a call beyond them
+    /// waits here as a task, not on the blocking pool as a thread parked on the pool's lock.
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Clone)]
@@ -452,7 +455,7 @@ impl Database {
     pub fn connect(url: DatabaseUrl, options: PoolOptions) -> anyhow::Result<Self> {
         migrate(&url)?;
         let size = options.size.unwrap_or_else(|| default_pool_size(&url)).max(1);
-        let (pool, writer) = match &url {
+        let (pool, writer, slots) = match &url {
             DatabaseUrl::Sqlite(path) => {
                 let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
                 let pool = Pool::builder()
@@ -463,7 +466,8 @@ impl Database {
                     .connection_customizer(Box::new(SqlitePragmas))
                     .build(manager)
                     .context("cannot open the SQLite connection pool")?;
-                (DbPool::Sqlite(pool), Writer::Sqlite(writer::SqliteWriter::start(path, options.timeout)?))
+                // The writer has a connection of its own.
+                (DbPool::Sqlite(pool), Writer::Sqlite(writer::SqliteWriter::start(path, options.timeout)?), size)
             }
             DatabaseUrl::Postgres(u) => {
                 let manager = PgManager { inner: ConnectionManager::new(u.clone()), timeout: options.timeout };
@@ -480,12 +484,16 @@ impl Database {
                     pool.get_timeout(options.timeout)
                         .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL connection pool: {e}"))?,
                 );
-                let writer = pg_writer::PgWriter::start(pool.clone(), options.timeout, pg_writer::writers(size))?;
-                (DbPool::Postgres(pool), Writer::Postgres(writer))
+                let writers = pg_writer::writers(size);
+                let writer = pg_writer::PgWriter::start(pool.clone(), options.timeout, writers)?;
+                // The writer threads (creates and changes) hold a connection each while they
+                // store a group; the calls share the others.
+                (DbPool::Postgres(pool), Writer::Postgres(writer), size.saturating_sub(2 * writers).max(1))
             }
         };
         let reachable = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        Ok(Self { pool, url, timeout: options.timeout, writer, committed: Default::default(), reachable })
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(slots as usize));
+        Ok(Self { pool, url, timeout: options.timeout, writer, committed: Default::default(), reachable, slots })
     }
 
     /// Tells this process's feed that events were committed.
@@ -550,24 +558,18 @@ impl Database {
         let timeout = self.timeout;
         let pool = self.pool.clone();
         let span = tracing::Span::current();
-        let task = tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            match pool {
-                DbPool::Sqlite(p) => {
-                    let mut conn: PooledConnection<_> = p.get_timeout(timeout)?;
-                    f(DbConn::Sqlite(&mut conn))
-                }
-                DbPool::Postgres(p) => {
-                    let mut pooled: PooledConnection<_> = p.get_timeout(timeout)?;
-                    let result = f(DbConn::Postgres(&mut pooled.conn));
-                    if matches!(result, Err(DbError::Unavailable(_))) {
-                        // Lost, or stuck past a timeout: r2d2 drops it on return.
-                        pooled.broken = true;
-                    }
-                    result
-                }
-            }
-        });
+        let slots = self.slots.clone();
+        // The slot is held until the blocking function returns, also when the caller has given
+        // up on it: the connection is that long in use.
+        let task = async move {
+            let slot = slots.acquire_owned().await.expect("the slots are never closed");
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                let _entered = span.enter();
+                run_on(pool, timeout, f)
+            })
+            .await
+        };
         let result = match tokio::time::timeout(timeout, task.in_current_span()).await {
             Err(_) => Err(DbError::Unavailable(format!("the database did not answer within {timeout:?}"))),
             Ok(Ok(result)) => result,
@@ -646,6 +648,26 @@ impl Database {
             on_either!(conn, c => diesel::sql_query("SELECT 1").execute(c)).map(|_| ()).map_err(DbError::classify)
         })
         .await
+    }
+}
+
+/// Runs `f` on a connection of `pool`, waiting at most `timeout` for one; a connection on which
+/// PostgreSQL was found unavailable is not given back to the pool.
+fn run_on<R>(pool: DbPool, timeout: Duration, f: impl FnOnce(DbConn<'_>) -> Result<R, DbError>) -> Result<R, DbError> {
+    match pool {
+        DbPool::Sqlite(p) => {
+            let mut conn: PooledConnection<_> = p.get_timeout(timeout)?;
+            f(DbConn::Sqlite(&mut conn))
+        }
+        DbPool::Postgres(p) => {
+            let mut pooled: PooledConnection<_> = p.get_timeout(timeout)?;
+            let result = f(DbConn::Postgres(&mut pooled.conn));
+            if matches!(result, Err(DbError::Unavailable(_))) {
+                // Lost, or stuck past a timeout: r2d2 drops it on return.
+                pooled.broken = true;
+            }
+            result
+        }
     }
 }
 
