@@ -758,6 +758,37 @@ mod tests {
         }
     }
 
+    /// A call beyond the connections `run` may use waits for a slot within the database
+    /// timeout (SERVICE_UNAVAILABLE after it, never a thread parked on the pool), and a slot is
+    /// held until its function returns, even after its caller has given up on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_beyond_the_connections_wait_for_a_slot_within_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("t.db"));
+        let timeout = Duration::from_millis(300);
+        let db = Database::connect(url, PoolOptions { size: Some(1), timeout }).unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.run(move |_| {
+                    held.recv().ok();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        // The holder's caller gives up after the timeout; its function still runs.
+        assert!(matches!(holder.await.unwrap(), Err(DbError::Unavailable(_))));
+        let started = std::time::Instant::now();
+        let waited = db.run(|_| Ok(())).await;
+        assert!(matches!(&waited, Err(DbError::Unavailable(m)) if m.contains("did not answer")), "{waited:?}");
+        assert!(started.elapsed() < timeout * 3, "answered after {:?}", started.elapsed());
+        assert_eq!(db.slots.available_permits(), 0, "the slot stays taken while the function runs");
+        release.send(()).unwrap();
+        assert!(db.run(|_| Ok(())).await.is_ok(), "the slot comes back when the function returns");
+    }
+
     #[test]
     fn sqlite_connections_get_the_pragmas() {
         let dir = tempfile::tempdir().unwrap();

@@ -185,7 +185,7 @@ impl TestApp {
 
     /// A token for the app's user in its one workspace, with every scope.
     pub fn token(&self) -> String {
-        sign(&claims(self.user, &[self.workspace], ALL_SCOPES))
+        token_for(self.user, &[self.workspace], ALL_SCOPES)
     }
 
     /// `Bearer <token>`: the Authorization header of [`TestApp::token`].
