@@ -33,6 +33,24 @@ pub const CONFLICT: i32 = -32009;
 /// tRPC's code for a body or batch over the limit.
 pub const PAYLOAD_TOO_LARGE: i32 = -32013;
 
+/// Every code an answer can carry, in the order of §4's table.
+pub const CODES: &[i32] = &[
+    PARSE_ERROR,
+    INVALID_REQUEST,
+    PAYLOAD_TOO_LARGE,
+    METHOD_NOT_FOUND,
+    INVALID_PARAMS,
+    UNAUTHORIZED,
+    FORBIDDEN,
+    NOT_FOUND,
+    CONFLICT,
+    INTERNAL_ERROR,
+];
+
+/// The tRPC name of an unavailable database or a refusal at the edge (code -32603, HTTP 503);
+/// every other name is [`trpc_name`]'s.
+pub const SERVICE_UNAVAILABLE: (&str, u16) = ("SERVICE_UNAVAILABLE", 503);
+
 /// Validation problems in the shape of zod's `flatten()`.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -193,7 +211,7 @@ impl ApiError {
     /// The `data.code` name, for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
-            ApiError::Unavailable { .. } => "SERVICE_UNAVAILABLE",
+            ApiError::Unavailable { .. } => SERVICE_UNAVAILABLE.0,
             other => trpc_name(other.code()).0,
         }
     }
@@ -218,8 +236,8 @@ impl ApiError {
                 data.insert("retryable".into(), retryable.into());
             }
             ApiError::Unavailable { request_id } => {
-                data.insert("code".into(), "SERVICE_UNAVAILABLE".into());
-                data.insert("httpStatus".into(), 503.into());
+                data.insert("code".into(), SERVICE_UNAVAILABLE.0.into());
+                data.insert("httpStatus".into(), SERVICE_UNAVAILABLE.1.into());
                 data.insert("retryable".into(), true.into());
                 data.insert("requestId".into(), request_id.to_string().into());
             }
@@ -237,8 +255,8 @@ impl ApiError {
 /// a log line would need to explain (and a flood of refusals must not become a flood of lines).
 pub fn busy(reason: &'static str) -> ErrorObjectOwned {
     let mut data = data(INTERNAL_ERROR);
-    data.insert("code".into(), "SERVICE_UNAVAILABLE".into());
-    data.insert("httpStatus".into(), 503.into());
+    data.insert("code".into(), SERVICE_UNAVAILABLE.0.into());
+    data.insert("httpStatus".into(), SERVICE_UNAVAILABLE.1.into());
     data.insert("retryable".into(), true.into());
     data.insert("reason".into(), reason.into());
     ErrorObjectOwned::owned(INTERNAL_ERROR, "Service unavailable", Some(Value::Object(data)))
@@ -326,7 +344,7 @@ mod tests {
         use diesel::result::{DatabaseErrorKind, Error as DieselError};
         let id = Uuid::now_v7();
         let unavailable = object(ApiError::from_db(DbError::Unavailable("connection refused by 10.0.0.7".into()), id));
-        assert_eq!(unavailable["data"]["code"], "SERVICE_UNAVAILABLE");
+        assert_eq!(unavailable["data"]["code"], SERVICE_UNAVAILABLE.0);
         assert_eq!(unavailable["data"]["retryable"], true);
         assert_eq!(unavailable["data"]["requestId"], id.to_string());
         assert!(!unavailable.to_string().contains("10.0.0.7"), "{unavailable}");
@@ -362,7 +380,7 @@ mod tests {
                 "CONFLICT",
                 409,
             ),
-            (ApiError::Unavailable { request_id: id }, -32603, "SERVICE_UNAVAILABLE", 503),
+            (ApiError::Unavailable { request_id: id }, -32603, SERVICE_UNAVAILABLE.0, 503),
             (ApiError::Internal { request_id: id }, -32603, "INTERNAL_SERVER_ERROR", 500),
         ];
         for (err, code, name, status) in rows {

@@ -13,6 +13,7 @@ pub mod feed;
 pub mod http;
 pub mod metrics;
 pub mod rpc;
+pub mod schema;
 pub mod serve;
 pub mod telemetry;
 pub mod ws;

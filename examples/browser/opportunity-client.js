@@ -160,7 +160,7 @@ var Subscription = class {
     this.options = options;
     this.reconnect = { ...host.reconnect, ...options.reconnect };
     this.maxBuffered = Math.max(1, options.maxBuffered ?? 1e3);
-    this.received = params.since;
+    this.received = params.since ?? void 0;
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;

@@ -30,6 +30,21 @@ pub enum EventKind {
     Restored,
 }
 
+/// The values of `type`.
+impl schemars::JsonSchema for EventKind {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EventKind".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let values: Vec<&str> =
+            [Self::Created, Self::Updated, Self::Archived, Self::Restored].into_iter().map(Self::as_str).collect();
+        schemars::json_schema!({"type": "string", "enum": values})
+    }
+}
+
 impl EventKind {
     /// The wire value of `type`.
     pub fn as_str(self) -> &'static str {
@@ -166,16 +181,28 @@ pub fn parse_event_id(text: &str) -> Option<i64> {
     text.parse().ok()
 }
 
-#[derive(Serialize)]
+/// One event of the feed, as stored and answered.
+#[derive(Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct EventJson<'a> {
-    event_id: String,
+#[schemars(
+    deny_unknown_fields,
+    description = "One committed change: a create, an update that changed something, an archive or a restore. `workspaceId` is the opportunity's own workspace, `actor` the caller who made the change, `opportunity` the opportunity after it."
+)]
+pub struct OpportunityEvent<'a> {
+    #[schemars(with = "crate::schema::EventId")]
+    pub event_id: String,
     #[serde(rename = "type")]
-    kind: &'a str,
-    occurred_at: String,
-    workspace_id: Uuid,
-    actor: Uuid,
-    opportunity: &'a RawValue,
+    #[schemars(with = "EventKind")]
+    pub kind: &'a str,
+    #[schemars(with = "crate::schema::DateTimeUtc")]
+    pub occurred_at: String,
+    #[schemars(with = "crate::schema::UuidLower")]
+    pub workspace_id: Uuid,
+    #[schemars(with = "crate::schema::UuidLower")]
+    pub actor: Uuid,
+    /// The opportunity after the change.
+    #[schemars(with = "Opportunity")]
+    pub opportunity: &'a RawValue,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -192,7 +219,7 @@ fn build_event(
     opportunity: &str,
 ) -> Result<Event, DbError> {
     let raw: &RawValue = serde_json::from_str(opportunity).map_err(|_| corrupt("opportunity of event", position))?;
-    let json = serde_json::value::to_raw_value(&EventJson {
+    let json = serde_json::value::to_raw_value(&OpportunityEvent {
         event_id: event_id(position),
         kind,
         occurred_at: format_instant(&occurred_at),

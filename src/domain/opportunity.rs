@@ -43,6 +43,15 @@ macro_rules! string_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "enum": Self::VALUES})
+            }
+        }
     };
 }
 
@@ -78,6 +87,9 @@ string_enum!(
 );
 
 impl Stage {
+    /// The stages of an opportunity that is not decided.
+    pub const OPEN: &'static [&'static str] = &["lead", "qualified", "survey", "proposal", "negotiation"];
+
     /// Whether the opportunity is decided (won or lost).
     pub fn is_closed(self) -> bool {
         matches!(self, Stage::Won | Stage::Lost)
@@ -256,6 +268,24 @@ impl Serialize for Money {
     }
 }
 
+/// A number of at most two decimal places, 0 ≤ v ≤ 1e12 ([`Money::parse_json_number`]).
+impl schemars::JsonSchema for Money {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Money".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "number",
+            "minimum": 0,
+            "maximum": MAX_ESTIMATED_VALUE_CENTS / 100,
+            "multipleOf": 0.01,
+        })
+    }
+}
+
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{:02}", self.cents / 100, self.cents % 100)
@@ -357,55 +387,119 @@ fn serialize_optional_instant<S: Serializer>(instant: &Option<DateTime<Utc>>, s:
 
 /// The input of `opportunity.create` once every field has the right type: the rules that need
 /// no other field are declared here and checked by `validator`; [`CreateOpportunity::check`]
-/// adds the rules across fields.
-#[derive(Debug, Clone, Default, PartialEq, Validate, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// adds the rules across fields. It is also the wire type of the create's params: their schema
+/// in the API description is derived from it (`schemars` reads the `validate` rules too).
+#[derive(Debug, Clone, Default, PartialEq, Validate, schemars::JsonSchema)]
+#[schemars(
+    rename = "CreateOpportunityParams",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    description = "Input of `opportunity.create` (the seed's field table plus `idempotencyKey`). Rules:\n\n* Unknown fields are refused, each named in `formErrors`.\n* Fields with a default (`stage`, `budgetConfirmed`, `visibilityMode`) take it when absent; `null` is refused for them and for the other required fields.\n* For optional fields, absent and `null` mean the same: not set.\n* UUIDs are accepted in any case and returned lowercase, hyphenated.\n* `probability`: with `stage` \"won\" only 100, with `stage` \"lost\" only 0 (or not set).\n* `lostReasonCategory` only with `stage` \"lost\".\n* `ownerUserId` defaults to the caller (`sub`); `workspaceId` is resolved as described in the API overview.\n* `visibilityMode: \"global\"` needs the `opportunity:global` scope.",
+    transform = crate::schema::rules_across_fields,
+    example = crate::schema::create_example(),
+)]
 pub struct CreateOpportunity {
+    /// ID of the associated customer.
+    #[schemars(with = "crate::schema::Uuid")]
     pub customer_id: Option<Uuid>,
+    /// ID of the associated primary contact.
     pub primary_contact_id: Option<Uuid>,
+    /// ID of the associated site.
     pub site_id: Option<Uuid>,
+    /// Title; trimmed at both ends of white space (Unicode `White_Space`) and of characters that show nothing (Unicode `Default_Ignorable_Code_Point`: U+200B ZERO WIDTH SPACE, U+FEFF, bidirectional controls such as U+202E, …), then 1–200 characters, counted as Unicode scalar values (code points). A title of nothing visible is empty; control characters (Unicode `Cc`: tab, line feed, escape, U+0080–U+009F, …) are refused anywhere but in what trimming cuts. The pattern says the same, except that it takes the few default-ignorable characters beyond U+FFFF for visible ones; `maxLength` counts the text as sent, so it is stricter than the service, which counts after trimming.
     #[validate(custom(function = "validate_title"))]
+    #[schemars(required, schema_with = "crate::schema::title")]
     pub title: Option<String>,
+    /// Stage; `lead` when not given.
+    #[schemars(with = "Stage", default = "default_stage")]
     pub stage: Option<Stage>,
+    /// Pipeline type.
+    #[schemars(with = "PipelineType")]
     pub pipeline_type: Option<PipelineType>,
+    /// Source.
     pub source: Option<Source>,
+    /// Estimated value; finite, 0 ≤ v ≤ 1e12, at most 2 decimal places. Stored exactly (no binary float) and returned equal to the input. Note: validators that check `multipleOf: 0.01` with binary floats may wrongly refuse values such as 0.07; the server counts decimal places exactly.
     pub estimated_value: Option<Money>,
+    /// Expected close date.
     #[validate(custom(function = "validate_instant_range"))]
-    #[serde(serialize_with = "serialize_optional_instant")]
+    #[schemars(with = "Option<crate::schema::DateTimeInput>")]
     pub expected_close_date: Option<DateTime<Utc>>,
+    /// Probability in percent; with `stage` "won" only 100, with "lost" only 0.
     #[validate(range(min = 0, max = 100, message = "must be between 0 and 100"))]
+    #[schemars(with = "Option<u8>")]
     pub probability: Option<i64>,
+    /// Solution families; each item follows the rules of `title` (trimmed of white space and of characters that show nothing, no control characters, at least one visible character), then 1–100 characters; no duplicates after trimming (`uniqueItems` compares the items as sent).
     #[validate(length(max = MAX_SOLUTION_FAMILIES, message = "must have at most 50 items"))]
+    #[schemars(schema_with = "crate::schema::sent_names", default, skip_serializing_if = "Option::is_none")]
     pub solution_families: Option<Vec<String>>,
+    /// Scope summary; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
     #[validate(length(max = MAX_TEXT_CHARS, message = "must be at most 10000 characters"))]
+    #[schemars(schema_with = "crate::schema::optional_text", default, skip_serializing_if = "Option::is_none")]
     pub scope_summary: Option<String>,
+    /// Competitor notes; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
     #[validate(length(max = MAX_TEXT_CHARS, message = "must be at most 10000 characters"))]
+    #[schemars(schema_with = "crate::schema::optional_text", default, skip_serializing_if = "Option::is_none")]
     pub competitor_notes: Option<String>,
+    /// Win loss reason; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
     #[validate(length(max = MAX_TEXT_CHARS, message = "must be at most 10000 characters"))]
+    #[schemars(schema_with = "crate::schema::optional_text", default, skip_serializing_if = "Option::is_none")]
     pub win_loss_reason: Option<String>,
+    /// Next step description; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
     #[validate(length(max = MAX_TEXT_CHARS, message = "must be at most 10000 characters"))]
+    #[schemars(schema_with = "crate::schema::optional_text", default, skip_serializing_if = "Option::is_none")]
     pub next_step_description: Option<String>,
+    /// Next step date.
     #[validate(custom(function = "validate_instant_range"))]
-    #[serde(serialize_with = "serialize_optional_instant")]
+    #[schemars(with = "Option<crate::schema::DateTimeInput>")]
     pub next_step_date: Option<DateTime<Utc>>,
+    /// Bid due date.
     #[validate(custom(function = "validate_instant_range"))]
-    #[serde(serialize_with = "serialize_optional_instant")]
+    #[schemars(with = "Option<crate::schema::DateTimeInput>")]
     pub bid_due_date: Option<DateTime<Utc>>,
+    /// Whether the budget is confirmed; `false` when not given.
+    #[schemars(with = "bool", default = "default_budget_confirmed")]
     pub budget_confirmed: Option<bool>,
+    /// Priority.
     pub priority: Option<Priority>,
+    /// Lost reason category; only with `stage` "lost".
     pub lost_reason_category: Option<LostReasonCategory>,
+    /// Technical requirements; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
     #[validate(length(max = MAX_TEXT_CHARS, message = "must be at most 10000 characters"))]
+    #[schemars(schema_with = "crate::schema::optional_text", default, skip_serializing_if = "Option::is_none")]
     pub technical_requirements: Option<String>,
+    /// ID of the associated owner user; defaults to the caller (`sub`).
     pub owner_user_id: Option<Uuid>,
+    /// ID of the workspace; else the `X-Workspace-Id` header; else the token's only workspace. Must be one of the token's `workspaces`.
     pub workspace_id: Option<Uuid>,
+    /// Visibility mode, `workspace_local` when not given; `global` needs the `opportunity:global` scope.
+    #[schemars(with = "VisibilityMode", default = "default_visibility_mode")]
     pub visibility_mode: Option<VisibilityMode>,
-    /// Not stored with the opportunity, and not part of the request fingerprint.
-    #[serde(skip)]
+    /// Idempotency key (the only field beyond the seed's table), for transports without headers such as WebSocket. Same as the `Idempotency-Key` header; both set and different is a field error. Not stored with the opportunity, and not part of the request fingerprint.
     #[validate(
         length(min = 1, max = 255, message = "must be between 1 and 255 characters"),
         custom(function = "validate_printable_ascii")
     )]
+    #[schemars(
+        schema_with = "crate::schema::optional_idempotency_key",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub idempotency_key: Option<String>,
+}
+
+/// The stage of a create that names none.
+pub fn default_stage() -> Stage {
+    Stage::Lead
+}
+
+/// The visibility of a create that names none.
+pub fn default_visibility_mode() -> VisibilityMode {
+    VisibilityMode::WorkspaceLocal
+}
+
+/// `budgetConfirmed` of a create that names none.
+pub fn default_budget_confirmed() -> bool {
+    false
 }
 
 /// Whether `c` is a Unicode `Default_Ignorable_Code_Point` (Unicode 16, DerivedCoreProperties):
@@ -499,7 +593,12 @@ impl CreateOpportunity {
     /// problems of fields that have none yet (a field with a type error is not checked again).
     pub fn check(&self, failure: &mut ValidationFailure) {
         self.check_fields(failure);
-        check_across_fields(self.stage.unwrap_or(Stage::Lead), self.probability, self.lost_reason_category, failure);
+        check_across_fields(
+            self.stage.unwrap_or_else(default_stage),
+            self.probability,
+            self.lost_reason_category,
+            failure,
+        );
     }
 
     /// The rules of single fields (§5), for the fields that are set.
@@ -554,46 +653,92 @@ pub fn check_across_fields(
 }
 
 /// An opportunity as stored, and as `opportunity.create` answers it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(
+    deny_unknown_fields,
+    description = "A stored opportunity: every input field (unset optionals as `null`, an unset `solutionFamilies` as `[]`) plus server-set fields. All properties are always present. `idempotencyKey` is not part of it.",
+    extend("allOf" = [
+        {"if": {"properties": {"stage": {"const": "won"}}},
+         "then": {"properties": {"isClosed": {"const": true}, "isWon": {"const": true}}}},
+        {"if": {"properties": {"stage": {"const": "lost"}}},
+         "then": {"properties": {"isClosed": {"const": true}, "isWon": {"const": false}}}},
+        {"if": {"properties": {"stage": {"enum": Stage::OPEN}}},
+         "then": {"properties": {"isClosed": {"const": false}, "isWon": {"const": false}}}},
+    ])
+)]
 pub struct Opportunity {
+    /// UUID v7, lowercase.
+    #[schemars(schema_with = "crate::schema::opportunity_id")]
     pub id: Uuid,
+    /// The resolved workspace.
+    #[schemars(with = "crate::schema::UuidLower")]
     pub workspace_id: Uuid,
+    #[schemars(with = "crate::schema::UuidLower")]
     pub customer_id: Uuid,
+    #[schemars(with = "Option<crate::schema::UuidLower>")]
     pub primary_contact_id: Option<Uuid>,
+    #[schemars(with = "Option<crate::schema::UuidLower>")]
     pub site_id: Option<Uuid>,
+    /// The trimmed title.
+    #[schemars(length(min = 1, max = MAX_TITLE_CHARS))]
     pub title: String,
     pub stage: Stage,
     pub pipeline_type: PipelineType,
     pub source: Option<Source>,
+    /// Equal to the input value.
     pub estimated_value: Option<Money>,
     #[serde(serialize_with = "serialize_optional_instant")]
+    #[schemars(with = "Option<crate::schema::DateTimeUtc>")]
     pub expected_close_date: Option<DateTime<Utc>>,
+    #[schemars(range(min = 0, max = 100))]
     pub probability: Option<i16>,
+    /// Always an array; `[]` when not set.
+    #[schemars(schema_with = "crate::schema::stored_names")]
     pub solution_families: Vec<String>,
+    #[schemars(length(max = MAX_TEXT_CHARS))]
     pub scope_summary: Option<String>,
+    #[schemars(length(max = MAX_TEXT_CHARS))]
     pub competitor_notes: Option<String>,
+    #[schemars(length(max = MAX_TEXT_CHARS))]
     pub win_loss_reason: Option<String>,
+    #[schemars(length(max = MAX_TEXT_CHARS))]
     pub next_step_description: Option<String>,
     #[serde(serialize_with = "serialize_optional_instant")]
+    #[schemars(with = "Option<crate::schema::DateTimeUtc>")]
     pub next_step_date: Option<DateTime<Utc>>,
     #[serde(serialize_with = "serialize_optional_instant")]
+    #[schemars(with = "Option<crate::schema::DateTimeUtc>")]
     pub bid_due_date: Option<DateTime<Utc>>,
     pub budget_confirmed: bool,
     pub priority: Option<Priority>,
     pub lost_reason_category: Option<LostReasonCategory>,
+    #[schemars(length(max = MAX_TEXT_CHARS))]
     pub technical_requirements: Option<String>,
+    /// Owner; the caller (`sub`) when the create named none.
+    #[schemars(with = "crate::schema::UuidLower")]
     pub owner_user_id: Uuid,
     pub visibility_mode: VisibilityMode,
+    /// The caller (`sub`).
+    #[schemars(with = "crate::schema::UuidLower")]
     pub created_by: Uuid,
+    /// Creation instant; equal to `updatedAt` on create.
     #[serde(serialize_with = "serialize_instant")]
+    #[schemars(with = "crate::schema::DateTimeUtc")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "serialize_instant")]
+    #[schemars(with = "crate::schema::DateTimeUtc")]
     pub updated_at: DateTime<Utc>,
+    /// Row version; 1 on create.
+    #[schemars(range(min = 1))]
     pub version: i32,
+    /// `true` when `stage` is "won" or "lost".
     pub is_closed: bool,
+    /// `true` when `stage` is "won".
     pub is_won: bool,
+    /// When the opportunity was archived (`opportunity.archive`); `null` while it is not.
     #[serde(serialize_with = "serialize_optional_instant")]
+    #[schemars(with = "Option<crate::schema::DateTimeUtc>")]
     pub archived_at: Option<DateTime<Utc>>,
 }
 
@@ -603,7 +748,7 @@ impl Opportunity {
     /// [`CreateOpportunity::check`] guarantees once it found nothing.
     pub fn new(input: CreateOpportunity, workspace_id: Uuid, caller: Uuid, now: DateTime<Utc>) -> Option<Self> {
         let now = now.trunc_subsecs(6);
-        let stage = input.stage.unwrap_or(Stage::Lead);
+        let stage = input.stage.unwrap_or_else(default_stage);
         Some(Self {
             id: Uuid::now_v7(),
             workspace_id,
@@ -624,12 +769,12 @@ impl Opportunity {
             next_step_description: input.next_step_description,
             next_step_date: input.next_step_date,
             bid_due_date: input.bid_due_date,
-            budget_confirmed: input.budget_confirmed.unwrap_or(false),
+            budget_confirmed: input.budget_confirmed.unwrap_or_else(default_budget_confirmed),
             priority: input.priority,
             lost_reason_category: input.lost_reason_category,
             technical_requirements: input.technical_requirements,
             owner_user_id: input.owner_user_id.unwrap_or(caller),
-            visibility_mode: input.visibility_mode.unwrap_or(VisibilityMode::WorkspaceLocal),
+            visibility_mode: input.visibility_mode.unwrap_or_else(default_visibility_mode),
             created_by: caller,
             created_at: now,
             updated_at: now,

@@ -42,15 +42,15 @@ const REPLAY_PAGE: i64 = 64;
 /// A replay reads its next page once at most this many of its events wait for the subscriber.
 const REPLAY_AHEAD: usize = 32;
 /// The default and largest page of `opportunity.changes`.
-const DEFAULT_LIMIT: i64 = 100;
-const MAX_LIMIT: i64 = 1000;
+pub const DEFAULT_LIMIT: i64 = 100;
+pub const MAX_LIMIT: i64 = 1000;
 
 const CHANGES_FIELDS: &[&str] = &["workspaceId", "include", "since", "limit"];
 const SUBSCRIBE_FIELDS: &[&str] = &["workspaceId", "include", "since", "stage", "pipelineType", "ownerUserId"];
 
 /// `include`: `"own"` (false) or `"visible"` (true).
 fn include(raw: &RawValue) -> Result<bool, String> {
-    params::one_of(&["own", "visible"], |s| match s {
+    params::one_of(super::list::INCLUDE_VALUES, |s| match s {
         "own" => Some(false),
         "visible" => Some(true),
         _ => None,
@@ -202,14 +202,9 @@ pub async fn changes(
         (None, Some(s)) => s,
         (None, None) => page.head,
     };
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Page<'a> {
-        events: Vec<&'a RawValue>,
-        next_since: String,
-    }
     let events: Vec<&RawValue> = page.events.iter().map(|e| &*e.json).collect();
-    let text = serde_json::to_string(&Page { events, next_since: event_id(next) }).expect("serializes");
+    let page = super::wire::ChangesPage { events, next_since: event_id(next) };
+    let text = serde_json::to_string(&page).expect("serializes");
     Ok(RawValue::from_string(text).expect("serde_json output is JSON"))
 }
 

@@ -1,5 +1,6 @@
 //! `rpc.discover`: an OpenRPC 1.3 document of every registered method, built at start-up from
-//! the schemas of `openapi/openapi.yaml` (compiled in), so that both documents say the same.
+//! the OpenAPI document the code generates ([`super::openapi::document`], the same as
+//! `openapi/openapi.yaml`), so that both documents say the same.
 //!
 //! The OpenAPI schemas are JSON Schema 2020-12; an OpenRPC document holds draft-07 ones, read by
 //! generators such as `@open-rpc/generator`. So the document made here differs from them in form
@@ -18,49 +19,7 @@ use serde_json::{Map, Value, json};
 /// The name of the discovery method (answered without a token, CONTRACT.md §3).
 pub const DISCOVER: &str = "rpc.discover";
 
-const OPENAPI: &str = include_str!("../../openapi/openapi.yaml");
-
-const SCHEMAS: &str = "#/components/schemas/";
-
-/// What OpenRPC says of each method: its params and result schemas (names under
-/// `components.schemas` of the OpenAPI document, where `<Method>Request` and `<Method>Response`
-/// use the same ones: a unit test below checks it) and a summary.
-const METHODS: &[(&str, &str, &str, &str)] = &[
-    (
-        super::opportunity::CREATE,
-        "CreateOpportunityParams",
-        "Opportunity",
-        "Create an opportunity in the caller's workspace; answered once it is durably stored.",
-    ),
-    (super::lifecycle::GET, "OpportunityRef", "Opportunity", "Read one opportunity, archived or not."),
-    (
-        super::list::LIST,
-        "ListOpportunitiesParams",
-        "OpportunityPage",
-        "List opportunities of a workspace (or every one readable there), filtered, ordered, in keyset pages.",
-    ),
-    (
-        super::lifecycle::UPDATE,
-        "UpdateOpportunityParams",
-        "Opportunity",
-        "Change some fields of an opportunity at the expected version.",
-    ),
-    (super::lifecycle::ARCHIVE, "ChangeStateParams", "Opportunity", "Archive an opportunity (nothing is deleted)."),
-    (super::lifecycle::RESTORE, "ChangeStateParams", "Opportunity", "Restore an archived opportunity."),
-    (
-        super::changes::CHANGES,
-        "ChangesParams",
-        "ChangesPage",
-        "Page through the change events after `since`, in commit order (HTTP or WebSocket).",
-    ),
-    (
-        super::changes::SUBSCRIBE,
-        "SubscribeParams",
-        "SubscriptionId",
-        "WebSocket only: stored events after `since`, then live ones, as opportunity.changed notifications.",
-    ),
-    (super::changes::UNSUBSCRIBE, "UnsubscribeParams", "Unsubscribed", "End a subscription of this connection."),
-];
+use super::openapi::{METHODS, SCHEMAS};
 
 /// Keywords of OpenAPI's schema object that are not JSON Schema (draft-07) and mean nothing in
 /// an OpenRPC document.
@@ -105,10 +64,10 @@ fn servers(addr: SocketAddr) -> Value {
 /// in [`METHODS`], or an entry without its schemas, is an error, so the document cannot fall
 /// behind the code.
 pub fn document<'a>(method_names: impl IntoIterator<Item = &'a str>, addr: SocketAddr) -> anyhow::Result<Value> {
-    // Read twice: as JSON values, and as YAML ones, whose mappings keep the order of the
-    // document (the order the params are listed in).
-    let openapi: Value = serde_norway::from_str(OPENAPI)?;
-    let ordered: serde_norway::Value = serde_norway::from_str(OPENAPI)?;
+    // As YAML values, whose mappings keep the order of the document (the order the params are
+    // listed in), and as JSON ones.
+    let ordered = super::openapi::document();
+    let openapi: Value = serde_json::to_value(&ordered)?;
     let openapi_schemas = openapi
         .pointer("/components/schemas")
         .and_then(Value::as_object)
@@ -123,9 +82,13 @@ pub fn document<'a>(method_names: impl IntoIterator<Item = &'a str>, addr: Socke
     let mut methods = Vec::new();
     let mut used = BTreeSet::new();
     for name in method_names {
-        let Some(&(_, params, result, summary)) = METHODS.iter().find(|m| m.0 == name) else {
-            anyhow::bail!("method {name} has no OpenRPC description in src/rpc/discover.rs");
+        let Some(method) = METHODS.iter().find(|m| m.name == name) else {
+            anyhow::bail!("method {name} has no description in src/rpc/openapi.rs");
         };
+        let summary = method.summary;
+        let params = super::openapi::referred(&(method.params)(&mut super::openapi::generator(false))).to_string();
+        let result = super::openapi::referred(&(method.result)(&mut super::openapi::generator(true))).to_string();
+        let (params, result) = (params.as_str(), result.as_str());
         let params_schema = schemas.get(params).ok_or_else(|| anyhow::anyhow!("openapi.yaml lacks schema {params}"))?;
         let required: Vec<&str> = params_schema["required"]
             .as_array()
@@ -363,7 +326,7 @@ mod tests {
     use super::*;
 
     fn all_methods() -> Vec<&'static str> {
-        METHODS.iter().map(|m| m.0).collect()
+        METHODS.iter().map(|m| m.name).collect()
     }
 
     fn local() -> SocketAddr {
@@ -396,7 +359,7 @@ mod tests {
     #[test]
     fn params_list_the_required_ones_first() {
         let document = document(all_methods(), local()).unwrap();
-        for (name, ..) in METHODS {
+        for name in all_methods() {
             let params = method(&document, name)["params"].as_array().unwrap();
             let first_optional = params.iter().position(|p| p["required"] == false).unwrap_or(params.len());
             assert!(params[first_optional..].iter().all(|p| p["required"] == false), "{name}: {params:#?}");
@@ -407,8 +370,9 @@ mod tests {
             .iter()
             .map(|p| p["name"].as_str().unwrap())
             .collect();
-        // `required` order, then the document's: not the alphabet's.
-        assert_eq!(create[..5], ["customerId", "title", "pipelineType", "primaryContactId", "siteId"]);
+        // `required` order (the wire type's), then the document's (by name): not the alphabet's
+        // for the required ones.
+        assert_eq!(create[..5], ["customerId", "title", "pipelineType", "bidDueDate", "budgetConfirmed"]);
         let update: Vec<&str> = method(&document, "opportunity.update")["params"]
             .as_array()
             .unwrap()
@@ -517,33 +481,5 @@ mod tests {
 
     fn document_at(addr: &str) -> Value {
         document(all_methods(), addr.parse().unwrap()).unwrap()
-    }
-
-    /// The params and result named in [`METHODS`] are those of the OpenAPI document's request
-    /// and answer of the method (`JsonRpcRequest`'s mapping, `<Method>Response`).
-    #[test]
-    fn methods_agree_with_the_openapi_requests_and_answers() {
-        let openapi: Value = serde_norway::from_str(OPENAPI).unwrap();
-        let schemas = &openapi["components"]["schemas"];
-        let mapping = openapi.pointer("/components/schemas/JsonRpcRequest/discriminator/mapping").unwrap();
-        let mut mapped: BTreeSet<&str> = mapping.as_object().unwrap().keys().map(String::as_str).collect();
-        assert!(mapped.remove(DISCOVER), "rpc.discover has a request schema");
-        assert_eq!(mapped, all_methods().into_iter().collect(), "the methods of JsonRpcRequest vs METHODS");
-        for (name, params, result, _) in METHODS {
-            let request = mapping[*name].as_str().unwrap().strip_prefix(SCHEMAS).unwrap();
-            let request = &schemas[request];
-            assert_eq!(request["properties"]["method"]["const"], json!(name));
-            let forms = request["properties"]["params"]["oneOf"].as_array().unwrap();
-            assert_eq!(forms[0]["$ref"], json!(format!("{SCHEMAS}{params}")), "{name}: params");
-            let answer = format!("{}Response", request_prefix(mapping, name));
-            let result_schema = &schemas[&answer]["properties"]["result"];
-            let mut refs = BTreeSet::new();
-            collect_refs(result_schema, &mut refs);
-            assert_eq!(refs, BTreeSet::from([result.to_string()]), "{name}: {answer}.result");
-        }
-    }
-
-    fn request_prefix<'a>(mapping: &'a Value, name: &str) -> &'a str {
-        mapping[name].as_str().unwrap().strip_prefix(SCHEMAS).unwrap().strip_suffix("Request").unwrap()
     }
 }

@@ -50,11 +50,16 @@ const LIST_FIELDS: &[&str] = &[
     "cursor",
 ];
 
+/// The values of `include` (`"own"` is the default), of `archived` and of `order`.
+pub const INCLUDE_VALUES: &[&str] = &["own", "visible"];
+pub const ARCHIVED_VALUES: &[&str] = &["exclude", "only", "include"];
+pub const ORDER_VALUES: &[&str] = &["desc", "asc"];
+
 /// The default and largest page.
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 200;
 /// Longer cursors are not even decoded.
-const MAX_CURSOR_CHARS: usize = 512;
+pub const MAX_CURSOR_CHARS: usize = 512;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -224,18 +229,18 @@ fn keyword<T>(
 /// Reads every param; problems go to the reader's failure. `limit` and `cursor` come back apart.
 fn read_list(reader: &mut FieldReader<'_>) -> (ListQuery, Option<String>) {
     reader.refuse_unknown(LIST_FIELDS);
-    let include = keyword(reader, "include", &["own", "visible"], |s| match s {
+    let include = keyword(reader, "include", INCLUDE_VALUES, |s| match s {
         "own" => Some(false),
         "visible" => Some(true),
         _ => None,
     });
-    let archived = keyword(reader, "archived", &["exclude", "only", "include"], |s| match s {
+    let archived = keyword(reader, "archived", ARCHIVED_VALUES, |s| match s {
         "exclude" => Some(Archived::Exclude),
         "only" => Some(Archived::Only),
         "include" => Some(Archived::Include),
         _ => None,
     });
-    let order = keyword(reader, "order", &["desc", "asc"], |s| match s {
+    let order = keyword(reader, "order", ORDER_VALUES, |s| match s {
         "desc" => Some(true),
         "asc" => Some(false),
         _ => None,
@@ -361,13 +366,8 @@ pub async fn list(
         Some(last) if more => Some(encode_cursor(&state.cursor_key, &query, last)),
         _ => None,
     };
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Page<'a> {
-        items: &'a [Opportunity],
-        next_cursor: Option<String>,
-    }
-    let text = serde_json::to_string(&Page { items: &items, next_cursor }).expect("a page serializes");
+    let page = super::wire::OpportunityPage { items: &items, next_cursor };
+    let text = serde_json::to_string(&page).expect("a page serializes");
     Ok(RawValue::from_string(text).expect("serde_json output is JSON"))
 }
 

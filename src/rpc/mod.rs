@@ -7,8 +7,10 @@ pub mod changes;
 pub mod discover;
 pub mod lifecycle;
 pub mod list;
+pub mod openapi;
 pub mod opportunity;
 pub mod params;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Instant;

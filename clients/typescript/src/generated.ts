@@ -4,49 +4,6 @@
 // Rules across fields (if/then/else) and value constraints are not types: the service checks them.
 
 /**
- * UUID; accepted in any case.
- */
-export type Uuid = string;
-/**
- * UUID, returned lowercase and hyphenated.
- */
-export type UuidLower = string;
-/**
- * RFC 3339 date-time **with** an offset (`Z` or `±hh:mm`), e.g.
- * `2026-12-01T09:30:00+02:00`, in RFC 3339's exact shape with ASCII
- * digits (`t` and `z` in lower case too). Date-only or offset-less
- * strings, other shapes (a space for the `T`, `+0200`, an offset written
- * with U+2212 `−`) and second 60 (a leap second) are refused. Years
- * 1970–2200, of the instant in UTC. Stored as an instant to the
- * microsecond.
- */
-export type DateTimeInput = string;
-/**
- * Instant in UTC with `Z`; fractional seconds (up to microseconds) only
- * when they are not zero, e.g. `2026-12-01T07:30:00Z`,
- * `2026-12-01T07:30:00.125Z`.
- */
-export type DateTimeUtc = string;
-/**
- * 1–255 printable ASCII characters (0x20–0x7E).
- */
-export type IdempotencyKey = string;
-export type Stage = 'lead' | 'qualified' | 'survey' | 'proposal' | 'negotiation' | 'won' | 'lost';
-export type PipelineType = 'new_construction' | 'retrofit' | 'service_agreement' | 'expansion' | 'other';
-export type Source =
-  | 'referral'
-  | 'website'
-  | 'cold_call'
-  | 'existing_customer'
-  | 'partner'
-  | 'trade_show'
-  | 'portal_request'
-  | 'other';
-export type Priority = 'low' | 'medium' | 'high' | 'urgent';
-export type LostReasonCategory =
-  'price' | 'timing' | 'competitor' | 'scope_mismatch' | 'no_decision' | 'relationship' | 'other';
-export type VisibilityMode = 'global' | 'workspace_local' | 'shared';
-/**
  * Request id: a string, a number (negative and fractional numbers
  * included) or `null`; echoed in the response as written. `null` in a
  * response when the request id could not be read. An id of any other type
@@ -79,40 +36,62 @@ export type JsonRpcRequest =
   | UnsubscribeRequest
   | DiscoverRequest;
 /**
- * Whether the budget is confirmed; `false` when not given.
+ * RFC 3339 date-time **with** an offset (`Z` or `±hh:mm`), e.g. `2026-12-01T09:30:00+02:00`, in RFC 3339's exact shape with ASCII digits (`t` and `z` in lower case too). Date-only or offset-less strings, other shapes (a space for the `T`, `+0200`, an offset written with U+2212 `−`) and second 60 (a leap second) are refused. Years 1970–2200, of the instant in UTC. Stored as an instant to the microsecond.
+ *
+ * The pattern says the shape and the years as written (the range applies to the instant in UTC); `format: date-time` checks the calendar.
  */
-export type BudgetConfirmed = boolean;
+export type DateTimeInput = string;
+export type LostReasonCategory =
+  'price' | 'timing' | 'competitor' | 'scope_mismatch' | 'no_decision' | 'relationship' | 'other';
+export type Priority = 'low' | 'medium' | 'high' | 'urgent';
+export type Source =
+  | 'referral'
+  | 'website'
+  | 'cold_call'
+  | 'existing_customer'
+  | 'partner'
+  | 'trade_show'
+  | 'portal_request'
+  | 'other';
 /**
- * Whose opportunities (or events): `own` (the default), the workspace's
- * own; `visible`, every one the workspace may read (its own, and the
- * shared and global ones of other workspaces).
+ * UUID; accepted in any case.
  */
-export type Include = 'own' | 'visible';
+export type Uuid = string;
 /**
  * Archived opportunities left out (`exclude`, the default), alone (`only`), or with the others (`include`).
  */
 export type ArchivedFilter = 'exclude' | 'only' | 'include';
 /**
- * The field `opportunity.list` orders by; `createdAt` when not given.
+ * Whose opportunities (or events): `own` (the default), the workspace's own; `visible`, every one the workspace may read (its own, and the shared and global ones of other workspaces).
  */
-export type ListOrderBy = 'createdAt' | 'updatedAt' | 'expectedCloseDate' | 'estimatedValue';
-/**
- * The direction of the order; `desc` when not given.
- */
-export type SortOrder = 'desc' | 'asc';
+export type Include = 'own' | 'visible';
 /**
  * Items per page of `opportunity.list`, 1–200; 50 when not given.
  */
 export type ListLimit = number;
 /**
- * An event's id: opaque, increasing in commit order (also as text). Pass
- * the last one you got back as `since`.
+ * The direction of the order; `desc` when not given.
  */
-export type EventId = string;
+export type SortOrder = 'desc' | 'asc';
+/**
+ * The field `opportunity.list` orders by; `createdAt` when not given.
+ */
+export type ListOrderBy = 'createdAt' | 'updatedAt' | 'expectedCloseDate' | 'estimatedValue';
+export type PipelineType = 'new_construction' | 'retrofit' | 'service_agreement' | 'expansion' | 'other';
+export type Stage = 'lead' | 'qualified' | 'survey' | 'proposal' | 'negotiation' | 'won' | 'lost';
+/**
+ * 1–255 printable ASCII characters (0x20–0x7E).
+ */
+export type IdempotencyKey = string;
+export type VisibilityMode = 'global' | 'workspace_local' | 'shared';
 /**
  * The most events in one answer of `opportunity.changes`, 1–1000; 100 when not given.
  */
 export type ChangesLimit = number;
+/**
+ * An event's id: opaque, increasing in commit order (also as text). Pass the last one you got back as `since`.
+ */
+export type EventId = string;
 /**
  * The id of a subscription, named in each of its notifications.
  */
@@ -153,6 +132,14 @@ export type JsonRpcSuccessResponse =
   | UnsubscribeResponse
   | DiscoverResponse;
 /**
+ * UUID, returned lowercase and hyphenated.
+ */
+export type UuidLower = string;
+/**
+ * Instant in UTC with `Z`; fractional seconds (up to microseconds) only when they are not zero, e.g. `2026-12-01T07:30:00Z`, `2026-12-01T07:30:00.125Z`.
+ */
+export type DateTimeUtc = string;
+/**
  * `true` when the subscription was ended, `false` when it was not one of this connection.
  */
 export type Unsubscribed = boolean;
@@ -162,22 +149,20 @@ export type Unsubscribed = boolean;
  * description uses (`ComponentSchemas["Opportunity"]`), as `rpc.discover` does.
  */
 export interface ComponentSchemas {
-  Uuid: Uuid;
-  UuidLower: UuidLower;
-  DateTimeInput: DateTimeInput;
-  DateTimeUtc: DateTimeUtc;
-  IdempotencyKey: IdempotencyKey;
-  Stage: Stage;
-  PipelineType: PipelineType;
-  Source: Source;
-  Priority: Priority;
-  LostReasonCategory: LostReasonCategory;
-  VisibilityMode: VisibilityMode;
   JsonRpcId: JsonRpcId;
   JsonRpcVersion: JsonRpcVersion;
   JsonRpcRequestBody: JsonRpcRequestBody;
   JsonRpcBatch: JsonRpcBatch;
   JsonRpcRequest: JsonRpcRequest;
+  DiscoverRequest: DiscoverRequest;
+  JsonRpcResponseBody: JsonRpcResponseBody;
+  JsonRpcResponse: JsonRpcResponse;
+  JsonRpcSuccessResponse: JsonRpcSuccessResponse;
+  DiscoverResponse: DiscoverResponse;
+  JsonRpcErrorResponse: JsonRpcErrorResponse;
+  JsonRpcError: JsonRpcError;
+  ErrorData: ErrorData;
+  OpenRpcDocument: OpenRpcDocument;
   CreateOpportunityRequest: CreateOpportunityRequest;
   GetOpportunityRequest: GetOpportunityRequest;
   ListOpportunitiesRequest: ListOpportunitiesRequest;
@@ -187,10 +172,6 @@ export interface ComponentSchemas {
   ListChangesRequest: ListChangesRequest;
   SubscribeRequest: SubscribeRequest;
   UnsubscribeRequest: UnsubscribeRequest;
-  DiscoverRequest: DiscoverRequest;
-  JsonRpcResponseBody: JsonRpcResponseBody;
-  JsonRpcResponse: JsonRpcResponse;
-  JsonRpcSuccessResponse: JsonRpcSuccessResponse;
   CreateOpportunityResponse: CreateOpportunityResponse;
   GetOpportunityResponse: GetOpportunityResponse;
   ListOpportunitiesResponse: ListOpportunitiesResponse;
@@ -200,61 +181,61 @@ export interface ComponentSchemas {
   ListChangesResponse: ListChangesResponse;
   SubscribeResponse: SubscribeResponse;
   UnsubscribeResponse: UnsubscribeResponse;
-  DiscoverResponse: DiscoverResponse;
-  JsonRpcErrorResponse: JsonRpcErrorResponse;
-  JsonRpcError: JsonRpcError;
-  ErrorData: ErrorData;
-  CreateOpportunityParams: CreateOpportunityParams;
-  OpportunityRef: OpportunityRef;
-  ChangeStateParams: ChangeStateParams;
-  UpdateOpportunityParams: UpdateOpportunityParams;
-  BudgetConfirmed: BudgetConfirmed;
-  Include: Include;
   ArchivedFilter: ArchivedFilter;
-  ListOrderBy: ListOrderBy;
-  SortOrder: SortOrder;
-  ListLimit: ListLimit;
+  ChangeStateParams: ChangeStateParams;
   ChangesLimit: ChangesLimit;
-  ListOpportunitiesParams: ListOpportunitiesParams;
-  EventId: EventId;
-  OpportunityEvent: OpportunityEvent;
-  ChangesParams: ChangesParams;
   ChangesPage: ChangesPage;
+  ChangesParams: ChangesParams;
+  CreateOpportunityParams: CreateOpportunityParams;
+  DateTimeInput: DateTimeInput;
+  DateTimeUtc: DateTimeUtc;
+  EventId: EventId;
+  IdempotencyKey: IdempotencyKey;
+  Include: Include;
+  ListLimit: ListLimit;
+  ListOpportunitiesParams: ListOpportunitiesParams;
+  ListOrderBy: ListOrderBy;
+  LostReasonCategory: LostReasonCategory;
+  Opportunity: Opportunity;
+  OpportunityEvent: OpportunityEvent;
+  OpportunityPage: OpportunityPage;
+  OpportunityRef: OpportunityRef;
+  PipelineType: PipelineType;
+  Priority: Priority;
+  SortOrder: SortOrder;
+  Source: Source;
+  Stage: Stage;
   SubscribeParams: SubscribeParams;
   SubscriptionId: SubscriptionId;
   UnsubscribeParams: UnsubscribeParams;
   Unsubscribed: Unsubscribed;
-  OpenRpcDocument: OpenRpcDocument;
-  OpportunityPage: OpportunityPage;
-  Opportunity: Opportunity;
+  UpdateOpportunityParams: UpdateOpportunityParams;
+  Uuid: Uuid;
+  UuidLower: UuidLower;
+  VisibilityMode: VisibilityMode;
 }
 /**
  * A JSON-RPC request calling `opportunity.create`.
  */
 export interface CreateOpportunityRequest {
   jsonrpc: JsonRpcVersion;
-  id?: JsonRpcId;
   method: 'opportunity.create';
   /**
    * The params object, or a one-element array holding it.
    */
   params: CreateOpportunityParams | [CreateOpportunityParams];
+  id?: JsonRpcId;
 }
 /**
- * Input of `opportunity.create` (the seed's field table plus
- * `idempotencyKey`). Rules:
+ * Input of `opportunity.create` (the seed's field table plus `idempotencyKey`). Rules:
  *
  * * Unknown fields are refused, each named in `formErrors`.
- * * Fields with a default (`stage`, `budgetConfirmed`, `visibilityMode`)
- *   take it when absent; `null` is refused for them and for the other
- *   required fields.
+ * * Fields with a default (`stage`, `budgetConfirmed`, `visibilityMode`) take it when absent; `null` is refused for them and for the other required fields.
  * * For optional fields, absent and `null` mean the same: not set.
  * * UUIDs are accepted in any case and returned lowercase, hyphenated.
- * * `probability`: with `stage` "won" only 100, with `stage` "lost" only
- *   0 (or not set).
+ * * `probability`: with `stage` "won" only 100, with `stage` "lost" only 0 (or not set).
  * * `lostReasonCategory` only with `stage` "lost".
- * * `ownerUserId` defaults to the caller (`sub`); `workspaceId` is
- *   resolved as described in the API overview.
+ * * `ownerUserId` defaults to the caller (`sub`); `workspaceId` is resolved as described in the API overview.
  * * `visibilityMode: "global"` needs the `opportunity:global` scope.
  */
 export interface CreateOpportunityParams {
@@ -263,45 +244,27 @@ export interface CreateOpportunityParams {
    */
   customerId: Uuid;
   /**
-   * ID of the associated primary contact.
-   */
-  primaryContactId?: string | null;
-  /**
-   * ID of the associated site.
-   */
-  siteId?: string | null;
-  /**
-   * Title; trimmed at both ends of white space (Unicode `White_Space`)
-   * and of characters that show nothing (Unicode
-   * `Default_Ignorable_Code_Point`: U+200B ZERO WIDTH SPACE, U+FEFF,
-   * bidirectional controls such as U+202E, …), then 1–200 characters,
-   * counted as Unicode scalar values (code points). A title of nothing
-   * visible is empty; control characters (Unicode `Cc`: tab, line feed,
-   * escape, U+0080–U+009F, …) are refused anywhere but in what trimming
-   * cuts. The pattern says the same, except that it takes the few
-   * default-ignorable characters beyond U+FFFF for visible ones;
-   * `maxLength` counts the text as sent, so it is stricter than the
-   * service, which counts after trimming.
+   * Title; trimmed at both ends of white space (Unicode `White_Space`) and of characters that show nothing (Unicode `Default_Ignorable_Code_Point`: U+200B ZERO WIDTH SPACE, U+FEFF, bidirectional controls such as U+202E, …), then 1–200 characters, counted as Unicode scalar values (code points). A title of nothing visible is empty; control characters (Unicode `Cc`: tab, line feed, escape, U+0080–U+009F, …) are refused anywhere but in what trimming cuts. The pattern says the same, except that it takes the few default-ignorable characters beyond U+FFFF for visible ones; `maxLength` counts the text as sent, so it is stricter than the service, which counts after trimming.
    */
   title: string;
-  /**
-   * Stage; `lead` when not given.
-   */
-  stage?: Stage;
   /**
    * Pipeline type.
    */
   pipelineType: PipelineType;
   /**
-   * Source.
+   * Bid due date.
    */
-  source?: Source | null;
+  bidDueDate?: DateTimeInput | null;
   /**
-   * Estimated value; finite, 0 ≤ v ≤ 1e12, at most 2 decimal places.
-   * Stored exactly (no binary float) and returned equal to the input.
-   * Note: validators that check `multipleOf: 0.01` with binary floats
-   * may wrongly refuse values such as 0.07; the server counts decimal
-   * places exactly.
+   * Whether the budget is confirmed; `false` when not given.
+   */
+  budgetConfirmed?: boolean;
+  /**
+   * Competitor notes; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
+   */
+  competitorNotes?: string | null;
+  /**
+   * Estimated value; finite, 0 ≤ v ≤ 1e12, at most 2 decimal places. Stored exactly (no binary float) and returned equal to the input. Note: validators that check `multipleOf: 0.01` with binary floats may wrongly refuse values such as 0.07; the server counts decimal places exactly.
    */
   estimatedValue?: number | null;
   /**
@@ -309,309 +272,606 @@ export interface CreateOpportunityParams {
    */
   expectedCloseDate?: DateTimeInput | null;
   /**
-   * Probability in percent; with `stage` "won" only 100, with "lost" only 0.
+   * Idempotency key (the only field beyond the seed's table), for transports without headers such as WebSocket. Same as the `Idempotency-Key` header; both set and different is a field error. Not stored with the opportunity, and not part of the request fingerprint.
    */
-  probability?: number | null;
-  /**
-   * Solution families; each item follows the rules of `title` (trimmed
-   * of white space and of characters that show nothing, no control
-   * characters, at least one visible character), then 1–100
-   * characters; no duplicates after trimming (`uniqueItems` compares
-   * the items as sent).
-   *
-   * @maxItems 50
-   */
-  solutionFamilies?: string[] | null;
-  /**
-   * Scope summary; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
-   */
-  scopeSummary?: string | null;
-  /**
-   * Competitor notes; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
-   */
-  competitorNotes?: string | null;
-  /**
-   * Win loss reason; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
-   */
-  winLossReason?: string | null;
-  /**
-   * Next step description; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
-   */
-  nextStepDescription?: string | null;
-  /**
-   * Next step date.
-   */
-  nextStepDate?: DateTimeInput | null;
-  /**
-   * Bid due date.
-   */
-  bidDueDate?: DateTimeInput | null;
-  budgetConfirmed?: BudgetConfirmed;
-  /**
-   * Priority.
-   */
-  priority?: Priority | null;
+  idempotencyKey?: string | null;
   /**
    * Lost reason category; only with `stage` "lost".
    */
   lostReasonCategory?: LostReasonCategory | null;
   /**
-   * Technical requirements; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
+   * Next step date.
    */
-  technicalRequirements?: string | null;
+  nextStepDate?: DateTimeInput | null;
+  /**
+   * Next step description; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
+   */
+  nextStepDescription?: string | null;
   /**
    * ID of the associated owner user; defaults to the caller (`sub`).
    */
   ownerUserId?: string | null;
   /**
-   * ID of the workspace; else the `X-Workspace-Id` header; else the
-   * token's only workspace. Must be one of the token's `workspaces`.
+   * ID of the associated primary contact.
    */
-  workspaceId?: string | null;
+  primaryContactId?: string | null;
+  /**
+   * Priority.
+   */
+  priority?: Priority | null;
+  /**
+   * Probability in percent; with `stage` "won" only 100, with "lost" only 0.
+   */
+  probability?: number | null;
+  /**
+   * Scope summary; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
+   */
+  scopeSummary?: string | null;
+  /**
+   * ID of the associated site.
+   */
+  siteId?: string | null;
+  /**
+   * Solution families; each item follows the rules of `title` (trimmed of white space and of characters that show nothing, no control characters, at least one visible character), then 1–100 characters; no duplicates after trimming (`uniqueItems` compares the items as sent).
+   *
+   * @maxItems 50
+   */
+  solutionFamilies?: string[] | null;
+  /**
+   * Source.
+   */
+  source?: Source | null;
+  /**
+   * Stage; `lead` when not given.
+   */
+  stage?: Stage;
+  /**
+   * Technical requirements; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
+   */
+  technicalRequirements?: string | null;
   /**
    * Visibility mode, `workspace_local` when not given; `global` needs the `opportunity:global` scope.
    */
   visibilityMode?: VisibilityMode;
   /**
-   * Idempotency key (the only field beyond the seed's table), for
-   * transports without headers such as WebSocket. Same as the
-   * `Idempotency-Key` header; both set and different is a field error.
+   * Win loss reason; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
    */
-  idempotencyKey?: string | null;
+  winLossReason?: string | null;
+  /**
+   * ID of the workspace; else the `X-Workspace-Id` header; else the token's only workspace. Must be one of the token's `workspaces`.
+   */
+  workspaceId?: string | null;
 }
 /**
  * A JSON-RPC request calling `opportunity.get`.
  */
 export interface GetOpportunityRequest {
   jsonrpc: JsonRpcVersion;
-  id?: JsonRpcId;
   method: 'opportunity.get';
   /**
    * The params object, or a one-element array holding it.
    */
   params: OpportunityRef | [OpportunityRef];
+  id?: JsonRpcId;
 }
 /**
- * Params of `opportunity.get`: the opportunity's `id` and, optionally,
- * the workspace the call acts in (else `X-Workspace-Id`, else the
- * token's only workspace). An opportunity that does not exist and one
- * the caller may not read both get NOT_FOUND (-32004).
+ * Params of `opportunity.get`: the opportunity's `id` and, optionally, the workspace the call acts in (else `X-Workspace-Id`, else the token's only workspace). An opportunity that does not exist and one the caller may not read both get NOT_FOUND (-32004).
  */
 export interface OpportunityRef {
   id: Uuid;
-  workspaceId?: Uuid;
+  workspaceId?: string | null;
 }
 /**
  * A JSON-RPC request calling `opportunity.list`.
  */
 export interface ListOpportunitiesRequest {
   jsonrpc: JsonRpcVersion;
-  id?: JsonRpcId;
   method: 'opportunity.list';
+  id?: JsonRpcId;
   /**
    * The params object, or a one-element array holding it; may be left out (the same as `{}`).
    */
   params?: ListOpportunitiesParams | [ListOpportunitiesParams];
 }
 /**
- * Params of `opportunity.list`, all optional. Enum filters match any of
- * the listed values (an empty list matches nothing).
- * `expectedCloseFrom` ≤ `expectedCloseDate` < `expectedCloseTo`;
- * `updatedAt` ≥ `updatedSince`; `titleContains` is a literal,
- * case-insensitive substring. The order is total: the `orderBy` field
- * with `null` values last in both directions, then `id` in the same
- * direction. Pages are keyset pages: pass `nextCursor` back as
- * `cursor` with the same params (only `limit` may change); a cursor
- * used with other params, another workspace, or altered, is a field
- * error on `cursor`.
+ * Params of `opportunity.list`, all optional. Enum filters match any of the listed values (an empty list matches nothing). `expectedCloseFrom` ≤ `expectedCloseDate` < `expectedCloseTo`; `updatedAt` ≥ `updatedSince`; `titleContains` is a literal, case-insensitive substring. The order is total: the `orderBy` field with `null` values last in both directions, then `id` in the same direction. Pages are keyset pages: pass `nextCursor` back as `cursor` with the same params (only `limit` may change); a cursor used with other params, another workspace, or altered, is a field error on `cursor`.
  */
 export interface ListOpportunitiesParams {
-  workspaceId?: Uuid;
-  include?: Include;
-  stage?: Stage[];
-  pipelineType?: PipelineType[];
-  priority?: Priority[];
-  source?: Source[];
-  customerId?: Uuid;
-  ownerUserId?: Uuid;
-  siteId?: Uuid;
-  isClosed?: boolean;
-  archived?: ArchivedFilter;
-  expectedCloseFrom?: DateTimeInput;
-  expectedCloseTo?: DateTimeInput;
-  updatedSince?: DateTimeInput;
+  archived?: ArchivedFilter | null;
+  /**
+   * The `nextCursor` of the page before, unchanged.
+   */
+  cursor?: string | null;
+  customerId?: string | null;
+  expectedCloseFrom?: DateTimeInput | null;
+  expectedCloseTo?: DateTimeInput | null;
+  include?: Include | null;
+  isClosed?: boolean | null;
+  limit?: ListLimit | null;
+  order?: SortOrder | null;
+  orderBy?: ListOrderBy | null;
+  ownerUserId?: string | null;
+  /**
+   * @maxItems 20
+   */
+  pipelineType?:
+    | []
+    | [PipelineType]
+    | [PipelineType, PipelineType]
+    | [PipelineType, PipelineType, PipelineType]
+    | [PipelineType, PipelineType, PipelineType, PipelineType]
+    | [PipelineType, PipelineType, PipelineType, PipelineType, PipelineType]
+    | [PipelineType, PipelineType, PipelineType, PipelineType, PipelineType, PipelineType]
+    | [PipelineType, PipelineType, PipelineType, PipelineType, PipelineType, PipelineType, PipelineType]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | null;
+  /**
+   * @maxItems 16
+   */
+  priority?:
+    | []
+    | [Priority]
+    | [Priority, Priority]
+    | [Priority, Priority, Priority]
+    | [Priority, Priority, Priority, Priority]
+    | [Priority, Priority, Priority, Priority, Priority]
+    | [Priority, Priority, Priority, Priority, Priority, Priority]
+    | [Priority, Priority, Priority, Priority, Priority, Priority, Priority]
+    | [Priority, Priority, Priority, Priority, Priority, Priority, Priority, Priority]
+    | [Priority, Priority, Priority, Priority, Priority, Priority, Priority, Priority, Priority]
+    | [Priority, Priority, Priority, Priority, Priority, Priority, Priority, Priority, Priority, Priority]
+    | [
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority
+      ]
+    | [
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority
+      ]
+    | [
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority
+      ]
+    | [
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority
+      ]
+    | [
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority
+      ]
+    | [
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority,
+        Priority
+      ]
+    | null;
+  siteId?: string | null;
+  /**
+   * @maxItems 32
+   */
+  source?: Source[] | null;
+  /**
+   * @maxItems 28
+   */
+  stage?: Stage[] | null;
   /**
    * Literal substring of the title, compared in Unicode lowercase (final sigma as sigma): `café` finds `Éclairage CAFÉ`.
    */
-  titleContains?: string;
-  orderBy?: ListOrderBy;
-  order?: SortOrder;
-  limit?: ListLimit;
-  cursor?: string;
+  titleContains?: string | null;
+  updatedSince?: DateTimeInput | null;
+  workspaceId?: string | null;
 }
 /**
  * A JSON-RPC request calling `opportunity.update`.
  */
 export interface UpdateOpportunityRequest {
   jsonrpc: JsonRpcVersion;
-  id?: JsonRpcId;
   method: 'opportunity.update';
   /**
    * The params object, or a one-element array holding it.
    */
   params: UpdateOpportunityParams | [UpdateOpportunityParams];
+  id?: JsonRpcId;
 }
 /**
- * Params of `opportunity.update`: `id`, `expectedVersion` and at least
- * one field to change. A field that is absent stays as it is; `null`
- * clears an optional field (`solutionFamilies: null` clears the list,
- * `ownerUserId: null` gives the opportunity back to the caller); `null`
- * for a required field is refused. Every rule of a create applies to
- * the named fields, and the rules across fields hold for the
- * opportunity after the change. A change of `stage` to "won" or "lost"
- * that names no `probability` sets it to 100 or 0; a change away from
- * "lost" that names no `lostReasonCategory` clears it. When every named
- * field already has the named value nothing is written and the answer
- * keeps its `version`. An archived opportunity is refused (CONFLICT,
- * `data.reason: "archived"`).
+ * Params of `opportunity.update`: `id`, `expectedVersion` and at least one field to change. A field that is absent stays as it is; `null` clears an optional field (`solutionFamilies: null` clears the list, `ownerUserId: null` gives the opportunity back to the caller); `null` for a required field is refused. Every rule of a create applies to the named fields, and the rules across fields hold for the opportunity after the change. A change of `stage` to "won" or "lost" that names no `probability` sets it to 100 or 0; a change away from "lost" that names no `lostReasonCategory` clears it. When every named field already has the named value nothing is written and the answer keeps its `version`. An archived opportunity is refused (CONFLICT, `data.reason: "archived"`).
  */
 export interface UpdateOpportunityParams {
   id: Uuid;
   expectedVersion: number;
-  workspaceId?: Uuid;
-  idempotencyKey?: IdempotencyKey;
+  bidDueDate?: DateTimeInput | null;
+  budgetConfirmed?: boolean;
+  competitorNotes?: string | null;
   customerId?: Uuid;
-  primaryContactId?: string | null;
-  siteId?: string | null;
-  title?: string;
-  stage?: Stage;
-  pipelineType?: PipelineType;
-  source?: Source | null;
   estimatedValue?: number | null;
   expectedCloseDate?: DateTimeInput | null;
+  idempotencyKey?: IdempotencyKey | null;
+  lostReasonCategory?: LostReasonCategory | null;
+  nextStepDate?: DateTimeInput | null;
+  nextStepDescription?: string | null;
+  ownerUserId?: string | null;
+  pipelineType?: PipelineType;
+  primaryContactId?: string | null;
+  priority?: Priority | null;
   probability?: number | null;
+  scopeSummary?: string | null;
+  siteId?: string | null;
   /**
    * @maxItems 50
    */
   solutionFamilies?: string[] | null;
-  scopeSummary?: string | null;
-  competitorNotes?: string | null;
-  winLossReason?: string | null;
-  nextStepDescription?: string | null;
-  nextStepDate?: DateTimeInput | null;
-  bidDueDate?: DateTimeInput | null;
-  budgetConfirmed?: boolean;
-  priority?: Priority | null;
-  lostReasonCategory?: LostReasonCategory | null;
+  source?: Source | null;
+  stage?: Stage;
   technicalRequirements?: string | null;
-  ownerUserId?: string | null;
+  title?: string;
   visibilityMode?: VisibilityMode;
+  winLossReason?: string | null;
+  workspaceId?: string | null;
 }
 /**
  * A JSON-RPC request calling `opportunity.archive`.
  */
 export interface ArchiveOpportunityRequest {
   jsonrpc: JsonRpcVersion;
-  id?: JsonRpcId;
   method: 'opportunity.archive';
   /**
    * The params object, or a one-element array holding it.
    */
   params: ChangeStateParams | [ChangeStateParams];
+  id?: JsonRpcId;
 }
 /**
- * Params of `opportunity.archive` and `opportunity.restore`.
- * `expectedVersion` must be the stored `version` (else CONFLICT with
- * `data.reason: "version_mismatch"` and `data.currentVersion`).
- * Archiving an archived opportunity, or restoring one that is not
- * archived, changes nothing and answers it as stored.
+ * Params of `opportunity.archive` and `opportunity.restore`. `expectedVersion` must be the stored `version` (else CONFLICT with `data.reason: "version_mismatch"` and `data.currentVersion`). Archiving an archived opportunity, or restoring one that is not archived, changes nothing and answers it as stored.
  */
 export interface ChangeStateParams {
   id: Uuid;
   expectedVersion: number;
-  workspaceId?: Uuid;
-  idempotencyKey?: IdempotencyKey;
+  idempotencyKey?: IdempotencyKey | null;
+  workspaceId?: string | null;
 }
 /**
  * A JSON-RPC request calling `opportunity.restore`.
  */
 export interface RestoreOpportunityRequest {
   jsonrpc: JsonRpcVersion;
-  id?: JsonRpcId;
   method: 'opportunity.restore';
   /**
    * The params object, or a one-element array holding it.
    */
   params: ChangeStateParams | [ChangeStateParams];
+  id?: JsonRpcId;
 }
 /**
  * A JSON-RPC request calling `opportunity.changes`.
  */
 export interface ListChangesRequest {
   jsonrpc: JsonRpcVersion;
-  id?: JsonRpcId;
   method: 'opportunity.changes';
+  id?: JsonRpcId;
   /**
    * The params object, or a one-element array holding it; may be left out (the same as `{}`).
    */
   params?: ChangesParams | [ChangesParams];
 }
 /**
- * Params of `opportunity.changes`. Without `since`, from the oldest event
- * kept. A `since` this service never issued is a field error on `since`;
- * one older than what is kept (`EVENT_RETENTION`) gets CONFLICT with
- * `data.reason: "events_expired"`.
+ * Params of `opportunity.changes`. Without `since`, from the oldest event kept. A `since` this service never issued is a field error on `since`; one older than what is kept (`EVENT_RETENTION`) gets CONFLICT with `data.reason: "events_expired"`.
  */
 export interface ChangesParams {
-  workspaceId?: Uuid;
-  include?: Include;
-  since?: EventId;
-  limit?: ChangesLimit;
+  include?: Include | null;
+  limit?: ChangesLimit | null;
+  since?: EventId | null;
+  workspaceId?: string | null;
 }
 /**
  * A JSON-RPC request calling `opportunity.subscribe`.
  */
 export interface SubscribeRequest {
   jsonrpc: JsonRpcVersion;
-  id?: JsonRpcId;
   method: 'opportunity.subscribe';
+  id?: JsonRpcId;
   /**
    * The params object, or a one-element array holding it; may be left out (the same as `{}`).
    */
   params?: SubscribeParams | [SubscribeParams];
 }
 /**
- * Params of `opportunity.subscribe` (WebSocket only; over HTTP it is
- * refused with BAD_REQUEST). With `since`, the stored events after it
- * come first, then live ones; without it, the events committed after the
- * answer. `stage` and `pipelineType` take one value or an array.
- * Notifications: method `opportunity.changed`, params
- * `{"subscription": id, "result": event}`. A subscriber with more than
- * 1,000 events undelivered is ended with a final notification whose
- * params hold `error` (CONFLICT, `data.reason: "slow_consumer"`,
- * `data.resumeFrom`); when the token expires, the same with
- * UNAUTHORIZED. At most 16 subscriptions per connection (CONFLICT,
- * `data.reason: "too_many_subscriptions"`).
+ * Params of `opportunity.subscribe` (WebSocket only; over HTTP it is refused with BAD_REQUEST). With `since`, the stored events after it come first, then live ones; without it, the events committed after the answer. `stage` and `pipelineType` take one value or an array. Notifications: method `opportunity.changed`, params `{"subscription": id, "result": event}`. A subscriber with more than 1,000 events undelivered is ended with a final notification whose params hold `error` (CONFLICT, `data.reason: "slow_consumer"`, `data.resumeFrom`); when the token expires, the same with UNAUTHORIZED. At most 16 subscriptions per connection (CONFLICT, `data.reason: "too_many_subscriptions"`).
  */
 export interface SubscribeParams {
-  workspaceId?: Uuid;
-  include?: Include;
-  since?: EventId;
-  stage?: Stage | Stage[];
-  pipelineType?: PipelineType | PipelineType[];
-  ownerUserId?: Uuid;
+  include?: Include | null;
+  ownerUserId?: string | null;
+  pipelineType?: (PipelineType | PipelineType[]) | null;
+  since?: EventId | null;
+  stage?: (Stage | Stage[]) | null;
+  workspaceId?: string | null;
 }
 /**
  * A JSON-RPC request calling `opportunity.unsubscribe`.
  */
 export interface UnsubscribeRequest {
   jsonrpc: JsonRpcVersion;
-  id?: JsonRpcId;
   method: 'opportunity.unsubscribe';
   /**
    * `{"subscription": id}`, or the id alone in a one-element array (`[id]`).
    */
   params: UnsubscribeParams | [SubscriptionId];
+  id?: JsonRpcId;
 }
 /**
  * `{"subscription": id}`, or the id alone in a one-element array (`[id]`).
@@ -645,9 +905,7 @@ export interface CreateOpportunityResponse {
   };
 }
 /**
- * A stored opportunity: every input field (unset optionals as `null`, an
- * unset `solutionFamilies` as `[]`) plus server-set fields. All
- * properties are always present. `idempotencyKey` is not part of it.
+ * A stored opportunity: every input field (unset optionals as `null`, an unset `solutionFamilies` as `[]`) plus server-set fields. All properties are always present. `idempotencyKey` is not part of it.
  */
 export interface Opportunity {
   /**
@@ -691,10 +949,9 @@ export interface Opportunity {
   lostReasonCategory: LostReasonCategory | null;
   technicalRequirements: string | null;
   /**
-   * Owner; the caller (`sub`) when not given, so never `null` in
-   * practice. Nullable to mirror the optional input field.
+   * Owner; the caller (`sub`) when the create named none.
    */
-  ownerUserId: UuidLower | null;
+  ownerUserId: UuidLower;
   visibilityMode: VisibilityMode;
   /**
    * The caller (`sub`).
@@ -778,19 +1035,17 @@ export interface ListChangesResponse {
   result: ChangesPage;
 }
 /**
- * The events after `since`, in order. `nextSince` is the last event's id,
- * or `since` itself when there are none (pass it back to poll); never
- * `null`.
+ * The events after `since`, in order. `nextSince` is the last event's id, or `since` itself when there are none (pass it back to poll); never `null`.
  */
 export interface ChangesPage {
+  /**
+   * Each an [`OpportunityEvent`], as stored.
+   */
   events: OpportunityEvent[];
   nextSince: EventId;
 }
 /**
- * One committed change: a create, an update that changed something, an
- * archive or a restore. `workspaceId` is the opportunity's own workspace,
- * `actor` the caller who made the change, `opportunity` the opportunity
- * after it.
+ * One committed change: a create, an update that changed something, an archive or a restore. `workspaceId` is the opportunity's own workspace, `actor` the caller who made the change, `opportunity` the opportunity after it.
  */
 export interface OpportunityEvent {
   eventId: EventId;
@@ -798,6 +1053,9 @@ export interface OpportunityEvent {
   occurredAt: DateTimeUtc;
   workspaceId: UuidLower;
   actor: UuidLower;
+  /**
+   * The opportunity after the change.
+   */
   opportunity: Opportunity;
 }
 /**

@@ -130,7 +130,7 @@ export class Subscription implements AsyncIterableIterator<OpportunityEvent, und
     this.options = options;
     this.reconnect = { ...host.reconnect, ...options.reconnect };
     this.maxBuffered = Math.max(1, options.maxBuffered ?? 1000);
-    this.received = params.since;
+    this.received = params.since ?? undefined;
     this.ready = new Promise<SubscriptionId>((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;

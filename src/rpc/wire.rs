@@ -1,0 +1,243 @@
+//! The wire types of the methods whose params are not a domain type: what each params object
+//! may hold, each field's type and whether it may be absent or `null`. The readers
+//! (`lifecycle`, `list`, `changes`) read exactly these fields, every problem at once; the API
+//! description (`super::openapi`) is derived from these types, and the unit tests of
+//! `super::openapi` send values to the readers and to the schemas and check that both decide
+//! alike. A create's params are [`crate::domain::opportunity::CreateOpportunity`]; the answers
+//! are [`crate::domain::opportunity::Opportunity`], [`OpportunityPage`], [`ChangesPage`] and
+//! [`crate::db::events::OpportunityEvent`].
+//!
+//! `Option<T>` is a field that may be absent or `null` (both mean "not given"); a field that
+//! may be absent but not `null` says `default, skip_serializing_if = "Option::is_none"`
+//! (schemars' way to say "optional, no default value").
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::domain::opportunity::{
+    LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source, Stage, VisibilityMode,
+};
+use crate::schema;
+
+/// The params of `opportunity.get`.
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "OpportunityRef",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    description = "Params of `opportunity.get`: the opportunity's `id` and, optionally, the workspace the call acts in (else `X-Workspace-Id`, else the token's only workspace). An opportunity that does not exist and one the caller may not read both get NOT_FOUND (-32004)."
+)]
+pub struct GetParams {
+    #[schemars(with = "schema::Uuid")]
+    pub id: Uuid,
+    pub workspace_id: Option<Uuid>,
+}
+
+/// The params of `opportunity.archive` and `opportunity.restore`.
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "ChangeStateParams",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    description = "Params of `opportunity.archive` and `opportunity.restore`. `expectedVersion` must be the stored `version` (else CONFLICT with `data.reason: \"version_mismatch\"` and `data.currentVersion`). Archiving an archived opportunity, or restoring one that is not archived, changes nothing and answers it as stored."
+)]
+pub struct ChangeStateParams {
+    #[schemars(with = "schema::Uuid")]
+    pub id: Uuid,
+    #[schemars(schema_with = "schema::expected_version")]
+    pub expected_version: i32,
+    pub workspace_id: Option<Uuid>,
+    #[schemars(with = "Option<schema::IdempotencyKey>")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The params of `opportunity.update`: the opportunity, its expected version, and the fields to
+/// change (absent: unchanged; `null`: cleared, where the field may be unset; a value: set).
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "UpdateOpportunityParams",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    description = "Params of `opportunity.update`: `id`, `expectedVersion` and at least one field to change. A field that is absent stays as it is; `null` clears an optional field (`solutionFamilies: null` clears the list, `ownerUserId: null` gives the opportunity back to the caller); `null` for a required field is refused. Every rule of a create applies to the named fields, and the rules across fields hold for the opportunity after the change. A change of `stage` to \"won\" or \"lost\" that names no `probability` sets it to 100 or 0; a change away from \"lost\" that names no `lostReasonCategory` clears it. When every named field already has the named value nothing is written and the answer keeps its `version`. An archived opportunity is refused (CONFLICT, `data.reason: \"archived\"`).",
+    extend("minProperties" = 3)
+)]
+pub struct UpdateParams {
+    #[schemars(with = "schema::Uuid")]
+    pub id: Uuid,
+    #[schemars(schema_with = "schema::expected_version")]
+    pub expected_version: i32,
+    pub workspace_id: Option<Uuid>,
+    #[schemars(with = "Option<schema::IdempotencyKey>")]
+    pub idempotency_key: Option<String>,
+    #[schemars(with = "schema::Uuid", default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<Uuid>,
+    pub primary_contact_id: Option<Uuid>,
+    pub site_id: Option<Uuid>,
+    #[schemars(schema_with = "schema::title", default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[schemars(with = "Stage", default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    #[schemars(with = "PipelineType", default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_type: Option<PipelineType>,
+    pub source: Option<Source>,
+    pub estimated_value: Option<Money>,
+    #[schemars(with = "Option<schema::DateTimeInput>")]
+    pub expected_close_date: Option<String>,
+    #[schemars(with = "Option<u8>", range(min = 0, max = 100))]
+    pub probability: Option<i64>,
+    #[schemars(schema_with = "schema::sent_names", default, skip_serializing_if = "Option::is_none")]
+    pub solution_families: Option<Vec<String>>,
+    #[schemars(schema_with = "schema::optional_text", default, skip_serializing_if = "Option::is_none")]
+    pub scope_summary: Option<String>,
+    #[schemars(schema_with = "schema::optional_text", default, skip_serializing_if = "Option::is_none")]
+    pub competitor_notes: Option<String>,
+    #[schemars(schema_with = "schema::optional_text", default, skip_serializing_if = "Option::is_none")]
+    pub win_loss_reason: Option<String>,
+    #[schemars(schema_with = "schema::optional_text", default, skip_serializing_if = "Option::is_none")]
+    pub next_step_description: Option<String>,
+    #[schemars(with = "Option<schema::DateTimeInput>")]
+    pub next_step_date: Option<String>,
+    #[schemars(with = "Option<schema::DateTimeInput>")]
+    pub bid_due_date: Option<String>,
+    #[schemars(with = "bool", default, skip_serializing_if = "Option::is_none")]
+    pub budget_confirmed: Option<bool>,
+    pub priority: Option<Priority>,
+    pub lost_reason_category: Option<LostReasonCategory>,
+    #[schemars(schema_with = "schema::optional_text", default, skip_serializing_if = "Option::is_none")]
+    pub technical_requirements: Option<String>,
+    pub owner_user_id: Option<Uuid>,
+    #[schemars(with = "VisibilityMode", default, skip_serializing_if = "Option::is_none")]
+    pub visibility_mode: Option<VisibilityMode>,
+}
+
+/// The params of `opportunity.list`, all optional.
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "ListOpportunitiesParams",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    description = "Params of `opportunity.list`, all optional. Enum filters match any of the listed values (an empty list matches nothing). `expectedCloseFrom` ≤ `expectedCloseDate` < `expectedCloseTo`; `updatedAt` ≥ `updatedSince`; `titleContains` is a literal, case-insensitive substring. The order is total: the `orderBy` field with `null` values last in both directions, then `id` in the same direction. Pages are keyset pages: pass `nextCursor` back as `cursor` with the same params (only `limit` may change); a cursor used with other params, another workspace, or altered, is a field error on `cursor`."
+)]
+pub struct ListParams {
+    pub workspace_id: Option<Uuid>,
+    #[schemars(with = "Option<schema::Include>")]
+    pub include: Option<bool>,
+    #[schemars(length(max = Stage::VALUES.len() * 4))]
+    pub stage: Option<Vec<Stage>>,
+    #[schemars(length(max = PipelineType::VALUES.len() * 4))]
+    pub pipeline_type: Option<Vec<PipelineType>>,
+    #[schemars(length(max = Priority::VALUES.len() * 4))]
+    pub priority: Option<Vec<Priority>>,
+    #[schemars(length(max = Source::VALUES.len() * 4))]
+    pub source: Option<Vec<Source>>,
+    pub customer_id: Option<Uuid>,
+    pub owner_user_id: Option<Uuid>,
+    pub site_id: Option<Uuid>,
+    pub is_closed: Option<bool>,
+    #[schemars(with = "Option<schema::ArchivedFilter>")]
+    pub archived: Option<String>,
+    #[schemars(with = "Option<schema::DateTimeInput>")]
+    pub expected_close_from: Option<String>,
+    #[schemars(with = "Option<schema::DateTimeInput>")]
+    pub expected_close_to: Option<String>,
+    #[schemars(with = "Option<schema::DateTimeInput>")]
+    pub updated_since: Option<String>,
+    /// Literal substring of the title, compared in Unicode lowercase (final sigma as sigma): `café` finds `Éclairage CAFÉ`.
+    #[schemars(length(min = 1, max = crate::domain::opportunity::MAX_TITLE_CHARS))]
+    pub title_contains: Option<String>,
+    #[schemars(with = "Option<schema::ListOrderBy>")]
+    pub order_by: Option<String>,
+    #[schemars(with = "Option<schema::SortOrder>")]
+    pub order: Option<String>,
+    #[schemars(with = "Option<schema::ListLimit>")]
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the page before, unchanged.
+    #[schemars(length(max = super::list::MAX_CURSOR_CHARS))]
+    pub cursor: Option<String>,
+}
+
+/// The params of `opportunity.changes`, all optional.
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "ChangesParams",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    description = "Params of `opportunity.changes`. Without `since`, from the oldest event kept. A `since` this service never issued is a field error on `since`; one older than what is kept (`EVENT_RETENTION`) gets CONFLICT with `data.reason: \"events_expired\"`."
+)]
+pub struct ChangesParams {
+    pub workspace_id: Option<Uuid>,
+    #[schemars(with = "Option<schema::Include>")]
+    pub include: Option<bool>,
+    #[schemars(with = "Option<schema::EventId>")]
+    pub since: Option<String>,
+    #[schemars(with = "Option<schema::ChangesLimit>")]
+    pub limit: Option<i64>,
+}
+
+// One value, or an array of them (a subscription's filters).
+#[derive(JsonSchema)]
+#[schemars(untagged, inline)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+/// The params of `opportunity.subscribe`, all optional.
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "SubscribeParams",
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    description = "Params of `opportunity.subscribe` (WebSocket only; over HTTP it is refused with BAD_REQUEST). With `since`, the stored events after it come first, then live ones; without it, the events committed after the answer. `stage` and `pipelineType` take one value or an array. Notifications: method `opportunity.changed`, params `{\"subscription\": id, \"result\": event}`. A subscriber with more than 1,000 events undelivered is ended with a final notification whose params hold `error` (CONFLICT, `data.reason: \"slow_consumer\"`, `data.resumeFrom`); when the token expires, the same with UNAUTHORIZED. At most 16 subscriptions per connection (CONFLICT, `data.reason: \"too_many_subscriptions\"`)."
+)]
+pub struct SubscribeParams {
+    pub workspace_id: Option<Uuid>,
+    #[schemars(with = "Option<schema::Include>")]
+    pub include: Option<bool>,
+    #[schemars(with = "Option<schema::EventId>")]
+    pub since: Option<String>,
+    pub stage: Option<OneOrMany<Stage>>,
+    pub pipeline_type: Option<OneOrMany<PipelineType>>,
+    pub owner_user_id: Option<Uuid>,
+}
+
+/// The params of `opportunity.unsubscribe`.
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "UnsubscribeParams",
+    deny_unknown_fields,
+    description = "`{\"subscription\": id}`, or the id alone in a one-element array (`[id]`)."
+)]
+pub struct UnsubscribeParams {
+    #[schemars(with = "schema::SubscriptionId")]
+    pub subscription: String,
+}
+
+/// One page of `opportunity.list`.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(
+    deny_unknown_fields,
+    description = "One page of `opportunity.list`; `nextCursor` is `null` on the last page."
+)]
+pub struct OpportunityPage<'a> {
+    pub items: &'a [Opportunity],
+    pub next_cursor: Option<String>,
+}
+
+/// One page of `opportunity.changes`.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(
+    deny_unknown_fields,
+    description = "The events after `since`, in order. `nextSince` is the last event's id, or `since` itself when there are none (pass it back to poll); never `null`."
+)]
+pub struct ChangesPage<'a> {
+    /// Each an [`OpportunityEvent`], as stored.
+    #[schemars(with = "Vec<crate::db::events::OpportunityEvent<'static>>")]
+    pub events: Vec<&'a RawValue>,
+    #[schemars(with = "schema::EventId")]
+    pub next_since: String,
+}
