@@ -398,6 +398,7 @@ fn to_yaml(value: &Value) -> Yaml {
             }
             Yaml::Mapping(out)
         }
+        Value::Array(items) => Yaml::Sequence(items.iter().map(to_yaml).collect()),
         other => serde_norway::to_value(other).expect("JSON is YAML"),
     }
 }
@@ -497,7 +498,7 @@ pub fn yaml() -> String {
     let mut out = String::from(HEADER);
     let mut in_components = false;
     for line in text.lines() {
-        let top = !line.starts_with(' ');
+        let top = !line.is_empty() && !line.starts_with(' ');
         if top {
             in_components = line == "components:";
         }
