@@ -45,9 +45,6 @@ const REPLAY_AHEAD: usize = 32;
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
 
-const CHANGES_FIELDS: &[&str] = &["workspaceId", "include", "since", "limit"];
-const SUBSCRIBE_FIELDS: &[&str] = &["workspaceId", "include", "since", "stage", "pipelineType", "ownerUserId"];
-
 /// `include`: `"own"` (false) or `"visible"` (true).
 fn include(raw: &RawValue) -> Result<bool, String> {
     params::one_of(super::list::INCLUDE_VALUES, |s| match s {
@@ -124,7 +121,7 @@ async fn read_follow(
     params: Option<&str>,
     context: Option<&CallContext>,
     principal: &crate::auth::Principal,
-    fields: &[&str],
+    fields: &[String],
     request_id: Uuid,
 ) -> Result<(Follow, Option<i64>), ApiError> {
     let mut reader = FieldReader::new_or_empty(params);
@@ -140,7 +137,7 @@ async fn read_follow(
     }
     let mut limit = None;
     let (mut stages, mut pipeline_types, mut owner_user_id) = (None, None, None);
-    if fields.contains(&"limit") {
+    if fields.iter().any(|f| f == "limit") {
         limit = reader.optional("limit", params::integer).and_then(|l| {
             if (1..=MAX_LIMIT).contains(&l) {
                 Some(l)
@@ -187,7 +184,8 @@ pub async fn changes(
     request_id: Uuid,
 ) -> Result<Box<RawValue>, ApiError> {
     let principal = caller::principal(context, Access::Read)?;
-    let (follow, limit) = read_follow(state, params, context, principal, CHANGES_FIELDS, request_id).await?;
+    let (follow, limit) =
+        read_follow(state, params, context, principal, &super::wire::CHANGES_FIELDS, request_id).await?;
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     let reader = follow.reader;
     let since = follow.since;
@@ -410,8 +408,15 @@ pub fn register(module: &mut RpcModule<AppState>) -> anyhow::Result<()> {
             let context = extensions.get::<CallContext>();
             let prepared = async {
                 let principal = caller::principal(context, Access::Read)?;
-                let (follow, _) =
-                    read_follow(&state, params.as_str(), context, principal, SUBSCRIBE_FIELDS, request_id).await?;
+                let (follow, _) = read_follow(
+                    &state,
+                    params.as_str(),
+                    context,
+                    principal,
+                    &super::wire::SUBSCRIBE_FIELDS,
+                    request_id,
+                )
+                .await?;
                 // Live batches from before the head is read: nothing falls between the two.
                 let live = state.feed.subscribe();
                 let page = state

@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::caller::{self, Access};
-use super::opportunity::{CREATE_FIELDS, db_failure, instant, money};
+use super::opportunity::{db_failure, instant, money};
 use super::params::{self, FieldReader};
+use super::wire::{GET_FIELDS, STATE_FIELDS, UPDATE_FIELDS};
 use crate::auth::{Principal, SCOPE_GLOBAL};
 use crate::db::events::{EventKind, NewEvent};
 use crate::db::opportunity::{ChangeKey, Changed, Decision};
@@ -30,9 +31,7 @@ pub const ARCHIVE: &str = "opportunity.archive";
 pub const RESTORE: &str = "opportunity.restore";
 
 /// The params of `opportunity.get`.
-const GET_FIELDS: &[&str] = &["id", "workspaceId"];
 /// The params of archive and restore.
-const STATE_FIELDS: &[&str] = &["id", "expectedVersion", "workspaceId", "idempotencyKey"];
 /// The params of update that change nothing themselves.
 const UPDATE_CONTROL_FIELDS: &[&str] = &["id", "expectedVersion", "workspaceId", "idempotencyKey"];
 
@@ -111,7 +110,7 @@ pub async fn get(
 ) -> Result<Box<RawValue>, ApiError> {
     let principal = caller::principal(context, Access::Read)?;
     let mut reader = FieldReader::new(params);
-    reader.refuse_unknown(GET_FIELDS);
+    reader.refuse_unknown(&GET_FIELDS);
     let target = read_target(&mut reader, context, false);
     let workspace = caller::workspace(principal, target.workspace, reader.failure)?;
     let id = target.id.expect("an id once the params are valid");
@@ -402,13 +401,7 @@ pub async fn update(
 ) -> Result<Box<RawValue>, ApiError> {
     let principal = caller::principal(context, Access::Write)?;
     let mut reader = FieldReader::new(params);
-    let known: Vec<&str> = CREATE_FIELDS
-        .iter()
-        .copied()
-        .filter(|f| *f != "workspaceId" && *f != "idempotencyKey")
-        .chain(UPDATE_CONTROL_FIELDS.iter().copied())
-        .collect();
-    reader.refuse_unknown(&known);
+    reader.refuse_unknown(&UPDATE_FIELDS);
     let target = read_target(&mut reader, context, true);
     let owner = reader.patch("ownerUserId", params::uuid);
     let (mut patch, values) = read_patch(&mut reader);
@@ -422,7 +415,8 @@ pub async fn update(
         let lost_reason = patch.lost_reason_category.flatten();
         crate::domain::opportunity::check_across_fields(stage, values.probability, lost_reason, &mut failure);
     }
-    if reader.is_object() && reader.names().all(|n| UPDATE_CONTROL_FIELDS.contains(&n) || !known.contains(&n)) {
+    let changes_something = |n: &str| !UPDATE_CONTROL_FIELDS.contains(&n) && UPDATE_FIELDS.iter().any(|f| f == n);
+    if reader.is_object() && !reader.names().any(changes_something) {
         failure.form("nothing to change: name at least one field to change besides id and expectedVersion");
     }
     let workspace = caller::workspace(principal, target.workspace, failure)?;
@@ -439,7 +433,7 @@ pub async fn set_archived(
 ) -> Result<Box<RawValue>, ApiError> {
     let principal = caller::principal(context, Access::Write)?;
     let mut reader = FieldReader::new(params);
-    reader.refuse_unknown(STATE_FIELDS);
+    reader.refuse_unknown(&STATE_FIELDS);
     let target = read_target(&mut reader, context, true);
     let workspace = caller::workspace(principal, target.workspace, reader.failure)?;
     let (method, change) = if archive { (ARCHIVE, Change::Archive) } else { (RESTORE, Change::Restore) };

@@ -28,28 +28,6 @@ use crate::http::CallContext;
 /// The dotted method name.
 pub const LIST: &str = "opportunity.list";
 
-const LIST_FIELDS: &[&str] = &[
-    "workspaceId",
-    "include",
-    "stage",
-    "pipelineType",
-    "priority",
-    "source",
-    "customerId",
-    "ownerUserId",
-    "siteId",
-    "isClosed",
-    "archived",
-    "expectedCloseFrom",
-    "expectedCloseTo",
-    "updatedSince",
-    "titleContains",
-    "orderBy",
-    "order",
-    "limit",
-    "cursor",
-];
-
 /// The values of `include` (`"own"` is the default), of `archived` and of `order`.
 pub const INCLUDE_VALUES: &[&str] = &["own", "visible"];
 pub const ARCHIVED_VALUES: &[&str] = &["exclude", "only", "include"];
@@ -228,7 +206,7 @@ fn keyword<T>(
 
 /// Reads every param; problems go to the reader's failure. `limit` and `cursor` come back apart.
 fn read_list(reader: &mut FieldReader<'_>) -> (ListQuery, Option<String>) {
-    reader.refuse_unknown(LIST_FIELDS);
+    reader.refuse_unknown(&super::wire::LIST_FIELDS);
     let include = keyword(reader, "include", INCLUDE_VALUES, |s| match s {
         "own" => Some(false),
         "visible" => Some(true),

@@ -26,34 +26,9 @@ use crate::metrics::Metrics;
 /// The dotted name of the create method.
 pub const CREATE: &str = "opportunity.create";
 
-/// Every field `opportunity.create` accepts: the seed's table plus `idempotencyKey`.
-pub const CREATE_FIELDS: &[&str] = &[
-    "customerId",
-    "primaryContactId",
-    "siteId",
-    "title",
-    "stage",
-    "pipelineType",
-    "source",
-    "estimatedValue",
-    "expectedCloseDate",
-    "probability",
-    "solutionFamilies",
-    "scopeSummary",
-    "competitorNotes",
-    "winLossReason",
-    "nextStepDescription",
-    "nextStepDate",
-    "bidDueDate",
-    "budgetConfirmed",
-    "priority",
-    "lostReasonCategory",
-    "technicalRequirements",
-    "ownerUserId",
-    "workspaceId",
-    "visibilityMode",
-    "idempotencyKey",
-];
+/// Every field `opportunity.create` accepts (the seed's table plus `idempotencyKey`): those of
+/// its wire type, [`CreateOpportunity`].
+pub use super::wire::CREATE_FIELDS;
 
 pub(super) fn instant(raw: &RawValue) -> Result<chrono::DateTime<Utc>, String> {
     let text = params::string(raw).map_err(|_| "must be a date-time string".to_string())?;
@@ -70,7 +45,7 @@ pub const BATCH_HEADER_KEY: &str =
 
 /// Reads every field with its type, recording every problem; rules come after.
 pub fn read_create(reader: &mut FieldReader<'_>) -> CreateOpportunity {
-    reader.refuse_unknown(CREATE_FIELDS);
+    reader.refuse_unknown(&CREATE_FIELDS);
     let solution_families = match reader.optional("solutionFamilies", Ok) {
         Some(raw) => params::string_array(raw, "solutionFamilies", MAX_SOLUTION_FAMILIES as usize, &mut reader.failure),
         None => None,

@@ -141,13 +141,13 @@ impl<'a> FieldReader<'a> {
     }
 
     /// Reports every member whose name is not in `known`, as §4 asks: `unknown field "x"`.
-    pub fn refuse_unknown(&mut self, known: &[&str]) {
+    pub fn refuse_unknown(&mut self, known: &[impl AsRef<str>]) {
         let mut reported = HashSet::new();
         let unknown: Vec<&str> = self
             .members
             .iter()
             .map(|(name, _)| name.as_str())
-            .filter(|name| !known.contains(name) && reported.insert(*name))
+            .filter(|name| !known.iter().any(|k| k.as_ref() == *name) && reported.insert(*name))
             .collect();
         report_capped(&mut self.failure, unknown, "unknown field", "unknown fields");
     }
@@ -337,7 +337,7 @@ mod tests {
         assert_eq!(r.failure.form_errors, ["2 field names are not valid text (a lone surrogate escape)"]);
         // A surrogate pair is text.
         let mut r = FieldReader::new(Some(r#"{"\ud83d\ude00":1}"#));
-        r.refuse_unknown(&[]);
+        r.refuse_unknown(&[] as &[&str]);
         assert_eq!(r.failure.form_errors, ["unknown field \"😀\""]);
     }
 

@@ -11,15 +11,35 @@
 //! may be absent but not `null` says `default, skip_serializing_if = "Option::is_none"`
 //! (schemars' way to say "optional, no default value").
 
+use std::sync::LazyLock;
+
 use schemars::JsonSchema;
 use serde::Serialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::domain::opportunity::{
-    LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source, Stage, VisibilityMode,
+    CreateOpportunity, LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source, Stage, VisibilityMode,
 };
 use crate::schema;
+
+/// The names of the fields a wire type's params object may hold (its schema's properties):
+/// what the method's reader accepts; any other name is refused as an unknown field.
+pub fn field_names<T: JsonSchema>() -> Vec<String> {
+    let schema = super::openapi::generator(false).into_root_schema_for::<T>();
+    let properties = schema.get("properties").and_then(Value::as_object);
+    properties.map(|p| p.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// The fields of each method's params.
+pub static CREATE_FIELDS: LazyLock<Vec<String>> = LazyLock::new(field_names::<CreateOpportunity>);
+pub static GET_FIELDS: LazyLock<Vec<String>> = LazyLock::new(field_names::<GetParams>);
+pub static STATE_FIELDS: LazyLock<Vec<String>> = LazyLock::new(field_names::<ChangeStateParams>);
+pub static UPDATE_FIELDS: LazyLock<Vec<String>> = LazyLock::new(field_names::<UpdateParams>);
+pub static LIST_FIELDS: LazyLock<Vec<String>> = LazyLock::new(field_names::<ListParams>);
+pub static CHANGES_FIELDS: LazyLock<Vec<String>> = LazyLock::new(field_names::<ChangesParams>);
+pub static SUBSCRIBE_FIELDS: LazyLock<Vec<String>> = LazyLock::new(field_names::<SubscribeParams>);
 
 /// The params of `opportunity.get`.
 #[derive(JsonSchema)]

@@ -51,7 +51,8 @@ async fn discover_answers_without_a_token_and_lists_the_registered_methods() {
     assert_eq!(create["paramStructure"], "by-name");
     let params: BTreeSet<&str> =
         create["params"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    let fields: BTreeSet<&str> = opportunity_service::rpc::opportunity::CREATE_FIELDS.iter().copied().collect();
+    let fields: BTreeSet<&str> =
+        opportunity_service::rpc::opportunity::CREATE_FIELDS.iter().map(String::as_str).collect();
     assert_eq!(params, fields);
     let required: BTreeSet<&str> = create["params"]
         .as_array()

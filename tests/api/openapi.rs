@@ -174,12 +174,17 @@ fn agree(params_validator: &Validator, params: Value, expected: bool) {
     );
 }
 
+/// The fields `opportunity.create` accepts (those of its wire type).
+fn create_fields() -> Vec<&'static str> {
+    CREATE_FIELDS.iter().map(String::as_str).collect()
+}
+
 // --- 1. the params of opportunity.create -----------------------------------------------------------
 
 #[test]
 fn params_properties_are_the_create_fields() {
     let params = schema("CreateOpportunityParams");
-    assert_eq!(keys(properties("CreateOpportunityParams")), strings(CREATE_FIELDS), "properties vs CREATE_FIELDS");
+    assert_eq!(keys(properties("CreateOpportunityParams")), strings(&create_fields()), "properties vs CREATE_FIELDS");
     assert_eq!(params["additionalProperties"], json!(false), "unknown fields are refused (§5)");
     assert_eq!(params["type"], "object");
 }
@@ -223,7 +228,7 @@ fn enum_values_are_exact_in_the_code_and_the_document() {
 #[test]
 fn nullability_agrees_with_the_code() {
     let v = validator("CreateOpportunityParams");
-    for field in CREATE_FIELDS {
+    for field in &create_fields() {
         let params = with(json!({ *field: null }));
         let code_refuses = code_problems(&params).has_field(field);
         let doc_refuses = !problems(&v, &params).is_empty();
@@ -277,7 +282,7 @@ fn title_bounds() {
 fn text_fields_are_those_the_code_limits() {
     let too_long = "x".repeat(MAX_TEXT_CHARS as usize + 1);
     let limit_message = format!("must be at most {MAX_TEXT_CHARS} characters");
-    let from_code: BTreeSet<String> = CREATE_FIELDS
+    let from_code: BTreeSet<String> = create_fields()
         .iter()
         .filter(|field| {
             code_problems(&with(json!({ **field: too_long })))
@@ -471,10 +476,10 @@ fn every_field_has_its_documented_type() {
         "visibilityMode": "shared",
         "idempotencyKey": "retry-1",
     });
-    assert_eq!(keys(samples.as_object().unwrap()), strings(CREATE_FIELDS), "a sample for every field");
+    assert_eq!(keys(samples.as_object().unwrap()), strings(&create_fields()), "a sample for every field");
     agree(&v, samples.clone(), true);
     // A value of the wrong JSON type is refused by both, field by field.
-    for field in CREATE_FIELDS {
+    for field in &create_fields() {
         let wrong = match samples[*field] {
             Value::String(_) => json!(12),
             Value::Bool(_) => json!("true"),
@@ -746,6 +751,48 @@ fn method_schemas(method: &str) -> (String, String) {
     let prefix = request.strip_suffix("Request").unwrap_or_else(|| panic!("{request} is not <Method>Request"));
     assert_eq!(schema(&request)["properties"]["method"]["const"], json!(method), "{request}.method");
     (request.clone(), format!("{prefix}Response"))
+}
+
+/// For every method's params (HTTP ones), each field sent as `null` beside valid params: the
+/// service refuses it (a field error on it) exactly when the generated schema does. The
+/// wire types say which fields may be `null`; this is where a wrong one shows.
+#[tokio::test]
+async fn null_is_refused_by_the_service_exactly_where_the_document_refuses_it() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let created = app.post(&request(json!(1), "opportunity.create", valid_params()), &token).await.1;
+    let id = created["result"]["id"].as_str().unwrap().to_string();
+    let bases = [
+        ("opportunity.get", json!({"id": id})),
+        ("opportunity.update", json!({"id": id, "expectedVersion": 1})),
+        ("opportunity.archive", json!({"id": id, "expectedVersion": 1})),
+        ("opportunity.restore", json!({"id": id, "expectedVersion": 1})),
+        ("opportunity.list", json!({})),
+        ("opportunity.changes", json!({})),
+    ];
+    let mut checked = 0;
+    for (method, base) in bases {
+        let (request_schema, _) = method_schemas(method);
+        let params_ref = schema(&request_schema)["properties"]["params"]["oneOf"][0]["$ref"].as_str().unwrap();
+        let params_name = params_ref.rsplit('/').next().unwrap();
+        let v = validator(params_name);
+        for field in properties(params_name).keys() {
+            let mut params = base.clone();
+            params[field.as_str()] = Value::Null;
+            let documented = problems(&v, &params).is_empty();
+            let answer = app.post(&request(json!(1), method, params.clone()), &token).await.1;
+            let refused = answer["error"]["data"]["fieldErrors"].get(field.as_str()).is_some();
+            assert_eq!(
+                !refused,
+                documented,
+                "{method} {params}: the service {} it, {params_name} {}: {answer}",
+                if refused { "refuses" } else { "takes" },
+                if documented { "allows it" } else { "refuses it" },
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "{checked} fields checked");
 }
 
 /// Each method, called for real: its request fits the document's request schema for it (and the
