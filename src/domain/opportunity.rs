@@ -10,6 +10,12 @@ use validator::{Validate, ValidationError};
 
 use crate::error::ValidationFailure;
 
+/// A closed set of wire values, for code generic over the enums.
+pub trait WireValues {
+    /// Every wire value.
+    const VALUES: &'static [&'static str];
+}
+
 /// Declares a closed set of lowercase wire values with parsing and listing.
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -42,6 +48,10 @@ macro_rules! string_enum {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
             }
+        }
+
+        impl WireValues for $name {
+            const VALUES: &'static [&'static str] = $name::VALUES;
         }
 
         impl schemars::JsonSchema for $name {

@@ -75,7 +75,7 @@ fn enum_filter(
     }
     let message = format!("must be one of, or an array of: {}", values.join(", "));
     match serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
-        Ok(items) if items.len() <= values.len() * 4 => {
+        Ok(items) if items.len() <= params::max_filter_items(values) => {
             let mut out = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 match one(item) {

@@ -170,8 +170,8 @@ fn enum_array<T: Copy>(
             return None;
         }
     };
-    if items.len() > values.len() * 4 {
-        reader.failure.field(field, format!("must have at most {} items", values.len() * 4));
+    if items.len() > params::max_filter_items(values) {
+        reader.failure.field(field, format!("must have at most {} items", params::max_filter_items(values)));
         return None;
     }
     let one = params::one_of(values, parse);

@@ -315,12 +315,30 @@ fn default_one_level_down(property: &mut Value) {
     map.insert("allOf".into(), json!([inner]));
 }
 
+/// `anyOf: [{anyOf: [a, b]}, null]` (an `Option` of an untagged enum) is `anyOf: [a, b, null]`.
+fn flatten_any_of(schema: &mut Map<String, Value>) {
+    let Some(Value::Array(members)) = schema.get_mut("anyOf") else { return };
+    let mut flat = Vec::with_capacity(members.len());
+    for member in members.drain(..) {
+        match member {
+            Value::Object(mut inner) if inner.len() == 1 && inner.contains_key("anyOf") => {
+                if let Some(Value::Array(nested)) = inner.remove("anyOf") {
+                    flat.extend(nested);
+                }
+            }
+            other => flat.push(other),
+        }
+    }
+    *members = flat;
+}
+
 /// What every generated schema goes through: the integer formats out, defaults of params one
 /// level down, recursively.
 fn tidy(value: &mut Value) {
     match value {
         Value::Object(map) => {
             drop_integer_formats(map);
+            flatten_any_of(map);
             if let Some(Value::Object(properties)) = map.get_mut("properties") {
                 properties.values_mut().for_each(default_one_level_down);
             }

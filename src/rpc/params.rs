@@ -277,6 +277,12 @@ pub fn one_of<T>(
     }
 }
 
+/// The most items an array filter of enum values may hold (`stage: [...]` of a list or a
+/// subscription): four times the values, so that repeats are allowed but a hostile array is not.
+pub const fn max_filter_items(values: &[&str]) -> usize {
+    values.len() * 4
+}
+
 /// An array of names (see [`name`]); items that are not are reported at `field.N`.
 pub fn string_array(
     raw: &RawValue,

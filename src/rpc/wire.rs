@@ -13,7 +13,7 @@
 
 use std::sync::LazyLock;
 
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::domain::opportunity::{
     CreateOpportunity, LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source, Stage, VisibilityMode,
+    WireValues,
 };
 use crate::schema;
 
@@ -144,13 +145,13 @@ pub struct ListParams {
     pub workspace_id: Option<Uuid>,
     #[schemars(with = "Option<schema::Include>")]
     pub include: Option<bool>,
-    #[schemars(length(max = Stage::VALUES.len() * 4))]
+    #[schemars(length(max = super::params::max_filter_items(Stage::VALUES)))]
     pub stage: Option<Vec<Stage>>,
-    #[schemars(length(max = PipelineType::VALUES.len() * 4))]
+    #[schemars(length(max = super::params::max_filter_items(PipelineType::VALUES)))]
     pub pipeline_type: Option<Vec<PipelineType>>,
-    #[schemars(length(max = Priority::VALUES.len() * 4))]
+    #[schemars(length(max = super::params::max_filter_items(Priority::VALUES)))]
     pub priority: Option<Vec<Priority>>,
-    #[schemars(length(max = Source::VALUES.len() * 4))]
+    #[schemars(length(max = super::params::max_filter_items(Source::VALUES)))]
     pub source: Option<Vec<Source>>,
     pub customer_id: Option<Uuid>,
     pub owner_user_id: Option<Uuid>,
@@ -196,12 +197,15 @@ pub struct ChangesParams {
     pub limit: Option<i64>,
 }
 
-// One value, or an array of them (a subscription's filters).
-#[derive(JsonSchema)]
-#[schemars(untagged, inline)]
-pub enum OneOrMany<T> {
-    One(T),
-    Many(Vec<T>),
+/// A subscription's filter: one value, or an array of at most
+/// [`super::params::max_filter_items`] of them; `null` for none.
+fn one_or_many<T: JsonSchema + WireValues>(generator: &mut SchemaGenerator) -> Schema {
+    let one = generator.subschema_for::<T>();
+    schemars::json_schema!({"anyOf": [
+        one,
+        {"type": "array", "items": one, "maxItems": super::params::max_filter_items(T::VALUES)},
+        {"type": "null"},
+    ]})
 }
 
 /// The params of `opportunity.subscribe`, all optional.
@@ -218,8 +222,10 @@ pub struct SubscribeParams {
     pub include: Option<bool>,
     #[schemars(with = "Option<schema::EventId>")]
     pub since: Option<String>,
-    pub stage: Option<OneOrMany<Stage>>,
-    pub pipeline_type: Option<OneOrMany<PipelineType>>,
+    #[schemars(schema_with = "one_or_many::<Stage>", default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Vec<Stage>>,
+    #[schemars(schema_with = "one_or_many::<PipelineType>", default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_type: Option<Vec<PipelineType>>,
     pub owner_user_id: Option<Uuid>,
 }
 

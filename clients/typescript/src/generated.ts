@@ -856,9 +856,227 @@ export interface SubscribeRequest {
 export interface SubscribeParams {
   include?: Include | null;
   ownerUserId?: string | null;
-  pipelineType?: (PipelineType | PipelineType[]) | null;
+  pipelineType?:
+    | PipelineType
+    | []
+    | [PipelineType]
+    | [PipelineType, PipelineType]
+    | [PipelineType, PipelineType, PipelineType]
+    | [PipelineType, PipelineType, PipelineType, PipelineType]
+    | [PipelineType, PipelineType, PipelineType, PipelineType, PipelineType]
+    | [PipelineType, PipelineType, PipelineType, PipelineType, PipelineType, PipelineType]
+    | [PipelineType, PipelineType, PipelineType, PipelineType, PipelineType, PipelineType, PipelineType]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | [
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType,
+        PipelineType
+      ]
+    | null;
   since?: EventId | null;
-  stage?: (Stage | Stage[]) | null;
+  stage?: Stage | Stage[] | null;
   workspaceId?: string | null;
 }
 /**
