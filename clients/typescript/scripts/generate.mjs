@@ -101,6 +101,9 @@ async function generate() {
     additionalProperties: false,
     strictIndexSignatures: true,
     unreachableDefinitions: true,
+    // A one-element array of params stays the tuple `[Params]`; an array with a larger bound
+    // (a filter's `maxItems`) stays an array, not a union of tuples of every length.
+    maxItems: 1,
     format: true,
     style: { printWidth: 110, singleQuote: true },
   });
