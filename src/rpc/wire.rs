@@ -1,9 +1,10 @@
 //! The wire types of the methods whose params are not a domain type: what each params object
 //! may hold, each field's type and whether it may be absent or `null`. The readers
-//! (`lifecycle`, `list`, `changes`) read exactly these fields, every problem at once; the API
-//! description (`super::openapi`) is derived from these types, and the unit tests of
-//! `super::openapi` send values to the readers and to the schemas and check that both decide
-//! alike. A create's params are [`crate::domain::opportunity::CreateOpportunity`]; the answers
+//! (`lifecycle`, `list`, `changes`) accept exactly these fields ([`field_names`]) and read them
+//! by hand, every problem at once; the API description (`super::openapi`) is derived from these
+//! types, and `tests/api/openapi.rs` sends values to the running service and to the schemas and
+//! checks that both decide alike (`null` for every field of every method, the bounds and
+//! patterns of a create's). A create's params are [`crate::domain::opportunity::CreateOpportunity`]; the answers
 //! are [`crate::domain::opportunity::Opportunity`], [`OpportunityPage`], [`ChangesPage`] and
 //! [`crate::db::events::OpportunityEvent`].
 //!
