@@ -21,28 +21,15 @@ use super::types::{Id, Instant, sql};
 use super::{DbConn, DbError, in_snapshot};
 use crate::domain::opportunity::{Opportunity, VisibilityMode, format_instant};
 
+// On the wire (`type`), the variant's name in lower case.
 /// What happened to the opportunity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, schemars::JsonSchema)]
+#[schemars(rename_all = "lowercase", inline)]
 pub enum EventKind {
     Created,
     Updated,
     Archived,
     Restored,
-}
-
-/// The values of `type`.
-impl schemars::JsonSchema for EventKind {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "EventKind".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        let values: Vec<&str> =
-            [Self::Created, Self::Updated, Self::Archived, Self::Restored].into_iter().map(Self::as_str).collect();
-        schemars::json_schema!({"type": "string", "enum": values})
-    }
 }
 
 impl EventKind {

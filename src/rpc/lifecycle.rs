@@ -30,11 +30,6 @@ pub const UPDATE: &str = "opportunity.update";
 pub const ARCHIVE: &str = "opportunity.archive";
 pub const RESTORE: &str = "opportunity.restore";
 
-/// The params of `opportunity.get`.
-/// The params of archive and restore.
-/// The params of update that change nothing themselves.
-const UPDATE_CONTROL_FIELDS: &[&str] = &["id", "expectedVersion", "workspaceId", "idempotencyKey"];
-
 /// The one answer for an opportunity that does not exist and one the caller may not read, so
 /// that nothing tells them apart.
 fn not_found(id: Uuid) -> ApiError {
@@ -415,7 +410,8 @@ pub async fn update(
         let lost_reason = patch.lost_reason_category.flatten();
         crate::domain::opportunity::check_across_fields(stage, values.probability, lost_reason, &mut failure);
     }
-    let changes_something = |n: &str| !UPDATE_CONTROL_FIELDS.contains(&n) && UPDATE_FIELDS.iter().any(|f| f == n);
+    // The fields of an archive (id, expectedVersion, workspace, key) change nothing.
+    let changes_something = |n: &str| !STATE_FIELDS.iter().any(|f| f == n) && UPDATE_FIELDS.iter().any(|f| f == n);
     if reader.is_object() && !reader.names().any(changes_something) {
         failure.form("nothing to change: name at least one field to change besides id and expectedVersion");
     }

@@ -453,23 +453,17 @@ pub fn document() -> Yaml {
     let prefixes: Vec<&str> = METHODS.iter().map(|m| m.prefix).chain([DISCOVER_PREFIX]).collect();
     let names: Vec<&str> = METHODS.iter().map(|m| m.name).chain([super::discover::DISCOVER]).collect();
     let requests: Vec<Value> = prefixes.iter().map(|p| reference(&format!("{p}Request"))).collect();
-    let mapping_of: Map<String, Value> = names
-        .iter()
-        .zip(&prefixes)
-        .map(|(name, prefix)| (name.to_string(), Value::String(format!("{SCHEMAS}{prefix}Request"))))
-        .collect();
     let request_schema = schemas.get_mut("JsonRpcRequest").and_then(Yaml::as_mapping_mut).expect("JsonRpcRequest");
     request_schema.insert("oneOf".into(), to_yaml(&Value::Array(requests)));
-    let discriminator = json!({"propertyName": "method", "mapping": mapping_of});
-    // The mapping in the order of the methods.
-    let mut ordered = Mapping::new();
-    ordered.insert("propertyName".into(), "method".into());
+    // The mapping in the order of the methods (a YAML mapping keeps it; a JSON map would not).
     let mut by_method = Mapping::new();
-    for name in &names {
-        by_method.insert(Yaml::String(name.to_string()), to_yaml(&discriminator["mapping"][*name]));
+    for (name, prefix) in names.iter().zip(&prefixes) {
+        by_method.insert(Yaml::String(name.to_string()), Yaml::String(format!("{SCHEMAS}{prefix}Request")));
     }
-    ordered.insert("mapping".into(), Yaml::Mapping(by_method));
-    request_schema.insert("discriminator".into(), Yaml::Mapping(ordered));
+    let mut discriminator = Mapping::new();
+    discriminator.insert("propertyName".into(), "method".into());
+    discriminator.insert("mapping".into(), Yaml::Mapping(by_method));
+    request_schema.insert("discriminator".into(), Yaml::Mapping(discriminator));
 
     let answers: Vec<Value> = prefixes.iter().map(|p| reference(&format!("{p}Response"))).collect();
     let success = schemas.get_mut("JsonRpcSuccessResponse").and_then(Yaml::as_mapping_mut).expect("success");
@@ -556,6 +550,25 @@ mod tests {
     use super::*;
 
     const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.yaml");
+
+    #[test]
+    fn instants_are_quoted_and_nothing_else() {
+        assert_eq!(quote_instant("      - 2026-12-01T07:30:00Z"), "      - '2026-12-01T07:30:00Z'");
+        assert_eq!(quote_instant("  at: 2027-03-31t19:00:00+02:00"), "  at: '2027-03-31t19:00:00+02:00'");
+        for kept in ["  id: 550e8400-e29b-41d4-a716-446655440000", "  - 2026", "  date: 2026-12-01", "plain: text"] {
+            assert_eq!(quote_instant(kept), kept);
+        }
+    }
+
+    /// The event's `type` values in the document are the feed's (`EventKind::as_str`).
+    #[test]
+    fn event_types_are_the_feeds() {
+        use crate::db::events::EventKind;
+        let document = serde_json::to_value(document()).unwrap();
+        let types = &document["components"]["schemas"]["OpportunityEvent"]["properties"]["type"]["enum"];
+        let kinds = [EventKind::Created, EventKind::Updated, EventKind::Archived, EventKind::Restored];
+        assert_eq!(types, &json!(kinds.map(EventKind::as_str)));
+    }
 
     /// The committed document is the generated one; `UPDATE_OPENAPI=1` rewrites it.
     #[test]

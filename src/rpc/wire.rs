@@ -12,18 +12,16 @@
 //! may be absent but not `null` says `default, skip_serializing_if = "Option::is_none"`
 //! (schemars' way to say "optional, no default value").
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::domain::opportunity::{
-    CreateOpportunity, LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source, Stage, VisibilityMode,
-    WireValues,
-};
+use crate::domain::opportunity::{CreateOpportunity, Opportunity, PipelineType, Priority, Source, Stage, WireValues};
 use crate::schema;
 
 /// The names of the fields a wire type's params object may hold (its schema's properties):
@@ -75,64 +73,44 @@ pub struct ChangeStateParams {
     pub idempotency_key: Option<String>,
 }
 
-/// The params of `opportunity.update`: the opportunity, its expected version, and the fields to
-/// change (absent: unchanged; `null`: cleared, where the field may be unset; a value: set).
-#[derive(JsonSchema)]
-#[schemars(
-    rename = "UpdateOpportunityParams",
-    rename_all = "camelCase",
-    deny_unknown_fields,
-    description = "Params of `opportunity.update`: `id`, `expectedVersion` and at least one field to change. A field that is absent stays as it is; `null` clears an optional field (`solutionFamilies: null` clears the list, `ownerUserId: null` gives the opportunity back to the caller); `null` for a required field is refused. Every rule of a create applies to the named fields, and the rules across fields hold for the opportunity after the change. A change of `stage` to \"won\" or \"lost\" that names no `probability` sets it to 100 or 0; a change away from \"lost\" that names no `lostReasonCategory` clears it. When every named field already has the named value nothing is written and the answer keeps its `version`. An archived opportunity is refused (CONFLICT, `data.reason: \"archived\"`).",
-    extend("minProperties" = 3)
-)]
-pub struct UpdateParams {
-    #[schemars(with = "schema::Uuid")]
-    pub id: Uuid,
-    #[schemars(schema_with = "schema::expected_version")]
-    pub expected_version: i32,
-    pub workspace_id: Option<Uuid>,
-    #[schemars(with = "Option<schema::IdempotencyKey>")]
-    pub idempotency_key: Option<String>,
-    #[schemars(with = "schema::Uuid", default, skip_serializing_if = "Option::is_none")]
-    pub customer_id: Option<Uuid>,
-    pub primary_contact_id: Option<Uuid>,
-    pub site_id: Option<Uuid>,
-    #[schemars(schema_with = "schema::title", default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[schemars(with = "Stage", default, skip_serializing_if = "Option::is_none")]
-    pub stage: Option<Stage>,
-    #[schemars(with = "PipelineType", default, skip_serializing_if = "Option::is_none")]
-    pub pipeline_type: Option<PipelineType>,
-    pub source: Option<Source>,
-    pub estimated_value: Option<Money>,
-    #[schemars(with = "Option<schema::DateTimeInput>")]
-    pub expected_close_date: Option<String>,
-    #[schemars(with = "Option<u8>", range(min = 0, max = 100))]
-    pub probability: Option<i64>,
-    #[schemars(schema_with = "schema::sent_names", default, skip_serializing_if = "Option::is_none")]
-    pub solution_families: Option<Vec<String>>,
-    #[schemars(schema_with = "schema::optional_text", default, skip_serializing_if = "Option::is_none")]
-    pub scope_summary: Option<String>,
-    #[schemars(schema_with = "schema::optional_text", default, skip_serializing_if = "Option::is_none")]
-    pub competitor_notes: Option<String>,
-    #[schemars(schema_with = "schema::optional_text", default, skip_serializing_if = "Option::is_none")]
-    pub win_loss_reason: Option<String>,
-    #[schemars(schema_with = "schema::optional_text", default, skip_serializing_if = "Option::is_none")]
-    pub next_step_description: Option<String>,
-    #[schemars(with = "Option<schema::DateTimeInput>")]
-    pub next_step_date: Option<String>,
-    #[schemars(with = "Option<schema::DateTimeInput>")]
-    pub bid_due_date: Option<String>,
-    #[schemars(with = "bool", default, skip_serializing_if = "Option::is_none")]
-    pub budget_confirmed: Option<bool>,
-    pub priority: Option<Priority>,
-    pub lost_reason_category: Option<LostReasonCategory>,
-    #[schemars(schema_with = "schema::optional_text", default, skip_serializing_if = "Option::is_none")]
-    pub technical_requirements: Option<String>,
-    pub owner_user_id: Option<Uuid>,
-    #[schemars(with = "VisibilityMode", default, skip_serializing_if = "Option::is_none")]
-    pub visibility_mode: Option<VisibilityMode>,
+/// The params of `opportunity.update`: those of an archive ([`ChangeStateParams`]: the
+/// opportunity, its expected version, the workspace, the key) and, each optional, every field a
+/// create takes but its workspace and key, with the create's rules ([`CreateOpportunity`]).
+/// Absent is unchanged, `null` clears a field that may be unset; a create's defaults do not
+/// apply.
+pub enum UpdateParams {}
+
+impl JsonSchema for UpdateParams {
+    fn schema_name() -> Cow<'static, str> {
+        "UpdateOpportunityParams".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let mut schema = ChangeStateParams::json_schema(generator);
+        let create = CreateOpportunity::json_schema(generator);
+        let create = create.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+        let properties = schema.ensure_object().entry("properties").or_insert_with(|| json!({}));
+        let properties = properties.as_object_mut().expect("an object's properties");
+        for (name, mut field) in create {
+            if properties.contains_key(&name) {
+                continue;
+            }
+            // A create's default (and what its description says of it) is not an update's.
+            if let Some(field) = field.as_object_mut()
+                && field.remove("default").is_some()
+            {
+                field.remove("description");
+            }
+            properties.insert(name, field);
+        }
+        schema.insert("description".into(), UPDATE_DESCRIPTION.into());
+        // `id`, `expectedVersion` and at least one field to change.
+        schema.insert("minProperties".into(), 3.into());
+        schema
+    }
 }
+
+const UPDATE_DESCRIPTION: &str = "Params of `opportunity.update`: `id`, `expectedVersion` and at least one field to change. A field that is absent stays as it is; `null` clears an optional field (`solutionFamilies: null` clears the list, `ownerUserId: null` gives the opportunity back to the caller); `null` for a required field is refused. Every rule of a create applies to the named fields, and the rules across fields hold for the opportunity after the change. A change of `stage` to \"won\" or \"lost\" that names no `probability` sets it to 100 or 0; a change away from \"lost\" that names no `lostReasonCategory` clears it. When every named field already has the named value nothing is written and the answer keeps its `version`. An archived opportunity is refused (CONFLICT, `data.reason: \"archived\"`).";
 
 /// The params of `opportunity.list`, all optional.
 #[derive(JsonSchema)]

@@ -433,32 +433,91 @@ export interface UpdateOpportunityRequest {
 export interface UpdateOpportunityParams {
   id: Uuid;
   expectedVersion: number;
+  /**
+   * Bid due date.
+   */
   bidDueDate?: DateTimeInput | null;
   budgetConfirmed?: boolean;
+  /**
+   * Competitor notes; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
+   */
   competitorNotes?: string | null;
+  /**
+   * ID of the associated customer.
+   */
   customerId?: Uuid;
+  /**
+   * Estimated value; finite, 0 ≤ v ≤ 1e12, at most 2 decimal places. Stored exactly (no binary float) and returned equal to the input. Note: validators that check `multipleOf: 0.01` with binary floats may wrongly refuse values such as 0.07; the server counts decimal places exactly.
+   */
   estimatedValue?: number | null;
+  /**
+   * Expected close date.
+   */
   expectedCloseDate?: DateTimeInput | null;
   idempotencyKey?: IdempotencyKey | null;
+  /**
+   * Lost reason category; only with `stage` "lost".
+   */
   lostReasonCategory?: LostReasonCategory | null;
+  /**
+   * Next step date.
+   */
   nextStepDate?: DateTimeInput | null;
+  /**
+   * Next step description; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
+   */
   nextStepDescription?: string | null;
+  /**
+   * ID of the associated owner user; defaults to the caller (`sub`).
+   */
   ownerUserId?: string | null;
+  /**
+   * Pipeline type.
+   */
   pipelineType?: PipelineType;
+  /**
+   * ID of the associated primary contact.
+   */
   primaryContactId?: string | null;
+  /**
+   * Priority.
+   */
   priority?: Priority | null;
+  /**
+   * Probability in percent; with `stage` "won" only 100, with "lost" only 0.
+   */
   probability?: number | null;
+  /**
+   * Scope summary; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
+   */
   scopeSummary?: string | null;
+  /**
+   * ID of the associated site.
+   */
   siteId?: string | null;
   /**
+   * Solution families; each item follows the rules of `title` (trimmed of white space and of characters that show nothing, no control characters, at least one visible character), then 1–100 characters; no duplicates after trimming (`uniqueItems` compares the items as sent).
+   *
    * @maxItems 50
    */
   solutionFamilies?: string[] | null;
+  /**
+   * Source.
+   */
   source?: Source | null;
   stage?: Stage;
+  /**
+   * Technical requirements; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
+   */
   technicalRequirements?: string | null;
+  /**
+   * Title; trimmed at both ends of white space (Unicode `White_Space`) and of characters that show nothing (Unicode `Default_Ignorable_Code_Point`: U+200B ZERO WIDTH SPACE, U+FEFF, bidirectional controls such as U+202E, …), then 1–200 characters, counted as Unicode scalar values (code points). A title of nothing visible is empty; control characters (Unicode `Cc`: tab, line feed, escape, U+0080–U+009F, …) are refused anywhere but in what trimming cuts. The pattern says the same, except that it takes the few default-ignorable characters beyond U+FFFF for visible ones; `maxLength` counts the text as sent, so it is stricter than the service, which counts after trimming.
+   */
   title?: string;
   visibilityMode?: VisibilityMode;
+  /**
+   * Win loss reason; at most 10,000 characters. Tab, line feed and carriage return are the only control characters allowed.
+   */
   winLossReason?: string | null;
   workspaceId?: string | null;
 }
@@ -727,6 +786,9 @@ export interface ChangesPage {
  */
 export interface OpportunityEvent {
   eventId: EventId;
+  /**
+   * What happened to the opportunity.
+   */
   type: 'created' | 'updated' | 'archived' | 'restored';
   occurredAt: DateTimeUtc;
   workspaceId: UuidLower;
