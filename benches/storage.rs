@@ -17,8 +17,8 @@
 //!   transaction (or one autocommitted INSERT) per create, the design before group commit.
 //!
 //! With `--op get` or `--op list` (the limits of bench/run's get and list on SQLite) the tasks
-//! read instead, through `Database::run` as the handlers do: `db::opportunity::get` of a random
-//! id of `--ids FILE`, or one page of `db::list::list` (`--workspace`, stages proposal and
+//! read instead, as the handlers do: `Database::get_opportunity` (grouped reads) of a random
+//! id of `--ids FILE`, or through `Database::run` one page of `db::list::list` (`--workspace`, stages proposal and
 //! negotiation, by expected close date, descending, 50 a page; with `--after DATE,ID,AS_OF` the
 //! page after that row, as a cursor names it). `creates` then counts those calls.
 //!
@@ -364,7 +364,7 @@ async fn read_task(db: &Database, read: Read, deadline: Instant, seed: u64) -> T
         let outcome = match &read {
             Read::Get(ids) => {
                 let id = ids[rng.random_range(0..ids.len())];
-                db.run(move |conn| opportunity_service::db::opportunity::get(conn, id)).await.map(|o| o.is_some())
+                db.get_opportunity(id).await.map(|o| o.is_some())
             }
             Read::List(q) => {
                 let q = q.clone();

@@ -20,6 +20,7 @@ pub mod events;
 pub mod list;
 pub mod opportunity;
 pub mod pg_writer;
+mod reads;
 pub mod schema;
 pub mod types;
 pub mod writer;
@@ -319,6 +320,19 @@ pub struct PoolOptions {
     pub timeout: Duration,
 }
 
+/// The same failure again, for each caller of a group, with its kind (a database error keeps
+/// its kind and message; others keep their message).
+pub(super) fn copy_error(e: &DbError) -> DbError {
+    use diesel::result::Error as DieselError;
+    match e {
+        DbError::Unavailable(m) => DbError::Unavailable(m.clone()),
+        DbError::Query(DieselError::DatabaseError(kind, info)) => {
+            DbError::Query(DieselError::DatabaseError(*kind, Box::new(info.message().to_string())))
+        }
+        DbError::Query(e) => DbError::Query(DieselError::QueryBuilderError(e.to_string().into())),
+    }
+}
+
 /// The database of the service: a pool and the backend behind it.
 #[derive(Clone)]
 pub struct Database {
@@ -336,6 +350,8 @@ pub struct Database {
     /// One permit per pooled connection that [`Database::run`] may use: a call beyond them
     /// waits here as a task, not on the blocking pool as a thread parked on the pool's lock.
     slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The reads by id waiting for a group (`reads.rs`).
+    reads: std::sync::Arc<reads::Reads>,
 }
 
 #[derive(Clone)]
@@ -493,7 +509,16 @@ impl Database {
         };
         let reachable = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(slots as usize));
-        Ok(Self { pool, url, timeout: options.timeout, writer, committed: Default::default(), reachable, slots })
+        Ok(Self {
+            pool,
+            url,
+            timeout: options.timeout,
+            writer,
+            committed: Default::default(),
+            reachable,
+            slots,
+            reads: Default::default(),
+        })
     }
 
     /// Tells this process's feed that events were committed.

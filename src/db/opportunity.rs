@@ -407,6 +407,38 @@ pub fn get(conn: DbConn<'_>, id: Uuid) -> Result<Option<Opportunity>, DbError> {
         .transpose()
 }
 
+/// A row of [`get_many`]: its id, and the opportunity or why the stored row does not read back.
+pub type ReadById = (Uuid, Result<Opportunity, DbError>);
+
+/// The opportunities among `ids` that exist, in any order, each read on its own (a stored row
+/// that does not read back fails only itself): on PostgreSQL with one statement (`id =
+/// ANY($1)`, prepared once), on SQLite with [`get`]'s statement once per id (there is no trip
+/// to save, and an `IN` list would be compiled anew for each count of ids).
+pub fn get_many(conn: DbConn<'_>, ids: &[Uuid]) -> Result<Vec<ReadById>, DbError> {
+    let rows: Vec<Stored> = match conn {
+        DbConn::Postgres(c) => t::table
+            .filter(t::id.eq_any(ids.iter().copied().map(Id)))
+            .select(Stored::as_select())
+            .load(c)
+            .map_err(DbError::classify)?,
+        DbConn::Sqlite(c) => {
+            let mut rows = Vec::with_capacity(ids.len());
+            for &id in ids {
+                rows.extend(
+                    t::table
+                        .find(Id(id))
+                        .select(Stored::as_select())
+                        .get_result(c)
+                        .optional()
+                        .map_err(DbError::classify)?,
+                );
+            }
+            rows
+        }
+    };
+    Ok(rows.into_iter().map(|r| (r.id.0, Opportunity::try_from(r))).collect())
+}
+
 /// What a change decided, given the stored opportunity.
 #[derive(Debug)]
 pub enum Decision<E> {

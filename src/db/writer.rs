@@ -61,19 +61,6 @@ type Write = Box<dyn FnOnce(&mut SqliteConnection) -> Answer + Send>;
 /// Answers a caller of [`SqliteWriter::run`] with the group's commit failure, if any.
 type Answer = Box<dyn FnOnce(Option<&DbError>) + Send>;
 
-/// The same failure again, for each caller of a group, with its kind (a database error keeps
-/// its kind and message; others keep their message).
-fn copy(e: &DbError) -> DbError {
-    use diesel::result::Error as DieselError;
-    match e {
-        DbError::Unavailable(m) => DbError::Unavailable(m.clone()),
-        DbError::Query(DieselError::DatabaseError(kind, info)) => {
-            DbError::Query(DieselError::DatabaseError(*kind, Box::new(info.message().to_string())))
-        }
-        DbError::Query(e) => DbError::Query(DieselError::QueryBuilderError(e.to_string().into())),
-    }
-}
-
 /// The handle callers enqueue creates with; the writer thread ends when the last handle is
 /// dropped, after finishing what was queued.
 #[derive(Debug, Clone)]
@@ -161,7 +148,7 @@ impl SqliteWriter {
             let result = write(conn);
             Box::new(move |commit: Option<&DbError>| {
                 let _ = reply.send(match commit {
-                    Some(e) => Err(copy(e)),
+                    Some(e) => Err(super::copy_error(e)),
                     None => result,
                 });
             })
@@ -273,7 +260,7 @@ fn commit_group(conn: &mut SqliteConnection, group: &mut Vec<Job>) {
     for ((_, _, _, reply), outcome) in creates.into_iter().zip(outcomes) {
         // A caller that went away (timeout, closed connection) no longer needs the answer.
         let outcome = match &failure {
-            Some(e) => Err(copy(e)),
+            Some(e) => Err(super::copy_error(e)),
             None => outcome.expect("an outcome per create"),
         };
         let _ = reply.send(outcome);

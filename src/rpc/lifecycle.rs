@@ -109,11 +109,7 @@ pub async fn get(
     let target = read_target(&mut reader, context, false);
     let workspace = caller::workspace(principal, target.workspace, reader.failure)?;
     let id = target.id.expect("an id once the params are valid");
-    let stored = state
-        .db
-        .run(move |conn| crate::db::opportunity::get(conn, id))
-        .await
-        .map_err(|e| db_failure(e, request_id, &state.metrics))?;
+    let stored = state.db.get_opportunity(id).await.map_err(|e| db_failure(e, request_id, &state.metrics))?;
     match stored {
         Some(o) if readable(&o, workspace) => Ok(to_raw(&o)),
         _ => Err(not_found(id)),

@@ -2,7 +2,8 @@
 //! `Database::change_opportunity`), on the backend of this run: creates and changes that queue up
 //! while the table is locked from outside go in together once it is released; a create or change
 //! that fails inside a group fails alone, keys replay inside a group, each stored change has one
-//! event in order, and a write answered SERVICE_UNAVAILABLE is never stored.
+//! event in order, and a write answered SERVICE_UNAVAILABLE is never stored. Reads by id
+//! (`Database::get_opportunity`) are grouped too: each caller of a group gets its own answer.
 
 use std::time::Duration;
 
@@ -471,4 +472,129 @@ async fn a_change_key_stored_by_an_earlier_version_still_replays() {
     let other = retitle_keyed(&db, id, "twice".into(), timeout, key("other", Some("other old"))).await.unwrap();
     assert!(matches!(other, Changed::KeyReused), "{other:?}");
     assert_eq!(title_and_version(&db, id).await, ("once".into(), 2), "written once");
+}
+
+/// A database whose `Database::run` calls share one pooled connection (`get`'s groups read
+/// through it), and a way to hold that connection from outside the reads.
+fn open_one_connection(db: &TestDatabase, timeout: Duration) -> Database {
+    Database::connect(DatabaseUrl::parse(&db.url).unwrap(), PoolOptions { size: Some(1), timeout }).unwrap()
+}
+
+/// Takes the one connection of [`open_one_connection`]'s database until the returned sender is
+/// used or dropped; returns once it is taken.
+async fn hold_the_connection(db: &Database) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (taken, is_taken) = tokio::sync::oneshot::channel();
+    let call = db.clone();
+    let holder = tokio::spawn(async move {
+        let _ = call
+            .run(move |_| {
+                let _ = taken.send(());
+                let _ = held.recv();
+                Ok(())
+            })
+            .await;
+    });
+    is_taken.await.expect("the holder runs");
+    (release, holder)
+}
+
+/// Makes the stored row `id` one that does not read back (a stage no version writes), past the
+/// table's CHECK.
+fn corrupt_stage(test_db: &TestDatabase, id: Uuid) {
+    let update = format!("UPDATE opportunities SET stage = 'bogus' WHERE id = '{id}'");
+    match DatabaseUrl::parse(&test_db.url).unwrap() {
+        DatabaseUrl::Postgres(url) => diesel::PgConnection::establish(&url)
+            .unwrap()
+            .batch_execute(&format!("ALTER TABLE opportunities DROP CONSTRAINT opportunities_stage_check; {update}"))
+            .unwrap(),
+        DatabaseUrl::Sqlite(path) => diesel::SqliteConnection::establish(path.to_str().unwrap())
+            .unwrap()
+            .batch_execute(&format!("PRAGMA ignore_check_constraints = ON; {update}"))
+            .unwrap(),
+    }
+}
+
+/// Reads by id that queue while a read is under way go in as one group (`src/db/reads.rs`), and
+/// each caller gets what it asked for: its own opportunity (also when others in the group ask
+/// for the same one), `None` for an id that is not stored, and a failure for a stored row that
+/// does not read back, which fails no other caller of the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_queue_together_each_get_their_own_answer() {
+    let test_db = TestDatabase::new();
+    let db = open_one_connection(&test_db, Duration::from_secs(10));
+    let mut stored = Vec::new();
+    for i in 0..6 {
+        let o = opportunity(&format!("read {i}"));
+        assert_eq!(db.create_opportunity(o.clone(), None).await.unwrap(), CreateOutcome::Created);
+        stored.push(o);
+    }
+    let broken = stored.pop().unwrap().id;
+    corrupt_stage(&test_db, broken);
+    let missing: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+
+    let (release, holder) = hold_the_connection(&db).await;
+    // The first read starts a group, which waits for the connection; every read after it queues
+    // for the next group.
+    let first_id = stored[0].id;
+    let first = {
+        let call = db.clone();
+        enqueue(async move { call.get_opportunity(first_id).await }).await
+    };
+    let mut asked = Vec::new();
+    // Each stored id twice, the broken one twice, each missing one once.
+    for &not_stored in &missing[..2] {
+        asked.extend(stored.iter().map(|o| o.id));
+        asked.extend([broken, not_stored]);
+    }
+    asked.push(missing[2]);
+    let mut calls = Vec::new();
+    for &id in &asked {
+        let call = db.clone();
+        calls.push(enqueue(async move { call.get_opportunity(id).await }).await);
+    }
+    release.send(()).unwrap();
+    holder.await.unwrap();
+
+    assert_eq!(first.await.unwrap().unwrap().expect("stored").title, "read 0");
+    for (id, call) in asked.iter().zip(calls) {
+        let answer = call.await.unwrap();
+        if *id == broken {
+            assert!(matches!(&answer, Err(DbError::Query(_))), "the broken row: {answer:?}");
+        } else if let Some(o) = stored.iter().find(|o| o.id == *id) {
+            let read = answer.unwrap_or_else(|e| panic!("{id}: {e}")).expect("stored");
+            assert_eq!((read.id, &read.title), (o.id, &o.title));
+        } else {
+            assert!(matches!(answer, Ok(None)), "{id} is not stored: {answer:?}");
+        }
+    }
+}
+
+/// Reads that wait for the database past its timeout are answered SERVICE_UNAVAILABLE within
+/// it, and the reads after them are read again once the database answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_wait_past_the_timeout_are_refused_and_later_reads_go_on() {
+    let test_db = TestDatabase::new();
+    let timeout = Duration::from_millis(400);
+    let db = open_one_connection(&test_db, timeout);
+    let o = opportunity("read after a stall");
+    assert_eq!(db.create_opportunity(o.clone(), None).await.unwrap(), CreateOutcome::Created);
+
+    let (release, holder) = hold_the_connection(&db).await;
+    let started = std::time::Instant::now();
+    let mut calls = Vec::new();
+    for _ in 0..5 {
+        let call = db.clone();
+        let id = o.id;
+        calls.push(enqueue(async move { call.get_opportunity(id).await }).await);
+    }
+    for call in calls {
+        let answer = call.await.unwrap();
+        assert!(matches!(&answer, Err(DbError::Unavailable(m)) if m.contains("did not answer")), "{answer:?}");
+    }
+    assert!(started.elapsed() < timeout * 3, "answered after {:?}", started.elapsed());
+    release.send(()).unwrap();
+    holder.await.unwrap();
+    let read = db.get_opportunity(o.id).await.expect("the database answers again").expect("stored");
+    assert_eq!(read.title, o.title);
 }
