@@ -8,6 +8,11 @@ use opportunity_service::config::{Cli, Command, LogFormat, ServeArgs, TokenArgs}
 use opportunity_service::db::DatabaseUrl;
 use opportunity_service::{Application, DevSecret, auth, resolve_secret, telemetry};
 
+/// mimalloc rather than glibc's allocator: a call allocates and frees many small buffers on
+/// both tokio workers, and glibc's malloc and free were 16% of the service's CPU under `get`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = match &cli.command {
