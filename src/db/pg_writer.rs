@@ -16,9 +16,10 @@
 //! Changes (update, archive, restore) queue for writer threads of their own and are grouped the
 //! same way ([`PgWriter::change`]): a group reads and locks all its rows with one statement, in
 //! id order (so that two groups, of this process or another, never wait for each other in a
-//! cycle), decides each change on what the change before it left, and last appends the events
-//! and writes the changed rows with their feed positions, one statement each, taking the feed's
-//! position lock only for the moment of the COMMIT, as a group of creates does.
+//! cycle), decides each change on what the change before it left, writes the changed rows with
+//! one statement, and last appends the events and gives the rows their feed positions, one
+//! statement each, taking the feed's position lock only for the moment of the COMMIT, as a
+//! group of creates does (`opportunity::finish_changes`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;

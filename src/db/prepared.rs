@@ -1,7 +1,7 @@
 //! Statements that diesel keeps prepared on each connection, where its query builder would
 //! prepare them anew on every call: an INSERT of a fixed number of rows, the events of a group
-//! on PostgreSQL as one INSERT of arrays, and the two UPDATEs of every write (diesel never keeps
-//! an UPDATE: `UpdateStatement` is marked unsafe to cache). A
+//! on PostgreSQL as one INSERT of arrays, and the UPDATEs of every write (diesel never keeps an
+//! UPDATE: `UpdateStatement` is marked unsafe to cache, and `sql_query` is never kept). A
 //! type here has a static query id and says nothing that makes it unsafe to cache, so diesel's
 //! statement cache keeps it per connection; on PostgreSQL that saves a parse and a plan per
 //! statement, on SQLite the compilation of the statement.
@@ -186,3 +186,91 @@ impl QueryFragment<Pg> for PgInsertEvents {
 }
 
 impl RunQueryDsl<PgConnection> for PgInsertEvents {}
+
+/// Writes the changed opportunities of a group on PostgreSQL, every column but the feed
+/// positions, with one statement whatever their number: the rows are bound as one JSON array
+/// that PostgreSQL reads into the table's own row type (`opportunity.rs`, `PgChangedRow`).
+#[derive(QueryId)]
+pub struct PgWriteChangedRows(pub String);
+
+impl QueryFragment<Pg> for PgWriteChangedRows {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "UPDATE opportunities AS o SET customer_id = r.customer_id, \
+             primary_contact_id = r.primary_contact_id, site_id = r.site_id, title = r.title, \
+             stage = r.stage, pipeline_type = r.pipeline_type, source = r.source, \
+             estimated_value_cents = r.estimated_value_cents, expected_close_date = r.expected_close_date, \
+             probability = r.probability, solution_families = r.solution_families, \
+             scope_summary = r.scope_summary, competitor_notes = r.competitor_notes, \
+             win_loss_reason = r.win_loss_reason, next_step_description = r.next_step_description, \
+             next_step_date = r.next_step_date, bid_due_date = r.bid_due_date, \
+             budget_confirmed = r.budget_confirmed, priority = r.priority, \
+             lost_reason_category = r.lost_reason_category, \
+             technical_requirements = r.technical_requirements, owner_user_id = r.owner_user_id, \
+             visibility_mode = r.visibility_mode, updated_at = r.updated_at, version = r.version, \
+             archived_at = r.archived_at \
+             FROM json_populate_recordset(NULL::opportunities, ",
+        );
+        out.push_bind_param::<Text, _>(&self.0)?;
+        out.push_sql("::json) AS r WHERE o.id = r.id");
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<PgConnection> for PgWriteChangedRows {}
+
+/// The feed positions a change gives its row: `updated_pos`, and `close_pos` and `value_pos`
+/// where it moved that value (`None` leaves the stored one).
+pub type FeedPositions = (i64, Option<i64>, Option<i64>);
+
+/// Gives the changed opportunities of a group on PostgreSQL the feed positions of their
+/// changes, with one statement whatever their number: `updated_pos`, and `close_pos` and
+/// `value_pos` where the group moved them (a NULL leaves the stored position).
+#[derive(QueryId)]
+pub struct PgSetPositions {
+    id: Vec<Id>,
+    updated: Vec<i64>,
+    close: Vec<Option<i64>>,
+    value: Vec<Option<i64>>,
+}
+
+impl PgSetPositions {
+    /// Each opportunity with its `(updated_pos, close_pos, value_pos)`.
+    pub fn new(rows: Vec<(uuid::Uuid, FeedPositions)>) -> Self {
+        let n = rows.len();
+        let mut positions = Self {
+            id: Vec::with_capacity(n),
+            updated: Vec::with_capacity(n),
+            close: Vec::with_capacity(n),
+            value: Vec::with_capacity(n),
+        };
+        for (id, (updated, close, value)) in rows {
+            positions.id.push(Id(id));
+            positions.updated.push(updated);
+            positions.close.push(close);
+            positions.value.push(value);
+        }
+        positions
+    }
+}
+
+impl QueryFragment<Pg> for PgSetPositions {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "UPDATE opportunities AS o SET updated_pos = r.updated_pos, \
+             close_pos = COALESCE(r.close_pos, o.close_pos), value_pos = COALESCE(r.value_pos, o.value_pos) \
+             FROM unnest(",
+        );
+        out.push_bind_param::<Array<sql::Id>, _>(&self.id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.updated)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.close)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.value)?;
+        out.push_sql(") AS r (id, updated_pos, close_pos, value_pos) WHERE o.id = r.id");
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<PgConnection> for PgSetPositions {}
