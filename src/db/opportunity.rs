@@ -412,26 +412,26 @@ pub type ReadById = (Uuid, Result<Opportunity, DbError>);
 
 /// The opportunities among `ids` that exist, in any order, each read on its own (a stored row
 /// that does not read back fails only itself): on PostgreSQL with one statement (`id =
-/// ANY($1)`, prepared once), on SQLite with [`get`]'s statement once per id (there is no trip
-/// to save, and an `IN` list would be compiled anew for each count of ids).
+/// ANY($1)`, prepared once) or, for one id, [`get`]'s; on SQLite with [`get`]'s statement once
+/// per id (there is no trip to save, and an `IN` list would be compiled anew for each count of
+/// ids).
 pub fn get_many(conn: DbConn<'_>, ids: &[Uuid]) -> Result<Vec<ReadById>, DbError> {
     let rows: Vec<Stored> = match conn {
-        DbConn::Postgres(c) => t::table
+        DbConn::Postgres(c) if ids.len() > 1 => t::table
             .filter(t::id.eq_any(ids.iter().copied().map(Id)))
             .select(Stored::as_select())
             .load(c)
             .map_err(DbError::classify)?,
-        DbConn::Sqlite(c) => {
+        // One id on PostgreSQL, any number on SQLite: the one-row statement of `get`.
+        mut conn => {
             let mut rows = Vec::with_capacity(ids.len());
             for &id in ids {
-                rows.extend(
-                    t::table
-                        .find(Id(id))
-                        .select(Stored::as_select())
-                        .get_result(c)
-                        .optional()
-                        .map_err(DbError::classify)?,
-                );
+                let row = on_either!(conn.reborrow(), c => t::table
+                    .find(Id(id))
+                    .select(Stored::as_select())
+                    .get_result(c)
+                    .optional());
+                rows.extend(row.map_err(DbError::classify)?);
             }
             rows
         }
