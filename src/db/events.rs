@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::prepared::{PgInsertEvents, TakePositions};
+use super::prepared::{PgAppendEvents, TakePositions};
 use super::schema::{opportunity_event_feed as feed, opportunity_events as e};
 use super::types::{Id, Instant, sql};
 use super::{DbConn, DbError, in_snapshot};
@@ -87,7 +87,7 @@ impl NewEvent {
 }
 
 /// An event as SQLite's INSERT takes it (PostgreSQL's takes columns of arrays:
-/// [`PgInsertEvents`]).
+/// [`PgAppendEvents`]).
 #[derive(Insertable)]
 #[diesel(table_name = e)]
 struct EventRow {
@@ -111,13 +111,13 @@ pub fn append(conn: &mut DbConn<'_>, events: Vec<NewEvent>) -> QueryResult<i64> 
         return Ok(0);
     }
     let n = events.len() as i64;
-    let last: i64 = on_either!(conn, c => TakePositions(n).get_result(*c))?;
-    let first = last - n + 1;
     match conn {
-        // One statement, however many events: it runs under the position lock, where each
-        // round trip holds up every other writer.
-        DbConn::Postgres(c) => PgInsertEvents::new(first, events).execute(*c).map(|_| ())?,
+        // One statement, however many events, takes their positions and inserts them: it runs
+        // under the position lock, where each round trip holds up every other writer.
+        DbConn::Postgres(c) => PgAppendEvents::new(events).get_result(*c),
         DbConn::Sqlite(c) => {
+            let last: i64 = TakePositions(n).get_result(*c)?;
+            let first = last - n + 1;
             let rows: Vec<EventRow> = events
                 .into_iter()
                 .zip(first..)
@@ -136,9 +136,9 @@ pub fn append(conn: &mut DbConn<'_>, events: Vec<NewEvent>) -> QueryResult<i64> 
                 })
                 .collect();
             insert_in_chunks!(*c, e::table, rows)?;
+            Ok(last)
         }
     }
-    Ok(last)
 }
 
 /// A stored event, ready to send.

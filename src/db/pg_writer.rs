@@ -17,9 +17,9 @@
 //! same way ([`PgWriter::change`]): a group reads and locks all its rows with one statement, in
 //! id order (so that two groups, of this process or another, never wait for each other in a
 //! cycle), decides each change on what the change before it left, writes the changed rows with
-//! one statement, and last appends the events and gives the rows their feed positions, one
-//! statement each, taking the feed's position lock only for the moment of the COMMIT, as a
-//! group of creates does (`opportunity::finish_changes`).
+//! one statement, and last takes the feed positions, appends the events and gives the rows
+//! their positions with one more, holding the feed's position lock only for that statement and
+//! the COMMIT, as a group of creates does (`opportunity::finish_changes`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;

@@ -103,11 +103,13 @@ impl QueryFragment<Sqlite> for SqliteWriteChanged {
 
 impl RunQueryDsl<SqliteConnection> for SqliteWriteChanged {}
 
-/// Inserts events on PostgreSQL with one statement whatever their number, each column bound as
-/// an array: `INSERT INTO opportunity_events (…) SELECT * FROM unnest($1, …, $11)`.
-#[derive(QueryId)]
-pub struct PgInsertEvents {
-    position: Vec<i64>,
+/// The columns of events on PostgreSQL, each bound as one array, and the start of the
+/// statement that appends them: `WITH feed AS (UPDATE opportunity_event_feed … RETURNING
+/// last_position), appended AS (INSERT INTO opportunity_events … SELECT … FROM feed,
+/// unnest($2, …) WITH ORDINALITY …)`. The positions are taken and the events inserted by one
+/// statement, one round trip under the position lock, whatever their number.
+struct PgEvents {
+    n: i64,
     kind: Vec<&'static str>,
     occurred_at: Vec<Instant>,
     workspace_id: Vec<Id>,
@@ -120,12 +122,11 @@ pub struct PgInsertEvents {
     opportunity: Vec<String>,
 }
 
-impl PgInsertEvents {
-    /// `events` at the positions `first`, `first + 1`, ….
-    pub fn new(first: i64, events: Vec<NewEvent>) -> Self {
+impl PgEvents {
+    fn new(events: Vec<NewEvent>) -> Self {
         let n = events.len();
         let mut rows = Self {
-            position: (first..first + n as i64).collect(),
+            n: n as i64,
             kind: Vec::with_capacity(n),
             occurred_at: Vec::with_capacity(n),
             workspace_id: Vec::with_capacity(n),
@@ -151,16 +152,22 @@ impl PgInsertEvents {
         }
         rows
     }
-}
 
-impl QueryFragment<Pg> for PgInsertEvents {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+    /// `WITH feed AS (…), appended AS (…)`: the events at the positions `last - n + 1` …
+    /// `last`, where `feed.last_position` is `last`.
+    fn walk_ast<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH feed AS (UPDATE opportunity_event_feed SET last_position = last_position + ");
+        out.push_bind_param::<BigInt, _>(&self.n)?;
         out.push_sql(
-            "INSERT INTO opportunity_events (position, kind, occurred_at, workspace_id, actor, opportunity_id, \
-             visible_elsewhere, stage, pipeline_type, owner_user_id, opportunity) SELECT * FROM unnest(",
+            " WHERE id = 1 RETURNING last_position), appended AS (INSERT INTO opportunity_events (position, kind, \
+             occurred_at, workspace_id, actor, opportunity_id, visible_elsewhere, stage, pipeline_type, \
+             owner_user_id, opportunity) SELECT feed.last_position - ",
         );
-        out.push_bind_param::<Array<BigInt>, _>(&self.position)?;
-        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.n)?;
+        out.push_sql(
+            " + e.ord, e.kind, e.occurred_at, e.workspace_id, e.actor, e.opportunity_id, e.visible_elsewhere, \
+             e.stage, e.pipeline_type, e.owner_user_id, e.opportunity FROM feed, unnest(",
+        );
         out.push_bind_param::<Array<Text>, _>(&self.kind)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<sql::Instant>, _>(&self.occurred_at)?;
@@ -180,12 +187,107 @@ impl QueryFragment<Pg> for PgInsertEvents {
         out.push_bind_param::<Array<sql::Id>, _>(&self.owner_user_id)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.opportunity)?;
-        out.push_sql(")");
+        out.push_sql(
+            ") WITH ORDINALITY AS e (kind, occurred_at, workspace_id, actor, opportunity_id, visible_elsewhere, \
+             stage, pipeline_type, owner_user_id, opportunity, ord))",
+        );
         Ok(())
     }
 }
 
-impl RunQueryDsl<PgConnection> for PgInsertEvents {}
+/// Takes the feed positions of `events` under the position lock and inserts them, on
+/// PostgreSQL, in one statement whatever their number; answers the last position.
+#[derive(QueryId)]
+pub struct PgAppendEvents(PgEvents);
+
+impl PgAppendEvents {
+    pub fn new(events: Vec<NewEvent>) -> Self {
+        Self(PgEvents::new(events))
+    }
+}
+
+impl QueryFragment<Pg> for PgAppendEvents {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.0.walk_ast(&mut out)?;
+        out.push_sql(" SELECT last_position FROM feed");
+        Ok(())
+    }
+}
+
+impl Query for PgAppendEvents {
+    type SqlType = BigInt;
+}
+
+impl RunQueryDsl<PgConnection> for PgAppendEvents {}
+
+/// [`PgAppendEvents`] for a group of changes, which in the same statement gives each changed
+/// opportunity the feed positions of its changes: `updated_pos`, and `close_pos` and
+/// `value_pos` where the group moved them (a NULL leaves the stored position). The rows come
+/// with their offsets in the group (0 for the group's first event). Answers the last position.
+#[derive(QueryId)]
+pub struct PgAppendChanges {
+    events: PgEvents,
+    id: Vec<Id>,
+    updated: Vec<i64>,
+    close: Vec<Option<i64>>,
+    value: Vec<Option<i64>>,
+}
+
+impl PgAppendChanges {
+    /// `events`, and each changed opportunity with its `(updated, close, value)` offsets.
+    pub fn new(events: Vec<NewEvent>, rows: Vec<(uuid::Uuid, FeedPositions)>) -> Self {
+        let n = rows.len();
+        let mut this = Self {
+            events: PgEvents::new(events),
+            id: Vec::with_capacity(n),
+            updated: Vec::with_capacity(n),
+            close: Vec::with_capacity(n),
+            value: Vec::with_capacity(n),
+        };
+        for (id, (updated, close, value)) in rows {
+            this.id.push(Id(id));
+            this.updated.push(updated);
+            this.close.push(close);
+            this.value.push(value);
+        }
+        this
+    }
+}
+
+impl QueryFragment<Pg> for PgAppendChanges {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.events.walk_ast(&mut out)?;
+        // The group's first position, `last - n + 1`, plus each offset.
+        let first = |out: &mut AstPass<'_, 'b, Pg>| -> QueryResult<()> {
+            out.push_sql("feed.last_position - ");
+            out.push_bind_param::<BigInt, _>(&self.events.n)?;
+            out.push_sql(" + 1 + ");
+            Ok(())
+        };
+        out.push_sql(", positioned AS (UPDATE opportunities AS o SET updated_pos = ");
+        first(&mut out)?;
+        out.push_sql("r.updated, close_pos = COALESCE(");
+        first(&mut out)?;
+        out.push_sql("r.close, o.close_pos), value_pos = COALESCE(");
+        first(&mut out)?;
+        out.push_sql("r.value, o.value_pos) FROM feed, unnest(");
+        out.push_bind_param::<Array<sql::Id>, _>(&self.id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.updated)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.close)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.value)?;
+        out.push_sql(") AS r (id, updated, close, value) WHERE o.id = r.id) SELECT last_position FROM feed");
+        Ok(())
+    }
+}
+
+impl Query for PgAppendChanges {
+    type SqlType = BigInt;
+}
+
+impl RunQueryDsl<PgConnection> for PgAppendChanges {}
 
 /// Writes the changed opportunities of a group on PostgreSQL, every column but the feed
 /// positions, with one statement whatever their number: the rows are bound as one JSON array
@@ -219,58 +321,6 @@ impl QueryFragment<Pg> for PgWriteChangedRows {
 
 impl RunQueryDsl<PgConnection> for PgWriteChangedRows {}
 
-/// The feed positions a change gives its row: `updated_pos`, and `close_pos` and `value_pos`
-/// where it moved that value (`None` leaves the stored one).
+/// The feed positions a change gives its row (or their offsets in its group): `updated_pos`,
+/// and `close_pos` and `value_pos` where it moved that value (`None` leaves the stored one).
 pub type FeedPositions = (i64, Option<i64>, Option<i64>);
-
-/// Gives the changed opportunities of a group on PostgreSQL the feed positions of their
-/// changes, with one statement whatever their number: `updated_pos`, and `close_pos` and
-/// `value_pos` where the group moved them (a NULL leaves the stored position).
-#[derive(QueryId)]
-pub struct PgSetPositions {
-    id: Vec<Id>,
-    updated: Vec<i64>,
-    close: Vec<Option<i64>>,
-    value: Vec<Option<i64>>,
-}
-
-impl PgSetPositions {
-    /// Each opportunity with its `(updated_pos, close_pos, value_pos)`.
-    pub fn new(rows: Vec<(uuid::Uuid, FeedPositions)>) -> Self {
-        let n = rows.len();
-        let mut positions = Self {
-            id: Vec::with_capacity(n),
-            updated: Vec::with_capacity(n),
-            close: Vec::with_capacity(n),
-            value: Vec::with_capacity(n),
-        };
-        for (id, (updated, close, value)) in rows {
-            positions.id.push(Id(id));
-            positions.updated.push(updated);
-            positions.close.push(close);
-            positions.value.push(value);
-        }
-        positions
-    }
-}
-
-impl QueryFragment<Pg> for PgSetPositions {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "UPDATE opportunities AS o SET updated_pos = r.updated_pos, \
-             close_pos = COALESCE(r.close_pos, o.close_pos), value_pos = COALESCE(r.value_pos, o.value_pos) \
-             FROM unnest(",
-        );
-        out.push_bind_param::<Array<sql::Id>, _>(&self.id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.updated)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.close)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.value)?;
-        out.push_sql(") AS r (id, updated_pos, close_pos, value_pos) WHERE o.id = r.id");
-        Ok(())
-    }
-}
-
-impl RunQueryDsl<PgConnection> for PgSetPositions {}
