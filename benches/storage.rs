@@ -17,10 +17,11 @@
 //!   transaction (or one autocommitted INSERT) per create, the design before group commit.
 //!
 //! With `--op get` or `--op list` (the limits of bench/run's get and list on SQLite) the tasks
-//! read instead, as the handlers do: `Database::get_opportunity` (grouped reads) of a random
-//! id of `--ids FILE`, or through `Database::run` one page of `db::list::list` (`--workspace`, stages proposal and
-//! negotiation, by expected close date, descending, 50 a page; with `--after DATE,ID,AS_OF` the
-//! page after that row, as a cursor names it). `creates` then counts those calls.
+//! read instead, as the handlers do: `Database::get_opportunity` (grouped reads) of a random id
+//! of `--ids FILE`, or one page of `db::list::list` through `Database::run` (`--workspace`,
+//! stages proposal and negotiation, by expected close date, descending, 50 a page; with
+//! `--after DATE,ID,AS_OF` the page after that row, as a cursor names it). `creates` then counts
+//! those calls.
 //!
 //! Only the storage call is timed. The last line is machine-readable for `bench/run`:
 //!

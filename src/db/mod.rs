@@ -322,7 +322,7 @@ pub struct PoolOptions {
 
 /// The same failure again, for each caller of a group, with its kind (a database error keeps
 /// its kind and message; others keep their message).
-pub(super) fn copy_error(e: &DbError) -> DbError {
+fn copy_error(e: &DbError) -> DbError {
     use diesel::result::Error as DieselError;
     match e {
         DbError::Unavailable(m) => DbError::Unavailable(m.clone()),

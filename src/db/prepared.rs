@@ -1,10 +1,10 @@
 //! Statements that diesel keeps prepared on each connection, where its query builder would
-//! prepare them anew on every call: an INSERT of a fixed number of rows, the events of a group
-//! on PostgreSQL as one INSERT of arrays, and the UPDATEs of every write (diesel never keeps an
-//! UPDATE: `UpdateStatement` is marked unsafe to cache, and `sql_query` is never kept). A
-//! type here has a static query id and says nothing that makes it unsafe to cache, so diesel's
-//! statement cache keeps it per connection; on PostgreSQL that saves a parse and a plan per
-//! statement, on SQLite the compilation of the statement.
+//! prepare them anew on every call: an INSERT of a fixed number of rows, the feed positions and
+//! events of a group on PostgreSQL as one statement of arrays, and the UPDATEs of every write
+//! (diesel never keeps an UPDATE: `UpdateStatement` is marked unsafe to cache, and `sql_query`
+//! is never kept). A type here has a static query id and says nothing that makes it unsafe to
+//! cache, so diesel's statement cache keeps it per connection; on PostgreSQL that saves a parse
+//! and a plan per statement, on SQLite the compilation of the statement.
 
 use diesel::backend::Backend;
 use diesel::pg::Pg;
@@ -44,7 +44,8 @@ macro_rules! insert_in_chunks {
 
 /// Takes `n` positions of the change feed under its position lock, and answers the last one:
 /// `UPDATE opportunity_event_feed SET last_position = last_position + n WHERE id = 1 RETURNING
-/// last_position`, on either backend.
+/// last_position`. SQLite's; on PostgreSQL the statement that inserts the events takes them
+/// ([`PgAppendEvents`]).
 #[derive(Debug, QueryId)]
 pub struct TakePositions(pub i64);
 
@@ -105,8 +106,8 @@ impl RunQueryDsl<SqliteConnection> for SqliteWriteChanged {}
 
 /// The columns of events on PostgreSQL, each bound as one array, and the start of the
 /// statement that appends them: `WITH feed AS (UPDATE opportunity_event_feed … RETURNING
-/// last_position), appended AS (INSERT INTO opportunity_events … SELECT … FROM feed,
-/// unnest($2, …) WITH ORDINALITY …)`. The positions are taken and the events inserted by one
+/// last_position, first_position), appended AS (INSERT INTO opportunity_events … SELECT … FROM
+/// feed, unnest(…) WITH ORDINALITY …)`. The positions are taken and the events inserted by one
 /// statement, one round trip under the position lock, whatever their number.
 struct PgEvents {
     n: i64,
@@ -153,19 +154,17 @@ impl PgEvents {
         rows
     }
 
-    /// `WITH feed AS (…), appended AS (…)`: the events at the positions `last - n + 1` …
-    /// `last`, where `feed.last_position` is `last`.
+    /// `WITH feed AS (…), appended AS (…)`: the events at the positions `feed.first_position`
+    /// … `feed.last_position`, in order.
     fn walk_ast<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("WITH feed AS (UPDATE opportunity_event_feed SET last_position = last_position + ");
         out.push_bind_param::<BigInt, _>(&self.n)?;
-        out.push_sql(
-            " WHERE id = 1 RETURNING last_position), appended AS (INSERT INTO opportunity_events (position, kind, \
-             occurred_at, workspace_id, actor, opportunity_id, visible_elsewhere, stage, pipeline_type, \
-             owner_user_id, opportunity) SELECT feed.last_position - ",
-        );
+        out.push_sql(" WHERE id = 1 RETURNING last_position, last_position - ");
         out.push_bind_param::<BigInt, _>(&self.n)?;
         out.push_sql(
-            " + e.ord, e.kind, e.occurred_at, e.workspace_id, e.actor, e.opportunity_id, e.visible_elsewhere, \
+            " + 1 AS first_position), appended AS (INSERT INTO opportunity_events (position, kind, \
+             occurred_at, workspace_id, actor, opportunity_id, visible_elsewhere, stage, pipeline_type, \
+             owner_user_id, opportunity) SELECT feed.first_position - 1 + e.ord, e.kind, e.occurred_at, e.workspace_id, e.actor, e.opportunity_id, e.visible_elsewhere, \
              e.stage, e.pipeline_type, e.owner_user_id, e.opportunity FROM feed, unnest(",
         );
         out.push_bind_param::<Array<Text>, _>(&self.kind)?;
@@ -257,20 +256,11 @@ impl PgAppendChanges {
 impl QueryFragment<Pg> for PgAppendChanges {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         self.events.walk_ast(&mut out)?;
-        // The group's first position, `last - n + 1`, plus each offset.
-        let first = |out: &mut AstPass<'_, 'b, Pg>| -> QueryResult<()> {
-            out.push_sql("feed.last_position - ");
-            out.push_bind_param::<BigInt, _>(&self.events.n)?;
-            out.push_sql(" + 1 + ");
-            Ok(())
-        };
-        out.push_sql(", positioned AS (UPDATE opportunities AS o SET updated_pos = ");
-        first(&mut out)?;
-        out.push_sql("r.updated, close_pos = COALESCE(");
-        first(&mut out)?;
-        out.push_sql("r.close, o.close_pos), value_pos = COALESCE(");
-        first(&mut out)?;
-        out.push_sql("r.value, o.value_pos) FROM feed, unnest(");
+        out.push_sql(
+            ", positioned AS (UPDATE opportunities AS o SET updated_pos = feed.first_position + r.updated, \
+             close_pos = COALESCE(feed.first_position + r.close, o.close_pos), \
+             value_pos = COALESCE(feed.first_position + r.value, o.value_pos) FROM feed, unnest(",
+        );
         out.push_bind_param::<Array<sql::Id>, _>(&self.id)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<BigInt>, _>(&self.updated)?;

@@ -10,8 +10,8 @@
 //! [`Database::run`] (its slots, its timeout): on PostgreSQL one `SELECT … WHERE id = ANY($1)`,
 //! on SQLite the one-row statement once per id on one connection. The group that ends starts
 //! the next one with what queued meanwhile. A call that finds nothing under way and nothing
-//! waiting reads at once, alone, in its own task, as before: at one connection a task between
-//! the call and the database had cost 0.15 ms a call on PostgreSQL.
+//! waiting reads at once, alone, in the caller's own task, as before grouping: at one connection
+//! a spawned task between the call and the database had cost 0.15 ms a call on PostgreSQL.
 //!
 //! One group at a time ([`GROUPS`]) measured best: at 32 connections on PostgreSQL, 17,000–19,000
 //! `get`s/s with one group against 15,900 with two and 10,200–10,900 with four (groups of 2 on
@@ -31,9 +31,9 @@ use super::{Database, DbError, copy_error, opportunity};
 use crate::domain::opportunity::Opportunity;
 
 /// Groups read at once.
-pub const GROUPS: usize = 1;
+const GROUPS: usize = 1;
 /// The most ids read by one group.
-pub const MAX_GROUP: usize = 256;
+const MAX_GROUP: usize = 256;
 
 type Reply = oneshot::Sender<Result<Option<Opportunity>, DbError>>;
 
@@ -160,5 +160,25 @@ fn answer(group: Vec<(Uuid, Reply)>, read: Result<Vec<opportunity::ReadById>, Db
             }
         };
         let _ = reply.send(row.transpose());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group whose trip to the database failed answers each of its callers with that failure
+    /// (the same kind and message), also two callers of one id.
+    #[test]
+    fn a_failed_group_gives_each_caller_its_failure() {
+        let id = Uuid::now_v7();
+        let (replies, answers): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel()).unzip();
+        let group: Vec<(Uuid, Reply)> =
+            replies.into_iter().zip([id, id, Uuid::now_v7()]).map(|(reply, id)| (id, reply)).collect();
+        answer(group, Err(DbError::Unavailable("the server closed the connection".into())));
+        for mut answer in answers {
+            let got = answer.try_recv().expect("answered");
+            assert!(matches!(&got, Err(DbError::Unavailable(m)) if m == "the server closed the connection"), "{got:?}");
+        }
     }
 }
