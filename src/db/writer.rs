@@ -10,9 +10,12 @@
 //! commit fails the whole group, and nothing of it is stored. The savepoints journal in memory,
 //! and the write-ahead log is checkpointed by a thread of its own, so that neither a temporary
 //! file nor a checkpoint lengthens the writer's cycle (`bench/run`: SQLite creates at 64
-//! connections went from about 8,100/s to 9,800–11,400/s with both).
+//! connections went from about 8,100/s to 9,800–11,400/s with both). Only when that thread
+//! cannot keep up does the writer checkpoint the whole log itself, between two groups, so that
+//! the log stays within [`WAL_LIMIT`].
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -82,6 +85,11 @@ impl SqliteWriter {
     /// Starts the writer thread on its own connection to `path`. A create waits at most
     /// `timeout` in all: in the queue and for SQLite's write lock (held by another process).
     pub fn start(path: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        Self::start_with_wal_limit(path, timeout, WAL_LIMIT)
+    }
+
+    /// [`SqliteWriter::start`] with another bound on the write-ahead log (tests use a small one).
+    fn start_with_wal_limit(path: &Path, timeout: Duration, wal_limit: u64) -> anyhow::Result<Self> {
         let mut conn = super::establish_sqlite(path)?;
         // The savepoints of a group journal the pages they change; in memory, not in a temporary
         // file (the writer only inserts and changes rows by key: it makes no large sorts).
@@ -90,11 +98,18 @@ impl SqliteWriter {
         // truncation SQLite runs at each commit (`pcache1TruncateUnsafe`) walked its hash table
         // for about 9% of the writer's time under creates, 2% under updates, while the reads it
         // saved were under 1% (`perf record` under `bench/run`).
-        conn.batch_execute("PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;")?;
-        let checkpoints = start_checkpointer(path)?;
+        // A log that was restarted is cut back to the bound (SQLite does so when it writes the
+        // log from its start again).
+        conn.batch_execute(&format!(
+            "PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {wal_limit};"
+        ))?;
+        let checkpointing = Arc::new(Mutex::new(()));
+        let checkpoints = start_checkpointer(path, checkpointing.clone())?;
+        let wal = wal_path(path);
         let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
         thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
             let mut group = Vec::with_capacity(MAX_GROUP);
+            let mut next_restart = Instant::now();
             while let Some(first) = queue.blocking_recv() {
                 group.push(first);
                 while group.len() < MAX_GROUP {
@@ -106,8 +121,19 @@ impl SqliteWriter {
                 refuse_expired(&mut group, Instant::now());
                 if !group.is_empty() {
                     commit_group(&mut conn, &mut group);
-                    // Full: a checkpoint is asked for already.
-                    let _ = checkpoints.try_send(());
+                    if Instant::now() >= next_restart && std::fs::metadata(&wal).is_ok_and(|log| log.len() > wal_limit)
+                    {
+                        // While the checkpointer is at work, SQLite would make the writer wait
+                        // for it in sleeps of up to 100 ms: try again after the next group.
+                        if let Ok(_alone) = checkpointing.try_lock()
+                            && !restart_log(&mut conn)
+                        {
+                            next_restart = Instant::now() + RESTART_BACKOFF;
+                        }
+                    } else {
+                        // Full: a checkpoint is asked for already.
+                        let _ = checkpoints.try_send(());
+                    }
                 }
             }
         })?;
@@ -163,6 +189,64 @@ impl SqliteWriter {
     }
 }
 
+/// The size the write-ahead log may reach before the writer stops to checkpoint it whole.
+///
+/// The checkpointer's PASSIVE checkpoints copy what was committed before they began; under a
+/// steady stream of commits there is always more, the log is never written from its start again,
+/// and it grew by about 100 MB a second under `bench/run`'s creates (1.7 GB after 20 s). Past
+/// this size the writer, between two groups, checkpoints with RESTART: it copies what is left,
+/// waits for the reads still using the log, and the next group writes the log from its start.
+/// The writer is then stopped for that checkpoint (the callers waiting keep their deadlines).
+const WAL_LIMIT: u64 = 64 << 20;
+
+/// The write-ahead log of the database at `path`.
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    log.into()
+}
+
+/// How long the writer waits at most, in a checkpoint of the whole log, for the reads still in
+/// it (reads by id and pages of a list take milliseconds).
+const RESTART_WAIT: Duration = Duration::from_millis(200);
+/// After a checkpoint of the whole log that could not finish (a read held the log past
+/// [`RESTART_WAIT`]), how long the writer goes on before it tries again.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+#[derive(diesel::QueryableByName)]
+struct CheckpointResult {
+    /// 1 when the checkpoint could not finish: a reader or another checkpoint was in the way.
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    busy: i32,
+}
+
+/// Checkpoints the whole write-ahead log on the writer's connection and waits (at most
+/// [`RESTART_WAIT`]) for the reads still in it, so that the next commit writes the log from its
+/// start. Returns whether it finished.
+fn restart_log(conn: &mut SqliteConnection) -> bool {
+    use diesel::RunQueryDsl;
+    let started = Instant::now();
+    let wait = RESTART_WAIT.as_millis();
+    let result = conn
+        .batch_execute(&format!("PRAGMA busy_timeout = {wait};"))
+        .and_then(|()| diesel::sql_query("PRAGMA wal_checkpoint(RESTART)").get_result::<CheckpointResult>(conn));
+    let ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(CheckpointResult { busy: 0 }) => {
+            tracing::debug!(ms, "the write-ahead log was checkpointed whole");
+            true
+        }
+        Ok(_) => {
+            tracing::warn!(ms, "a read held the write-ahead log; its checkpoint is tried again in a second");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "a checkpoint of the whole write-ahead log failed; tried again in a second");
+            false
+        }
+    }
+}
+
 /// How often at most the checkpointer copies the write-ahead log into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
@@ -170,15 +254,18 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// connection: at most every [`CHECKPOINT_EVERY`], never when nothing was written. A PASSIVE
 /// checkpoint copies what no reader still needs and never waits for the writer, so the writer
 /// never pays for it (SQLite's automatic checkpoint, off on the writer's connection, would run
-/// inside a commit). The thread ends with the writer.
-fn start_checkpointer(path: &Path) -> anyhow::Result<std::sync::mpsc::SyncSender<()>> {
+/// inside a commit). It holds `checkpointing` while it checkpoints. The thread ends with the
+/// writer.
+fn start_checkpointer(path: &Path, checkpointing: Arc<Mutex<()>>) -> anyhow::Result<std::sync::mpsc::SyncSender<()>> {
     let mut conn = super::establish_sqlite(path)?;
     let (asks, asked) = std::sync::mpsc::sync_channel::<()>(1);
     thread::Builder::new().name("sqlite-checkpointer".into()).spawn(move || {
         while asked.recv().is_ok() {
+            let working = checkpointing.lock().unwrap_or_else(PoisonError::into_inner);
             if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);") {
                 tracing::warn!(error = %e, "a SQLite checkpoint failed; the next commit asks again");
             }
+            drop(working);
             thread::sleep(CHECKPOINT_EVERY);
         }
     })?;
@@ -291,6 +378,47 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         let event = NewEvent::created(&opportunity, "{}".into());
         (Job { deadline, work: Work::Create { opportunity, key: None, event, reply } }, answer)
+    }
+
+    /// Under a steady stream of groups, the checkpointer's PASSIVE checkpoints alone never let
+    /// the log start again (it grew past 1.7 GB in 20 s of `bench/run`'s creates): the writer
+    /// keeps it near its bound, and every create stays stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_write_ahead_log_stays_near_its_bound_under_steady_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let url = crate::db::DatabaseUrl::Sqlite(path.clone());
+        let options = crate::db::PoolOptions { size: Some(2), timeout: Duration::from_secs(5) };
+        let db = crate::db::Database::connect(url, options).unwrap(); // migrates the file
+        const LIMIT: u64 = 1 << 20;
+        let writer = SqliteWriter::start_with_wal_limit(&path, Duration::from_secs(5), LIMIT).unwrap();
+        let wal = wal_path(&path);
+        let mut largest = 0;
+        let mut ids = Vec::new();
+        for _ in 0..60 {
+            let creates: Vec<_> = (0..32)
+                .map(|_| {
+                    let (Job { work: Work::Create { opportunity, event, .. }, .. }, _) = job(Instant::now()) else {
+                        unreachable!()
+                    };
+                    ids.push(opportunity.id);
+                    let writer = writer.clone();
+                    tokio::spawn(async move { writer.create(opportunity, None, event).await })
+                })
+                .collect();
+            for create in creates {
+                assert!(matches!(create.await.unwrap(), Ok(CreateOutcome::Created)));
+            }
+            largest = largest.max(std::fs::metadata(&wal).unwrap().len());
+        }
+        // 1,920 creates write several times the bound to the log (each group adds pages of
+        // six indexes, the table and the events); one group may take it past the bound before
+        // the writer checkpoints.
+        assert!(largest <= 2 * LIMIT, "the log reached {largest} bytes with a bound of {LIMIT}");
+        for id in ids {
+            let stored = db.get_opportunity(id).await.unwrap();
+            assert!(stored.is_some(), "create {id} was answered but is not stored");
+        }
     }
 
     #[test]
