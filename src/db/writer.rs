@@ -15,7 +15,7 @@
 //! the log stays within [`WAL_LIMIT`].
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -125,9 +125,12 @@ impl SqliteWriter {
                     {
                         // While the checkpointer is at work, SQLite would make the writer wait
                         // for it in sleeps of up to 100 ms: try again after the next group.
-                        if let Ok(_alone) = checkpointing.try_lock()
-                            && !restart_log(&mut conn)
-                        {
+                        let alone = match checkpointing.try_lock() {
+                            Ok(alone) => Some(alone),
+                            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                            Err(TryLockError::WouldBlock) => None,
+                        };
+                        if alone.is_some() && !restart_log(&mut conn) {
                             next_restart = Instant::now() + RESTART_BACKOFF;
                         }
                     } else {
