@@ -424,6 +424,65 @@ mod tests {
         }
     }
 
+    /// A read that holds the log keeps it from starting again: the writes go on (the writer waits
+    /// for that read at most [`RESTART_WAIT`], then a second before it tries again; a wait of the
+    /// whole database timeout for every group would take this test past five minutes), and once
+    /// the read ends the log is written from its start again and cut back to its bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_holding_the_log_delays_its_bound_but_never_the_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let url = crate::db::DatabaseUrl::Sqlite(path.clone());
+        let options = crate::db::PoolOptions { size: Some(2), timeout: Duration::from_secs(5) };
+        let db = crate::db::Database::connect(url, options).unwrap(); // migrates the file
+        const LIMIT: u64 = 1 << 20;
+        let writer = SqliteWriter::start_with_wal_limit(&path, Duration::from_secs(5), LIMIT).unwrap();
+        let wal = wal_path(&path);
+        let write_groups = |groups: usize| {
+            let writer = writer.clone();
+            async move {
+                let mut ids = Vec::new();
+                for _ in 0..groups {
+                    let creates: Vec<_> = (0..32)
+                        .map(|_| {
+                            let (Job { work: Work::Create { opportunity, event, .. }, .. }, _) = job(Instant::now())
+                            else {
+                                unreachable!()
+                            };
+                            ids.push(opportunity.id);
+                            let writer = writer.clone();
+                            tokio::spawn(async move { writer.create(opportunity, None, event).await })
+                        })
+                        .collect();
+                    for create in creates {
+                        assert!(matches!(create.await.unwrap(), Ok(CreateOutcome::Created)));
+                    }
+                }
+                ids
+            }
+        };
+        let mut ids = write_groups(5).await;
+        // A read transaction that has read: it holds its snapshot, and with it the log.
+        let mut reader = crate::db::establish_sqlite(&path).unwrap();
+        reader.batch_execute("BEGIN; SELECT count(*) FROM opportunities;").unwrap();
+        ids.extend(write_groups(60).await);
+        let held = std::fs::metadata(&wal).unwrap().len();
+        assert!(held > 2 * LIMIT, "the log held by a read is {held} bytes: the test wrote too little to show it");
+        reader.batch_execute("COMMIT;").unwrap();
+        drop(reader);
+        // The next checkpoint that finishes lets the log start again, and cuts the file back.
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut size = held;
+        while size > 2 * LIMIT && Instant::now() < until {
+            ids.extend(write_groups(5).await);
+            size = std::fs::metadata(&wal).unwrap().len();
+        }
+        assert!(size <= 2 * LIMIT, "the log is still {size} bytes after the read ended (bound {LIMIT})");
+        for id in ids {
+            assert!(db.get_opportunity(id).await.unwrap().is_some(), "create {id} was answered but is not stored");
+        }
+    }
+
     #[test]
     fn jobs_past_their_deadline_are_refused_and_never_run() {
         let now = Instant::now();
