@@ -105,11 +105,10 @@ impl SqliteWriter {
         ))?;
         let checkpointing = Arc::new(Mutex::new(()));
         let checkpoints = start_checkpointer(path, checkpointing.clone())?;
-        let wal = wal_path(path);
+        let mut bound = LogBound { wal: wal_path(path), limit: wal_limit, checkpointing, next_restart: Instant::now() };
         let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
         thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
             let mut group = Vec::with_capacity(MAX_GROUP);
-            let mut next_restart = Instant::now();
             while let Some(first) = queue.blocking_recv() {
                 group.push(first);
                 while group.len() < MAX_GROUP {
@@ -121,19 +120,7 @@ impl SqliteWriter {
                 refuse_expired(&mut group, Instant::now());
                 if !group.is_empty() {
                     commit_group(&mut conn, &mut group);
-                    if Instant::now() >= next_restart && std::fs::metadata(&wal).is_ok_and(|log| log.len() > wal_limit)
-                    {
-                        // While the checkpointer is at work, SQLite would make the writer wait
-                        // for it in sleeps of up to 100 ms: try again after the next group.
-                        let alone = match checkpointing.try_lock() {
-                            Ok(alone) => Some(alone),
-                            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-                            Err(TryLockError::WouldBlock) => None,
-                        };
-                        if alone.is_some() && !restart_log(&mut conn) {
-                            next_restart = Instant::now() + RESTART_BACKOFF;
-                        }
-                    } else {
+                    if !bound.keep(&mut conn) {
                         // Full: a checkpoint is asked for already.
                         let _ = checkpoints.try_send(());
                     }
@@ -207,6 +194,37 @@ fn wal_path(path: &Path) -> std::path::PathBuf {
     let mut log = path.as_os_str().to_owned();
     log.push("-wal");
     log.into()
+}
+
+/// The writer's side of the log's bound ([`WAL_LIMIT`]).
+struct LogBound {
+    wal: std::path::PathBuf,
+    limit: u64,
+    /// Held by the checkpointer while it checkpoints.
+    checkpointing: Arc<Mutex<()>>,
+    /// No checkpoint of the whole log before then (after one that could not finish).
+    next_restart: Instant,
+}
+
+impl LogBound {
+    /// Checkpoints the whole log when it is past its bound and the checkpointer is not at work.
+    /// Returns whether the log was past its bound (then the checkpointer need not be asked).
+    fn keep(&mut self, conn: &mut SqliteConnection) -> bool {
+        if Instant::now() < self.next_restart || !std::fs::metadata(&self.wal).is_ok_and(|log| log.len() > self.limit) {
+            return false;
+        }
+        // While the checkpointer is at work, SQLite would make the writer wait for it in sleeps
+        // of up to 100 ms: try again after the next group. Held, the lock keeps it from starting.
+        let _alone = match self.checkpointing.try_lock() {
+            Ok(alone) => alone,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return true,
+        };
+        if !restart_log(conn) {
+            self.next_restart = Instant::now() + RESTART_BACKOFF;
+        }
+        true
+    }
 }
 
 /// How long the writer waits at most, in a checkpoint of the whole log, for the reads still in
@@ -370,7 +388,8 @@ mod tests {
     use super::*;
     use crate::domain::opportunity::{CreateOpportunity, PipelineType};
 
-    fn job(deadline: Instant) -> (Job, oneshot::Receiver<Result<CreateOutcome, DbError>>) {
+    /// A valid opportunity to create, with its event.
+    fn new_create() -> (Opportunity, NewEvent) {
         let input = CreateOpportunity {
             customer_id: Some(Uuid::now_v7()),
             title: Some("queued".into()),
@@ -378,9 +397,70 @@ mod tests {
             ..Default::default()
         };
         let opportunity = Opportunity::new(input, Uuid::nil(), Uuid::nil(), Utc::now()).unwrap();
-        let (reply, answer) = oneshot::channel();
         let event = NewEvent::created(&opportunity, "{}".into());
+        (opportunity, event)
+    }
+
+    fn job(deadline: Instant) -> (Job, oneshot::Receiver<Result<CreateOutcome, DbError>>) {
+        let (opportunity, event) = new_create();
+        let (reply, answer) = oneshot::channel();
         (Job { deadline, work: Work::Create { opportunity, key: None, event, reply } }, answer)
+    }
+
+    /// The log's bound in these tests: 1 MiB.
+    const LIMIT: u64 = 1 << 20;
+
+    /// A new, migrated file with a writer whose log is bound to [`LIMIT`], and a `Database` on
+    /// the same file to read back what it stored.
+    struct Bounded {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        wal: std::path::PathBuf,
+        db: crate::db::Database,
+        writer: SqliteWriter,
+    }
+
+    impl Bounded {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db");
+            let url = crate::db::DatabaseUrl::Sqlite(path.clone());
+            let options = crate::db::PoolOptions { size: Some(2), timeout: Duration::from_secs(5) };
+            let db = crate::db::Database::connect(url, options).unwrap(); // migrates the file
+            let writer = SqliteWriter::start_with_wal_limit(&path, Duration::from_secs(5), LIMIT).unwrap();
+            Self { wal: wal_path(&path), _dir: dir, path, db, writer }
+        }
+
+        fn log_size(&self) -> u64 {
+            std::fs::metadata(&self.wal).unwrap().len()
+        }
+
+        /// Sends 32 creates at once, waits for them all to be stored, and answers their ids.
+        async fn write_group(&self) -> Vec<Uuid> {
+            let creates: Vec<_> = (0..32)
+                .map(|_| {
+                    let (opportunity, event) = new_create();
+                    let id = opportunity.id;
+                    let writer = self.writer.clone();
+                    (id, tokio::spawn(async move { writer.create(opportunity, None, event).await }))
+                })
+                .collect();
+            let mut ids = Vec::with_capacity(creates.len());
+            for (id, create) in creates {
+                assert!(matches!(create.await.unwrap(), Ok(CreateOutcome::Created)));
+                ids.push(id);
+            }
+            ids
+        }
+
+        async fn assert_stored(&self, ids: Vec<Uuid>) {
+            for id in ids {
+                assert!(
+                    self.db.get_opportunity(id).await.unwrap().is_some(),
+                    "create {id} was answered but is not stored"
+                );
+            }
+        }
     }
 
     /// Under a steady stream of groups, the checkpointer's PASSIVE checkpoints alone never let
@@ -388,40 +468,18 @@ mod tests {
     /// keeps it near its bound, and every create stays stored.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_write_ahead_log_stays_near_its_bound_under_steady_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let url = crate::db::DatabaseUrl::Sqlite(path.clone());
-        let options = crate::db::PoolOptions { size: Some(2), timeout: Duration::from_secs(5) };
-        let db = crate::db::Database::connect(url, options).unwrap(); // migrates the file
-        const LIMIT: u64 = 1 << 20;
-        let writer = SqliteWriter::start_with_wal_limit(&path, Duration::from_secs(5), LIMIT).unwrap();
-        let wal = wal_path(&path);
+        let file = Bounded::new();
         let mut largest = 0;
         let mut ids = Vec::new();
         for _ in 0..60 {
-            let creates: Vec<_> = (0..32)
-                .map(|_| {
-                    let (Job { work: Work::Create { opportunity, event, .. }, .. }, _) = job(Instant::now()) else {
-                        unreachable!()
-                    };
-                    ids.push(opportunity.id);
-                    let writer = writer.clone();
-                    tokio::spawn(async move { writer.create(opportunity, None, event).await })
-                })
-                .collect();
-            for create in creates {
-                assert!(matches!(create.await.unwrap(), Ok(CreateOutcome::Created)));
-            }
-            largest = largest.max(std::fs::metadata(&wal).unwrap().len());
+            ids.extend(file.write_group().await);
+            largest = largest.max(file.log_size());
         }
         // 1,920 creates write several times the bound to the log (each group adds pages of
         // six indexes, the table and the events); one group may take it past the bound before
         // the writer checkpoints.
         assert!(largest <= 2 * LIMIT, "the log reached {largest} bytes with a bound of {LIMIT}");
-        for id in ids {
-            let stored = db.get_opportunity(id).await.unwrap();
-            assert!(stored.is_some(), "create {id} was answered but is not stored");
-        }
+        file.assert_stored(ids).await;
     }
 
     /// A read that holds the log keeps it from starting again: the writes go on (the writer waits
@@ -430,57 +488,29 @@ mod tests {
     /// the read ends the log is written from its start again and cut back to its bound.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_holding_the_log_delays_its_bound_but_never_the_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let url = crate::db::DatabaseUrl::Sqlite(path.clone());
-        let options = crate::db::PoolOptions { size: Some(2), timeout: Duration::from_secs(5) };
-        let db = crate::db::Database::connect(url, options).unwrap(); // migrates the file
-        const LIMIT: u64 = 1 << 20;
-        let writer = SqliteWriter::start_with_wal_limit(&path, Duration::from_secs(5), LIMIT).unwrap();
-        let wal = wal_path(&path);
-        let write_groups = |groups: usize| {
-            let writer = writer.clone();
-            async move {
-                let mut ids = Vec::new();
-                for _ in 0..groups {
-                    let creates: Vec<_> = (0..32)
-                        .map(|_| {
-                            let (Job { work: Work::Create { opportunity, event, .. }, .. }, _) = job(Instant::now())
-                            else {
-                                unreachable!()
-                            };
-                            ids.push(opportunity.id);
-                            let writer = writer.clone();
-                            tokio::spawn(async move { writer.create(opportunity, None, event).await })
-                        })
-                        .collect();
-                    for create in creates {
-                        assert!(matches!(create.await.unwrap(), Ok(CreateOutcome::Created)));
-                    }
-                }
-                ids
-            }
-        };
-        let mut ids = write_groups(5).await;
+        let file = Bounded::new();
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.extend(file.write_group().await);
+        }
         // A read transaction that has read: it holds its snapshot, and with it the log.
-        let mut reader = crate::db::establish_sqlite(&path).unwrap();
+        let mut reader = crate::db::establish_sqlite(&file.path).unwrap();
         reader.batch_execute("BEGIN; SELECT count(*) FROM opportunities;").unwrap();
-        ids.extend(write_groups(60).await);
-        let held = std::fs::metadata(&wal).unwrap().len();
+        for _ in 0..60 {
+            ids.extend(file.write_group().await);
+        }
+        let held = file.log_size();
         assert!(held > 2 * LIMIT, "the log held by a read is {held} bytes: the test wrote too little to show it");
         reader.batch_execute("COMMIT;").unwrap();
         drop(reader);
         // The next checkpoint that finishes lets the log start again, and cuts the file back.
         let until = Instant::now() + Duration::from_secs(20);
-        let mut size = held;
-        while size > 2 * LIMIT && Instant::now() < until {
-            ids.extend(write_groups(5).await);
-            size = std::fs::metadata(&wal).unwrap().len();
+        while file.log_size() > 2 * LIMIT && Instant::now() < until {
+            ids.extend(file.write_group().await);
         }
+        let size = file.log_size();
         assert!(size <= 2 * LIMIT, "the log is still {size} bytes after the read ended (bound {LIMIT})");
-        for id in ids {
-            assert!(db.get_opportunity(id).await.unwrap().is_some(), "create {id} was answered but is not stored");
-        }
+        file.assert_stored(ids).await;
     }
 
     #[test]
