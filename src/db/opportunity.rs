@@ -981,6 +981,112 @@ mod tests {
         assert_eq!(keys, 1);
     }
 
+    type Edit = fn(&mut Opportunity);
+
+    /// Runs `edits` as one group of changes on PostgreSQL, as the writer does, calls `before_commit`
+    /// in the group's transaction after its last statement, and answers the group's first
+    /// position.
+    fn change_group(
+        conn: &mut PgConnection,
+        edits: &[(Uuid, Edit)],
+        before_commit: impl FnOnce(&mut PgConnection),
+    ) -> i64 {
+        let before = events::head(DbConn::Postgres(conn)).unwrap();
+        conn.transaction(|c| {
+            let mut ids: Vec<Uuid> = edits.iter().map(|(id, _)| *id).collect();
+            ids.sort();
+            let mut locked = lock_postgres(c, &ids).map_err(into_diesel)?;
+            let mut deferred = Vec::new();
+            for &(id, edit) in edits {
+                let decide = move |current: Option<Opportunity>| -> Decision<()> {
+                    let current = current.expect("stored");
+                    let mut next = current.clone();
+                    edit(&mut next);
+                    next.version += 1;
+                    let json = serde_json::to_string(&next).unwrap();
+                    let event = NewEvent::new(events::EventKind::Updated, Some(&current), &next, Uuid::nil(), json);
+                    Decision::Write(next, Box::new(event))
+                };
+                change_postgres(c, &mut locked, id, None, &decide, &mut deferred).map_err(into_diesel)?;
+            }
+            finish_changes(DbConn::Postgres(c), &deferred)?;
+            before_commit(c);
+            Ok::<_, DieselError>(())
+        })
+        .unwrap();
+        before + 1
+    }
+
+    /// A group of changes on PostgreSQL on full pages of rows: each changed row's two versions
+    /// (its new state, then its feed positions) stay in the row's page, and the second one is
+    /// a heap-only tuple that touches no index (the table's fillfactor, migration
+    /// 2026-12-06-000001). On pages filled to the brim the new states moved to other pages, and
+    /// half of the positions' versions went through every index again.
+    #[test]
+    fn the_rows_of_a_group_of_changes_on_postgres_stay_in_their_pages_and_are_positioned_heap_only() {
+        let test = "the_rows_of_a_group_of_changes_on_postgres_stay_in_their_pages_and_are_positioned_heap_only";
+        let Some((mut conn, _guard)) = postgres_database(test) else {
+            return;
+        };
+        // Pages filled as creates fill them: 400 rows take more than a dozen.
+        let stored: Vec<Opportunity> = (0..400).map(|_| opportunity(Utc::now())).collect();
+        let events: Vec<NewEvent> =
+            stored.iter().map(|o| NewEvent::created(o, serde_json::to_string(o).unwrap())).collect();
+        let group: Vec<_> = stored.iter().zip(&events).map(|(o, e)| (o, None, e)).collect();
+        let in_time = std::time::Instant::now() + Duration::from_secs(60);
+        for chunk in group.chunks(200) {
+            create_postgres_group(&mut conn, chunk, in_time, &mut Vec::new()).unwrap();
+        }
+        #[derive(diesel::QueryableByName)]
+        struct Page {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            page: i64,
+        }
+        let page = |conn: &mut PgConnection, id: Uuid| {
+            diesel::sql_query(format!(
+                "SELECT ((ctid::text::point)[0])::bigint AS page FROM opportunities WHERE id = '{id}'"
+            ))
+            .get_result::<Page>(conn)
+            .unwrap()
+            .page
+        };
+        // One row of each of ten pages that are full (the last page written is left out).
+        let mut chosen: Vec<(i64, Uuid)> = Vec::new();
+        for o in &stored {
+            let p = page(&mut conn, o.id);
+            if chosen.iter().all(|&(q, _)| q != p) {
+                chosen.push((p, o.id));
+            }
+        }
+        assert!(chosen.len() > 10, "400 rows fill more than ten pages: {}", chosen.len());
+        chosen.truncate(10);
+        // As an update does: a new title, and `updated_at`, which is indexed, moves.
+        let retitle: Edit = |o| {
+            o.title = format!("{} again", o.title);
+            o.updated_at = Utc::now();
+        };
+        let edits: Vec<(Uuid, Edit)> = chosen.iter().map(|&(_, id)| (id, retitle)).collect();
+
+        #[derive(diesel::QueryableByName, Debug, PartialEq)]
+        struct Updates {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n_tup_upd: i64,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n_tup_hot_upd: i64,
+        }
+        let mut updates = None;
+        change_group(&mut conn, &edits, |c| {
+            let sql = "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'opportunities'";
+            updates = Some(diesel::sql_query(sql).get_result::<Updates>(c).unwrap());
+        });
+        // Two versions a row: the new state (every index), then its positions (heap-only).
+        assert_eq!(updates, Some(Updates { n_tup_upd: 20, n_tup_hot_upd: 10 }));
+        for (p, id) in chosen {
+            assert_eq!(page(&mut conn, id), p, "the changed row {id} stayed in its page");
+            assert_eq!(get(DbConn::Postgres(&mut conn), id).unwrap().unwrap().title, "kept again");
+        }
+    }
+
     /// A group of changes on PostgreSQL writes each row's last state and the feed positions of
     /// its changes (`updated_pos` always; `close_pos` and `value_pos` only where a change moved
     /// that value), with statements prepared once: a later group of another size prepares none.
@@ -1011,35 +1117,10 @@ mod tests {
                 .get_result::<Positions>(conn)
                 .unwrap()
         };
-        type Edit = fn(&mut Opportunity);
         let retitle: Edit = |o| o.title = format!("{} again", o.title);
         let move_close: Edit = |o| o.expected_close_date = Some(Utc::now() + chrono::Duration::days(30));
         let move_value: Edit = |o| o.estimated_value = Some(crate::domain::opportunity::Money::from_cents(12_500));
-        // Runs `edits` as one group, as the writer does, and answers the group's first position.
-        let run = |conn: &mut PgConnection, edits: &[(Uuid, Edit)]| -> i64 {
-            let before = events::head(DbConn::Postgres(conn)).unwrap();
-            conn.transaction(|c| {
-                let mut ids: Vec<Uuid> = edits.iter().map(|(id, _)| *id).collect();
-                ids.sort();
-                let mut locked = lock_postgres(c, &ids).map_err(into_diesel)?;
-                let mut deferred = Vec::new();
-                for &(id, edit) in edits {
-                    let decide = move |current: Option<Opportunity>| -> Decision<()> {
-                        let current = current.expect("stored");
-                        let mut next = current.clone();
-                        edit(&mut next);
-                        next.version += 1;
-                        let json = serde_json::to_string(&next).unwrap();
-                        let event = NewEvent::new(events::EventKind::Updated, Some(&current), &next, Uuid::nil(), json);
-                        Decision::Write(next, Box::new(event))
-                    };
-                    change_postgres(c, &mut locked, id, None, &decide, &mut deferred).map_err(into_diesel)?;
-                }
-                finish_changes(DbConn::Postgres(c), &deferred)
-            })
-            .unwrap();
-            before + 1
-        };
+        let run = |conn: &mut PgConnection, edits: &[(Uuid, Edit)]| change_group(conn, edits, |_| ());
         let (a, b, c, d) = (stored[0].id, stored[1].id, stored[2].id, stored[3].id);
         let untouched = positions(&mut conn, c);
         let (a_before, b_before) = (positions(&mut conn, a), positions(&mut conn, b));

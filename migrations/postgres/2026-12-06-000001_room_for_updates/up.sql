@@ -1,0 +1,11 @@
+-- Room in each page of the opportunities table for the versions a change writes. A group of
+-- changes writes each changed row twice in its transaction: its new state, a new entry in each
+-- of the table's eight indexes (`updated_at` is indexed), then, under the feed's position
+-- lock, its feed positions, which are in no index (src/db/opportunity.rs, finish_changes).
+-- PostgreSQL writes such a second version as a heap-only tuple, without touching any index,
+-- only when it fits in the page of the version before it. With full pages, the new state
+-- moved to another page, and about half of the positions' versions found no room there and
+-- went through all eight indexes again. With a fifth of each page kept free, both versions of
+-- a changed row stay in its page. Only pages written from now on keep that room; a
+-- VACUUM FULL (which locks the table) gives it to those written before.
+ALTER TABLE opportunities SET (fillfactor = 80);
