@@ -983,6 +983,19 @@ mod tests {
 
     type Edit = fn(&mut Opportunity);
 
+    /// Stores `n` new opportunities on PostgreSQL, in groups of creates as the writer does.
+    fn create_many(conn: &mut PgConnection, n: usize) -> Vec<Opportunity> {
+        let stored: Vec<Opportunity> = (0..n).map(|_| opportunity(Utc::now())).collect();
+        let events: Vec<NewEvent> =
+            stored.iter().map(|o| NewEvent::created(o, serde_json::to_string(o).unwrap())).collect();
+        let group: Vec<_> = stored.iter().zip(&events).map(|(o, e)| (o, None, e)).collect();
+        let in_time = std::time::Instant::now() + Duration::from_secs(60);
+        for chunk in group.chunks(crate::db::pg_writer::MAX_GROUP) {
+            create_postgres_group(conn, chunk, in_time, &mut Vec::new()).unwrap();
+        }
+        stored
+    }
+
     /// Runs `edits` as one group of changes on PostgreSQL, as the writer does, calls `before_commit`
     /// in the group's transaction after its last statement, and answers the group's first
     /// position.
@@ -1029,14 +1042,7 @@ mod tests {
             return;
         };
         // Pages filled as creates fill them: 400 rows take more than a dozen.
-        let stored: Vec<Opportunity> = (0..400).map(|_| opportunity(Utc::now())).collect();
-        let events: Vec<NewEvent> =
-            stored.iter().map(|o| NewEvent::created(o, serde_json::to_string(o).unwrap())).collect();
-        let group: Vec<_> = stored.iter().zip(&events).map(|(o, e)| (o, None, e)).collect();
-        let in_time = std::time::Instant::now() + Duration::from_secs(60);
-        for chunk in group.chunks(200) {
-            create_postgres_group(&mut conn, chunk, in_time, &mut Vec::new()).unwrap();
-        }
+        let stored = create_many(&mut conn, 400);
         #[derive(diesel::QueryableByName)]
         struct Page {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -1096,12 +1102,7 @@ mod tests {
         let Some((mut conn, _guard)) = postgres_database(test) else {
             return;
         };
-        let stored: Vec<Opportunity> = (0..4).map(|_| opportunity(Utc::now())).collect();
-        let events: Vec<NewEvent> =
-            stored.iter().map(|o| NewEvent::created(o, serde_json::to_string(o).unwrap())).collect();
-        let group: Vec<_> = stored.iter().zip(&events).map(|(o, e)| (o, None, e)).collect();
-        let in_time = std::time::Instant::now() + Duration::from_secs(60);
-        create_postgres_group(&mut conn, &group, in_time, &mut Vec::new()).unwrap();
+        let stored = create_many(&mut conn, 4);
 
         #[derive(diesel::QueryableByName, Debug, PartialEq)]
         struct Positions {
