@@ -856,7 +856,7 @@ mod tests {
             let mut conn = PgConnection::establish(&url).unwrap();
             let migrations = MigrationSource::<diesel::pg::Pg>::migrations(&POSTGRES_MIGRATIONS).unwrap();
             let at = migrations.iter().position(|m| m.name().to_string() == "2026-12-05-000001_one_schema").unwrap();
-            let (before, last) = (&migrations[..at], &migrations[at]);
+            let (before, one_schema) = (&migrations[..at], &migrations[at]);
             assert!(conn.applied_migrations().unwrap().is_empty(), "a new database");
             for m in before {
                 conn.run_migration(m).unwrap();
@@ -888,7 +888,7 @@ mod tests {
                     .collect();
                 (all, events::head(DbConn::Postgres(conn)).unwrap())
             };
-            conn.run_migration(last).unwrap();
+            conn.run_migration(one_schema).unwrap();
             let (after, head) = read(&mut conn);
             let cents: Vec<_> = after.iter().map(|o| o.estimated_value.map(|m| m.cents())).collect();
             assert_eq!(cents, [Some(1), Some(12_500_050), Some(100_000_000_000_000), None]);
@@ -906,8 +906,8 @@ mod tests {
             .execute(&mut conn);
             assert!(over.is_err(), "a value over the range is refused");
             // Down and up again: the same values.
-            conn.revert_migration(last).unwrap();
-            conn.run_migration(last).unwrap();
+            conn.revert_migration(one_schema).unwrap();
+            conn.run_migration(one_schema).unwrap();
             let (again, _) = read(&mut conn);
             assert_eq!(
                 again.iter().map(|o| o.estimated_value).collect::<Vec<_>>(),

@@ -1042,28 +1042,33 @@ mod tests {
             return;
         };
         // Pages filled as creates fill them: 400 rows take more than a dozen.
-        let stored = create_many(&mut conn, 400);
+        create_many(&mut conn, 400);
         #[derive(diesel::QueryableByName)]
-        struct Page {
+        struct Placed {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            id: String,
             #[diesel(sql_type = diesel::sql_types::BigInt)]
             page: i64,
         }
+        // The page a row version is in: the first half of its `ctid`.
+        const PAGE: &str = "((ctid::text::point)[0])::bigint";
         let page = |conn: &mut PgConnection, id: Uuid| {
-            diesel::sql_query(format!(
-                "SELECT ((ctid::text::point)[0])::bigint AS page FROM opportunities WHERE id = '{id}'"
-            ))
-            .get_result::<Page>(conn)
-            .unwrap()
-            .page
+            diesel::sql_query(format!("SELECT id::text AS id, {PAGE} AS page FROM opportunities WHERE id = '{id}'"))
+                .get_result::<Placed>(conn)
+                .unwrap()
+                .page
         };
-        // One row of each of ten pages that are full (the last page written is left out).
-        let mut chosen: Vec<(i64, Uuid)> = Vec::new();
-        for o in &stored {
-            let p = page(&mut conn, o.id);
-            if chosen.iter().all(|&(q, _)| q != p) {
-                chosen.push((p, o.id));
-            }
-        }
+        // One row of each page, in page order: all but the last page written are full.
+        let first_of_each = format!(
+            "SELECT DISTINCT ON (page) id, page FROM (SELECT id::text AS id, {PAGE} AS page FROM opportunities) AS p \
+             ORDER BY page, id"
+        );
+        let mut chosen: Vec<(i64, Uuid)> = diesel::sql_query(first_of_each)
+            .load::<Placed>(&mut conn)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.page, p.id.parse().unwrap()))
+            .collect();
         assert!(chosen.len() > 10, "400 rows fill more than ten pages: {}", chosen.len());
         chosen.truncate(10);
         // As an update does: a new title, and `updated_at`, which is indexed, moves.
