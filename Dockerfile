@@ -30,6 +30,8 @@ WORKDIR /app
 # Dependency layer: build every dependency against placeholder sources, so that a
 # change to src/ or migrations/ does not rebuild the dependencies.
 COPY Cargo.toml Cargo.lock ./
+# How the bundled SQLite is compiled (.cargo/config.toml): part of the dependencies' build.
+COPY .cargo ./.cargo
 # Cargo.toml declares the storage bench: its file must exist for any build.
 COPY benches ./benches
 # Cargo.toml is a workspace with the Rust client as a member: cargo reads every member's

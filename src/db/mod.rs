@@ -838,6 +838,26 @@ mod tests {
         assert_eq!(get(&mut conn, "busy_timeout", "timeout"), SQLITE_BUSY_TIMEOUT_MS.to_string());
     }
 
+    /// The bundled SQLite is compiled as `.cargo/config.toml` says (no memory accounting, no
+    /// mutex per connection call): a build without that file (a Dockerfile that forgot to copy
+    /// it, say) would quietly be slower.
+    #[test]
+    fn the_bundled_sqlite_is_built_without_the_mutexes_it_does_not_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = establish_sqlite(&dir.path().join("t.db")).unwrap();
+        #[derive(diesel::QueryableByName)]
+        struct Used {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            used: i32,
+        }
+        for option in ["THREADSAFE=2", "DEFAULT_MEMSTATUS=0"] {
+            let Used { used } = diesel::sql_query(format!("SELECT sqlite_compileoption_used('{option}') AS used"))
+                .get_result(&mut conn)
+                .unwrap();
+            assert_eq!(used, 1, "SQLite was compiled without {option}: is LIBSQLITE3_FLAGS of .cargo/config.toml set?");
+        }
+    }
+
     /// The migration to one schema (2026-12-05-000001) on a database filled by the schema
     /// before it: every stored value reads back the same, money exactly to the cent at both
     /// ends of its range, and the migration reverts and applies again without loss.
