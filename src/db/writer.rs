@@ -30,6 +30,17 @@ use super::events::{self, NewEvent};
 use super::opportunity::{CreateOutcome, IdempotencyRecord, create_sqlite, insert_sqlite_batch};
 use crate::domain::opportunity::Opportunity;
 
+/// How much of the database file the writer reads through a memory map rather than with a
+/// read call per page (`PRAGMA mmap_size`): SQLite's own upper bound on Linux, 2 GiB less 64 KiB.
+/// The writer reads the pages its changes land in, scattered over a large file; with the map it
+/// neither copies them nor makes a system call for each (writes still go through the
+/// write-ahead log, never through the map). Measured with `bench/run`'s seed (1,000,000
+/// opportunities) and its wrk scripts, the two binaries alternating, 10 s at 32 connections: updates 3,653 and 2,892 a second without the
+/// map, 3,944 and 3,518 with it; creates 7,564 and 8,116 against 7,982 and 8,827; 7% less
+/// service CPU per update. The pages it touches count in the process's resident set as file
+/// pages (the kernel's page cache, which it may drop), up to the size of the file.
+const WRITER_MMAP: u64 = 0x7fff_0000;
+
 /// The most creates committed in one transaction.
 pub const MAX_GROUP: usize = 512;
 /// Creates waiting for the writer before callers wait to enqueue.
@@ -100,8 +111,9 @@ impl SqliteWriter {
         // saved were under 1% (`perf record` under `bench/run`).
         // A log that was restarted is cut back to the bound (SQLite does so when it writes the
         // log from its start again).
+        // The database file is read through a memory map ([`WRITER_MMAP`]).
         conn.batch_execute(&format!(
-            "PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {wal_limit};"
+            "PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {wal_limit}; PRAGMA mmap_size = {WRITER_MMAP};"
         ))?;
         let checkpointing = Arc::new(Mutex::new(()));
         let checkpoints = start_checkpointer(path, checkpointing.clone())?;
@@ -511,6 +523,28 @@ mod tests {
         let size = file.log_size();
         assert!(size <= 2 * LIMIT, "the log is still {size} bytes after the read ended (bound {LIMIT})");
         file.assert_stored(ids).await;
+    }
+
+    /// The writer's own connection reads the file through the memory map, at the size asked for
+    /// (SQLite quietly caps a size past its compile-time limit, and ignores a malformed pragma).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_reads_the_database_through_a_memory_map() {
+        #[derive(diesel::QueryableByName)]
+        struct MmapSize {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            mmap_size: i64,
+        }
+        let file = Bounded::new();
+        let size = file
+            .writer
+            .run(Instant::now() + Duration::from_secs(5), |conn| {
+                use diesel::RunQueryDsl;
+                diesel::sql_query("PRAGMA mmap_size").get_result::<MmapSize>(conn).map_err(DbError::classify)
+            })
+            .await
+            .unwrap()
+            .mmap_size;
+        assert_eq!(size, WRITER_MMAP as i64);
     }
 
     #[test]
