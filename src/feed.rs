@@ -3,11 +3,12 @@
 //! process. The database stays the truth: a subscriber that falls behind the batches (or starts
 //! from a `since`) reads what it missed from the database, so no event is skipped or repeated.
 //!
-//! The task polls the feed's head every [`POLL_INTERVAL`], so that a change committed by any other
-//! process on the same database is seen within that time, and, while this process has live
-//! subscriptions, also wakes as soon as this process commits events. A poll is one primary-key read of a one-row table. (Polling rather than
-//! PostgreSQL's LISTEN/NOTIFY keeps the feed working through PgBouncer in transaction mode and
-//! across a failover, where a listening connection would be lost silently.)
+//! The task polls the feed's head every [`POLL_INTERVAL`], so that a change committed by any
+//! other process on the same database is seen within that time, and, while this process has
+//! live subscriptions, also wakes as soon as this process commits events. A poll is one
+//! primary-key read of a one-row table. (Polling rather than PostgreSQL's LISTEN/NOTIFY keeps
+//! the feed working through PgBouncer in transaction mode and across a failover, where a
+//! listening connection would be lost silently.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
