@@ -78,16 +78,17 @@ async fn follow(db: Database, batches: broadcast::Sender<Arc<Batch>>, known_head
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let polled = tokio::select! {
-            _ = db.committed() => false,
-            _ = poll.tick() => true,
-        };
-        if !polled && batches.receiver_count() == 0 {
+        if batches.receiver_count() == 0 {
             // Nobody here to hand this process's commits to: the poll alone keeps the head known
-            // (a subscription that starts reads what came before it from the database). Under
-            // creates this wake-up came once per commit, and reading the head each time cost
-            // about 5% of the service's CPU (`perf record` under `bench/run`, SQLite).
-            continue;
+            // (a subscription that starts reads what came before it from the database). Woken
+            // by each commit, the task had read the head once per group commit under creates,
+            // for about 5% of the service's CPU (`perf record` under `bench/run`, SQLite).
+            poll.tick().await;
+        } else {
+            tokio::select! {
+                _ = db.committed() => {}
+                _ = poll.tick() => {}
+            }
         }
         let head = match db.run(events::head).await {
             Ok(head) => head,

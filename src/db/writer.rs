@@ -35,10 +35,11 @@ use crate::domain::opportunity::Opportunity;
 /// The writer reads the pages its changes land in, scattered over a large file; with the map it
 /// neither copies them nor makes a system call for each (writes still go through the
 /// write-ahead log, never through the map). Measured with `bench/run`'s seed (1,000,000
-/// opportunities) and its wrk scripts, the two binaries alternating, 10 s at 32 connections: updates 3,653 and 2,892 a second without the
-/// map, 3,944 and 3,518 with it; creates 7,564 and 8,116 against 7,982 and 8,827; 7% less
-/// service CPU per update. The pages it touches count in the process's resident set as file
-/// pages (the kernel's page cache, which it may drop), up to the size of the file.
+/// opportunities) and its wrk scripts, the two binaries alternating, 10 s at 32 connections:
+/// updates 3,653 and 2,892 a second without the map, 3,944 and 3,518 with it; creates 7,564
+/// and 8,116 against 7,982 and 8,827; 7% less service CPU per update. The pages it touches
+/// count in the process's resident set as file pages (the kernel's page cache, which it may
+/// drop), up to the size of the file.
 const WRITER_MMAP: u64 = 0x7fff_0000;
 
 /// The most creates committed in one transaction.
@@ -110,8 +111,7 @@ impl SqliteWriter {
         // for about 9% of the writer's time under creates, 2% under updates, while the reads it
         // saved were under 1% (`perf record` under `bench/run`).
         // A log that was restarted is cut back to the bound (SQLite does so when it writes the
-        // log from its start again).
-        // The database file is read through a memory map ([`WRITER_MMAP`]).
+        // log from its start again). Reads go through the memory map of `WRITER_MMAP`.
         conn.batch_execute(&format!(
             "PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {wal_limit}; PRAGMA mmap_size = {WRITER_MMAP};"
         ))?;
