@@ -1,1 +1,1 @@
-SELECT * FROM opportunities WHERE workspace_id = $1 AND stage IN ($2, $3) AND archived_at IS NULL AND close_pos <= 9223372036854775807 AND (expected_close_date, id) < ($4, $5) ORDER BY expected_close_date DESC NULLS LAST, id DESC LIMIT 51
+SELECT * FROM opportunities WHERE workspace_id = $1 AND stage IN ($2, $3) AND archived_at IS NULL AND close_pos <= 9223372036854775807 AND (expected_close_date, id) < ($4, $5) ORDER BY expected_close_date DESC, id DESC LIMIT 51

@@ -277,17 +277,24 @@ impl Statement {
     }
 
     /// The statements of a page, run in order until they have given `limit + 1` rows. Each is
-    /// an index range of (workspace_id, ordering value, id). A later page of a nullable
-    /// ordering value has two: the rows after the cursor with a value (`(value, id) > (v, i)`
-    /// as a row comparison, a range an index serves where the same rule spelled with OR is
-    /// only a filter), then those with none (NULLs last), which are read only when the first
-    /// part does not fill the page. One statement with UNION ALL did the same in one call, but
-    /// cost every page the second part and a merge: on SQLite 1.1 ms where the two parts take
-    /// 0.25 and 0.19 ms, on PostgreSQL the planning of both.
+    /// an index range of (workspace_id, ordering value, id), read forwards or backwards. A page
+    /// of a nullable ordering value has two: the rows with a value (after the cursor: `(value,
+    /// id) > (v, i)` as a row comparison, a range an index serves where the same rule spelled
+    /// with OR is only a filter), then those with none (NULLs last), which are read only when
+    /// the first part does not fill the page. One statement with UNION ALL did the same in one
+    /// call, but cost every page the second part and a merge: on SQLite 1.1 ms where the two
+    /// parts take 0.25 and 0.19 ms, on PostgreSQL the planning of both.
+    ///
+    /// No part holds both rows with a value and rows without, so none needs `NULLS LAST`, and
+    /// the one ascending index of each ordering value serves both directions: PostgreSQL reads
+    /// it backwards for `DESC` (NULLs first, which no part has). With `DESC NULLS LAST` in one
+    /// statement, PostgreSQL needed a descending index of its own for each nullable value
+    /// (migration `2026-12-06-000002_one_index_per_order` dropped them), and each made every
+    /// create and update write one more index entry.
     fn build(q: &ListQuery, backend: Backend) -> Vec<Self> {
         let column = q.order().column();
         let (after, dir) = if q.descending { ("<", "DESC") } else { (">", "ASC") };
-        let order = format!("ORDER BY {column} {dir} NULLS LAST, id {dir} LIMIT {}", q.limit + 1);
+        let order = format!("ORDER BY {column} {dir}, id {dir} LIMIT {}", q.limit + 1);
         let part = |rule: &dyn Fn(&mut Self)| {
             let mut s = Statement { backend, sql: String::new(), binds: Vec::new() };
             s.push("SELECT * FROM opportunities WHERE ");
@@ -302,18 +309,23 @@ impl Statement {
         let unvalued = |s: &mut Self| {
             s.push(&format!(" AND {column} IS NULL"));
         };
+        let valued = |s: &mut Self| {
+            s.push(&format!(" AND {column} IS NOT NULL"));
+        };
         match q.after {
+            None if q.order().nullable() => vec![part(&valued), part(&unvalued)],
             None => vec![part(&|_| {})],
             Some((SortValue::Null, id)) => vec![part(&|s| {
                 unvalued(s);
                 s.push(&format!(" AND id {after} ")).bind(Bind::Uuid(id));
             })],
             Some((value, id)) => {
-                let valued = part(&|s| {
+                // The row comparison holds for no NULL: these rows all have a value.
+                let later = part(&|s| {
                     s.push(&format!(" AND ({column}, id) {after} (")).bind_sort(value).push(", ");
                     s.bind(Bind::Uuid(id)).push(")");
                 });
-                if q.order().nullable() { vec![valued, part(&unvalued)] } else { vec![valued] }
+                if q.order().nullable() { vec![later, part(&unvalued)] } else { vec![later] }
             }
         }
     }
@@ -397,18 +409,119 @@ mod tests {
         assert!(!pg.sql.contains("drop table"), "{}", pg.sql);
         assert_eq!(pg.binds.len(), 5, "{}", pg.sql);
         assert!(pg.sql.contains("$5"), "{}", pg.sql);
-        assert!(pg.sql.ends_with("ORDER BY expected_close_date DESC NULLS LAST, id DESC LIMIT 51"), "{}", pg.sql);
+        assert!(pg.sql.ends_with("ORDER BY expected_close_date DESC, id DESC LIMIT 51"), "{}", pg.sql);
         let [lite] = &Statement::build(&q, Backend::Sqlite)[..] else { panic!("one statement") };
         assert_eq!(lite.sql.matches('?').count(), 5, "{}", lite.sql);
+    }
+
+    /// Every query a list page runs, for each order and direction: the first page, a later
+    /// page after a row with a value, and one after a row without (nullable orders), each with
+    /// the bench's stage filter and without.
+    fn every_page() -> Vec<ListQuery> {
+        let id = Uuid::from_u128(7);
+        let mut queries = Vec::new();
+        for order in OrderBy::VALUES.iter().map(|v| OrderBy::parse(v).unwrap()) {
+            let value = match order {
+                OrderBy::EstimatedValue => SortValue::Money(Money::from_cents(12_500_050)),
+                _ => SortValue::Instant(DateTime::UNIX_EPOCH),
+            };
+            let mut afters = vec![None, Some((value, id))];
+            if order.nullable() {
+                afters.push(Some((SortValue::Null, id)));
+            }
+            for descending in [false, true] {
+                for after in &afters {
+                    for stages in [None, Some(vec!["negotiation", "proposal"])] {
+                        queries.push(ListQuery {
+                            workspace: Uuid::from_u128(1),
+                            stages,
+                            order_by: Some(order),
+                            descending,
+                            limit: 50,
+                            after: *after,
+                            as_of: after.map(|_| 100),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+        }
+        queries
+    }
+
+    #[derive(QueryableByName)]
+    struct PgPlanLine {
+        #[diesel(sql_type = sql_types::Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+
+    #[derive(QueryableByName)]
+    struct SqlitePlanLine {
+        #[diesel(sql_type = sql_types::Text)]
+        detail: String,
+    }
+
+    /// Each statement of every page reads an index in the page's order, on PostgreSQL: its
+    /// plan sorts nothing, with sorting and sequential scans priced out (the test's table is
+    /// empty, where a sort would otherwise be cheapest), so that a missing index shows as a
+    /// Sort node. Nothing else keeps the list from sorting a million rows per page.
+    #[test]
+    fn every_list_statement_reads_an_index_in_order_on_postgres() {
+        let test = "every_list_statement_reads_an_index_in_order_on_postgres";
+        let Some((mut conn, _guard)) = crate::db::opportunity::tests::postgres_database(test) else {
+            return;
+        };
+        diesel::sql_query("SET enable_sort = off").execute(&mut conn).unwrap();
+        diesel::sql_query("SET enable_seqscan = off").execute(&mut conn).unwrap();
+        for q in every_page() {
+            for s in Statement::build(&q, Backend::Postgres) {
+                let explain = diesel::sql_query(format!("EXPLAIN {}", s.sql)).into_boxed();
+                let plan: Vec<PgPlanLine> = s.binds.iter().cloned().fold(explain, bind).load(&mut conn).unwrap();
+                let plan: Vec<String> = plan.into_iter().map(|l| l.line).collect();
+                assert!(
+                    !plan.iter().any(|l| l.contains("Sort")) && plan.iter().any(|l| l.contains("Index Scan")),
+                    "{}\n{plan:#?}",
+                    s.sql
+                );
+            }
+        }
+    }
+
+    /// The same on SQLite: no statement of any page needs a temporary b-tree for its order.
+    #[tokio::test]
+    async fn every_list_statement_reads_an_index_in_order_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::db::DatabaseUrl::Sqlite(dir.path().join("plans.db"));
+        let options = crate::db::PoolOptions { size: Some(1), timeout: std::time::Duration::from_secs(10) };
+        let db = crate::db::Database::connect(url, options).unwrap();
+        db.run(|conn| {
+            let DbConn::Sqlite(conn) = conn else { unreachable!("a SQLite database") };
+            for q in every_page() {
+                for s in Statement::build(&q, Backend::Sqlite) {
+                    let explain = diesel::sql_query(format!("EXPLAIN QUERY PLAN {}", s.sql)).into_boxed();
+                    let plan: Vec<SqlitePlanLine> =
+                        s.binds.iter().cloned().fold(explain, bind).load(conn).map_err(DbError::classify)?;
+                    let plan: Vec<String> = plan.into_iter().map(|l| l.detail).collect();
+                    assert!(
+                        !plan.iter().any(|l| l.contains("TEMP B-TREE")) && plan.iter().any(|l| l.contains("INDEX")),
+                        "{}\n{plan:#?}",
+                        s.sql
+                    );
+                }
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
     }
 
     /// `bench/run` measures the list against its limit, pgbench running the service's own
     /// statements, and writes their plans: it reads them from `bench/list-first.sql` and
     /// `bench/list-deep.sql`, which must be what [`Statement::build`] writes for the bench's
     /// params (stages proposal and negotiation, by expectedCloseDate, 50 a page; the deep page
-    /// after a valued row, `as_of` written as `i64::MAX` for the bench to replace). The deep
-    /// page's first statement fills it (the workspace's rows with no date are far behind), so it
-    /// is the one the bench runs. Run with `UPDATE_BENCH_SQL=1` to rewrite them after a change
+    /// after a valued row, `as_of` written as `i64::MAX` for the bench to replace). The first
+    /// statement of each page, the rows with a date, fills it (the workspace's rows with no date
+    /// are far behind), so it is the one the bench runs. Run with `UPDATE_BENCH_SQL=1` to rewrite them after a change
     /// of the statements.
     #[test]
     fn the_bench_runs_the_services_list_statements() {

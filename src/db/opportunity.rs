@@ -802,7 +802,7 @@ fn store_key(conn: &mut DbConn<'_>, key: &ChangeKey, opportunity: Uuid, response
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use chrono::TimeDelta;
@@ -901,7 +901,7 @@ mod tests {
 
     /// A fresh, migrated PostgreSQL database when `TEST_DATABASE_URL` names a server (dropped
     /// when the guard goes); `None`, said on stderr, otherwise.
-    fn postgres_database(test: &str) -> Option<(PgConnection, PgDropGuard)> {
+    pub(in crate::db) fn postgres_database(test: &str) -> Option<(PgConnection, PgDropGuard)> {
         let Some(admin) = std::env::var("TEST_DATABASE_URL").ok().filter(|u| u.starts_with("postgres")) else {
             eprintln!("{test}: SKIPPED, needs PostgreSQL (set TEST_DATABASE_URL=postgres://…)");
             return None;
@@ -914,7 +914,7 @@ mod tests {
         Some((PgConnection::establish(&url).unwrap(), PgDropGuard { admin, name }))
     }
 
-    struct PgDropGuard {
+    pub(in crate::db) struct PgDropGuard {
         admin: String,
         name: String,
     }
