@@ -243,14 +243,14 @@ async fn an_update_of_every_field_is_stored_and_published_exactly_as_answered() 
     let token = app.token();
     let o = create(&app, &token, json!({})).await;
     // Every field the update may change, with values whose text a writer could mangle: quotes,
-    // backslashes, JSON look-alikes, characters beyond the BMP, the largest exact amount,
-    // microseconds.
+    // backslashes, JSON look-alikes, array-literal look-alikes (`NULL`, commas), characters
+    // beyond the BMP, the largest exact amount, microseconds.
     let text = "Chiller \"C\" \\ plant {\"a\": [1]} — Ωμέγα 🏢 ünïcødé";
     let every = json!({
         "customerId": Uuid::new_v4(), "primaryContactId": Uuid::new_v4(), "siteId": Uuid::new_v4(),
         "title": text, "stage": "negotiation", "pipelineType": "service_agreement", "source": "referral",
         "estimatedValue": 1_000_000_000_000u64, "expectedCloseDate": "2027-06-30T23:59:59.123456Z",
-        "probability": 65, "solutionFamilies": ["hvac_controls", text, "bms"], "scopeSummary": text,
+        "probability": 65, "solutionFamilies": ["hvac_controls", text, "bms", "NULL", "a,b"], "scopeSummary": text,
         "competitorNotes": text, "winLossReason": text, "nextStepDescription": text,
         "nextStepDate": "2027-01-02T03:04:05.000001Z", "bidDueDate": "2027-02-03T04:05:06.7Z",
         "budgetConfirmed": true, "priority": "urgent", "technicalRequirements": text,
