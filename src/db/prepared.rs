@@ -10,9 +10,9 @@ use diesel::backend::Backend;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{Array, BigInt, Bool, HasSqlType, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Bool, HasSqlType, Integer, Nullable, Text};
 use diesel::sqlite::Sqlite;
-use diesel::{AsChangeset, PgConnection, QueryResult, RunQueryDsl, SqliteConnection};
+use diesel::{PgConnection, QueryResult, RunQueryDsl, SqliteConnection};
 
 use super::events::NewEvent;
 use super::opportunity::Row;
@@ -68,28 +68,92 @@ impl Query for TakePositions {
 
 impl<C> RunQueryDsl<C> for TakePositions {}
 
-/// Writes a changed opportunity on SQLite with the feed positions of its change: every column
-/// of the row, `updated_pos`, and `close_pos` and `value_pos` where the change moved them (a
-/// NULL leaves the stored position).
-#[derive(QueryId)]
-pub struct SqliteWriteChanged {
-    id: Id,
-    row: <Row as AsChangeset>::Changeset,
+/// Writes a changed opportunity on SQLite with the feed positions of its change: every column a
+/// change may set, `updated_pos`, and `close_pos` and `value_pos` where the change moved them
+/// (a NULL leaves the stored position).
+///
+/// An indexed column is set only where the group changed it (`CLOSE`: `expected_close_date`,
+/// `VALUE`: `estimated_value_cents`, `VISIBILITY`: `visibility_mode`, which decides the rows of
+/// a partial index), and the columns no change sets (`workspace_id`, `created_by`,
+/// `created_at`) never are: SQLite deletes and inserts again the entry of every index whose
+/// column an UPDATE sets, whatever the value, which dirtied a page of each such index (and
+/// wrote it to the log) for every scattered update. Each of the eight shapes is a type of its
+/// own, so that diesel keeps each prepared: [`sqlite_write_changed`] picks it.
+pub struct SqliteWriteChanged<const CLOSE: bool, const VALUE: bool, const VISIBILITY: bool> {
+    row: Row,
     updated: i64,
     close: Option<i64>,
     value: Option<i64>,
 }
 
-impl SqliteWriteChanged {
-    pub fn new(row: Row, updated: i64, close: Option<i64>, value: Option<i64>) -> Self {
-        Self { id: row.id, row: row.as_changeset(), updated, close, value }
-    }
+impl<const C: bool, const V: bool, const S: bool> QueryId for SqliteWriteChanged<C, V, S> {
+    type QueryId = Self;
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl QueryFragment<Sqlite> for SqliteWriteChanged {
+impl<const CLOSE: bool, const VALUE: bool, const VISIBILITY: bool> QueryFragment<Sqlite>
+    for SqliteWriteChanged<CLOSE, VALUE, VISIBILITY>
+{
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        out.push_sql("UPDATE opportunities SET ");
-        self.row.walk_ast(out.reborrow())?;
+        let r = &self.row;
+        out.push_sql("UPDATE opportunities SET customer_id = ");
+        out.push_bind_param::<sql::Id, _>(&r.customer_id)?;
+        out.push_sql(", primary_contact_id = ");
+        out.push_bind_param::<Nullable<sql::Id>, _>(&r.primary_contact_id)?;
+        out.push_sql(", site_id = ");
+        out.push_bind_param::<Nullable<sql::Id>, _>(&r.site_id)?;
+        out.push_sql(", title = ");
+        out.push_bind_param::<Text, _>(&r.title)?;
+        out.push_sql(", stage = ");
+        out.push_bind_param::<Text, _>(&r.stage)?;
+        out.push_sql(", pipeline_type = ");
+        out.push_bind_param::<Text, _>(&r.pipeline_type)?;
+        out.push_sql(", source = ");
+        out.push_bind_param::<Nullable<Text>, _>(&r.source)?;
+        out.push_sql(", probability = ");
+        out.push_bind_param::<Nullable<Integer>, _>(&r.probability)?;
+        out.push_sql(", solution_families = ");
+        out.push_bind_param::<sql::Labels, _>(&r.solution_families)?;
+        out.push_sql(", scope_summary = ");
+        out.push_bind_param::<Nullable<Text>, _>(&r.scope_summary)?;
+        out.push_sql(", competitor_notes = ");
+        out.push_bind_param::<Nullable<Text>, _>(&r.competitor_notes)?;
+        out.push_sql(", win_loss_reason = ");
+        out.push_bind_param::<Nullable<Text>, _>(&r.win_loss_reason)?;
+        out.push_sql(", next_step_description = ");
+        out.push_bind_param::<Nullable<Text>, _>(&r.next_step_description)?;
+        out.push_sql(", next_step_date = ");
+        out.push_bind_param::<Nullable<sql::Instant>, _>(&r.next_step_date)?;
+        out.push_sql(", bid_due_date = ");
+        out.push_bind_param::<Nullable<sql::Instant>, _>(&r.bid_due_date)?;
+        out.push_sql(", budget_confirmed = ");
+        out.push_bind_param::<Bool, _>(&r.budget_confirmed)?;
+        out.push_sql(", priority = ");
+        out.push_bind_param::<Nullable<Text>, _>(&r.priority)?;
+        out.push_sql(", lost_reason_category = ");
+        out.push_bind_param::<Nullable<Text>, _>(&r.lost_reason_category)?;
+        out.push_sql(", technical_requirements = ");
+        out.push_bind_param::<Nullable<Text>, _>(&r.technical_requirements)?;
+        out.push_sql(", owner_user_id = ");
+        out.push_bind_param::<sql::Id, _>(&r.owner_user_id)?;
+        out.push_sql(", updated_at = ");
+        out.push_bind_param::<sql::Instant, _>(&r.updated_at)?;
+        out.push_sql(", version = ");
+        out.push_bind_param::<Integer, _>(&r.version)?;
+        out.push_sql(", archived_at = ");
+        out.push_bind_param::<Nullable<sql::Instant>, _>(&r.archived_at)?;
+        if CLOSE {
+            out.push_sql(", expected_close_date = ");
+            out.push_bind_param::<Nullable<sql::Instant>, _>(&r.expected_close_date)?;
+        }
+        if VALUE {
+            out.push_sql(", estimated_value_cents = ");
+            out.push_bind_param::<Nullable<BigInt>, _>(&r.estimated_value_cents)?;
+        }
+        if VISIBILITY {
+            out.push_sql(", visibility_mode = ");
+            out.push_bind_param::<Text, _>(&r.visibility_mode)?;
+        }
         out.push_sql(", updated_pos = ");
         out.push_bind_param::<BigInt, _>(&self.updated)?;
         out.push_sql(", close_pos = COALESCE(");
@@ -97,12 +161,40 @@ impl QueryFragment<Sqlite> for SqliteWriteChanged {
         out.push_sql(", close_pos), value_pos = COALESCE(");
         out.push_bind_param::<Nullable<BigInt>, _>(&self.value)?;
         out.push_sql(", value_pos) WHERE id = ");
-        out.push_bind_param::<sql::Id, _>(&self.id)?;
+        out.push_bind_param::<sql::Id, _>(&r.id)?;
         Ok(())
     }
 }
 
-impl RunQueryDsl<SqliteConnection> for SqliteWriteChanged {}
+impl<const C: bool, const V: bool, const S: bool> RunQueryDsl<SqliteConnection> for SqliteWriteChanged<C, V, S> {}
+
+/// Writes a changed opportunity on SQLite ([`SqliteWriteChanged`]): `close` and `value` are the
+/// feed positions of its changes of those values (`None`: the group did not change it, and
+/// the column is not set), `visibility` whether the group changed its visibility.
+pub fn sqlite_write_changed(
+    conn: &mut SqliteConnection,
+    row: Row,
+    updated: i64,
+    close: Option<i64>,
+    value: Option<i64>,
+    visibility: bool,
+) -> QueryResult<usize> {
+    macro_rules! write {
+        ($c:literal, $v:literal, $s:literal) => {
+            SqliteWriteChanged::<$c, $v, $s> { row, updated, close, value }.execute(conn)
+        };
+    }
+    match (close.is_some(), value.is_some(), visibility) {
+        (false, false, false) => write!(false, false, false),
+        (false, false, true) => write!(false, false, true),
+        (false, true, false) => write!(false, true, false),
+        (false, true, true) => write!(false, true, true),
+        (true, false, false) => write!(true, false, false),
+        (true, false, true) => write!(true, false, true),
+        (true, true, false) => write!(true, true, false),
+        (true, true, true) => write!(true, true, true),
+    }
+}
 
 /// The columns of events on PostgreSQL, each bound as one array, and the start of the
 /// statement that appends them: `WITH feed AS (UPDATE opportunity_event_feed … RETURNING
