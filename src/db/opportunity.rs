@@ -871,16 +871,23 @@ pub(super) mod tests {
         }
     }
 
-    #[test]
-    fn the_statements_of_a_change_on_sqlite_are_prepared_once_and_kept() {
+    /// A migrated SQLite file (gone with the directory) holding `stored`, on a connection that
+    /// records the statements it prepares.
+    fn sqlite_with(stored: &[&Opportunity]) -> (SqliteConnection, CachedStatements, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         crate::db::migrate(&DatabaseUrl::Sqlite(path.clone())).unwrap();
         let mut conn = crate::db::establish_sqlite(&path).unwrap();
-        let (a, b) = (opportunity(Utc::now()), opportunity(Utc::now()));
-        insert_sqlite_batch(&mut conn, &[&a, &b]).unwrap();
+        insert_sqlite_batch(&mut conn, stored).unwrap();
         let cached = CachedStatements::default();
         conn.set_instrumentation(cached.clone());
+        (conn, cached, dir)
+    }
+
+    #[test]
+    fn the_statements_of_a_change_on_sqlite_are_prepared_once_and_kept() {
+        let (a, b) = (opportunity(Utc::now()), opportunity(Utc::now()));
+        let (mut conn, cached, _dir) = sqlite_with(&[&a, &b]);
         let retitle = |current: Option<Opportunity>| -> Decision<()> {
             let current = current.expect("stored");
             let mut next = current.clone();
@@ -914,14 +921,8 @@ pub(super) mod tests {
     #[test]
     fn a_change_on_sqlite_sets_only_the_indexed_columns_it_changed() {
         use crate::domain::opportunity::{Money, VisibilityMode};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("i.db");
-        crate::db::migrate(&DatabaseUrl::Sqlite(path.clone())).unwrap();
-        let mut conn = crate::db::establish_sqlite(&path).unwrap();
         let a = opportunity(Utc::now());
-        insert_sqlite_batch(&mut conn, &[&a]).unwrap();
-        let cached = CachedStatements::default();
-        conn.set_instrumentation(cached.clone());
+        let (mut conn, cached, _dir) = sqlite_with(&[&a]);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let indexed = ["expected_close_date", "estimated_value_cents", "visibility_mode", "workspace_id", "created_at"];
         let edits: [(Edit, &[&str]); 5] = [

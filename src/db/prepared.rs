@@ -96,71 +96,56 @@ impl<const CLOSE: bool, const VALUE: bool, const VISIBILITY: bool> QueryFragment
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         let r = &self.row;
-        out.push_sql("UPDATE opportunities SET customer_id = ");
-        out.push_bind_param::<sql::Id, _>(&r.customer_id)?;
-        out.push_sql(", primary_contact_id = ");
-        out.push_bind_param::<Nullable<sql::Id>, _>(&r.primary_contact_id)?;
-        out.push_sql(", site_id = ");
-        out.push_bind_param::<Nullable<sql::Id>, _>(&r.site_id)?;
-        out.push_sql(", title = ");
-        out.push_bind_param::<Text, _>(&r.title)?;
-        out.push_sql(", stage = ");
-        out.push_bind_param::<Text, _>(&r.stage)?;
-        out.push_sql(", pipeline_type = ");
-        out.push_bind_param::<Text, _>(&r.pipeline_type)?;
-        out.push_sql(", source = ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.source)?;
-        out.push_sql(", probability = ");
-        out.push_bind_param::<Nullable<Integer>, _>(&r.probability)?;
-        out.push_sql(", solution_families = ");
-        out.push_bind_param::<sql::Labels, _>(&r.solution_families)?;
-        out.push_sql(", scope_summary = ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.scope_summary)?;
-        out.push_sql(", competitor_notes = ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.competitor_notes)?;
-        out.push_sql(", win_loss_reason = ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.win_loss_reason)?;
-        out.push_sql(", next_step_description = ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.next_step_description)?;
-        out.push_sql(", next_step_date = ");
-        out.push_bind_param::<Nullable<sql::Instant>, _>(&r.next_step_date)?;
-        out.push_sql(", bid_due_date = ");
-        out.push_bind_param::<Nullable<sql::Instant>, _>(&r.bid_due_date)?;
-        out.push_sql(", budget_confirmed = ");
-        out.push_bind_param::<Bool, _>(&r.budget_confirmed)?;
-        out.push_sql(", priority = ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.priority)?;
-        out.push_sql(", lost_reason_category = ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.lost_reason_category)?;
-        out.push_sql(", technical_requirements = ");
-        out.push_bind_param::<Nullable<Text>, _>(&r.technical_requirements)?;
-        out.push_sql(", owner_user_id = ");
-        out.push_bind_param::<sql::Id, _>(&r.owner_user_id)?;
-        out.push_sql(", updated_at = ");
-        out.push_bind_param::<sql::Instant, _>(&r.updated_at)?;
-        out.push_sql(", version = ");
-        out.push_bind_param::<Integer, _>(&r.version)?;
-        out.push_sql(", archived_at = ");
-        out.push_bind_param::<Nullable<sql::Instant>, _>(&r.archived_at)?;
-        if CLOSE {
-            out.push_sql(", expected_close_date = ");
-            out.push_bind_param::<Nullable<sql::Instant>, _>(&r.expected_close_date)?;
+        // `column = ?` for each column named, each bound as its SQL type.
+        macro_rules! set {
+            ($($column:ident: $sql_type:ty),+ $(,)?) => {$(
+                out.push_sql(concat!(", ", stringify!($column), " = "));
+                out.push_bind_param::<$sql_type, _>(&r.$column)?;
+            )+};
         }
-        if VALUE {
-            out.push_sql(", estimated_value_cents = ");
-            out.push_bind_param::<Nullable<BigInt>, _>(&r.estimated_value_cents)?;
-        }
-        if VISIBILITY {
-            out.push_sql(", visibility_mode = ");
-            out.push_bind_param::<Text, _>(&r.visibility_mode)?;
-        }
-        out.push_sql(", updated_pos = ");
+        // The positions first, so that every column after them follows a comma.
+        out.push_sql("UPDATE opportunities SET updated_pos = ");
         out.push_bind_param::<BigInt, _>(&self.updated)?;
         out.push_sql(", close_pos = COALESCE(");
         out.push_bind_param::<Nullable<BigInt>, _>(&self.close)?;
         out.push_sql(", close_pos), value_pos = COALESCE(");
         out.push_bind_param::<Nullable<BigInt>, _>(&self.value)?;
-        out.push_sql(", value_pos) WHERE id = ");
+        out.push_sql(", value_pos)");
+        set!(
+            customer_id: sql::Id,
+            primary_contact_id: Nullable<sql::Id>,
+            site_id: Nullable<sql::Id>,
+            title: Text,
+            stage: Text,
+            pipeline_type: Text,
+            source: Nullable<Text>,
+            probability: Nullable<Integer>,
+            solution_families: sql::Labels,
+            scope_summary: Nullable<Text>,
+            competitor_notes: Nullable<Text>,
+            win_loss_reason: Nullable<Text>,
+            next_step_description: Nullable<Text>,
+            next_step_date: Nullable<sql::Instant>,
+            bid_due_date: Nullable<sql::Instant>,
+            budget_confirmed: Bool,
+            priority: Nullable<Text>,
+            lost_reason_category: Nullable<Text>,
+            technical_requirements: Nullable<Text>,
+            owner_user_id: sql::Id,
+            updated_at: sql::Instant,
+            version: Integer,
+            archived_at: Nullable<sql::Instant>,
+        );
+        if CLOSE {
+            set!(expected_close_date: Nullable<sql::Instant>);
+        }
+        if VALUE {
+            set!(estimated_value_cents: Nullable<BigInt>);
+        }
+        if VISIBILITY {
+            set!(visibility_mode: Text);
+        }
+        out.push_sql(" WHERE id = ");
         out.push_bind_param::<sql::Id, _>(&r.id)?;
         Ok(())
     }
