@@ -202,8 +202,7 @@ pub async fn changes(
     };
     let events: Vec<&RawValue> = page.events.iter().map(|e| &*e.json).collect();
     let page = super::wire::ChangesPage { events, next_since: event_id(next) };
-    let text = serde_json::to_string(&page).expect("serializes");
-    Ok(RawValue::from_string(text).expect("serde_json output is JSON"))
+    Ok(serde_json::value::to_raw_value(&page).expect("serializes"))
 }
 
 /// A final `opportunity.changed` notification: an error object of §4 with `resumeFrom`.

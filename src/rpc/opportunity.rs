@@ -234,7 +234,10 @@ pub async fn create(
     let opportunity = Opportunity::new(input, workspace, principal.user_id, Utc::now())
         .expect("required fields once the params are valid");
     let hash = key.as_ref().map(|_| request_hash(&opportunity));
-    let response = serde_json::to_string(&opportunity).expect("an opportunity serializes");
+    // The answer as it goes out, and as the key keeps it: serialized once and never parsed
+    // again (RawValue::from_string would check the text by parsing it).
+    let answer = serde_json::value::to_raw_value(&opportunity).expect("an opportunity serializes");
+    let response = answer.get().to_owned();
 
     let record = key.clone().zip(hash).map(|(key, request_hash)| IdempotencyRecord {
         key,
@@ -247,7 +250,7 @@ pub async fn create(
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
     match outcome {
-        CreateOutcome::Created => Ok(RawValue::from_string(response).expect("serde_json output is JSON")),
+        CreateOutcome::Created => Ok(answer),
         CreateOutcome::Replayed(stored) => {
             tracing::info!("idempotency key replayed");
             RawValue::from_string(stored).map_err(|e| internal(request_id, &e.to_string()))
