@@ -128,6 +128,8 @@ struct Tally {
     slowest: Duration,
     /// Answers that break the contract.
     wrong: Vec<String>,
+    /// When the run started, so that a hang says when it was sent (beside the faults' times).
+    run_start: Option<Instant>,
 }
 
 impl Tally {
@@ -163,7 +165,8 @@ impl Tally {
             Answer::Transport(_) => self.transport += 1,
             Answer::Hung => {
                 self.no_answer += 1;
-                self.wrong.push(format!("{what}: no answer within {CALL_BOUND:?}"));
+                let sent = self.run_start.map(|start| (Instant::now() - elapsed).saturating_duration_since(start));
+                self.wrong.push(format!("{what}: no answer within {CALL_BOUND:?}, sent {sent:.2?} into the run"));
             }
             Answer::Garbled(text) => self.wrong.push(format!("{what}: not a JSON-RPC answer: {text}")),
         }
@@ -239,7 +242,7 @@ async fn client(
     run_start: Instant,
 ) -> (Vec<Logical>, Tally) {
     let mut rng = StdRng::seed_from_u64(0x50a6 + n as u64);
-    let mut tally = Tally::default();
+    let mut tally = Tally { run_start: Some(run_start), ..Tally::default() };
     let mut calls = Vec::new();
     // Keys that created, with their params, for replays and reuses.
     let mut used_keys: Vec<(String, Value)> = Vec::new();
