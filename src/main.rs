@@ -20,7 +20,8 @@ fn main() -> ExitCode {
         None => cli.serve.log_format,
         _ => LogFormat::Text,
     };
-    telemetry::init(log_format);
+    // Held until `main` returns, so that the last lines of the log are written.
+    let _log = telemetry::init(log_format);
     let result = match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
