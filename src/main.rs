@@ -20,8 +20,9 @@ fn main() -> ExitCode {
         None => cli.serve.log_format,
         _ => LogFormat::Text,
     };
-    // Held until `main` returns, so that the last lines of the log are written.
-    let _log = telemetry::init(log_format);
+    // The log's writing thread: dropped (and so flushed) before the final error line below,
+    // so that this line comes last.
+    let log = telemetry::init(log_format);
     let result = match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         }),
         Some(Command::Token(args)) => token(args),
     };
+    drop(log);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

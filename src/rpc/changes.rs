@@ -202,7 +202,7 @@ pub async fn changes(
     };
     let events: Vec<&RawValue> = page.events.iter().map(|e| &*e.json).collect();
     let page = super::wire::ChangesPage { events, next_since: event_id(next) };
-    Ok(serde_json::value::to_raw_value(&page).expect("serializes"))
+    Ok(super::wire::answer(&page))
 }
 
 /// A final `opportunity.changed` notification: an error object of §4 with `resumeFrom`.

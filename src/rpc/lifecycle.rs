@@ -111,14 +111,9 @@ pub async fn get(
     let id = target.id.expect("an id once the params are valid");
     let stored = state.db.get_opportunity(id).await.map_err(|e| db_failure(e, request_id, &state.metrics))?;
     match stored {
-        Some(o) if readable(&o, workspace) => Ok(to_raw(&o)),
+        Some(o) if readable(&o, workspace) => Ok(super::wire::answer(&o)),
         _ => Err(not_found(id)),
     }
-}
-
-fn to_raw(o: &Opportunity) -> Box<RawValue> {
-    // Not RawValue::from_string, which parses the text again to check it.
-    serde_json::value::to_raw_value(o).expect("an opportunity serializes")
 }
 
 /// The fields of an update, read with their types: the change, and a view of the values it

@@ -234,19 +234,16 @@ pub async fn create(
     let opportunity = Opportunity::new(input, workspace, principal.user_id, Utc::now())
         .expect("required fields once the params are valid");
     let hash = key.as_ref().map(|_| request_hash(&opportunity));
-    // The answer as it goes out, and as the key keeps it: serialized once and never parsed
-    // again (RawValue::from_string would check the text by parsing it).
-    let answer = serde_json::value::to_raw_value(&opportunity).expect("an opportunity serializes");
-    let response = answer.get().to_owned();
-
+    // The answer as it goes out; its text is also the event's and the key's.
+    let answer = super::wire::answer(&opportunity);
     let record = key.clone().zip(hash).map(|(key, request_hash)| IdempotencyRecord {
         key,
         request_hash,
-        response: response.clone(),
+        response: answer.get().to_owned(),
     });
     let outcome = state
         .db
-        .create_opportunity_answered(opportunity, response.clone(), record)
+        .create_opportunity_answered(opportunity, answer.get().to_owned(), record)
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
     match outcome {

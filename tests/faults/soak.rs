@@ -165,8 +165,10 @@ impl Tally {
             Answer::Transport(_) => self.transport += 1,
             Answer::Hung => {
                 self.no_answer += 1;
-                let sent = self.run_start.map(|start| (Instant::now() - elapsed).saturating_duration_since(start));
-                self.wrong.push(format!("{what}: no answer within {CALL_BOUND:?}, sent {sent:.2?} into the run"));
+                let sent = self.run_start.map_or(String::new(), |start| {
+                    format!(", sent {:.2?} into the run", (Instant::now() - elapsed).saturating_duration_since(start))
+                });
+                self.wrong.push(format!("{what}: no answer within {CALL_BOUND:?}{sent}"));
             }
             Answer::Garbled(text) => self.wrong.push(format!("{what}: not a JSON-RPC answer: {text}")),
         }
