@@ -4,10 +4,12 @@
 //!
 //! The statement is built from fixed fragments; every value a caller sent is a bound parameter.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use diesel::backend::Backend as DieselBackend;
 use diesel::prelude::*;
-use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::query_builder::{AstPass, BoxedSqlQuery, Query, QueryFragment, QueryId, SqlQuery};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{self, HasSqlType};
 use uuid::Uuid;
@@ -159,6 +161,8 @@ enum Bind {
     Text(String),
     Instant(DateTime<Utc>),
     Money(Money),
+    /// A feed position.
+    Position(i64),
 }
 
 /// SQL text with its bound values, placeholders written for the backend.
@@ -166,6 +170,13 @@ struct Statement {
     backend: Backend,
     sql: String,
     binds: Vec<Bind>,
+    /// A range filter on an indexed column (`expectedCloseFrom`, `expectedCloseTo`,
+    /// `updatedSince`): which index serves the page best depends on the value (a recent
+    /// `updatedSince` matches a few rows, best read from its own index and sorted), so such a
+    /// statement is planned for its values at every call and never kept ([`kept`]). A plan that
+    /// PostgreSQL keeps for any value after five calls would read the ordering index through
+    /// the whole workspace for a bound that matches ten rows.
+    plan_per_value: bool,
 }
 
 impl Statement {
@@ -250,12 +261,15 @@ impl Statement {
         };
         if let Some(from) = q.expected_close_from {
             s.push(" AND expected_close_date >= ").bind(Bind::Instant(from));
+            s.plan_per_value = true;
         }
         if let Some(to) = q.expected_close_to {
             s.push(" AND expected_close_date < ").bind(Bind::Instant(to));
+            s.plan_per_value = true;
         }
         if let Some(since) = q.updated_since {
             s.push(" AND updated_at >= ").bind(Bind::Instant(since));
+            s.plan_per_value = true;
         }
         if let Some(needle) = &q.title_contains {
             // A literal substring: no LIKE, so `%`, `_` and `\` are themselves.
@@ -272,7 +286,7 @@ impl Statement {
             };
         }
         if let (Some(as_of), Some(changed)) = (q.as_of, q.order().changed_at_column()) {
-            s.push(&format!(" AND {changed} <= {as_of}"));
+            s.push(&format!(" AND {changed} <= ")).bind(Bind::Position(as_of));
         }
     }
 
@@ -296,8 +310,8 @@ impl Statement {
         let (after, dir) = if q.descending { ("<", "DESC") } else { (">", "ASC") };
         let order = format!("ORDER BY {column} {dir}, id {dir} LIMIT {}", q.limit + 1);
         let part = |rule: &dyn Fn(&mut Self)| {
-            let mut s = Statement { backend, sql: String::new(), binds: Vec::new() };
-            s.push("SELECT * FROM opportunities WHERE ");
+            let mut s = Statement { backend, sql: String::new(), binds: Vec::new(), plan_per_value: false };
+            s.push("SELECT ").push(COLUMNS).push(" FROM opportunities WHERE ");
             s.filters(q);
             rule(&mut s);
             s.push(&format!(" {order}"));
@@ -331,6 +345,97 @@ impl Statement {
     }
 }
 
+/// The columns a page reads, those of [`Stored`], named: a `SELECT *` kept prepared would fail
+/// on PostgreSQL ("cached plan must not change result type") in a process that runs while a
+/// newer one adds a column, and the feed positions (`updated_pos`, `close_pos`, `value_pos`) are
+/// not part of an answer.
+const COLUMNS: &str = "id, workspace_id, customer_id, primary_contact_id, site_id, title, stage, pipeline_type, \
+    source, estimated_value_cents, expected_close_date, probability, solution_families, scope_summary, \
+    competitor_notes, win_loss_reason, next_step_description, next_step_date, bid_due_date, budget_confirmed, \
+    priority, lost_reason_category, technical_requirements, owner_user_id, visibility_mode, created_by, \
+    created_at, updated_at, version, archived_at";
+
+/// How many list statement texts (shapes: the filters present, the length of each `IN` list, the
+/// order, the direction, the page's part and the limit; never the values, which are bound) the
+/// process keeps prepared on its connections.
+///
+/// diesel never keeps a `sql_query` prepared, so each page was parsed and planned anew (on
+/// PostgreSQL, `pgbench -M prepared` against `-M extended` on the bench's first page: 10–13% more
+/// pages a second). Kept by its text, a statement would be kept for good: diesel's statement
+/// cache has no bound and no eviction, and the shapes a caller can make are many. So the first
+/// `KEPT_SHAPES` texts seen are kept, on each connection that runs them, and any other shape is
+/// prepared for its one run as before. The dashboards' few shapes come first in practice; a
+/// caller that sends many shapes makes only its own later shapes slower, never memory grow.
+pub const KEPT_SHAPES: usize = 64;
+
+/// The statement texts kept prepared (at most [`KEPT_SHAPES`]).
+static KEPT: std::sync::LazyLock<std::sync::Mutex<HashSet<String>>> = std::sync::LazyLock::new(Default::default);
+
+/// Whether the statement `sql` is kept prepared: it was seen before, or there is room for it.
+fn keep(sql: &str) -> bool {
+    keep_in(&mut KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner), sql, KEPT_SHAPES)
+}
+
+/// Whether `sql` is among `kept`, adding it while there are fewer than `room`.
+fn keep_in(kept: &mut HashSet<String>, sql: &str, room: usize) -> bool {
+    if kept.contains(sql) {
+        return true;
+    }
+    kept.len() < room && kept.insert(sql.to_owned())
+}
+
+/// The SQL type of a page's rows: those of [`COLUMNS`], in order, which diesel then reads by
+/// position. A `sql_query` reads each field by its name, which looked each up among the row's
+/// columns (`PgRow::idx`: 5% of the service's CPU under list pages).
+type Row<DB> = diesel::dsl::SqlTypeOf<diesel::dsl::AsSelect<Stored, DB>>;
+
+/// A `sql_query` whose rows are of the SQL type `ST`, which diesel keeps prepared (keyed by its
+/// text and bind types) when `keep` says so: `SqlQuery` itself always says it is unsafe to cache.
+struct Kept<Q, ST> {
+    query: Q,
+    keep: bool,
+    rows: std::marker::PhantomData<ST>,
+}
+
+/// The statement `s` as a [`Kept`] query of rows of `ST` ([`Row`]).
+fn kept<DB, ST>(s: &Statement) -> Kept<BoxedSqlQuery<'static, DB, SqlQuery>, ST>
+where
+    DB: DieselBackend + HasSqlType<sql::Id> + HasSqlType<sql::Instant> + HasSqlType<sql_types::Text>,
+    DB: HasSqlType<sql_types::BigInt>,
+    Id: ToSql<sql::Id, DB>,
+    Instant: ToSql<sql::Instant, DB>,
+    String: ToSql<sql_types::Text, DB>,
+    i64: ToSql<sql_types::BigInt, DB>,
+{
+    Kept {
+        query: s.binds.iter().cloned().fold(diesel::sql_query(s.sql.as_str()).into_boxed(), bind),
+        keep: !s.plan_per_value && keep(&s.sql),
+        rows: std::marker::PhantomData,
+    }
+}
+
+impl<DB: DieselBackend, Q: QueryFragment<DB>, ST> QueryFragment<DB> for Kept<Q, ST> {
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.query.walk_ast(out)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> QueryResult<bool> {
+        Ok(self.keep)
+    }
+}
+
+impl<Q, ST> QueryId for Kept<Q, ST> {
+    type QueryId = ();
+    // No type of its own: diesel keys the statement by its SQL text and bind types.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q, ST> Query for Kept<Q, ST> {
+    type SqlType = ST;
+}
+
+impl<Q, ST, C> RunQueryDsl<C> for Kept<Q, ST> {}
+
 /// Binds a value as its column's type, on either backend.
 fn bind<DB>(query: BoxedSqlQuery<'static, DB, SqlQuery>, value: Bind) -> BoxedSqlQuery<'static, DB, SqlQuery>
 where
@@ -346,6 +451,7 @@ where
         Bind::Text(t) => query.bind::<sql_types::Text, _>(t),
         Bind::Instant(t) => query.bind::<sql::Instant, _>(Instant(t)),
         Bind::Money(m) => query.bind::<sql_types::BigInt, _>(m.cents()),
+        Bind::Position(p) => query.bind::<sql_types::BigInt, _>(p),
     }
 }
 
@@ -364,12 +470,10 @@ pub fn list(conn: DbConn<'_>, q: &ListQuery) -> Result<(Vec<Opportunity>, bool, 
             if rows.len() > q.limit {
                 break;
             }
-            let part: Vec<Stored> = on_either!(conn.reborrow(), c => s
-                .binds
-                .iter()
-                .cloned()
-                .fold(diesel::sql_query(s.sql.as_str()).into_boxed(), bind)
-                .load(c)?);
+            let part: Vec<Stored> = match conn.reborrow() {
+                DbConn::Postgres(c) => kept::<diesel::pg::Pg, Row<_>>(s).load(c)?,
+                DbConn::Sqlite(c) => kept::<diesel::sqlite::Sqlite, Row<_>>(s).load(c)?,
+            };
             rows.extend(part);
         }
         Ok((rows, head))
@@ -449,6 +553,106 @@ mod tests {
         queries
     }
 
+    /// A page reads its columns by position: [`COLUMNS`] must be the fields of [`Stored`] in the
+    /// order diesel reads them (two columns of one type swapped would read silently wrong).
+    #[test]
+    fn the_columns_of_a_page_are_the_stored_fields_in_order() {
+        use crate::db::schema::opportunities as t;
+        let select =
+            diesel::debug_query::<diesel::sqlite::Sqlite, _>(&t::table.select(Stored::as_select())).to_string();
+        let fields = select.strip_prefix("SELECT ").and_then(|s| s.split_once(" FROM")).expect(&select).0;
+        let fields: Vec<String> =
+            fields.split(", ").map(|f| f.replace("`opportunities`.", "").replace('`', "")).collect();
+        let columns: Vec<&str> = COLUMNS.split(", ").collect();
+        assert_eq!(columns, fields);
+    }
+
+    /// The first `room` statement texts are kept, and those only: the texts a caller can make are
+    /// many, and each kept one stays prepared on every connection that ran it.
+    #[test]
+    fn only_the_first_shapes_are_kept_prepared() {
+        let mut kept = HashSet::new();
+        for n in 0..3 {
+            assert!(keep_in(&mut kept, &format!("SELECT {n}"), 3), "shape {n} has room");
+        }
+        assert!(!keep_in(&mut kept, "SELECT 3", 3), "no room for a fourth shape");
+        assert!(keep_in(&mut kept, "SELECT 1", 3), "a kept shape stays kept");
+        assert_eq!(kept, HashSet::from(["SELECT 0", "SELECT 1", "SELECT 2"].map(String::from)));
+    }
+
+    /// The SQL of each statement a connection puts in its statement cache.
+    #[derive(Clone, Default)]
+    struct Prepared(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl diesel::connection::Instrumentation for Prepared {
+        fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+            if let diesel::connection::InstrumentationEvent::CacheQuery { sql, .. } = event {
+                self.0.lock().unwrap().push(sql.to_string());
+            }
+        }
+    }
+
+    impl Prepared {
+        /// The list statements kept since the last call.
+        fn take(&self) -> Vec<String> {
+            let mut kept = self.0.lock().unwrap();
+            kept.drain(..).filter(|sql| sql.contains("FROM opportunities WHERE")).collect()
+        }
+    }
+
+    /// Pages of one shape (a first page, then later pages of other positions and cursors) are
+    /// prepared once on a connection and kept: the values are bound, never written in the SQL.
+    fn pages_are_prepared_once(mut conn: DbConn<'_>, prepared: &Prepared) {
+        let first = ListQuery {
+            workspace: Uuid::now_v7(),
+            stages: Some(vec!["negotiation", "proposal"]),
+            order_by: Some(OrderBy::ExpectedCloseDate),
+            limit: 50,
+            ..Default::default()
+        };
+        list(conn.reborrow(), &first).unwrap();
+        assert_eq!(prepared.take().len(), 2, "both parts of a first page by a nullable value are kept");
+        list(conn.reborrow(), &ListQuery { workspace: Uuid::now_v7(), ..first.clone() }).unwrap();
+        assert_eq!(prepared.take(), Vec::<String>::new(), "another workspace, the same statements");
+        for (n, as_of) in [(2, 10), (0, 11), (0, 12)] {
+            let later = ListQuery {
+                after: Some((SortValue::Instant(Utc::now()), Uuid::now_v7())),
+                as_of: Some(as_of),
+                ..first.clone()
+            };
+            list(conn.reborrow(), &later).unwrap();
+            // Both parts again (the table is empty): each now holds the position's rule.
+            assert_eq!(prepared.take().len(), n, "a later page at position {as_of}");
+        }
+        // A range filter's value decides the plan: planned at every call, never kept.
+        for since in [Utc::now(), Utc::now() - chrono::Duration::days(365)] {
+            list(conn.reborrow(), &ListQuery { updated_since: Some(since), ..first.clone() }).unwrap();
+            assert_eq!(prepared.take(), Vec::<String>::new(), "a page updated since {since}");
+        }
+    }
+
+    #[test]
+    fn list_pages_are_prepared_once_and_kept_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kept.db");
+        crate::db::migrate(&crate::db::DatabaseUrl::Sqlite(path.clone())).unwrap();
+        let mut conn = crate::db::establish_sqlite(&path).unwrap();
+        let prepared = Prepared::default();
+        conn.set_instrumentation(prepared.clone());
+        pages_are_prepared_once(DbConn::Sqlite(&mut conn), &prepared);
+    }
+
+    #[test]
+    fn list_pages_are_prepared_once_and_kept_on_postgres() {
+        let test = "list_pages_are_prepared_once_and_kept_on_postgres";
+        let Some((mut conn, _guard)) = crate::db::opportunity::tests::postgres_database(test) else {
+            return;
+        };
+        let prepared = Prepared::default();
+        conn.set_instrumentation(prepared.clone());
+        pages_are_prepared_once(DbConn::Postgres(&mut conn), &prepared);
+    }
+
     #[derive(QueryableByName)]
     struct PgPlanLine {
         #[diesel(sql_type = sql_types::Text, column_name = "QUERY PLAN")]
@@ -473,14 +677,20 @@ mod tests {
         };
         diesel::sql_query("SET enable_sort = off").execute(&mut conn).unwrap();
         diesel::sql_query("SET enable_seqscan = off").execute(&mut conn).unwrap();
-        for q in every_page() {
+        // A kept statement is planned for its values five times, then PostgreSQL may keep a
+        // generic plan, for any values: both must read the index in order.
+        for (mode, q) in ["force_custom_plan", "force_generic_plan"]
+            .into_iter()
+            .flat_map(|m| every_page().into_iter().map(move |q| (m, q)))
+        {
+            diesel::sql_query(format!("SET plan_cache_mode = {mode}")).execute(&mut conn).unwrap();
             for s in Statement::build(&q, Backend::Postgres) {
                 let explain = diesel::sql_query(format!("EXPLAIN {}", s.sql)).into_boxed();
                 let plan: Vec<PgPlanLine> = s.binds.iter().cloned().fold(explain, bind).load(&mut conn).unwrap();
                 let plan: Vec<String> = plan.into_iter().map(|l| l.line).collect();
                 assert!(
                     !plan.iter().any(|l| l.contains("Sort")) && plan.iter().any(|l| l.contains("Index Scan")),
-                    "{}\n{plan:#?}",
+                    "{mode}: {}\n{plan:#?}",
                     s.sql
                 );
             }
