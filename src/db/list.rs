@@ -398,17 +398,12 @@ struct Kept<Q, ST> {
 }
 
 /// The statement `s` as a [`Kept`] query of rows of `ST` ([`Row`]).
-fn kept<DB, ST>(s: &Statement) -> Kept<BoxedSqlQuery<'static, DB, SqlQuery>, ST>
+fn kept<DB: DieselBackend, ST>(s: &Statement) -> Kept<BoxedSqlQuery<'static, DB, SqlQuery>, ST>
 where
-    DB: DieselBackend + HasSqlType<sql::Id> + HasSqlType<sql::Instant> + HasSqlType<sql_types::Text>,
-    DB: HasSqlType<sql_types::BigInt>,
-    Id: ToSql<sql::Id, DB>,
-    Instant: ToSql<sql::Instant, DB>,
-    String: ToSql<sql_types::Text, DB>,
-    i64: ToSql<sql_types::BigInt, DB>,
+    BoxedSqlQuery<'static, DB, SqlQuery>: Bound,
 {
     Kept {
-        query: s.binds.iter().cloned().fold(diesel::sql_query(s.sql.as_str()).into_boxed(), bind),
+        query: diesel::sql_query(s.sql.as_str()).into_boxed().bound(&s.binds),
         keep: !s.plan_per_value && keep(&s.sql),
         rows: std::marker::PhantomData,
     }
@@ -436,8 +431,13 @@ impl<Q, ST> Query for Kept<Q, ST> {
 
 impl<Q, ST, C> RunQueryDsl<C> for Kept<Q, ST> {}
 
-/// Binds a value as its column's type, on either backend.
-fn bind<DB>(query: BoxedSqlQuery<'static, DB, SqlQuery>, value: Bind) -> BoxedSqlQuery<'static, DB, SqlQuery>
+/// A `sql_query` of either backend that takes [`Bind`]s.
+trait Bound: Sized {
+    /// Binds each value as its column's type.
+    fn bound(self, values: &[Bind]) -> Self;
+}
+
+impl<DB> Bound for BoxedSqlQuery<'static, DB, SqlQuery>
 where
     DB: DieselBackend + HasSqlType<sql::Id> + HasSqlType<sql::Instant> + HasSqlType<sql_types::Text>,
     DB: HasSqlType<sql_types::BigInt>,
@@ -446,12 +446,14 @@ where
     String: ToSql<sql_types::Text, DB>,
     i64: ToSql<sql_types::BigInt, DB>,
 {
-    match value {
-        Bind::Uuid(u) => query.bind::<sql::Id, _>(Id(u)),
-        Bind::Text(t) => query.bind::<sql_types::Text, _>(t),
-        Bind::Instant(t) => query.bind::<sql::Instant, _>(Instant(t)),
-        Bind::Money(m) => query.bind::<sql_types::BigInt, _>(m.cents()),
-        Bind::Position(p) => query.bind::<sql_types::BigInt, _>(p),
+    fn bound(self, values: &[Bind]) -> Self {
+        values.iter().cloned().fold(self, |query, value| match value {
+            Bind::Uuid(u) => query.bind::<sql::Id, _>(Id(u)),
+            Bind::Text(t) => query.bind::<sql_types::Text, _>(t),
+            Bind::Instant(t) => query.bind::<sql::Instant, _>(Instant(t)),
+            Bind::Money(m) => query.bind::<sql_types::BigInt, _>(m.cents()),
+            Bind::Position(p) => query.bind::<sql_types::BigInt, _>(p),
+        })
     }
 }
 
@@ -686,7 +688,7 @@ mod tests {
             diesel::sql_query(format!("SET plan_cache_mode = {mode}")).execute(&mut conn).unwrap();
             for s in Statement::build(&q, Backend::Postgres) {
                 let explain = diesel::sql_query(format!("EXPLAIN {}", s.sql)).into_boxed();
-                let plan: Vec<PgPlanLine> = s.binds.iter().cloned().fold(explain, bind).load(&mut conn).unwrap();
+                let plan: Vec<PgPlanLine> = explain.bound(&s.binds).load(&mut conn).unwrap();
                 let plan: Vec<String> = plan.into_iter().map(|l| l.line).collect();
                 assert!(
                     !plan.iter().any(|l| l.contains("Sort")) && plan.iter().any(|l| l.contains("Index Scan")),
@@ -709,8 +711,7 @@ mod tests {
             for q in every_page() {
                 for s in Statement::build(&q, Backend::Sqlite) {
                     let explain = diesel::sql_query(format!("EXPLAIN QUERY PLAN {}", s.sql)).into_boxed();
-                    let plan: Vec<SqlitePlanLine> =
-                        s.binds.iter().cloned().fold(explain, bind).load(conn).map_err(DbError::classify)?;
+                    let plan: Vec<SqlitePlanLine> = explain.bound(&s.binds).load(conn).map_err(DbError::classify)?;
                     let plan: Vec<String> = plan.into_iter().map(|l| l.detail).collect();
                     assert!(
                         !plan.iter().any(|l| l.contains("TEMP B-TREE")) && plan.iter().any(|l| l.contains("INDEX")),
