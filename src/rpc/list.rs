@@ -339,7 +339,7 @@ pub async fn list(
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
     // The first page fixes the head the following pages are read against.
-    query.as_of = query.as_of.or(Some(head));
+    query.as_of = query.as_of.or(head);
     let next_cursor = match items.last() {
         Some(last) if more => Some(encode_cursor(&state.cursor_key, &query, last)),
         _ => None,
