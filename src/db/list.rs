@@ -590,29 +590,16 @@ mod tests {
         assert_eq!(kept, HashSet::from(["SELECT 0", "SELECT 1", "SELECT 2"].map(String::from)));
     }
 
-    /// The SQL of each statement a connection puts in its statement cache.
-    #[derive(Clone, Default)]
-    struct Prepared(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+    use crate::db::opportunity::tests::{CachedStatements, sqlite_with};
 
-    impl diesel::connection::Instrumentation for Prepared {
-        fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
-            if let diesel::connection::InstrumentationEvent::CacheQuery { sql, .. } = event {
-                self.0.lock().unwrap().push(sql.to_string());
-            }
-        }
-    }
-
-    impl Prepared {
-        /// The list statements kept since the last call.
-        fn take(&self) -> Vec<String> {
-            let mut kept = self.0.lock().unwrap();
-            kept.drain(..).filter(|sql| sql.contains("FROM opportunities WHERE")).collect()
-        }
+    /// The list statements among `statements`.
+    fn of_lists(statements: Vec<String>) -> Vec<String> {
+        statements.into_iter().filter(|sql| sql.contains("FROM opportunities WHERE")).collect()
     }
 
     /// Pages of one shape (a first page, then later pages of other positions and cursors) are
     /// prepared once on a connection and kept: the values are bound, never written in the SQL.
-    fn pages_are_prepared_once(mut conn: DbConn<'_>, prepared: &Prepared) {
+    fn pages_are_prepared_once(mut conn: DbConn<'_>, prepared: &CachedStatements) {
         let first = ListQuery {
             workspace: Uuid::now_v7(),
             stages: Some(vec!["negotiation", "proposal"]),
@@ -621,9 +608,9 @@ mod tests {
             ..Default::default()
         };
         list(conn.reborrow(), &first).unwrap();
-        assert_eq!(prepared.take().len(), 2, "both parts of a first page by a nullable value are kept");
+        assert_eq!(of_lists(prepared.take()).len(), 2, "both parts of a first page by a nullable value are kept");
         list(conn.reborrow(), &ListQuery { workspace: Uuid::now_v7(), ..first.clone() }).unwrap();
-        assert_eq!(prepared.take(), Vec::<String>::new(), "another workspace, the same statements");
+        assert_eq!(of_lists(prepared.take()), Vec::<String>::new(), "another workspace, the same statements");
         for (n, as_of) in [(2, 10), (0, 11), (0, 12)] {
             let later = ListQuery {
                 after: Some((SortValue::Instant(Utc::now()), Uuid::now_v7())),
@@ -632,12 +619,12 @@ mod tests {
             };
             list(conn.reborrow(), &later).unwrap();
             // Both parts again (the table is empty): each now holds the position's rule.
-            assert_eq!(prepared.take().len(), n, "a later page at position {as_of}");
+            assert_eq!(of_lists(prepared.take()).len(), n, "a later page at position {as_of}");
         }
         // A range filter's value decides the plan: planned at every call, never kept.
         for since in [Utc::now(), Utc::now() - chrono::Duration::days(365)] {
             list(conn.reborrow(), &ListQuery { updated_since: Some(since), ..first.clone() }).unwrap();
-            assert_eq!(prepared.take(), Vec::<String>::new(), "a page updated since {since}");
+            assert_eq!(of_lists(prepared.take()), Vec::<String>::new(), "a page updated since {since}");
         }
     }
 
@@ -646,20 +633,6 @@ mod tests {
     /// both in one transaction.
     #[test]
     fn a_page_its_first_statement_fills_is_one_trip_to_the_database() {
-        #[derive(Clone, Default)]
-        struct Sent(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
-        impl diesel::connection::Instrumentation for Sent {
-            fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
-                use diesel::connection::InstrumentationEvent as E;
-                if let E::StartQuery { query, .. } = event {
-                    self.0.lock().unwrap().push(query.to_string());
-                }
-            }
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("trips.db");
-        crate::db::migrate(&crate::db::DatabaseUrl::Sqlite(path.clone())).unwrap();
-        let mut conn = crate::db::establish_sqlite(&path).unwrap();
         let workspace = Uuid::now_v7();
         let stored: Vec<Opportunity> = (0..3)
             .map(|day| {
@@ -673,34 +646,28 @@ mod tests {
                 Opportunity::new(input, workspace, Uuid::nil(), Utc::now()).unwrap()
             })
             .collect();
-        crate::db::opportunity::insert_sqlite_batch(&mut conn, &stored.iter().collect::<Vec<_>>()).unwrap();
+        let (mut conn, sent, _dir) = sqlite_with(&stored.iter().collect::<Vec<_>>());
         diesel::sql_query("UPDATE opportunity_event_feed SET last_position = 41 WHERE id = 1")
             .execute(&mut conn)
             .unwrap();
-        let sent = Sent::default();
-        conn.set_instrumentation(sent.clone());
+        sent.take_sent();
         let q = ListQuery { workspace, order_by: Some(OrderBy::ExpectedCloseDate), limit: 2, ..Default::default() };
         let (rows, more, head) = list(DbConn::Sqlite(&mut conn), &q).unwrap();
         assert_eq!((rows.len(), more, head), (2, true, Some(41)));
-        let trips = std::mem::take(&mut *sent.0.lock().unwrap());
+        let trips = sent.take_sent();
         assert!(matches!(&trips[..], [one] if one.contains("FROM opportunities WHERE")), "{trips:#?}");
         // Three rows do not fill a page of 3 + 1: the rows without a date are read too, in the
         // same transaction as the first statement again.
         let (rows, more, head) = list(DbConn::Sqlite(&mut conn), &ListQuery { limit: 3, ..q }).unwrap();
         assert_eq!((rows.len(), more, head), (3, false, Some(41)));
-        let trips = std::mem::take(&mut *sent.0.lock().unwrap());
+        let trips = sent.take_sent();
         assert_eq!(trips.iter().filter(|sql| sql.starts_with("BEGIN")).count(), 1, "{trips:#?}");
         assert_eq!(trips.iter().filter(|sql| sql.contains("IS NULL ORDER BY")).count(), 1, "{trips:#?}");
     }
 
     #[test]
     fn list_pages_are_prepared_once_and_kept_on_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kept.db");
-        crate::db::migrate(&crate::db::DatabaseUrl::Sqlite(path.clone())).unwrap();
-        let mut conn = crate::db::establish_sqlite(&path).unwrap();
-        let prepared = Prepared::default();
-        conn.set_instrumentation(prepared.clone());
+        let (mut conn, prepared, _dir) = sqlite_with(&[]);
         pages_are_prepared_once(DbConn::Sqlite(&mut conn), &prepared);
     }
 
@@ -710,7 +677,7 @@ mod tests {
         let Some((mut conn, _guard)) = crate::db::opportunity::tests::postgres_database(test) else {
             return;
         };
-        let prepared = Prepared::default();
+        let prepared = CachedStatements::default();
         conn.set_instrumentation(prepared.clone());
         pages_are_prepared_once(DbConn::Postgres(&mut conn), &prepared);
     }
@@ -790,7 +757,7 @@ mod tests {
     /// statements, and writes their plans: it reads them from `bench/list-first.sql` and
     /// `bench/list-deep.sql`, which must be what [`Statement::build`] writes for the bench's
     /// params (stages proposal and negotiation, by expectedCloseDate, 50 a page; the deep page
-    /// after a valued row, `as_of` written as `i64::MAX` for the bench to replace). The first
+    /// after a valued row, its `as_of` a bound parameter like the cursor's values). The first
     /// statement of each page, the rows with a date, fills it (the workspace's rows with no date
     /// are far behind), so it is the one the bench runs. Run with `UPDATE_BENCH_SQL=1` to rewrite them after a change
     /// of the statements.

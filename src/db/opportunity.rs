@@ -853,27 +853,42 @@ pub(super) mod tests {
         assert_eq!(db.run(|conn| count(conn, None)).await.unwrap(), 3);
     }
 
-    /// The SQL of each statement a connection puts in its statement cache, in order.
+    /// The SQL of each statement a connection puts in its statement cache, and of each it
+    /// sends, in order.
     #[derive(Clone, Default)]
-    struct CachedStatements(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+    pub(in crate::db) struct CachedStatements {
+        cached: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        sent: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
 
     impl CachedStatements {
-        fn take(&self) -> Vec<String> {
-            std::mem::take(&mut *self.0.lock().unwrap())
+        /// The statements cached since the last call.
+        pub(in crate::db) fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.cached.lock().unwrap())
+        }
+
+        /// The statements sent since the last call.
+        pub(in crate::db) fn take_sent(&self) -> Vec<String> {
+            std::mem::take(&mut *self.sent.lock().unwrap())
         }
     }
 
     impl diesel::connection::Instrumentation for CachedStatements {
         fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
-            if let diesel::connection::InstrumentationEvent::CacheQuery { sql, .. } = event {
-                self.0.lock().unwrap().push(sql.to_string());
+            use diesel::connection::InstrumentationEvent as E;
+            match event {
+                E::CacheQuery { sql, .. } => self.cached.lock().unwrap().push(sql.to_string()),
+                E::StartQuery { query, .. } => self.sent.lock().unwrap().push(query.to_string()),
+                _ => {}
             }
         }
     }
 
     /// A migrated SQLite file (gone with the directory) holding `stored`, on a connection that
-    /// records the statements it prepares.
-    fn sqlite_with(stored: &[&Opportunity]) -> (SqliteConnection, CachedStatements, tempfile::TempDir) {
+    /// records the statements it prepares and sends.
+    pub(in crate::db) fn sqlite_with(
+        stored: &[&Opportunity],
+    ) -> (SqliteConnection, CachedStatements, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         crate::db::migrate(&DatabaseUrl::Sqlite(path.clone())).unwrap();

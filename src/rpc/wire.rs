@@ -18,17 +18,17 @@ use std::sync::LazyLock;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::domain::opportunity::{CreateOpportunity, Opportunity, PipelineType, Priority, Source, Stage, WireValues};
+use crate::schema;
 
 /// An answer as it goes out: serialized once, straight into a `RawValue`. (`RawValue::from_string`
 /// would parse the text again to check it: 11% of the service's CPU under list pages.)
 pub fn answer<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).expect("an answer serializes")
 }
-use serde_json::{Value, json};
-use uuid::Uuid;
-
-use crate::domain::opportunity::{CreateOpportunity, Opportunity, PipelineType, Priority, Source, Stage, WireValues};
-use crate::schema;
 
 /// The names of the fields a wire type's params object may hold (its schema's properties):
 /// what the method's reader accepts; any other name is refused as an unknown field.
