@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::opportunity::Stored;
 use super::types::{Id, Instant, sql};
-use super::{DbConn, DbError, in_snapshot};
+use super::{DbConn, DbError};
 use crate::domain::opportunity::{Money, Opportunity};
 
 /// The case folding of `titleContains`, on both sides of the match: Unicode lowercasing with
@@ -461,42 +461,47 @@ where
 }
 
 /// One page of a list: up to `limit` opportunities, whether more follow, and the feed's head
-/// in the same snapshot (the `as_of` of the pages that follow a first page; `None` when the
-/// page is empty).
+/// in the snapshot of its first rows (the `as_of` of the pages that follow a first page; `None`
+/// when the page is empty).
 ///
-/// Each statement reads the head with its rows (`HEAD`), so that a page whose first statement
-/// fills it, or that has only one, is one statement in one snapshot: one trip to the database.
-/// It had been four (BEGIN, the head, the rows, COMMIT); with `pgbench -M prepared` at 32 clients
-/// on the bench's first page, 3,718 and 3,246 transactions a second against 3,242 and 2,875. A
-/// page that needs its second statement (the rows without a value of a nullable order, when
-/// those with one did not fill it) reads both again in one REPEATABLE READ transaction.
+/// Each statement reads the head with its rows (`HEAD`), in its own snapshot, so that a page
+/// whose first statement fills it, or that has only one, is one trip to the database. It had
+/// been four (BEGIN, the head, the rows, COMMIT); with `pgbench -M prepared` at 32 clients on the
+/// bench's first page, 3,718 and 3,246 transactions a second against 3,242 and 2,875.
+///
+/// A page whose rows with a value of a nullable order do not fill it reads the rows without
+/// one with a second statement, in a snapshot of its own, as the page after it would: leaving
+/// out what changed its ordering value after the first statement's snapshot (`as_of` at the
+/// first statement's head). An opportunity whose value was cleared in between is then read by
+/// the first statement only, with its old value, never by both; one that has no value and kept
+/// it is read by the second. The rows of both statements stay a page of the same cursor, two
+/// trips in all, where reading both again in one REPEATABLE READ transaction took five.
 pub fn list(mut conn: DbConn<'_>, q: &ListQuery) -> Result<(Vec<Opportunity>, bool, Option<i64>), DbError> {
     let backend = match conn {
         DbConn::Postgres(_) => Backend::Postgres,
         DbConn::Sqlite(_) => Backend::Sqlite,
     };
-    let statements = Statement::build(q, backend);
-    let load = |conn: DbConn<'_>, s: &Statement| -> QueryResult<Vec<(Stored, i64)>> {
+    let mut statements = Statement::build(q, backend);
+    let load = |conn: DbConn<'_>, s: &Statement| -> Result<Vec<(Stored, i64)>, DbError> {
         match conn {
             DbConn::Postgres(c) => kept::<diesel::pg::Pg, (Row<_>, sql_types::BigInt)>(s).load(c),
             DbConn::Sqlite(c) => kept::<diesel::sqlite::Sqlite, (Row<_>, sql_types::BigInt)>(s).load(c),
         }
+        .map_err(DbError::classify)
     };
-    let mut rows = load(conn.reborrow(), &statements[0]).map_err(DbError::classify)?;
-    if rows.len() <= q.limit && statements.len() > 1 {
-        rows = in_snapshot(conn, |mut conn| {
-            let mut rows = Vec::new();
-            for s in &statements {
-                if rows.len() > q.limit {
-                    break;
-                }
-                rows.extend(load(conn.reborrow(), s)?);
-            }
-            Ok(rows)
-        })
-        .map_err(DbError::classify)?;
-    }
+    let mut rows = load(conn.reborrow(), &statements[0])?;
     let head = rows.first().map(|(_, head)| *head);
+    if rows.len() <= q.limit && statements.len() > 1 {
+        let second = match (q.as_of, head) {
+            // A first page: the second statement is read against the first one's head.
+            (None, Some(head)) => Statement::build(&ListQuery { as_of: Some(head), ..q.clone() }, backend).pop(),
+            // A later page is read against its cursor's head already; a first statement with
+            // no rows leaves nothing to read twice.
+            _ => statements.pop(),
+        };
+        rows.extend(load(conn, &second.expect("a second statement"))?);
+    }
+    let head = head.or_else(|| rows.first().map(|(_, head)| *head));
     let mut rows = rows.into_iter().map(|(row, _)| Opportunity::try_from(row)).collect::<Result<Vec<_>, _>>()?;
     let more = rows.len() > q.limit;
     rows.truncate(q.limit);
@@ -633,19 +638,8 @@ mod tests {
     /// both in one transaction.
     #[test]
     fn a_page_its_first_statement_fills_is_one_trip_to_the_database() {
-        let workspace = Uuid::now_v7();
-        let stored: Vec<Opportunity> = (0..3)
-            .map(|day| {
-                let input = crate::domain::opportunity::CreateOpportunity {
-                    customer_id: Some(Uuid::now_v7()),
-                    title: Some(format!("o{day}")),
-                    pipeline_type: Some(crate::domain::opportunity::PipelineType::Retrofit),
-                    expected_close_date: Some(DateTime::UNIX_EPOCH + chrono::Duration::days(day)),
-                    ..Default::default()
-                };
-                Opportunity::new(input, workspace, Uuid::nil(), Utc::now()).unwrap()
-            })
-            .collect();
+        let stored = in_one_workspace(&[Some(0), Some(1), Some(2)]);
+        let workspace = stored[0].workspace_id;
         let (mut conn, sent, _dir) = sqlite_with(&stored.iter().collect::<Vec<_>>());
         diesel::sql_query("UPDATE opportunity_event_feed SET last_position = 41 WHERE id = 1")
             .execute(&mut conn)
@@ -656,13 +650,128 @@ mod tests {
         assert_eq!((rows.len(), more, head), (2, true, Some(41)));
         let trips = sent.take_sent();
         assert!(matches!(&trips[..], [one] if one.contains("FROM opportunities WHERE")), "{trips:#?}");
-        // Three rows do not fill a page of 3 + 1: the rows without a date are read too, in the
-        // same transaction as the first statement again.
+        // Three rows do not fill a page of 3 + 1: the rows without a date are read too, by a
+        // second statement, against the first one's head, with no transaction either.
         let (rows, more, head) = list(DbConn::Sqlite(&mut conn), &ListQuery { limit: 3, ..q }).unwrap();
         assert_eq!((rows.len(), more, head), (3, false, Some(41)));
         let trips = sent.take_sent();
-        assert_eq!(trips.iter().filter(|sql| sql.starts_with("BEGIN")).count(), 1, "{trips:#?}");
-        assert_eq!(trips.iter().filter(|sql| sql.contains("IS NULL ORDER BY")).count(), 1, "{trips:#?}");
+        assert!(
+            matches!(&trips[..], [first, second] if first.contains("expected_close_date IS NOT NULL ORDER BY")
+                && second.contains("close_pos <= ? AND expected_close_date IS NULL ORDER BY")),
+            "{trips:#?}"
+        );
+    }
+
+    /// Watches a connection and runs `change` (once, on a connection of its own) just before
+    /// the watched one sends the second statement of a page: the rows without a value.
+    struct Between {
+        change: Option<Box<dyn FnOnce() + Send>>,
+    }
+
+    impl diesel::connection::Instrumentation for Between {
+        fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+            if let diesel::connection::InstrumentationEvent::StartQuery { query, .. } = event
+                && query.to_string().contains("expected_close_date IS NULL")
+                && let Some(change) = self.change.take()
+            {
+                change();
+            }
+        }
+    }
+
+    /// Opportunities of one new workspace, one a close date (`Some(day)`, days after 1970) or none.
+    fn in_one_workspace(close_days: &[Option<i64>]) -> Vec<Opportunity> {
+        let workspace = Uuid::now_v7();
+        close_days
+            .iter()
+            .map(|day| {
+                let input = crate::domain::opportunity::CreateOpportunity {
+                    customer_id: Some(Uuid::now_v7()),
+                    title: Some(format!("due {day:?}")),
+                    pipeline_type: Some(crate::domain::opportunity::PipelineType::Retrofit),
+                    expected_close_date: day.map(|d| DateTime::UNIX_EPOCH + chrono::Duration::days(d)),
+                    ..Default::default()
+                };
+                Opportunity::new(input, workspace, Uuid::nil(), Utc::now()).unwrap()
+            })
+            .collect()
+    }
+
+    /// What a change that clears an opportunity's close date leaves in the tables: the row
+    /// without its date, its `close_pos` and the feed's head at the next position.
+    fn clear_the_date_sql(id: Uuid) -> [String; 2] {
+        [
+            format!(
+                "UPDATE opportunities SET expected_close_date = NULL, \
+                 close_pos = (SELECT last_position + 1 FROM opportunity_event_feed WHERE id = 1), \
+                 updated_pos = (SELECT last_position + 1 FROM opportunity_event_feed WHERE id = 1) \
+                 WHERE id = '{id}'"
+            ),
+            "UPDATE opportunity_event_feed SET last_position = last_position + 1 WHERE id = 1".to_string(),
+        ]
+    }
+
+    /// A first page by close date whose dated rows do not fill it, while the date of one of them
+    /// is cleared between its two statements: the page holds that opportunity once (with its
+    /// old date, from the first statement), and the cursor's head leaves it out of what follows.
+    fn a_date_cleared_between_the_statements_of_a_page(mut conn: DbConn<'_>, stored: &[Opportunity]) {
+        let [day1, day2, undated] = [&stored[0], &stored[1], &stored[2]];
+        let q = ListQuery {
+            workspace: day1.workspace_id,
+            order_by: Some(OrderBy::ExpectedCloseDate),
+            descending: true,
+            limit: 10,
+            ..Default::default()
+        };
+        let (rows, more, head) = list(conn.reborrow(), &q).unwrap();
+        let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
+        assert_eq!(ids, [day2.id, day1.id, undated.id], "each once: {rows:#?}");
+        assert!(rows[1].expected_close_date.is_some(), "read by the first statement, as it was");
+        assert!(!more);
+        // The same query afresh sees the change: day 1 is among the undated now (ids descending).
+        let (rows, _, later) = list(conn, &q).unwrap();
+        let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
+        assert_eq!(ids, [day2.id, undated.id, day1.id]);
+        assert_eq!(later, head.map(|h| h + 1), "the feed moved on by the change");
+    }
+
+    #[test]
+    fn a_date_cleared_between_the_statements_of_a_page_on_sqlite() {
+        let stored = in_one_workspace(&[Some(1), Some(2), None]);
+        let (mut conn, _, dir) = sqlite_with(&stored.iter().collect::<Vec<_>>());
+        let path = dir.path().join("c.db");
+        let id = stored[0].id;
+        conn.set_instrumentation(Between {
+            change: Some(Box::new(move || {
+                let mut other = crate::db::establish_sqlite(&path).unwrap();
+                for sql in clear_the_date_sql(id) {
+                    diesel::sql_query(sql).execute(&mut other).unwrap();
+                }
+            })),
+        });
+        a_date_cleared_between_the_statements_of_a_page(DbConn::Sqlite(&mut conn), &stored);
+    }
+
+    #[test]
+    fn a_date_cleared_between_the_statements_of_a_page_on_postgres() {
+        let test = "a_date_cleared_between_the_statements_of_a_page_on_postgres";
+        let Some((mut conn, guard)) = crate::db::opportunity::tests::postgres_database(test) else {
+            return;
+        };
+        let stored = in_one_workspace(&[Some(1), Some(2), None]);
+        let rows: Vec<crate::db::opportunity::Row> = stored.iter().map(crate::db::opportunity::Row::new).collect();
+        diesel::insert_into(crate::db::schema::opportunities::table).values(&rows).execute(&mut conn).unwrap();
+        let url = guard.url();
+        let id = stored[0].id;
+        conn.set_instrumentation(Between {
+            change: Some(Box::new(move || {
+                let mut other = PgConnection::establish(&url).unwrap();
+                for sql in clear_the_date_sql(id) {
+                    diesel::sql_query(sql).execute(&mut other).unwrap();
+                }
+            })),
+        });
+        a_date_cleared_between_the_statements_of_a_page(DbConn::Postgres(&mut conn), &stored);
     }
 
     #[test]

@@ -1007,6 +1007,13 @@ pub(super) mod tests {
         name: String,
     }
 
+    impl PgDropGuard {
+        /// The database's URL, for another connection to it.
+        pub(in crate::db) fn url(&self) -> String {
+            format!("{}/{}", self.admin.rsplit_once('/').unwrap().0, self.name)
+        }
+    }
+
     impl Drop for PgDropGuard {
         fn drop(&mut self) {
             if let Ok(mut server) = PgConnection::establish(&self.admin) {
