@@ -131,24 +131,71 @@ pub fn has_raw_error(bytes: &[u8]) -> bool {
     }
 }
 
-/// `opportunity.unsubscribe` also takes `{"subscription": id}`; jsonrpsee reads only `[id]`.
+/// The params of `opportunity.unsubscribe` as jsonrpsee reads them (`[id]`), from any form the
+/// API takes: `{"subscription": id}`, `[id]`, or that object alone in an array (CONTRACT.md §2).
+/// Anything else is refused in §4's shape, every problem at once: jsonrpsee itself answered
+/// `false` to params it could not read, so a misspelt or extra member left the subscription
+/// running without a word. An id is an integer or a string (`SubscriptionId`); one that is not
+/// of this connection is still answered `false`.
 pub fn unsubscribe_params(
     params: Option<std::borrow::Cow<'_, serde_json::value::RawValue>>,
-) -> Option<std::borrow::Cow<'_, serde_json::value::RawValue>> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ByName<'a> {
-        #[serde(borrow)]
-        subscription: &'a serde_json::value::RawValue,
-    }
-    let text = params.as_ref()?.get();
-    match serde_json::from_str::<ByName<'_>>(text) {
-        Ok(by_name) => {
-            let array = format!("[{}]", by_name.subscription.get());
-            serde_json::value::RawValue::from_string(array).ok().map(std::borrow::Cow::Owned)
+) -> Result<Box<serde_json::value::RawValue>, crate::error::ValidationFailure> {
+    use serde_json::Value;
+    let mut failure = crate::error::ValidationFailure::default();
+    let shape = "params must be {\"subscription\": id} or [id]";
+    let value = match params.as_deref().map(|raw| serde_json::from_str::<Value>(raw.get())) {
+        None | Some(Ok(Value::Null)) => {
+            failure.field("subscription", "is required");
+            return Err(failure);
         }
-        Err(_) => params,
+        Some(Ok(value)) => value,
+        Some(Err(_)) => {
+            failure.form(shape);
+            return Err(failure);
+        }
+    };
+    // The one item: an id, or the object that names it.
+    let item = match value {
+        Value::Array(mut items) if items.len() == 1 => items.pop().expect("one item"),
+        object @ Value::Object(_) => object,
+        _ => {
+            failure.form(shape);
+            return Err(failure);
+        }
+    };
+    let id = match item {
+        Value::Object(members) => {
+            let mut id = None;
+            for (name, member) in members {
+                if name == "subscription" {
+                    id = Some(member);
+                } else {
+                    failure.form(format!("unknown field {}", Value::String(name)));
+                }
+            }
+            match id {
+                Some(id) => id,
+                None => {
+                    failure.field("subscription", "is required");
+                    Value::Null
+                }
+            }
+        }
+        id => id,
+    };
+    // An integer however written (§4: `1e2`, `7.0`), within what a double holds exactly.
+    let id = match id.as_f64() {
+        Some(f) if !id.is_u64() && f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f) => {
+            Value::from(f as u64)
+        }
+        _ => id,
+    };
+    let an_id = id.is_string() || id.is_u64();
+    if !an_id && !failure.has_field("subscription") {
+        failure.field("subscription", "must be a subscription id (an integer or a string)");
     }
+    failure.into_result()?;
+    Ok(serde_json::value::RawValue::from_string(Value::Array(vec![id]).to_string()).expect("JSON"))
 }
 
 /// The subscriptions of one WebSocket connection being accepted. jsonrpsee answers a subscribe
@@ -294,16 +341,33 @@ mod tests {
     }
 
     #[test]
-    fn unsubscribe_takes_the_subscription_by_name_too() {
-        let raw =
-            |text: &str| Some(std::borrow::Cow::Owned(serde_json::value::RawValue::from_string(text.into()).unwrap()));
-        let by_name = unsubscribe_params(raw(r#"{"subscription":"abc"}"#)).unwrap();
-        assert_eq!(by_name.get(), r#"["abc"]"#);
-        let by_position = unsubscribe_params(raw(r#"["abc"]"#)).unwrap();
-        assert_eq!(by_position.get(), r#"["abc"]"#);
-        let other = unsubscribe_params(raw(r#"{"subscription":"abc","x":1}"#)).unwrap();
-        assert_eq!(other.get(), r#"{"subscription":"abc","x":1}"#, "anything else is left to jsonrpsee to refuse");
-        assert!(unsubscribe_params(None).is_none());
+    fn unsubscribe_takes_the_subscription_by_name_or_position_and_refuses_anything_else() {
+        let read = |text: Option<&str>| {
+            unsubscribe_params(
+                text.map(|t| std::borrow::Cow::Owned(serde_json::value::RawValue::from_string(t.into()).unwrap())),
+            )
+            .map(|raw| raw.get().to_string())
+        };
+        for accepted in [r#"{"subscription":"abc"}"#, r#"["abc"]"#, r#"[{"subscription":"abc"}]"#] {
+            assert_eq!(read(Some(accepted)).unwrap(), r#"["abc"]"#, "{accepted}");
+        }
+        for seventeen in [r#"{"subscription":17}"#, "[17.0]", "[1.7e1]"] {
+            assert_eq!(read(Some(seventeen)).unwrap(), "[17]", "{seventeen}");
+        }
+        let refused = |text: Option<&str>| read(text).expect_err(text.unwrap_or("no params"));
+        let failure = refused(Some(r#"{"subscription":17,"x":1}"#));
+        assert_eq!(failure.form_errors, [r#"unknown field "x""#]);
+        assert!(failure.field_errors.is_empty(), "the id itself is fine: {failure:?}");
+        for missing in [None, Some("null"), Some("{}"), Some("[{}]")] {
+            assert_eq!(refused(missing).field_errors["subscription"], ["is required"], "{missing:?}");
+        }
+        for not_an_id in [r#"{"subscription":null}"#, "[-1]", "[1.5]", r#"[{"subscription":[1]}]"#, "[true]"] {
+            assert!(refused(Some(not_an_id)).has_field("subscription"), "{not_an_id}");
+        }
+        for not_one in ["[]", "[1,2]", r#""abc""#, "7"] {
+            let failure = refused(Some(not_one));
+            assert!(!failure.form_errors.is_empty() || failure.has_field("subscription"), "{not_one}");
+        }
     }
 
     /// The subscription table of one connection, where a subscription's accept ends while the

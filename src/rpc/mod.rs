@@ -194,6 +194,13 @@ where
     }
 }
 
+/// Whether `request` is an `opportunity.subscribe` over a WebSocket (over HTTP, `call_one`
+/// refuses it, naming WebSocket).
+fn subscribes_over_websocket(request: &Request<'_>) -> bool {
+    request.method_name() == changes::SUBSCRIBE
+        && request.extensions.get::<crate::http::CallContext>().is_some_and(|c| c.websocket)
+}
+
 impl<S> CallMiddleware<S>
 where
     S: RpcServiceT<
@@ -226,7 +233,15 @@ where
                     return response;
                 }
                 if method == changes::UNSUBSCRIBE {
-                    request.params = crate::compat::unsubscribe_params(request.params.take());
+                    match crate::compat::unsubscribe_params(request.params.take()) {
+                        Ok(params) => request.params = Some(std::borrow::Cow::Owned(params)),
+                        Err(failure) => {
+                            let response =
+                                MethodResponse::error(id, ApiError::InvalidParams(failure).into_error_object());
+                            metrics.observe_call(method, "BAD_REQUEST", started.elapsed().as_secs_f64());
+                            return response;
+                        }
+                    }
                 }
             }
             request.extensions.insert(RequestId(request_id));
@@ -281,6 +296,18 @@ where
                 let this = this.clone();
                 async move {
                     match entry {
+                        Ok(BatchEntry::Call(request)) if subscribes_over_websocket(&request) => {
+                            // jsonrpsee writes a subscription's id to the socket at once, then
+                            // again in the batch's answer (and its first events may come before
+                            // that answer): a subscribe is answered alone or not at all.
+                            let error = ApiError::BadRequest(format!(
+                                "{} cannot be part of a batch: send it as a message of its own, so that its \
+                                 subscription id comes once and before its first notification",
+                                changes::SUBSCRIBE
+                            ));
+                            this.metrics.observe_call(changes::SUBSCRIBE, "BAD_REQUEST", 0.0);
+                            Some(MethodResponse::error(request.id().into_owned(), error.into_error_object()))
+                        }
                         Ok(BatchEntry::Call(request)) => Some(this.call_one(request).await),
                         Ok(BatchEntry::Notification(n)) => {
                             this.notify_one(n).await;
@@ -308,13 +335,17 @@ where
         }
     }
 
-    /// JSON-RPC 2.0: a notification is processed like a call; only its answer is dropped.
+    /// JSON-RPC 2.0: a notification is processed like a call; only its answer is dropped. A
+    /// subscribe sent as a notification opens nothing: its id could reach no one, and jsonrpsee
+    /// would write that id to the socket, an answer to a message that must get none.
     fn notify_one<'a>(&self, n: Notification<'a>) -> impl Future<Output = ()> + Send + 'a {
         let request =
             Request { jsonrpc: n.jsonrpc, id: Id::Null, method: n.method, params: n.params, extensions: n.extensions };
-        let call = self.call_one(request);
+        let call = (request.method_name() != changes::SUBSCRIBE).then(|| self.call_one(request));
         async move {
-            let _ = call.await;
+            if let Some(call) = call {
+                let _ = call.await;
+            }
         }
     }
 }

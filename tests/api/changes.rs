@@ -525,3 +525,65 @@ async fn an_unsubscribe_sent_as_soon_as_the_id_arrives_ends_the_subscription() {
         assert!(subscribed.get("result").is_some(), "subscription {n} of 16: {subscribed}");
     }
 }
+
+/// A subscribe is answered once, and only as a call of its own (CONTRACT.md §2): in a batch it
+/// is refused as an item of the batch's one answer (jsonrpsee wrote its id to the socket and
+/// again in the batch), sent as a notification it gets no answer and opens nothing, and an
+/// unsubscribe whose params cannot be read is refused instead of answered `false`.
+#[tokio::test]
+async fn a_subscribe_is_answered_once_and_only_as_a_call_of_its_own() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let mut ws = RawWs::connect(&app, &token).await;
+    let quiet = Duration::from_millis(800);
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "s1", "method": "opportunity.subscribe", "params": {}},
+        {"jsonrpc": "2.0", "id": "c1", "method": "opportunity.changes", "params": {"limit": 1}},
+        {"jsonrpc": "2.0", "method": "opportunity.subscribe", "params": {}}
+    ]);
+    ws.send_text(&batch.to_string()).await;
+    let answer: Value = serde_json::from_str(&ws.next_text(Duration::from_secs(5)).await.expect("an answer")).unwrap();
+    let items = answer.as_array().unwrap_or_else(|| panic!("one answer, the batch's: {answer}"));
+    assert_eq!(items.len(), 2, "the two calls, not the notification: {answer}");
+    let refused = items.iter().find(|i| i["id"] == "s1").expect("the subscribe's item");
+    assert_eq!(
+        (refused["error"]["code"].clone(), refused["error"]["data"]["code"].clone()),
+        (json!(-32600), json!("BAD_REQUEST"))
+    );
+    assert!(refused["error"]["message"].as_str().unwrap().contains("batch"), "{refused}");
+    assert!(items.iter().any(|i| i["id"] == "c1" && i["result"]["events"].is_array()), "{answer}");
+    for notification in [
+        json!({"jsonrpc": "2.0", "method": "opportunity.subscribe", "params": {}}),
+        json!([{"jsonrpc": "2.0", "method": "opportunity.subscribe", "params": {"stage": ["lead"]}}]),
+    ] {
+        ws.send_text(&notification.to_string()).await;
+    }
+    assert_eq!(ws.next_text(quiet).await, None, "nothing answers a notification");
+    create(&app, &token, json!({})).await;
+    assert_eq!(ws.next_text(quiet).await, None, "and no subscription was opened");
+
+    // A subscription of its own, then unsubscribes that name it wrongly: refused, and it runs on.
+    let call = async |ws: &mut RawWs, method: &str, params: Value| -> Value {
+        let text = json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": params}).to_string();
+        ws.send_text(&text).await;
+        serde_json::from_str(&ws.next_text(Duration::from_secs(5)).await.expect("an answer")).unwrap()
+    };
+    let id = call(&mut ws, "opportunity.subscribe", json!({})).await["result"].clone();
+    assert!(id.is_number(), "{id}");
+    let extra = call(&mut ws, "opportunity.unsubscribe", json!({"subscription": id, "x": 1})).await;
+    assert_eq!(extra["error"]["code"], -32602, "{extra}");
+    assert_eq!(extra["error"]["data"]["formErrors"], json!(["unknown field \"x\""]), "{extra}");
+    let nameless = call(&mut ws, "opportunity.unsubscribe", json!({})).await;
+    assert_eq!(nameless["error"]["data"]["fieldErrors"]["subscription"], json!(["is required"]), "{nameless}");
+    let not_an_id = call(&mut ws, "opportunity.unsubscribe", json!([true])).await;
+    assert!(not_an_id["error"]["data"]["fieldErrors"]["subscription"].is_array(), "{not_an_id}");
+    let o = create(&app, &token, json!({})).await;
+    let event: Value = serde_json::from_str(&ws.next_text(Duration::from_secs(5)).await.expect("an event")).unwrap();
+    assert_eq!(
+        (event["params"]["subscription"].clone(), event["params"]["result"]["opportunity"]["id"].clone()),
+        (id.clone(), o["id"].clone())
+    );
+    // The object alone in an array (§2) names it too.
+    assert_eq!(call(&mut ws, "opportunity.unsubscribe", json!([{"subscription": id}])).await["result"], true);
+    assert_eq!(call(&mut ws, "opportunity.unsubscribe", json!([id])).await["result"], false, "ended already");
+}
