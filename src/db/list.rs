@@ -697,6 +697,13 @@ mod tests {
             .collect()
     }
 
+    impl Between {
+        /// Clears the close date of `id` with `run`, which sends SQL on a connection of its own.
+        fn clearing_the_date(id: Uuid, mut run: impl FnMut(&str) + Send + 'static) -> Self {
+            Self { change: Some(Box::new(move || clear_the_date_sql(id).iter().for_each(|sql| run(sql)))) }
+        }
+    }
+
     /// What a change that clears an opportunity's close date leaves in the tables: the row
     /// without its date, its `close_pos` and the feed's head at the next position.
     fn clear_the_date_sql(id: Uuid) -> [String; 2] {
@@ -740,15 +747,9 @@ mod tests {
         let stored = in_one_workspace(&[Some(1), Some(2), None]);
         let (mut conn, _, dir) = sqlite_with(&stored.iter().collect::<Vec<_>>());
         let path = dir.path().join("c.db");
-        let id = stored[0].id;
-        conn.set_instrumentation(Between {
-            change: Some(Box::new(move || {
-                let mut other = crate::db::establish_sqlite(&path).unwrap();
-                for sql in clear_the_date_sql(id) {
-                    diesel::sql_query(sql).execute(&mut other).unwrap();
-                }
-            })),
-        });
+        let mut other = crate::db::establish_sqlite(&path).unwrap();
+        let run = move |sql: &str| _ = diesel::sql_query(sql).execute(&mut other).unwrap();
+        conn.set_instrumentation(Between::clearing_the_date(stored[0].id, run));
         a_date_cleared_between_the_statements_of_a_page(DbConn::Sqlite(&mut conn), &stored);
     }
 
@@ -762,15 +763,9 @@ mod tests {
         let rows: Vec<crate::db::opportunity::Row> = stored.iter().map(crate::db::opportunity::Row::new).collect();
         diesel::insert_into(crate::db::schema::opportunities::table).values(&rows).execute(&mut conn).unwrap();
         let url = guard.url();
-        let id = stored[0].id;
-        conn.set_instrumentation(Between {
-            change: Some(Box::new(move || {
-                let mut other = PgConnection::establish(&url).unwrap();
-                for sql in clear_the_date_sql(id) {
-                    diesel::sql_query(sql).execute(&mut other).unwrap();
-                }
-            })),
-        });
+        let mut other = PgConnection::establish(&url).unwrap();
+        let run = move |sql: &str| _ = diesel::sql_query(sql).execute(&mut other).unwrap();
+        conn.set_instrumentation(Between::clearing_the_date(stored[0].id, run));
         a_date_cleared_between_the_statements_of_a_page(DbConn::Postgres(&mut conn), &stored);
     }
 
