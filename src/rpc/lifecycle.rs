@@ -18,8 +18,8 @@ use crate::auth::{Principal, SCOPE_GLOBAL};
 use crate::db::events::{EventKind, NewEvent};
 use crate::db::opportunity::{ChangeKey, Changed, Decision};
 use crate::domain::opportunity::{
-    CreateOpportunity, LostReasonCategory, MAX_SOLUTION_FAMILIES, Opportunity, OpportunityPatch, PipelineType,
-    Priority, Source, Stage, VisibilityMode, format_instant,
+    CreateOpportunity, LostReasonCategory, Opportunity, OpportunityPatch, PipelineType, Priority, Source, Stage,
+    VisibilityMode, format_instant,
 };
 use crate::error::{ApiError, ValidationFailure};
 use crate::http::CallContext;
@@ -120,10 +120,7 @@ pub async fn get(
 /// sets to run the single-field rules of §5 on (the same rules as a create's).
 fn read_patch(reader: &mut FieldReader<'_>) -> (OpportunityPatch, CreateOpportunity) {
     let solution_families = match reader.patch("solutionFamilies", Ok) {
-        Some(Some(raw)) => Some(
-            params::string_array(raw, "solutionFamilies", MAX_SOLUTION_FAMILIES as usize, &mut reader.failure)
-                .unwrap_or_default(),
-        ),
+        Some(Some(raw)) => Some(params::solution_families(raw, &mut reader.failure).unwrap_or_default()),
         Some(None) => Some(Vec::new()),
         None => None,
     };

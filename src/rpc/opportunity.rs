@@ -16,8 +16,8 @@ use crate::auth::{SCOPE_GLOBAL, SCOPE_WRITE};
 use crate::db::DbError;
 use crate::db::opportunity::{CreateOutcome, IdempotencyRecord};
 use crate::domain::opportunity::{
-    CreateOpportunity, LostReasonCategory, MAX_SOLUTION_FAMILIES, Money, Opportunity, PipelineType, Priority, Source,
-    Stage, VisibilityMode, format_instant, parse_instant,
+    CreateOpportunity, LostReasonCategory, Money, Opportunity, PipelineType, Priority, Source, Stage, VisibilityMode,
+    format_instant, parse_instant,
 };
 use crate::error::{ApiError, ValidationFailure};
 use crate::http::CallContext;
@@ -47,7 +47,7 @@ pub const BATCH_HEADER_KEY: &str =
 pub fn read_create(reader: &mut FieldReader<'_>) -> CreateOpportunity {
     reader.refuse_unknown(&CREATE_FIELDS);
     let solution_families = match reader.optional("solutionFamilies", Ok) {
-        Some(raw) => params::string_array(raw, "solutionFamilies", MAX_SOLUTION_FAMILIES as usize, &mut reader.failure),
+        Some(raw) => params::solution_families(raw, &mut reader.failure),
         None => None,
     };
     CreateOpportunity {

@@ -76,8 +76,11 @@ pub struct FieldReader<'a> {
     pub failure: ValidationFailure,
 }
 
-/// The most names one kind of form error lists; a hostile body cannot make the answer huge.
-pub const MAX_NAMED: usize = 20;
+/// The most names one kind of form error lists (unknown fields, repeated fields), and the most
+/// items of `solutionFamilies` whose problems are reported one by one: far beyond what a caller
+/// sends by mistake, so every problem is reported at once, while a hostile body cannot make the
+/// answer much larger than itself. Past it, the rest are counted (`and N more unknown fields`).
+pub const MAX_NAMED: usize = 1000;
 
 fn report_capped(failure: &mut ValidationFailure, names: Vec<&str>, one: &str, many: &str) {
     for name in names.iter().take(MAX_NAMED) {
@@ -316,6 +319,24 @@ pub fn string_array(
     ok.then_some(out)
 }
 
+/// `solutionFamilies` of a create or an update: an array of names ([`string_array`]). One of
+/// more than 50 items is still read item by item, up to [`MAX_NAMED`] items, so that the
+/// domain's rules report its count together with each item's problems (empty, too long,
+/// repeated), every problem at once; a longer one gets its count alone.
+pub fn solution_families(raw: &RawValue, failure: &mut ValidationFailure) -> Option<Vec<String>> {
+    let limit = crate::domain::opportunity::MAX_SOLUTION_FAMILIES as usize;
+    let count = serde_json::from_str::<Vec<&RawValue>>(raw.get()).map_or(0, |items| items.len());
+    if count <= limit || count > MAX_NAMED {
+        return string_array(raw, "solutionFamilies", limit, failure);
+    }
+    let items = string_array(raw, "solutionFamilies", MAX_NAMED, failure);
+    if items.is_none() {
+        // Items that are no names: the domain's rules do not run, so the count is said here.
+        failure.field("solutionFamilies", format!("must have at most {limit} items"));
+    }
+    items
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,8 +382,8 @@ mod tests {
         let mut r = FieldReader::new(Some(&body));
         r.refuse_unknown(&["title"]);
         assert_eq!(r.failure.form_errors.len(), 2 * (MAX_NAMED + 1));
-        assert!(r.failure.form_errors.contains(&"and 49980 more duplicate fields".to_string()));
-        assert!(r.failure.form_errors.contains(&"and 49980 more unknown fields".to_string()));
+        assert!(r.failure.form_errors.contains(&"and 49000 more duplicate fields".to_string()));
+        assert!(r.failure.form_errors.contains(&"and 49000 more unknown fields".to_string()));
         let mut f = ValidationFailure::default();
         let items: Box<RawValue> = serde_json::from_str(&format!("[{}]", vec!["\"x\""; 100_000].join(","))).unwrap();
         assert_eq!(string_array(&items, "xs", 50, &mut f), None);

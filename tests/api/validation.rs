@@ -313,6 +313,31 @@ async fn unknown_fields_are_each_named_in_form_errors() {
     assert_eq!(field_error_keys(&data), Vec::<String>::new(), "{data}");
     // The known fields alone are fine.
     accept(&app, valid_params()).await;
+    // However many a caller sends by mistake: each one is named.
+    let many: Vec<(String, Value)> = (0..300).map(|i| (format!("u{i}"), json!(i))).collect();
+    let many: Vec<(&str, Value)> = many.iter().map(|(name, value)| (name.as_str(), value.clone())).collect();
+    let data = refuse(&app, with(&many)).await;
+    let form = form_errors(&data);
+    assert_eq!(form.len(), 300, "{data}");
+    assert!(form.contains(&"unknown field \"u299\"".to_string()), "{data}");
+}
+
+/// An array of solution families over its 50 items has each item's problems reported with its
+/// count, every problem at once.
+#[tokio::test]
+async fn solution_families_over_the_limit_report_their_items_problems_too() {
+    let app = spawn_app().await;
+    let mut items = vec![json!(""), json!("HVAC"), json!(" HVAC ")];
+    items.extend((0..48).map(|i| json!(format!("family {i}"))));
+    let data = refuse(&app, with(&[("solutionFamilies", json!(items))])).await;
+    assert_eq!(field_error_keys(&data), ["solutionFamilies", "solutionFamilies.0", "solutionFamilies.2"], "{data}");
+    assert_eq!(field_errors(&data, "solutionFamilies"), ["must have at most 50 items"]);
+    assert_eq!(field_errors(&data, "solutionFamilies.2"), ["must not repeat item 1"]);
+    // An item that is not even a string: the count is still said once.
+    items[0] = json!(7);
+    let data = refuse(&app, with(&[("solutionFamilies", json!(items))])).await;
+    assert_eq!(field_errors(&data, "solutionFamilies"), ["must have at most 50 items"], "{data}");
+    assert!(field_error_keys(&data).contains(&"solutionFamilies.0".to_string()), "{data}");
 }
 
 #[tokio::test]
