@@ -92,6 +92,9 @@ fn report_capped(failure: &mut ValidationFailure, names: Vec<&str>, one: &str, m
 }
 
 const NOT_AN_OBJECT: &str = "params must be an object, or an array holding one object";
+/// The message of a string value that holds a lone surrogate escape: JSON, but no text.
+pub const LONE_SURROGATE: &str = "must be valid text: a lone surrogate escape such as \\ud800 is no character";
+
 /// A member whose name is no text: it cannot be named back in the answer.
 pub const BAD_NAME: &str = "a field name is not valid text (a lone surrogate escape such as \\ud800)";
 
@@ -210,7 +213,10 @@ impl<'a> FieldReader<'a> {
 
 /// A JSON string without NUL characters (PostgreSQL text cannot hold them).
 pub fn string(raw: &RawValue) -> Result<String, String> {
-    let text: String = serde_json::from_str(raw.get()).map_err(|_| "must be a string".to_string())?;
+    let text: String = serde_json::from_str(raw.get()).map_err(|_| {
+        // A JSON string that is no text: only a lone surrogate escape makes one.
+        if raw.get().starts_with('"') { LONE_SURROGATE } else { "must be a string" }.to_string()
+    })?;
     if text.contains('\0') {
         return Err("must not contain NUL characters".into());
     }
@@ -250,7 +256,14 @@ pub fn parse_uuid(text: &str) -> Option<Uuid> {
 
 /// A UUID in the hyphenated form, any case.
 pub fn uuid(raw: &RawValue) -> Result<Uuid, String> {
-    let text = string(raw).map_err(|_| "must be a UUID string".to_string())?;
+    // A string that is no text, or holds a NUL, is no UUID either: say the form it must have.
+    let text = string(raw).map_err(|_| {
+        if raw.get().starts_with('"') {
+            format!("must be a UUID ({UUID_FORM})")
+        } else {
+            "must be a UUID string".into()
+        }
+    })?;
     parse_uuid(&text).ok_or_else(|| format!("must be a UUID ({UUID_FORM})"))
 }
 
@@ -424,7 +437,8 @@ mod tests {
         assert!(integer(&raw("\"50\"")).is_err());
         assert_eq!(integer(&raw("1e30")), Ok(i64::MAX));
         assert_eq!(string(&raw(r#""a\u0000b""#)), Err("must not contain NUL characters".into()));
-        assert_eq!(string(&raw(r#""\ud800""#)), Err("must be a string".into()));
+        assert_eq!(string(&raw(r#""\ud800""#)), Err(LONE_SURROGATE.into()));
+        assert_eq!(string(&raw("7")), Err("must be a string".into()));
         assert_eq!(name(&raw(r#""  x  ""#)), Ok("x".into()));
         assert_eq!(name(&raw(r#""\u200b\ufeff\u202e""#)), Ok(String::new()));
         assert_eq!(name(&raw(r#""\u200b A\u00a0""#)), Ok("A".into()));

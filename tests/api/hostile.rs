@@ -982,6 +982,14 @@ async fn lone_surrogates_are_refused_cleanly() {
             let what = format!("{escape} in {field}");
             let answer = send(&app, create_with_raw(field, escape.as_bytes())).await;
             failures.check(|| assert_field_error(answered(&answer, &what), &what, field));
+            if ["title", "scopeSummary", "customerId"].contains(&field) {
+                // The message names the rule that the value breaks: it is a string, but no text.
+                failures.check(|| {
+                    let message = &answered(&answer, &what)["error"]["data"]["fieldErrors"][field][0];
+                    let says = if field == "customerId" { "must be a UUID (" } else { "lone surrogate escape" };
+                    assert!(message.as_str().is_some_and(|m| m.contains(says)), "{what}: {message}");
+                });
+            }
         }
         let items = format!(r#"["HVAC",{escape}]"#);
         let what = format!("{escape} in solutionFamilies.1");
