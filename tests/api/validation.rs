@@ -333,6 +333,13 @@ async fn solution_families_over_the_limit_report_their_items_problems_too() {
     assert_eq!(field_error_keys(&data), ["solutionFamilies", "solutionFamilies.0", "solutionFamilies.2"], "{data}");
     assert_eq!(field_errors(&data, "solutionFamilies"), ["must have at most 50 items"]);
     assert_eq!(field_errors(&data, "solutionFamilies.2"), ["must not repeat item 1"]);
+    // The same on an update.
+    let token = app.token();
+    let o = create(&app, &token, json!({})).await;
+    let params = json!({"id": o["id"], "expectedVersion": 1, "solutionFamilies": items});
+    let answer = call(&app, &token, "opportunity.update", params.clone()).await;
+    let data = invalid_params(&answer, &params);
+    assert_eq!(field_error_keys(data), ["solutionFamilies", "solutionFamilies.0", "solutionFamilies.2"], "{data}");
     // An item that is not even a string: the count is still said once.
     items[0] = json!(7);
     let data = refuse(&app, with(&[("solutionFamilies", json!(items))])).await;
