@@ -223,13 +223,21 @@ where
             let id = request.id().into_owned();
             let request_id = Uuid::now_v7();
             if method == changes::SUBSCRIBE || method == changes::UNSUBSCRIBE {
-                let websocket = request.extensions.get::<crate::http::CallContext>().is_some_and(|c| c.websocket);
-                if !websocket {
-                    let error = ApiError::BadRequest(format!(
-                        "{method} needs a WebSocket connection (the same port and path); over HTTP, poll opportunity.changes"
-                    ));
+                let context = request.extensions.get::<crate::http::CallContext>();
+                if !context.is_some_and(|c| c.websocket) {
+                    // §4's order first: the token, then (to subscribe) the scope; then the
+                    // refusal of the transport.
+                    let access = match method {
+                        changes::SUBSCRIBE => caller::principal(context, caller::Access::Read).map(|_| ()),
+                        _ => context.map_or(Ok(()), |c| c.principal().map(|_| ())),
+                    };
+                    let error = access.err().unwrap_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "{method} needs a WebSocket connection (the same port and path); over HTTP, poll opportunity.changes"
+                        ))
+                    });
                     let response = MethodResponse::error(id, error.into_error_object());
-                    metrics.observe_call(method, "BAD_REQUEST", started.elapsed().as_secs_f64());
+                    metrics.observe_call(method, error_name(&response), started.elapsed().as_secs_f64());
                     return response;
                 }
                 if method == changes::UNSUBSCRIBE {

@@ -325,6 +325,14 @@ async fn subscribe_is_refused_over_http_and_beyond_16_per_connection() {
     assert_eq!(r["error"]["code"], -32600, "{r}");
     assert_eq!(r["error"]["data"]["code"], "BAD_REQUEST");
     assert!(r["error"]["message"].as_str().unwrap().contains("WebSocket"), "{r}");
+    // §4's order comes first: no token is UNAUTHORIZED, a token without the scope FORBIDDEN.
+    for method in ["opportunity.subscribe", "opportunity.unsubscribe"] {
+        let (_, r) = app.post_raw(request(json!(1), method, json!({})).to_string(), &[]).await;
+        assert_eq!(r["error"]["data"]["code"], "UNAUTHORIZED", "{method}: {r}");
+    }
+    let unscoped = token_for(app.user, &[app.workspace], "opportunity:global");
+    let r = call(&app, &unscoped, "opportunity.subscribe", json!({})).await;
+    assert_eq!(r["error"]["data"]["code"], "FORBIDDEN", "{r}");
     let auth = format!("Bearer {token}");
     let ws = app.ws(&[("authorization", &auth)]).await;
     let mut subs = Vec::new();
