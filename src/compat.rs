@@ -133,69 +133,44 @@ pub fn has_raw_error(bytes: &[u8]) -> bool {
 
 /// The params of `opportunity.unsubscribe` as jsonrpsee reads them (`[id]`), from any form the
 /// API takes: `{"subscription": id}`, `[id]`, or that object alone in an array (CONTRACT.md §2).
-/// Anything else is refused in §4's shape, every problem at once: jsonrpsee itself answered
-/// `false` to params it could not read, so a misspelt or extra member left the subscription
-/// running without a word. An id is an integer or a string (`SubscriptionId`); one that is not
-/// of this connection is still answered `false`.
+/// Anything else is refused in §4's shape, every problem at once, by the reader every method's
+/// params go through: jsonrpsee itself answered `false` to params it could not read, so a
+/// misspelt or extra member left the subscription running without a word. An id is an integer
+/// (however written) or a string (`SubscriptionId`); one that is not of this connection is
+/// still answered `false`.
 pub fn unsubscribe_params(
     params: Option<std::borrow::Cow<'_, serde_json::value::RawValue>>,
 ) -> Result<Box<serde_json::value::RawValue>, crate::error::ValidationFailure> {
-    use serde_json::Value;
-    let mut failure = crate::error::ValidationFailure::default();
-    let shape = "params must be {\"subscription\": id} or [id]";
-    let value = match params.as_deref().map(|raw| serde_json::from_str::<Value>(raw.get())) {
-        None | Some(Ok(Value::Null)) => {
-            failure.field("subscription", "is required");
-            return Err(failure);
-        }
-        Some(Ok(value)) => value,
-        Some(Err(_)) => {
-            failure.form(shape);
-            return Err(failure);
+    use crate::rpc::params::{self, FieldReader};
+    use serde_json::value::RawValue;
+    let text = params.as_deref().map(RawValue::get);
+    let subscription = |raw: &RawValue| -> Result<String, String> {
+        let id = match raw.get().starts_with('"') {
+            true => params::string(raw).map(serde_json::Value::from).ok(),
+            false => params::integer(raw).ok().filter(|n| *n >= 0).map(serde_json::Value::from),
+        };
+        id.map(|id| id.to_string()).ok_or_else(|| "must be a subscription id (an integer or a string)".into())
+    };
+    // `[id]`: the one item is the id itself, unless it is the object that names it.
+    let positional = text
+        .and_then(|t| serde_json::from_str::<[&RawValue; 1]>(t).ok())
+        .map(|[item]| item)
+        .filter(|item| !item.get().starts_with('{'));
+    let id = match positional {
+        Some(item) => subscription(item).map_err(|message| {
+            let mut failure = crate::error::ValidationFailure::default();
+            failure.field("subscription", message);
+            failure
+        })?,
+        None => {
+            let mut reader = FieldReader::new(text);
+            reader.refuse_unknown(&["subscription"]);
+            let id = reader.required("subscription", subscription);
+            reader.failure.into_result()?;
+            id.expect("no problem, so read")
         }
     };
-    // The one item: an id, or the object that names it.
-    let item = match value {
-        Value::Array(mut items) if items.len() == 1 => items.pop().expect("one item"),
-        object @ Value::Object(_) => object,
-        _ => {
-            failure.form(shape);
-            return Err(failure);
-        }
-    };
-    let id = match item {
-        Value::Object(members) => {
-            let mut id = None;
-            for (name, member) in members {
-                if name == "subscription" {
-                    id = Some(member);
-                } else {
-                    failure.form(format!("unknown field {}", Value::String(name)));
-                }
-            }
-            match id {
-                Some(id) => id,
-                None => {
-                    failure.field("subscription", "is required");
-                    Value::Null
-                }
-            }
-        }
-        id => id,
-    };
-    // An integer however written (§4: `1e2`, `7.0`), within what a double holds exactly.
-    let id = match id.as_f64() {
-        Some(f) if !id.is_u64() && f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f) => {
-            Value::from(f as u64)
-        }
-        _ => id,
-    };
-    let an_id = id.is_string() || id.is_u64();
-    if !an_id && !failure.has_field("subscription") {
-        failure.field("subscription", "must be a subscription id (an integer or a string)");
-    }
-    failure.into_result()?;
-    Ok(serde_json::value::RawValue::from_string(Value::Array(vec![id]).to_string()).expect("JSON"))
+    Ok(RawValue::from_string(format!("[{id}]")).expect("JSON"))
 }
 
 /// The subscriptions of one WebSocket connection being accepted. jsonrpsee answers a subscribe

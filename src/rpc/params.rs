@@ -299,25 +299,47 @@ pub const fn max_filter_items(values: &[&str]) -> usize {
     values.len() * 4
 }
 
-/// An array of names (see [`name`]); items that are not are reported at `field.N`.
+/// An array of names (see [`name`]); items that are not are reported at `field.N`. More than
+/// `max_items` is one error on `field`, and the items are not looked at one by one: a hostile
+/// array cannot make the answer huge.
 pub fn string_array(
     raw: &RawValue,
     field: &str,
     max_items: usize,
     failure: &mut ValidationFailure,
 ) -> Option<Vec<String>> {
-    let items: Vec<&RawValue> = match serde_json::from_str(raw.get()) {
-        Ok(items) => items,
-        Err(_) => {
-            failure.field(field, "must be an array of strings");
-            return None;
-        }
-    };
+    let items = array_items(raw, field, failure)?;
     if items.len() > max_items {
-        // Items are not looked at one by one: a hostile array cannot make the answer huge.
         failure.field(field, format!("must have at most {max_items} items"));
         return None;
     }
+    names_of(items, field, failure)
+}
+
+/// `solutionFamilies` of a create or an update: an array of names. One of more than 50 items is
+/// still read item by item, up to [`MAX_NAMED`] items, so that the domain's rules report its
+/// count together with each item's problems (empty, too long, repeated), every problem at once;
+/// a longer one gets its count alone.
+pub fn solution_families(raw: &RawValue, failure: &mut ValidationFailure) -> Option<Vec<String>> {
+    const FIELD: &str = "solutionFamilies";
+    let limit = crate::domain::opportunity::MAX_SOLUTION_FAMILIES as usize;
+    let items = array_items(raw, FIELD, failure)?;
+    let count = items.len();
+    let names = if count > MAX_NAMED { None } else { names_of(items, FIELD, failure) };
+    if names.is_none() && count > limit {
+        // The domain's rules, which say the count of a list they read, do not run.
+        failure.field(FIELD, format!("must have at most {limit} items"));
+    }
+    names
+}
+
+/// The items of a JSON array, or an error on `field`.
+fn array_items<'a>(raw: &'a RawValue, field: &str, failure: &mut ValidationFailure) -> Option<Vec<&'a RawValue>> {
+    serde_json::from_str(raw.get()).map_err(|_| failure.field(field, "must be an array of strings")).ok()
+}
+
+/// Each item as a name ([`name`]); those that are not are reported at `field.N`.
+fn names_of(items: Vec<&RawValue>, field: &str, failure: &mut ValidationFailure) -> Option<Vec<String>> {
     let mut out = Vec::with_capacity(items.len());
     let mut ok = true;
     for (index, item) in items.into_iter().enumerate() {
@@ -330,24 +352,6 @@ pub fn string_array(
         }
     }
     ok.then_some(out)
-}
-
-/// `solutionFamilies` of a create or an update: an array of names ([`string_array`]). One of
-/// more than 50 items is still read item by item, up to [`MAX_NAMED`] items, so that the
-/// domain's rules report its count together with each item's problems (empty, too long,
-/// repeated), every problem at once; a longer one gets its count alone.
-pub fn solution_families(raw: &RawValue, failure: &mut ValidationFailure) -> Option<Vec<String>> {
-    let limit = crate::domain::opportunity::MAX_SOLUTION_FAMILIES as usize;
-    let count = serde_json::from_str::<Vec<&RawValue>>(raw.get()).map_or(0, |items| items.len());
-    if count <= limit || count > MAX_NAMED {
-        return string_array(raw, "solutionFamilies", limit, failure);
-    }
-    let items = string_array(raw, "solutionFamilies", MAX_NAMED, failure);
-    if items.is_none() {
-        // Items that are no names: the domain's rules do not run, so the count is said here.
-        failure.field("solutionFamilies", format!("must have at most {limit} items"));
-    }
-    items
 }
 
 #[cfg(test)]
