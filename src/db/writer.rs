@@ -12,7 +12,7 @@
 //! file nor a checkpoint lengthens the writer's cycle (`bench/run`: SQLite creates at 64
 //! connections went from about 8,100/s to 9,800–11,400/s with both). Only when that thread
 //! cannot keep up does the writer checkpoint the whole log itself, between two groups, so that
-//! the log stays within [`WAL_LIMIT`].
+//! the log stays within [`WAL_LIMIT`]; once writes pause, that thread cuts a long log back.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
@@ -97,11 +97,16 @@ impl SqliteWriter {
     /// Starts the writer thread on its own connection to `path`. A create waits at most
     /// `timeout` in all: in the queue and for SQLite's write lock (held by another process).
     pub fn start(path: &Path, timeout: Duration) -> anyhow::Result<Self> {
-        Self::start_with_wal_limit(path, timeout, WAL_LIMIT)
+        Self::start_with(
+            path,
+            timeout,
+            LogLimits { bound: WAL_LIMIT, idle_keep: WAL_IDLE_KEEP, idle_after: IDLE_AFTER },
+        )
     }
 
-    /// [`SqliteWriter::start`] with another bound on the write-ahead log (tests use a small one).
-    fn start_with_wal_limit(path: &Path, timeout: Duration, wal_limit: u64) -> anyhow::Result<Self> {
+    /// [`SqliteWriter::start`] with other limits on the write-ahead log (tests use small ones).
+    fn start_with(path: &Path, timeout: Duration, limits: LogLimits) -> anyhow::Result<Self> {
+        let wal_limit = limits.bound;
         let mut conn = super::establish_sqlite(path)?;
         // The savepoints of a group journal the pages they change; in memory, not in a temporary
         // file (the writer only inserts and changes rows by key: it makes no large sorts).
@@ -116,7 +121,7 @@ impl SqliteWriter {
             "PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {wal_limit}; PRAGMA mmap_size = {WRITER_MMAP};"
         ))?;
         let checkpointing = Arc::new(Mutex::new(()));
-        let checkpoints = start_checkpointer(path, checkpointing.clone())?;
+        let checkpoints = start_checkpointer(path, checkpointing.clone(), &limits)?;
         let mut bound = LogBound { wal: wal_path(path), limit: wal_limit, checkpointing, next_restart: Instant::now() };
         let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
         thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
@@ -198,8 +203,30 @@ impl SqliteWriter {
 /// and it grew by about 100 MB a second under `bench/run`'s creates (1.7 GB after 20 s). Past
 /// this size the writer, between two groups, checkpoints with RESTART: it copies what is left,
 /// waits for the reads still using the log, and the next group writes the log from its start.
-/// The writer is then stopped for that checkpoint (the callers waiting keep their deadlines).
-const WAL_LIMIT: u64 = 64 << 20;
+/// The writer is then stopped for that checkpoint (the callers waiting keep their deadlines):
+/// 15–70 ms, whatever the bound, for what was committed since the checkpointer's last pass.
+/// The bound sets how often that happens under a steady stream of writes: with 64 MiB it was
+/// 2.7 times a second under `bench/run`'s creates at 32 connections and 1.7 times under its
+/// updates, enough for the pauses to make the p99 (31–33 ms and 44–48 ms); with 1 GiB it is
+/// every 6 to 10 seconds, and the p99 was 13 and 16–18 ms. 256 MiB still left 35–38 ms under
+/// updates. The file keeps its size once written (rewriting it is cheaper than growing it:
+/// cutting it back at each restart made the updates' p99 72–211 ms), until writes pause
+/// ([`IDLE_AFTER`]).
+const WAL_LIMIT: u64 = 1 << 30;
+
+/// The size a write-ahead log is left at once writes pause: a longer one is checkpointed and
+/// cut to nothing ([`IDLE_AFTER`]), so that the disk a burst of writes took is given back.
+const WAL_IDLE_KEEP: u64 = 64 << 20;
+
+/// How long without a commit before the checkpointer cuts a long log back.
+const IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// The write-ahead log's limits (see [`WAL_LIMIT`], [`WAL_IDLE_KEEP`], [`IDLE_AFTER`]).
+struct LogLimits {
+    bound: u64,
+    idle_keep: u64,
+    idle_after: Duration,
+}
 
 /// The write-ahead log of the database at `path`.
 fn wal_path(path: &Path) -> std::path::PathBuf {
@@ -287,14 +314,33 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// connection: at most every [`CHECKPOINT_EVERY`], never when nothing was written. A PASSIVE
 /// checkpoint copies what no reader still needs and never waits for the writer, so the writer
 /// never pays for it (SQLite's automatic checkpoint, off on the writer's connection, would run
-/// inside a commit). It holds `checkpointing` while it checkpoints. The thread ends with the
-/// writer.
-fn start_checkpointer(path: &Path, checkpointing: Arc<Mutex<()>>) -> anyhow::Result<std::sync::mpsc::SyncSender<()>> {
+/// inside a commit). It holds `checkpointing` while it checkpoints. After `limits.idle_after`
+/// without a commit, it cuts a log longer than `limits.idle_keep` to nothing (TRUNCATE). The
+/// thread ends with the writer.
+fn start_checkpointer(
+    path: &Path,
+    checkpointing: Arc<Mutex<()>>,
+    limits: &LogLimits,
+) -> anyhow::Result<std::sync::mpsc::SyncSender<()>> {
+    use std::sync::mpsc::RecvTimeoutError;
     let mut conn = super::establish_sqlite(path)?;
     let database = std::fs::File::open(path)?;
+    let wal = wal_path(path);
+    let (idle_keep, idle_after) = (limits.idle_keep, limits.idle_after);
     let (asks, asked) = std::sync::mpsc::sync_channel::<()>(1);
     thread::Builder::new().name("sqlite-checkpointer".into()).spawn(move || {
-        while asked.recv().is_ok() {
+        loop {
+            match asked.recv_timeout(idle_after) {
+                Ok(()) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if std::fs::metadata(&wal).is_ok_and(|log| log.len() > idle_keep) {
+                        let _working = checkpointing.lock().unwrap_or_else(PoisonError::into_inner);
+                        truncate_log(&mut conn);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
             let working = checkpointing.lock().unwrap_or_else(PoisonError::into_inner);
             if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);") {
                 tracing::warn!(error = %e, "a SQLite checkpoint failed; the next commit asks again");
@@ -313,6 +359,24 @@ fn start_checkpointer(path: &Path, checkpointing: Arc<Mutex<()>>) -> anyhow::Res
         }
     })?;
     Ok(asks)
+}
+
+/// Checkpoints the whole log and cuts the file to nothing, when no write and no read is in
+/// its way: it waits for neither (a write arriving meanwhile waits for it, as for any
+/// checkpoint of the whole log). A log that could not be cut is tried again after the next
+/// pause in the writes.
+fn truncate_log(conn: &mut SqliteConnection) {
+    use diesel::RunQueryDsl;
+    let started = Instant::now();
+    let result = conn
+        .batch_execute("PRAGMA busy_timeout = 0;")
+        .and_then(|()| diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)").get_result::<CheckpointResult>(conn));
+    let ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(CheckpointResult { busy: 0 }) => tracing::debug!(ms, "writes paused: the write-ahead log was cut back"),
+        Ok(_) => tracing::debug!(ms, "writes paused, but a read or a write held the write-ahead log; cut back later"),
+        Err(e) => tracing::warn!(error = %e, "cutting back the write-ahead log failed; tried again when writes pause"),
+    }
 }
 
 /// Answers SERVICE_UNAVAILABLE to the jobs of `group` whose deadline has passed and takes them
@@ -431,6 +495,8 @@ mod tests {
 
     /// The log's bound in these tests: 1 MiB.
     const LIMIT: u64 = 1 << 20;
+    /// The size a log is cut from once writes pause, in these tests.
+    const IDLE_KEEP: u64 = 256 << 10;
 
     /// A new, migrated file with a writer whose log is bound to [`LIMIT`], and a `Database` on
     /// the same file to read back what it stored.
@@ -449,7 +515,8 @@ mod tests {
             let url = crate::db::DatabaseUrl::Sqlite(path.clone());
             let options = crate::db::PoolOptions { size: Some(2), timeout: Duration::from_secs(5) };
             let db = crate::db::Database::connect(url, options).unwrap(); // migrates the file
-            let writer = SqliteWriter::start_with_wal_limit(&path, Duration::from_secs(5), LIMIT).unwrap();
+            let limits = LogLimits { bound: LIMIT, idle_keep: IDLE_KEEP, idle_after: Duration::from_millis(500) };
+            let writer = SqliteWriter::start_with(&path, Duration::from_secs(5), limits).unwrap();
             Self { wal: wal_path(&path), _dir: dir, path, db, writer }
         }
 
@@ -532,6 +599,27 @@ mod tests {
         }
         let size = file.log_size();
         assert!(size <= 2 * LIMIT, "the log is still {size} bytes after the read ended (bound {LIMIT})");
+        file.assert_stored(ids).await;
+    }
+
+    /// Once writes pause, a log longer than its idle size is checkpointed and cut to nothing:
+    /// the disk a burst took is given back, and what the log held is in the database file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_log_is_cut_back_once_writes_pause() {
+        let file = Bounded::new();
+        let mut ids = Vec::new();
+        while file.log_size() <= IDLE_KEEP {
+            ids.extend(file.write_group().await);
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        while file.log_size() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(file.log_size(), 0, "the log was not cut back within 10 s of the last write");
+        file.assert_stored(ids.clone()).await;
+        // The writer goes on with a log written from its start.
+        ids.extend(file.write_group().await);
+        assert!(file.log_size() > 0);
         file.assert_stored(ids).await;
     }
 
