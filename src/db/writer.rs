@@ -122,7 +122,13 @@ impl SqliteWriter {
         ))?;
         let checkpointing = Arc::new(Mutex::new(()));
         let checkpoints = start_checkpointer(path, checkpointing.clone(), &limits)?;
-        let mut bound = LogBound { wal: wal_path(path), limit: wal_limit, checkpointing, next_restart: Instant::now() };
+        let mut bound = LogBound {
+            wal: wal_path(path),
+            limit: wal_limit,
+            floor: limits.idle_keep,
+            checkpointing,
+            next_restart: Instant::now(),
+        };
         let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
         thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
             let mut group = Vec::with_capacity(MAX_GROUP);
@@ -211,8 +217,27 @@ impl SqliteWriter {
 /// every 6 to 10 seconds, and the p99 was 13 and 16–18 ms. 256 MiB still left 35–38 ms under
 /// updates. The file keeps its size once written (rewriting it is cheaper than growing it:
 /// cutting it back at each restart made the updates' p99 72–211 ms), until writes pause
-/// ([`IDLE_AFTER`]).
+/// ([`IDLE_AFTER`]). On a disk with less than 4 GiB left, the bound is a quarter of the room
+/// the log and the free space add up to, and at least [`WAL_IDLE_KEEP`] ([`log_bound`]).
 const WAL_LIMIT: u64 = 1 << 30;
+
+/// The bound of a log of `log` bytes on a file system with `free` bytes left: `limit`, or a
+/// quarter of the space the log and what is left could take, when that is less; never below
+/// `floor` (the bound before 1 GiB). On a disk with little room, a long log would take the room
+/// the database itself needs, and writes would fail sooner than with a short one.
+fn log_bound(limit: u64, floor: u64, log: u64, free: Option<u64>) -> u64 {
+    match free {
+        Some(free) => limit.min(free.saturating_add(log) / 4).max(floor.min(limit)),
+        None => limit,
+    }
+}
+
+/// Bytes left for this process on the file system that holds `path`, when it can be read.
+fn free_space(path: &Path) -> Option<u64> {
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
 
 /// The size a write-ahead log is left at once writes pause: a longer one is checkpointed and
 /// cut to nothing ([`IDLE_AFTER`]), so that the disk a burst of writes took is given back.
@@ -242,6 +267,8 @@ fn wal_path(path: &Path) -> std::path::PathBuf {
 struct LogBound {
     wal: std::path::PathBuf,
     limit: u64,
+    /// The bound however little space is left ([`WAL_IDLE_KEEP`]).
+    floor: u64,
     /// Held by the checkpointer while it checkpoints.
     checkpointing: Arc<Mutex<()>>,
     /// No checkpoint of the whole log before then (after one that could not finish).
@@ -252,7 +279,12 @@ impl LogBound {
     /// Checkpoints the whole log when it is past its bound and the checkpointer is not at work.
     /// Returns whether the log was past its bound (then the checkpointer need not be asked).
     fn keep(&mut self, conn: &mut SqliteConnection) -> bool {
-        if Instant::now() < self.next_restart || !std::fs::metadata(&self.wal).is_ok_and(|log| log.len() > self.limit) {
+        if Instant::now() < self.next_restart {
+            return false;
+        }
+        let Ok(log) = std::fs::metadata(&self.wal).map(|log| log.len()) else { return false };
+        // Past the idle size, the log's room also depends on the space left on the disk.
+        if log <= self.limit.min(self.floor) || log <= log_bound(self.limit, self.floor, log, free_space(&self.wal)) {
             return false;
         }
         // While the checkpointer is at work, SQLite would make the writer wait for it in sleeps
@@ -646,6 +678,22 @@ mod tests {
             .unwrap()
             .mmap_size;
         assert_eq!(size, WRITER_MMAP as i64);
+    }
+
+    /// With room to spare the log may reach its limit; with little room, a quarter of what the
+    /// log and the free space add up to, never less than the floor.
+    #[test]
+    fn the_log_takes_at_most_a_quarter_of_the_room_left() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(log_bound(1024 * MIB, 64 * MIB, 0, Some(50_000 * MIB)), 1024 * MIB);
+        assert_eq!(log_bound(1024 * MIB, 64 * MIB, 100 * MIB, Some(700 * MIB)), 200 * MIB);
+        assert_eq!(log_bound(1024 * MIB, 64 * MIB, 70 * MIB, Some(100 * MIB)), 64 * MIB);
+        assert_eq!(log_bound(1024 * MIB, 64 * MIB, 0, None), 1024 * MIB);
+        // No room at all: the floor; a limit below the floor stays the limit.
+        assert_eq!(log_bound(1024 * MIB, 64 * MIB, 0, Some(0)), 64 * MIB);
+        assert_eq!(log_bound(MIB, 64 * MIB, 0, Some(0)), MIB);
+        // The file system of a real path answers.
+        assert!(free_space(&std::env::temp_dir().join("t.db-wal")).is_some_and(|free| free > 0));
     }
 
     #[test]
