@@ -106,7 +106,6 @@ impl SqliteWriter {
 
     /// [`SqliteWriter::start`] with other limits on the write-ahead log (tests use small ones).
     fn start_with(path: &Path, timeout: Duration, limits: LogLimits) -> anyhow::Result<Self> {
-        let wal_limit = limits.bound;
         let mut conn = super::establish_sqlite(path)?;
         // The savepoints of a group journal the pages they change; in memory, not in a temporary
         // file (the writer only inserts and changes rows by key: it makes no large sorts).
@@ -118,17 +117,12 @@ impl SqliteWriter {
         // A log that was restarted is cut back to the bound (SQLite does so when it writes the
         // log from its start again). Reads go through the memory map of `WRITER_MMAP`.
         conn.batch_execute(&format!(
-            "PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {wal_limit}; PRAGMA mmap_size = {WRITER_MMAP};"
+            "PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {}; PRAGMA mmap_size = {WRITER_MMAP};",
+            limits.bound
         ))?;
         let checkpointing = Arc::new(Mutex::new(()));
-        let checkpoints = start_checkpointer(path, checkpointing.clone(), &limits)?;
-        let mut bound = LogBound {
-            wal: wal_path(path),
-            limit: wal_limit,
-            floor: limits.idle_keep,
-            checkpointing,
-            next_restart: Instant::now(),
-        };
+        let checkpoints = start_checkpointer(path, checkpointing.clone(), limits)?;
+        let mut bound = LogBound { wal: wal_path(path), limits, checkpointing, next_restart: Instant::now() };
         let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE);
         thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
             let mut group = Vec::with_capacity(MAX_GROUP);
@@ -249,7 +243,9 @@ const WAL_IDLE_KEEP: u64 = 64 << 20;
 /// it across the short pauses of a busy service.
 const IDLE_AFTER: Duration = Duration::from_secs(60);
 
-/// The write-ahead log's limits (see [`WAL_LIMIT`], [`WAL_IDLE_KEEP`], [`IDLE_AFTER`]).
+/// The write-ahead log's limits (see [`WAL_LIMIT`], [`WAL_IDLE_KEEP`], [`IDLE_AFTER`]). The
+/// idle size is also the bound's floor, however little room is left ([`log_bound`]).
+#[derive(Debug, Clone, Copy)]
 struct LogLimits {
     bound: u64,
     idle_keep: u64,
@@ -266,9 +262,7 @@ fn wal_path(path: &Path) -> std::path::PathBuf {
 /// The writer's side of the log's bound ([`WAL_LIMIT`]).
 struct LogBound {
     wal: std::path::PathBuf,
-    limit: u64,
-    /// The bound however little space is left ([`WAL_IDLE_KEEP`]).
-    floor: u64,
+    limits: LogLimits,
     /// Held by the checkpointer while it checkpoints.
     checkpointing: Arc<Mutex<()>>,
     /// No checkpoint of the whole log before then (after one that could not finish).
@@ -283,8 +277,9 @@ impl LogBound {
             return false;
         }
         let Ok(log) = std::fs::metadata(&self.wal).map(|log| log.len()) else { return false };
-        // Past the idle size, the log's room also depends on the space left on the disk.
-        if log <= self.limit.min(self.floor) || log <= log_bound(self.limit, self.floor, log, free_space(&self.wal)) {
+        // Within the floor, no need to ask how much room the disk has left.
+        let LogLimits { bound, idle_keep: floor, .. } = self.limits;
+        if log <= bound.min(floor) || log <= log_bound(bound, floor, log, free_space(&self.wal)) {
             return false;
         }
         // While the checkpointer is at work, SQLite would make the writer wait for it in sleeps
@@ -355,20 +350,19 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 fn start_checkpointer(
     path: &Path,
     checkpointing: Arc<Mutex<()>>,
-    limits: &LogLimits,
+    limits: LogLimits,
 ) -> anyhow::Result<std::sync::mpsc::SyncSender<()>> {
     use std::sync::mpsc::RecvTimeoutError;
     let mut conn = super::establish_sqlite(path)?;
     let database = std::fs::File::open(path)?;
     let wal = wal_path(path);
-    let (idle_keep, idle_after) = (limits.idle_keep, limits.idle_after);
     let (asks, asked) = std::sync::mpsc::sync_channel::<()>(1);
     thread::Builder::new().name("sqlite-checkpointer".into()).spawn(move || {
         loop {
-            match asked.recv_timeout(idle_after) {
+            match asked.recv_timeout(limits.idle_after) {
                 Ok(()) => {}
                 Err(RecvTimeoutError::Timeout) => {
-                    if std::fs::metadata(&wal).is_ok_and(|log| log.len() > idle_keep) {
+                    if std::fs::metadata(&wal).is_ok_and(|log| log.len() > limits.idle_keep) {
                         let _working = checkpointing.lock().unwrap_or_else(PoisonError::into_inner);
                         truncate_log(&mut conn);
                     }
