@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ValidationFailure};
+use crate::rpc::params::parse_uuid;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds (the contract allows at most 60).
 pub const LEEWAY_SECONDS: u64 = 30;
@@ -194,13 +195,15 @@ impl Authenticator {
             return Err(unauthorized("the token has a crit header, which this service does not support"));
         }
         let claims = data.claims;
-        let user_id = Uuid::try_parse(&claims.sub).map_err(|_| unauthorized("the token's sub must be a UUID"))?;
+        // The 36-character hyphenated form only, as in params: the `uuid` crate alone would
+        // also take the simple, braced and URN forms, and `actor` in the change feed would then
+        // not be the `sub` the caller wrote.
+        let user_id = parse_uuid(&claims.sub).ok_or_else(|| unauthorized("the token's sub must be a UUID"))?;
         let workspaces = claims
             .workspaces
             .iter()
-            .map(|w| Uuid::try_parse(w))
-            .collect::<Result<Vec<_>, _>>()
-            .ok()
+            .map(|w| parse_uuid(w))
+            .collect::<Option<Vec<_>>>()
             .filter(|w| !w.is_empty())
             .ok_or_else(|| unauthorized("the token's workspaces must be a non-empty array of UUIDs"))?;
         // A workspace named twice (in any spelling of its UUID) is one workspace: `[A, A]` is
@@ -305,6 +308,15 @@ mod tests {
         assert!(unauthorized(check(&auth, &Claims { aud: Some("other".into()), ..good.clone() })));
         assert!(unauthorized(check(&auth, &Claims { exp: Utc::now().timestamp() - 120, ..good.clone() })));
         assert!(unauthorized(check(&auth, &Claims { sub: "not-a-uuid".into(), ..good.clone() })));
+        // Only the hyphenated form, as in params (any case).
+        let id = Uuid::now_v7();
+        for other_form in [id.simple().to_string(), id.braced().to_string(), id.urn().to_string()] {
+            assert!(unauthorized(check(&auth, &Claims { sub: other_form.clone(), ..good.clone() })), "{other_form}");
+            let workspaces = vec![other_form.clone()];
+            assert!(unauthorized(check(&auth, &Claims { workspaces, ..good.clone() })), "{other_form}");
+        }
+        let upper = Claims { sub: id.to_string().to_uppercase(), ..good.clone() };
+        assert_eq!(check(&auth, &upper).unwrap().user_id, id);
         assert!(unauthorized(check(&auth, &Claims { workspaces: vec![], ..good.clone() })));
         let other_key = mint(&SecretString::from("other".to_string()), &good).unwrap();
         assert!(unauthorized(auth.authenticate(Some(&format!("Bearer {other_key}")))));
