@@ -1196,6 +1196,80 @@ pub(super) mod tests {
     /// A group of changes on PostgreSQL writes each row's last state and the feed positions of
     /// its changes (`updated_pos` always; `close_pos` and `value_pos` only where a change moved
     /// that value), with statements prepared once: a later group of another size prepares none.
+    /// Every column a change can set, to a value and back to none, as a group of changes writes
+    /// it (the rows bound as one JSON array, read into the table's row type).
+    #[test]
+    fn a_group_of_changes_on_postgres_keeps_every_value_as_given() {
+        let Some((mut conn, _guard)) = postgres_database("a_group_of_changes_on_postgres_keeps_every_value_as_given")
+        else {
+            return;
+        };
+        use crate::domain::opportunity::{LostReasonCategory, Money, Priority, Source, Stage, VisibilityMode};
+        let fill: Edit = |o| {
+            o.customer_id = Uuid::from_u128(1);
+            o.primary_contact_id = Some(Uuid::from_u128(2));
+            o.site_id = Some(Uuid::from_u128(3));
+            o.title = "Chiller \"plant\" \\ retrofit, {phase 2} ✓".into();
+            (o.stage, o.is_closed, o.is_won) = (Stage::Lost, true, false);
+            o.source = Some(Source::Referral);
+            o.estimated_value = Some(Money::from_cents(123_456_789));
+            o.expected_close_date = Some(DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap());
+            o.probability = Some(0);
+            o.solution_families = ["say \"hi\"", "back\\slash", "a,b", "{braced}", "NULL", " spaced ", "Ünïcode ✓", ""]
+                .map(String::from)
+                .to_vec();
+            o.scope_summary = Some("line one\nline two\ttab".into());
+            o.competitor_notes = Some("'quoted' -- not a comment".into());
+            o.win_loss_reason = Some("price".into());
+            o.next_step_description = Some("call".into());
+            o.next_step_date = Some(DateTime::from_timestamp_micros(1_790_000_000_000_001).unwrap());
+            o.bid_due_date = Some(DateTime::from_timestamp_micros(1_795_000_000_999_999).unwrap());
+            o.budget_confirmed = true;
+            o.priority = Some(Priority::Urgent);
+            o.lost_reason_category = Some(LostReasonCategory::Competitor);
+            o.technical_requirements = Some("BACnet/IP".into());
+            o.owner_user_id = Uuid::from_u128(4);
+            o.visibility_mode = VisibilityMode::Shared;
+            o.archived_at = Some(DateTime::from_timestamp_micros(1_801_000_000_000_000).unwrap());
+        };
+        let clear: Edit = |o| {
+            o.primary_contact_id = None;
+            o.site_id = None;
+            (o.stage, o.is_closed) = (Stage::Lead, false);
+            o.source = None;
+            o.estimated_value = None;
+            o.expected_close_date = None;
+            o.probability = None;
+            o.solution_families = Vec::new();
+            o.scope_summary = None;
+            o.competitor_notes = None;
+            o.win_loss_reason = None;
+            o.next_step_description = None;
+            o.next_step_date = None;
+            o.bid_due_date = None;
+            o.budget_confirmed = false;
+            o.priority = None;
+            o.lost_reason_category = None;
+            o.technical_requirements = None;
+            o.archived_at = None;
+        };
+        let stored = create_many(&mut conn, 2);
+        let (a, b) = (stored[0].id, stored[1].id);
+        let read = |conn: &mut PgConnection, id| get(DbConn::Postgres(conn), id).unwrap().unwrap();
+        // a is filled; b is filled and cleared in the same group (its last state is written).
+        let (mut want_a, mut want_b) = (read(&mut conn, a), read(&mut conn, b));
+        change_group(&mut conn, &[(a, fill), (b, fill), (b, clear)], |_| ());
+        fill(&mut want_a);
+        want_a.version += 1;
+        fill(&mut want_b);
+        clear(&mut want_b);
+        want_b.version += 2;
+        assert_eq!(read(&mut conn, a), want_a);
+        assert_eq!(read(&mut conn, b), want_b);
+        // The literal is read back item for item, whatever the item holds.
+        assert_eq!(read(&mut conn, a).solution_families.len(), 8);
+    }
+
     #[test]
     fn a_group_of_changes_on_postgres_writes_last_states_and_positions_with_statements_kept() {
         let test = "a_group_of_changes_on_postgres_writes_last_states_and_positions_with_statements_kept";
