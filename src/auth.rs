@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ValidationFailure};
-use crate::rpc::params::parse_uuid;
+use crate::rpc::params::{UUID_FORM, parse_uuid};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds (the contract allows at most 60).
 pub const LEEWAY_SECONDS: u64 = 30;
@@ -198,14 +198,19 @@ impl Authenticator {
         // The 36-character hyphenated form only, as in params: the `uuid` crate alone would
         // also take the simple, braced and URN forms, and `actor` in the change feed would then
         // not be the `sub` the caller wrote.
-        let user_id = parse_uuid(&claims.sub).ok_or_else(|| unauthorized("the token's sub must be a UUID"))?;
+        let user_id = parse_uuid(&claims.sub)
+            .ok_or_else(|| ApiError::Unauthorized(format!("the token's sub must be a UUID ({UUID_FORM})")))?;
         let workspaces = claims
             .workspaces
             .iter()
             .map(|w| parse_uuid(w))
             .collect::<Option<Vec<_>>>()
             .filter(|w| !w.is_empty())
-            .ok_or_else(|| unauthorized("the token's workspaces must be a non-empty array of UUIDs"))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized(format!(
+                    "the token's workspaces must be a non-empty array of UUIDs ({UUID_FORM})"
+                ))
+            })?;
         // A workspace named twice (in any spelling of its UUID) is one workspace: `[A, A]` is
         // a token with one workspace, which a call need not name.
         let mut seen = std::collections::HashSet::with_capacity(workspaces.len());
@@ -311,7 +316,10 @@ mod tests {
         // Only the hyphenated form, as in params (any case).
         let id = Uuid::now_v7();
         for other_form in [id.simple().to_string(), id.braced().to_string(), id.urn().to_string()] {
-            assert!(unauthorized(check(&auth, &Claims { sub: other_form.clone(), ..good.clone() })), "{other_form}");
+            match check(&auth, &Claims { sub: other_form.clone(), ..good.clone() }) {
+                Err(ApiError::Unauthorized(m)) => assert!(m.contains(UUID_FORM), "{other_form}: {m}"),
+                other => panic!("{other_form}: expected UNAUTHORIZED, got {other:?}"),
+            }
             let workspaces = vec![other_form.clone()];
             assert!(unauthorized(check(&auth, &Claims { workspaces, ..good.clone() })), "{other_form}");
         }
