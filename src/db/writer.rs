@@ -100,7 +100,7 @@ impl SqliteWriter {
         Self::start_with(
             path,
             timeout,
-            LogLimits { bound: WAL_LIMIT, idle_keep: WAL_IDLE_KEEP, idle_after: IDLE_AFTER },
+            LogLimits { bound: WAL_LIMIT, idle_keep: WAL_IDLE_KEEP, idle_after: IDLE_AFTER, free_space },
         )
     }
 
@@ -250,6 +250,8 @@ struct LogLimits {
     bound: u64,
     idle_keep: u64,
     idle_after: Duration,
+    /// Bytes left on the file system of a path ([`free_space`]; tests make the disk fill up).
+    free_space: fn(&Path) -> Option<u64>,
 }
 
 /// The write-ahead log of the database at `path`.
@@ -278,8 +280,12 @@ impl LogBound {
         }
         let Ok(log) = std::fs::metadata(&self.wal).map(|log| log.len()) else { return false };
         // Within the floor, no need to ask how much room the disk has left.
-        let LogLimits { bound, idle_keep: floor, .. } = self.limits;
-        if log <= bound.min(floor) || log <= log_bound(bound, floor, log, free_space(&self.wal)) {
+        let LogLimits { bound, idle_keep: floor, free_space, .. } = self.limits;
+        if log <= bound.min(floor) {
+            return false;
+        }
+        let bound = log_bound(bound, floor, log, free_space(&self.wal));
+        if log <= bound {
             return false;
         }
         // While the checkpointer is at work, SQLite would make the writer wait for it in sleeps
@@ -289,6 +295,13 @@ impl LogBound {
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return true,
         };
+        // SQLite cuts the file to this size at the first commit of the log started again: on a
+        // disk with little room the bound is below the size the file reached, and the file's
+        // size, which is what the bound is checked on, must come back under it (or every group
+        // would checkpoint the whole log).
+        if let Err(e) = conn.batch_execute(&format!("PRAGMA journal_size_limit = {bound};")) {
+            tracing::warn!(error = %e, "the write-ahead log's size limit could not be set");
+        }
         if !restart_log(conn) {
             self.next_restart = Instant::now() + RESTART_BACKOFF;
         }
@@ -539,12 +552,18 @@ mod tests {
 
     impl Bounded {
         fn new() -> Self {
+            Self::with_free_space(free_space)
+        }
+
+        /// [`Bounded::new`] on a disk whose room left `free_space` tells.
+        fn with_free_space(free_space: fn(&Path) -> Option<u64>) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("t.db");
             let url = crate::db::DatabaseUrl::Sqlite(path.clone());
             let options = crate::db::PoolOptions { size: Some(2), timeout: Duration::from_secs(5) };
             let db = crate::db::Database::connect(url, options).unwrap(); // migrates the file
-            let limits = LogLimits { bound: LIMIT, idle_keep: IDLE_KEEP, idle_after: Duration::from_millis(500) };
+            let idle_after = Duration::from_millis(500);
+            let limits = LogLimits { bound: LIMIT, idle_keep: IDLE_KEEP, idle_after, free_space };
             let writer = SqliteWriter::start_with(&path, Duration::from_secs(5), limits).unwrap();
             Self { wal: wal_path(&path), _dir: dir, path, db, writer }
         }
@@ -597,6 +616,35 @@ mod tests {
         // six indexes, the table and the events); one group may take it past the bound before
         // the writer checkpoints.
         assert!(largest <= 2 * LIMIT, "the log reached {largest} bytes with a bound of {LIMIT}");
+        file.assert_stored(ids).await;
+    }
+
+    /// Room left on the disk of [`a_log_grown_long_is_cut_back_when_the_disk_fills`].
+    static ROOM_LEFT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX / 8);
+
+    /// A log that grew to its bound while the disk had room is cut back to the smaller bound
+    /// once the disk fills up: the file's size comes back under it (it stayed at its largest
+    /// before, above the bound, and every group then checkpointed the whole log).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_grown_long_is_cut_back_when_the_disk_fills() {
+        use std::sync::atomic::Ordering;
+        let file = Bounded::with_free_space(|_| Some(ROOM_LEFT.load(Ordering::Relaxed)));
+        let mut ids = Vec::new();
+        while file.log_size() < LIMIT * 3 / 4 {
+            ids.extend(file.write_group().await);
+        }
+        // No room left: the bound is the floor, the idle size.
+        ROOM_LEFT.store(0, Ordering::Relaxed);
+        let mut largest_since = 0;
+        for _ in 0..20 {
+            ids.extend(file.write_group().await);
+        }
+        for _ in 0..20 {
+            ids.extend(file.write_group().await);
+            largest_since = largest_since.max(file.log_size());
+        }
+        // One group may take it past the bound before the writer checkpoints.
+        assert!(largest_since <= 2 * IDLE_KEEP, "the log stayed at {largest_since} bytes with a bound of {IDLE_KEEP}");
         file.assert_stored(ids).await;
     }
 
