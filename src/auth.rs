@@ -11,8 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::{UUID_FORM, parse_uuid};
 use crate::error::{ApiError, ValidationFailure};
-use crate::rpc::params::{UUID_FORM, parse_uuid};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds (the contract allows at most 60).
 pub const LEEWAY_SECONDS: u64 = 30;

@@ -245,14 +245,7 @@ pub fn text(raw: &RawValue) -> Result<String, String> {
     Ok(text)
 }
 
-/// What a UUID must look like, for the error messages.
-pub const UUID_FORM: &str = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-
-/// A UUID in the 36-character hyphenated form, any case (`uuid` alone would also take the
-/// simple, braced and URN forms).
-pub fn parse_uuid(text: &str) -> Option<Uuid> {
-    Uuid::try_parse(text).ok().filter(|_| text.len() == 36)
-}
+pub use crate::domain::{UUID_FORM, parse_uuid};
 
 /// A UUID in the hyphenated form, any case.
 pub fn uuid(raw: &RawValue) -> Result<Uuid, String> {
