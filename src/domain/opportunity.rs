@@ -582,15 +582,25 @@ pub fn camel_case(snake: &str) -> String {
 /// Checks solution families item by item: each trimmed 1–100 characters, no duplicates. Errors
 /// go to `solutionFamilies.N`.
 pub fn check_solution_families(items: &[String], failure: &mut ValidationFailure) {
-    let mut first_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
+    check_solution_family_items(items.iter().map(String::as_str).enumerate(), failure);
+}
+
+/// [`check_solution_families`] on some items of a list, each with its index in the list: those
+/// that are text when others are not (the params report the others), so that every problem
+/// of the list comes at once.
+pub fn check_solution_family_items<'a>(
+    items: impl IntoIterator<Item = (usize, &'a str)>,
+    failure: &mut ValidationFailure,
+) {
+    let mut first_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (index, item) in items {
         let field = format!("solutionFamilies.{index}");
         let chars = item.chars().count();
         if chars == 0 {
             failure.field(field, "must not be empty");
         } else if chars > MAX_SOLUTION_FAMILY_CHARS {
             failure.field(field, "must be at most 100 characters");
-        } else if let Some(first) = first_of.get(item.as_str()) {
+        } else if let Some(first) = first_of.get(item) {
             failure.field(field, format!("must not repeat item {first}"));
         } else {
             first_of.insert(item, index);

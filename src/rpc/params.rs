@@ -312,13 +312,29 @@ pub fn string_array(
 /// `solutionFamilies` of a create or an update: an array of names. One of more than 50 items is
 /// still read item by item, up to [`MAX_NAMED`] items, so that the domain's rules report its
 /// count together with each item's problems (empty, too long, repeated), every problem at once;
-/// a longer one gets its count alone.
+/// a longer one gets its count alone. When some items are not text, the others still get the
+/// domain's rules here (the list as a whole is not read, so the domain never sees it).
 pub fn solution_families(raw: &RawValue, failure: &mut ValidationFailure) -> Option<Vec<String>> {
     const FIELD: &str = "solutionFamilies";
     let limit = crate::domain::opportunity::MAX_SOLUTION_FAMILIES as usize;
     let items = array_items(raw, FIELD, failure)?;
     let count = items.len();
-    let names = if count > MAX_NAMED { None } else { names_of(items, FIELD, failure) };
+    let names = if count > MAX_NAMED {
+        None
+    } else {
+        let read: Vec<Option<String>> = items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| name(item).map_err(|message| failure.field(format!("{FIELD}.{index}"), message)).ok())
+            .collect();
+        if read.iter().all(Option::is_some) {
+            Some(read.into_iter().flatten().collect())
+        } else {
+            let texts = read.iter().enumerate().filter_map(|(index, text)| Some((index, text.as_deref()?)));
+            crate::domain::opportunity::check_solution_family_items(texts, failure);
+            None
+        }
+    };
     if names.is_none() && count > limit {
         // The domain's rules, which say the count of a list they read, do not run.
         failure.field(FIELD, format!("must have at most {limit} items"));

@@ -980,6 +980,35 @@ async fn solution_families_must_be_an_array_of_strings() {
     );
 }
 
+/// An item that is not a string hides none of the other items' problems (empty, repeated, too
+/// long), on a create and on an update: every problem at once.
+#[tokio::test]
+async fn an_item_that_is_not_a_string_hides_no_other_items_problem() {
+    let app = spawn_app().await;
+    let items = json!(["HVAC", "", " HVAC ", null, "x".repeat(101), 5]);
+    let expected = [
+        ("solutionFamilies.1", "must not be empty"),
+        ("solutionFamilies.2", "must not repeat item 0"),
+        ("solutionFamilies.3", "must be a string"),
+        ("solutionFamilies.4", "must be at most 100 characters"),
+        ("solutionFamilies.5", "must be a string"),
+    ];
+    let check = |data: &Value, what: &str| {
+        let keys: Vec<&str> = expected.iter().map(|(k, _)| *k).collect();
+        assert_eq!(field_error_keys(data), keys, "{what}: {data}");
+        for (key, message) in expected {
+            let messages = field_errors(data, key);
+            assert!(messages.iter().any(|m| m.contains(message)), "{what}: {key} says {messages:?}, not {message:?}");
+        }
+    };
+    check(&refuse(&app, with(&[("solutionFamilies", items.clone())])).await, "create");
+    let token = app.token();
+    let o = create(&app, &token, json!({})).await;
+    let params = json!({"id": o["id"], "expectedVersion": 1, "solutionFamilies": items});
+    let answer = call(&app, &token, "opportunity.update", params.clone()).await;
+    check(invalid_params(&answer, &params), "update");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Other text fields, NUL characters
 // ---------------------------------------------------------------------------------------------
