@@ -123,10 +123,19 @@ fn redact_password(url: &str) -> String {
         }
         None => out.push_str(authority_and_path),
     }
-    // Query parameters may carry a password too, with or without user info.
+    // Query parameters may carry a password too, with or without user info: libpq's `password`
+    // and `sslpassword` (the client key's passphrase). libpq decodes percent escapes in a
+    // parameter's name as in its value, so a name with an escape is hidden whole too.
     if let Some(query) = query {
-        let query: Vec<&str> =
-            query.split('&').map(|kv| if kv.starts_with("password=") { "password=***" } else { kv }).collect();
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((key, _)) if key.contains('%') || key.to_ascii_lowercase().contains("password") => {
+                    format!("{key}=***")
+                }
+                _ => kv.to_string(),
+            })
+            .collect();
         out.push('?');
         out.push_str(&query.join("&"));
     }
@@ -742,6 +751,13 @@ mod tests {
         assert_eq!(redact_password("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact_password("postgres://h/db?password=secret"), "postgres://h/db?password=***");
         assert_eq!(redact_password("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+        // The client key's passphrase, and a name spelled with percent escapes (libpq decodes them).
+        assert_eq!(
+            redact_password("postgres://h/db?options=-c%20x%3Dy&sslpassword=pw5&sslmode=require"),
+            "postgres://h/db?options=-c%20x%3Dy&sslpassword=***&sslmode=require"
+        );
+        assert_eq!(redact_password("postgres://h/db?pass%77ord=pw6"), "postgres://h/db?pass%77ord=***");
+        assert_eq!(redact_password("postgres://h/db?Password=pw7"), "postgres://h/db?Password=***");
     }
 
     #[test]
