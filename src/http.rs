@@ -44,6 +44,10 @@ pub struct CallContext {
     /// On a WebSocket, its subscriptions being accepted, shared by its calls (see
     /// [`crate::compat::AcceptsInProgress`]); `None` over HTTP, which has no subscriptions.
     pub accepting: Option<crate::compat::AcceptsInProgress>,
+    /// On a WebSocket, the places of its live subscriptions, shared by its calls: the limit of
+    /// CONTRACT.md §9 is checked after the params and the workspace, as §4 orders the checks
+    /// (`rpc::changes`); `None` over HTTP.
+    pub subscriptions: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl CallContext {
@@ -87,6 +91,7 @@ impl CallContext {
             websocket: false,
             trace: String::new(),
             accepting: None,
+            subscriptions: None,
         }
     }
 
@@ -343,6 +348,9 @@ where
             context.repeated.retain(|(field, _)| *field != "idempotencyKey");
             context.websocket = true;
             context.accepting = Some(Default::default());
+            context.subscriptions = Some(std::sync::Arc::new(tokio::sync::Semaphore::new(
+                crate::rpc::changes::MAX_SUBSCRIPTIONS_PER_CONNECTION as usize,
+            )));
             context.trace = trace;
             // A browser says where the page came from; only allowed origins may open a socket
             // (after the token: a handshake without a valid one is a 401 whatever its origin).

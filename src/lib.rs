@@ -183,7 +183,7 @@ impl Application {
             .max_connections(settings.max_connections)
             // The RPC middleware enforces MAX_BATCH, so that both transports refuse in §4's shape.
             .set_batch_request_config(BatchRequestConfig::Unlimited)
-            .max_subscriptions_per_connection(rpc::changes::MAX_SUBSCRIPTIONS_PER_CONNECTION)
+            .max_subscriptions_per_connection(rpc::changes::SUBSCRIBE_CALLS_PER_CONNECTION)
             // Messages made for a WebSocket and not yet taken by its relay (answers and
             // notifications; jsonrpsee's default is 1,024). A client that does not read fills
             // these few, then its subscriptions' queues, which end it as a slow consumer: 1,024

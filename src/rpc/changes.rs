@@ -37,6 +37,38 @@ pub const UNSUBSCRIBE: &str = "opportunity.unsubscribe";
 pub const MAX_UNDELIVERED: usize = 1000;
 /// The most subscriptions on one connection.
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: u32 = 16;
+/// jsonrpsee's own limit of subscriptions on one connection, counted from the call's start
+/// (before its params are read): a backstop above [`MAX_SUBSCRIPTIONS_PER_CONNECTION`], which
+/// the handler checks after the params and the workspace, as §4 orders the checks (a 17th
+/// subscribe with bad params is BAD_REQUEST, not CONFLICT). Only a client with more than this
+/// many subscribe calls in flight at once meets it, and gets the same CONFLICT.
+pub const SUBSCRIBE_CALLS_PER_CONNECTION: u32 = 2 * MAX_SUBSCRIPTIONS_PER_CONNECTION;
+
+/// How long a subscribe waits for a place on its connection when all are taken: an
+/// unsubscribe is answered before the subscription it ends has given its place back, and a
+/// client that subscribes right after must not be refused for that.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Takes a place among the connection's [`MAX_SUBSCRIPTIONS_PER_CONNECTION`] (`places`), given
+/// back when the permit is dropped, or refuses with CONFLICT `too_many_subscriptions`.
+async fn take_place(places: &Arc<tokio::sync::Semaphore>) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let place = match places.clone().try_acquire_owned() {
+        Ok(place) => Some(place),
+        Err(_) => tokio::time::timeout(SLOT_WAIT, places.clone().acquire_owned()).await.ok().and_then(Result::ok),
+    };
+    match place {
+        Some(place) => Ok(place),
+        None => Err(ApiError::Conflict {
+            message: format!(
+                "at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection; unsubscribe one first"
+            ),
+            reason: Some("too_many_subscriptions"),
+            retryable: false,
+            current_version: None,
+        }),
+    }
+}
+
 /// Events a replay from `since` reads at a time.
 const REPLAY_PAGE: i64 = 64;
 /// A replay reads its next page once at most this many of its events wait for the subscriber.
@@ -425,9 +457,15 @@ pub fn register(module: &mut RpcModule<AppState>) -> anyhow::Result<()> {
                     .map_err(|e| db_failure(e, request_id, &state.metrics))?;
                 check_since(follow.since, page.purged_through)?;
                 let start = follow.since.unwrap_or(page.head);
-                Ok::<_, ApiError>((follow, start, live, principal.expires_at))
+                // The connection's limit, last (§4: a CONFLICT after the params and the
+                // workspace); over HTTP the params check has refused already.
+                let slot = match context.and_then(|c| c.subscriptions.as_ref()) {
+                    Some(places) => Some(take_place(places).await?),
+                    None => None,
+                };
+                Ok::<_, ApiError>((follow, start, live, principal.expires_at, slot))
             };
-            let (follow, start, live, expires_at) = match prepared.await {
+            let (follow, start, live, expires_at, _slot) = match prepared.await {
                 Ok(prepared) => prepared,
                 Err(e) => {
                     pending.reject(e.into_error_object()).await;

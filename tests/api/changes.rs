@@ -344,6 +344,22 @@ async fn subscribe_is_refused_over_http_and_beyond_16_per_connection() {
     let refused = ws.subscribe::<Value, _>("opportunity.subscribe", object, "opportunity.unsubscribe").await;
     let text = format!("{refused:?}");
     assert!(text.contains("-32009") && text.contains("too_many_subscriptions"), "{text}");
+    // §4's order on the full connection too: bad params are BAD_REQUEST and a workspace not
+    // granted FORBIDDEN, before the limit's CONFLICT.
+    let mut object = ObjectParams::new();
+    object.insert("stage", json!(["bogus"])).unwrap();
+    let refused = ws.subscribe::<Value, _>("opportunity.subscribe", object, "opportunity.unsubscribe").await;
+    let text = format!("{refused:?}");
+    assert!(text.contains("InvalidParams") && text.contains("\"stage.0\""), "{text}");
+    let mut object = ObjectParams::new();
+    object.insert("workspaceId", Uuid::now_v7().to_string()).unwrap();
+    let refused = ws.subscribe::<Value, _>("opportunity.subscribe", object, "opportunity.unsubscribe").await;
+    let text = format!("{refused:?}");
+    assert!(text.contains("-32003") && text.contains("FORBIDDEN"), "{text}");
+    // A subscription ended gives its place back.
+    subs.pop().unwrap().unsubscribe().await.unwrap();
+    let again = ws.subscribe::<Value, _>("opportunity.subscribe", ObjectParams::new(), "opportunity.unsubscribe").await;
+    subs.push(again.expect("a place is free once a subscription is unsubscribed"));
     // bad params are refused before anything is subscribed
     let mut object = ObjectParams::new();
     object.insert("since", "garbage").unwrap();
