@@ -270,8 +270,15 @@ impl From<ApiError> for ErrorObjectOwned {
 
 /// Rewrites an error object that jsonrpsee produced itself (one without `data.code`) into the
 /// shape of §4. Objects that already carry `data.code` are left alone. Returns whether anything
-/// changed.
+/// changed. An internal failure gets a new request id; inside a call, use
+/// [`normalize_call_error`], which gives it the call's own.
 pub fn normalize_error_value(error: &mut Value) -> bool {
+    normalize_call_error(error, None)
+}
+
+/// [`normalize_error_value`] for an error of the call whose request id is `request_id`: an
+/// internal failure carries that id as `data.requestId`, the one its call's log line shows.
+pub fn normalize_call_error(error: &mut Value, request_id: Option<Uuid>) -> bool {
     let Some(obj) = error.as_object_mut() else {
         return false;
     };
@@ -310,7 +317,7 @@ pub fn normalize_error_value(error: &mut Value) -> bool {
             data.insert("detail".into(), detail.into());
         } else {
             // Internal failures carry a request id that is also in the log (CONTRACT.md §4).
-            let request_id = Uuid::now_v7();
+            let request_id = request_id.unwrap_or_else(Uuid::now_v7);
             tracing::error!(%request_id, detail, "internal error from the JSON-RPC server");
             data.insert("requestId".into(), request_id.to_string().into());
         }

@@ -26,7 +26,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::db::Database;
-use crate::error::{ApiError, normalize_error_value};
+use crate::error::{ApiError, normalize_call_error};
 use crate::metrics::Metrics;
 
 /// What every method handler can reach.
@@ -106,8 +106,10 @@ pub struct CallMiddleware<S> {
     names: MethodNames,
 }
 
-/// Rewrites an error response that jsonrpsee made itself (unknown method, …) into §4's shape.
-fn normalize(id: Id<'static>, response: MethodResponse) -> MethodResponse {
+/// Rewrites an error response that jsonrpsee made itself (unknown method, an answer over
+/// `MAX_RESPONSE_BYTES`, …) into §4's shape; an internal failure carries the call's
+/// `request_id`.
+fn normalize(id: Id<'static>, response: MethodResponse, request_id: Uuid) -> MethodResponse {
     if !response.is_error() {
         return response;
     }
@@ -117,7 +119,7 @@ fn normalize(id: Id<'static>, response: MethodResponse) -> MethodResponse {
     let Some(error) = value.get_mut("error") else {
         return response;
     };
-    if !normalize_error_value(error) {
+    if !normalize_call_error(error, Some(request_id)) {
         return response;
     }
     match serde_json::from_value::<ErrorObjectOwned>(error.take()) {
@@ -275,7 +277,7 @@ where
                 }
                 None => inner.call(request).instrument(span.clone()).await,
             };
-            let response = normalize(id, answer);
+            let response = span.in_scope(|| normalize(id, answer, request_id));
             let elapsed = started.elapsed();
             let outcome = match response.as_error_code() {
                 None => "OK",
@@ -324,7 +326,7 @@ where
                         Err(err) => {
                             let (object, id) = err.into_parts();
                             let id = id.into_owned();
-                            Some(normalize(id.clone(), MethodResponse::error(id, object)))
+                            Some(normalize(id.clone(), MethodResponse::error(id, object), Uuid::now_v7()))
                         }
                     }
                 }
@@ -336,7 +338,7 @@ where
                 any = true;
                 if let Err(too_big) = builder.append(answer) {
                     // jsonrpsee's own -32011, in §4's shape (as a single answer over the limit).
-                    return normalize(Id::Null, too_big);
+                    return normalize(Id::Null, too_big, Uuid::now_v7());
                 }
             }
             if any { MethodResponse::from_batch(builder.finish()) } else { MethodResponse::notification() }

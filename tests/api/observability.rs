@@ -85,6 +85,53 @@ async fn one_log_line_per_call_without_token_or_free_text() {
     assert!(!log.contains("Confidential tower retrofit") && !log.contains("competitor-notes-never-logged"), "{log}");
 }
 
+/// An internal failure that jsonrpsee itself reports (an answer over MAX_RESPONSE_BYTES) carries
+/// the request id of its call's log line, so that an operator finds the call a caller reports.
+#[tokio::test]
+async fn an_answer_too_big_carries_the_request_id_of_its_calls_log_line() {
+    let db = TestDatabase::new();
+    let service = ServiceProcess::start(&db.url, &[("LOG_FORMAT", "json"), ("MAX_RESPONSE_BYTES", "3000")]);
+    let workspace = uuid::Uuid::new_v4();
+    let token = sign(&claims(uuid::Uuid::new_v4(), &[workspace], opportunity_service::auth::ALL_SCOPES));
+    let client = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        client
+            .post(format!("http://{}/", service.addr))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body.to_string())
+            .send()
+    };
+    for i in 0..5 {
+        let answer: serde_json::Value =
+            post(request(json!(i), "opportunity.create", valid_params())).await.unwrap().json().await.unwrap();
+        assert!(answer.get("result").is_some(), "{answer}");
+    }
+    // Five opportunities of about 900 bytes each are over 3,000 bytes.
+    let answer: serde_json::Value =
+        post(request(json!(9), "opportunity.list", json!({"limit": 5}))).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["error"]["data"]["code"], "INTERNAL_SERVER_ERROR", "{answer}");
+    let request_id = answer["error"]["data"]["requestId"].as_str().expect("a request id").to_string();
+    let mut line = None;
+    for _ in 0..100 {
+        line = service
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .find(|l| l.contains(r#""message":"call""#) && l.contains("opportunity.list"))
+            .map(str::to_string);
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = line.expect("a log line for the list call");
+    let record: serde_json::Value = serde_json::from_str(&line).expect("LOG_FORMAT=json writes JSON lines");
+    assert_eq!(record["outcome"], "INTERNAL_SERVER_ERROR", "{line}");
+    assert_eq!(record["span"]["request_id"], request_id.as_str(), "the call's line has the answer's requestId: {line}");
+}
+
 /// Every answer carries the request's id in `X-Request-Id`: the caller's own, else the trace id
 /// of its `traceparent`, else a new one; an id unfit for a log line is replaced.
 #[tokio::test]
