@@ -234,6 +234,18 @@ pub fn stored_names(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// `estimatedValue` as answered: `null`, or a number 0–1e12 equal to the value sent. No
+/// `multipleOf: 0.01` here (the params keep it, with their note): validators that check it
+/// with binary floats refuse answers such as 0.07.
+pub fn stored_money(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "Equal to the input value: at most 2 decimal places.",
+        "type": ["number", "null"],
+        "minimum": 0,
+        "maximum": crate::domain::opportunity::MAX_ESTIMATED_VALUE_CENTS / 100,
+    })
+}
+
 /// `solutionFamilies` as sent: `null` or up to 50 names, each 1–100 characters.
 pub fn sent_names(_: &mut SchemaGenerator) -> Schema {
     json_schema!({

@@ -706,7 +706,7 @@ pub struct Opportunity {
     pub stage: Stage,
     pub pipeline_type: PipelineType,
     pub source: Option<Source>,
-    /// Equal to the input value.
+    #[schemars(schema_with = "crate::schema::stored_money")]
     pub estimated_value: Option<Money>,
     #[serde(serialize_with = "serialize_optional_instant")]
     #[schemars(with = "Option<crate::schema::DateTimeUtc>")]

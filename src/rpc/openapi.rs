@@ -165,7 +165,7 @@ pub const METHODS: &[Method] = &[
         params: of::<UnsubscribeParams>,
         params_optional: false,
         array_item: Some(of::<schema::SubscriptionId>),
-        params_description: "`{\"subscription\": id}`, or the id alone in a one-element array (`[id]`).",
+        params_description: "`{\"subscription\": id}`, or the id or that object alone in a one-element array (`[id]`, `[{\"subscription\": id}]`).",
         result: of::<schema::Unsubscribed>,
         result_note: None,
     },
@@ -197,7 +197,11 @@ pub fn generator(answers: bool) -> SchemaGenerator {
 
 fn request(method: &Method, generator: &mut SchemaGenerator) -> Value {
     let params = (method.params)(generator).to_value();
-    let item = method.array_item.map_or_else(|| params.clone(), |item| item(generator).to_value());
+    // A method that also takes its one value alone in the array (`[id]`) takes the object there
+    // too (`[{"subscription": id}]`).
+    let item = method
+        .array_item
+        .map_or_else(|| params.clone(), |item| json!({"oneOf": [item(generator).to_value(), params.clone()]}));
     let mut required = vec!["jsonrpc", "method"];
     if !method.params_optional {
         required.push("params");

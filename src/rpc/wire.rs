@@ -219,7 +219,7 @@ pub struct SubscribeParams {
 #[schemars(
     rename = "UnsubscribeParams",
     deny_unknown_fields,
-    description = "`{\"subscription\": id}`, or the id alone in a one-element array (`[id]`)."
+    description = "`{\"subscription\": id}`, or the id or that object alone in a one-element array (`[id]`, `[{\"subscription\": id}]`)."
 )]
 pub struct UnsubscribeParams {
     #[schemars(with = "schema::SubscriptionId")]

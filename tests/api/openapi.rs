@@ -715,6 +715,32 @@ async fn real_answers_of_every_kind_fit_the_document() {
     }
 }
 
+/// What the service takes and answers, the document takes too: an answer with an
+/// `estimatedValue` that binary floats cannot divide by 0.01 (0.07), the members of `data`
+/// that some errors carry (`currentVersion`, `resumeFrom`), and an unsubscribe that names its
+/// subscription as an object in a one-element array.
+#[tokio::test]
+async fn the_document_takes_what_the_service_takes() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let mut params = valid_params();
+    params["estimatedValue"] = json!(0.07);
+    let (_, created) = app.post(&request(json!(1), CREATE, params), &token).await;
+    assert_eq!(created["result"]["estimatedValue"], json!(0.07), "{created}");
+    assert_valid(&validator("CreateOpportunityResponse"), &created, "a create answer with estimatedValue 0.07");
+    let stale = json!({"id": created["result"]["id"], "expectedVersion": 5, "title": "Stale"});
+    let (_, refused) = app.post(&request(json!(2), "opportunity.update", stale), &token).await;
+    assert_eq!(refused["error"]["data"]["currentVersion"], 1, "{refused}");
+    assert_valid(&response_validator(200), &refused, "a version_mismatch answer");
+    assert_eq!(property("ErrorData", "currentVersion")["type"], "integer");
+    assert_eq!(property("ErrorData", "resumeFrom")["type"], "string");
+    let (request_schema, _) = method_schemas("opportunity.unsubscribe");
+    for params in [json!({"subscription": "7"}), json!(["7"]), json!([{"subscription": "7"}])] {
+        let unsubscribe = json!({"jsonrpc": "2.0", "id": 3, "method": "opportunity.unsubscribe", "params": params});
+        assert_valid(&validator(&request_schema), &unsubscribe, "an unsubscribe the service takes");
+    }
+}
+
 #[tokio::test]
 async fn probes_are_documented() {
     let app = spawn_app().await;

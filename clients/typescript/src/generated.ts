@@ -106,11 +106,11 @@ export type SubscriptionId = string | number;
  */
 export type JsonRpcBatch = [JsonRpcRequest, ...JsonRpcRequest[]];
 /**
- * One response, or an array of responses for a batch; `null` when the
- * body held only notifications (requests without `id`), which get no
- * answer.
+ * One response, or an array of responses for a batch. A body that held
+ * only notifications (requests without `id`) gets no answer: HTTP 204
+ * and no body at all.
  */
-export type JsonRpcResponseBody = JsonRpcResponse | [JsonRpcResponse, ...JsonRpcResponse[]] | null;
+export type JsonRpcResponseBody = JsonRpcResponse | [JsonRpcResponse, ...JsonRpcResponse[]];
 /**
  * A success (`result`) or an error (`error`), never both.
  */
@@ -605,13 +605,13 @@ export interface UnsubscribeRequest {
   jsonrpc: JsonRpcVersion;
   method: 'opportunity.unsubscribe';
   /**
-   * `{"subscription": id}`, or the id alone in a one-element array (`[id]`).
+   * `{"subscription": id}`, or the id or that object alone in a one-element array (`[id]`, `[{"subscription": id}]`).
    */
-  params: UnsubscribeParams | [SubscriptionId];
+  params: UnsubscribeParams | [SubscriptionId | UnsubscribeParams];
   id?: JsonRpcId;
 }
 /**
- * `{"subscription": id}`, or the id alone in a one-element array (`[id]`).
+ * `{"subscription": id}`, or the id or that object alone in a one-element array (`[id]`, `[{"subscription": id}]`).
  */
 export interface UnsubscribeParams {
   subscription: SubscriptionId;
@@ -664,7 +664,7 @@ export interface Opportunity {
   pipelineType: PipelineType;
   source: Source | null;
   /**
-   * Equal to the input value.
+   * Equal to the input value: at most 2 decimal places.
    */
   estimatedValue: number | null;
   expectedCloseDate: DateTimeUtc | null;
@@ -823,8 +823,8 @@ export interface DiscoverResponse {
   result: OpenRpcDocument;
 }
 /**
- * The answer of `rpc.discover`: an OpenRPC 1.3 document
- * (https://spec.open-rpc.org) of every method, built from the schemas of
+ * The answer of `rpc.discover`: an OpenRPC 1.3 document of every
+ * method, built from the schemas of
  * this document. `servers` names the address the service listens on.
  */
 export interface OpenRpcDocument {
@@ -855,8 +855,9 @@ export interface JsonRpcErrorResponse {
 /**
  * Every error is a JSON-RPC error object. `data.code` carries a
  * tRPC-style name, `data.httpStatus` the matching HTTP status (tRPC's
- * mapping; informational, the HTTP response itself is 200 except for 413
- * and 415). A caller can switch on `error.code` alone.
+ * mapping; informational: the HTTP response itself is 200 except for 408,
+ * 413, 415 and the refusals of the connection limits, 429 and 503). A
+ * caller can switch on `error.code` alone.
  *
  * | situation | `error.code` | `data.code` | `data.httpStatus` |
  * |---|---|---|---|
@@ -932,4 +933,15 @@ export interface ErrorData {
    * A plain-English detail, on errors found before a method runs (parse errors, invalid requests, unknown methods).
    */
   detail?: string;
+  /**
+   * The version stored now, with `reason` `version_mismatch`.
+   */
+  currentVersion?: number;
+  /**
+   * With `reason` `slow_consumer`, or UNAUTHORIZED when the token
+   * expired, in the final notification of a subscription: the
+   * `eventId` to pass back as `since` (the last event delivered, or the
+   * subscription's own start when none was).
+   */
+  resumeFrom?: string;
 }
