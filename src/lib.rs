@@ -213,7 +213,8 @@ impl Application {
         let methods =
             rpc::methods(AppState { db: db.clone(), metrics: metrics.clone(), cursor_key, feed }, local_addr)?;
         let names = rpc::MethodNames::of(&methods);
-        let rpc_middleware = RpcServiceBuilder::new().layer(CallLayer { limits, metrics, names });
+        let rpc_middleware =
+            RpcServiceBuilder::new().layer(CallLayer { limits, metrics, names, budget: budget.clone() });
         let builder = Server::builder()
             .set_config(config)
             .set_http_middleware(

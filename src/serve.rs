@@ -58,6 +58,11 @@ impl AnswerBudget {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// The limit, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Whether the budget is spent.
     pub fn is_spent(&self) -> bool {
         self.pending() >= self.limit
@@ -76,11 +81,11 @@ impl AnswerBudget {
         }
     }
 
-    fn add(&self, n: usize) {
+    pub(crate) fn add(&self, n: usize) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn sub(&self, n: usize) {
+    pub(crate) fn sub(&self, n: usize) {
         let before = self.bytes.fetch_sub(n, Ordering::Relaxed);
         if before >= self.limit && before - n < self.limit {
             self.freed.notify_waiters();

@@ -71,6 +71,8 @@ pub struct CallLayer {
     pub metrics: Arc<Metrics>,
     /// The registered method names: the only ones that reach a log line or a metric label.
     pub names: MethodNames,
+    /// The answer bytes produced and not yet written, over every connection.
+    pub budget: Arc<crate::serve::AnswerBudget>,
 }
 
 /// The registered method names (CONTRACT.md §2: label values and log fields come from a fixed
@@ -93,7 +95,13 @@ impl MethodNames {
 impl<S> tower::Layer<S> for CallLayer {
     type Service = CallMiddleware<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        CallMiddleware { inner, limits: self.limits, metrics: self.metrics.clone(), names: self.names.clone() }
+        CallMiddleware {
+            inner,
+            limits: self.limits,
+            metrics: self.metrics.clone(),
+            names: self.names.clone(),
+            budget: self.budget.clone(),
+        }
     }
 }
 
@@ -104,7 +112,13 @@ pub struct CallMiddleware<S> {
     limits: RpcLimits,
     metrics: Arc<Metrics>,
     names: MethodNames,
+    budget: Arc<crate::serve::AnswerBudget>,
 }
+
+/// Answers up to this size are always delivered; a larger one is dropped for a retryable
+/// SERVICE_UNAVAILABLE when it would not fit in what is left of `MAX_PENDING_RESPONSE_BYTES`
+/// ([`CallMiddleware::within_budget`]).
+const SMALL_ANSWER: usize = 64 * 1024;
 
 /// Rewrites an error response that jsonrpsee made itself (unknown method, an answer over
 /// `MAX_RESPONSE_BYTES`, …) into §4's shape; an internal failure carries the call's
@@ -196,6 +210,21 @@ where
     }
 }
 
+/// `response`, or a retryable SERVICE_UNAVAILABLE (`reason: responses_pending`) in its place
+/// when it is larger than [`SMALL_ANSWER`] and would not fit in what is left of the answer
+/// budget: the answers of calls already read (up to 16 a WebSocket, 100 a batch) would
+/// otherwise all be kept, whatever their size, until their clients read them.
+fn within_budget(budget: &crate::serve::AnswerBudget, id: Id<'static>, response: MethodResponse) -> MethodResponse {
+    let len = response.as_json().get().len();
+    let pending = budget.pending();
+    // With nothing waiting, one answer of any size (up to MAX_RESPONSE_BYTES) goes: a budget
+    // set below that limit must not make an answer impossible.
+    if len <= SMALL_ANSWER || pending == 0 || pending.saturating_add(len) <= budget.limit() {
+        return response;
+    }
+    MethodResponse::error(id, crate::error::busy("responses_pending")).with_extensions(response.extensions().clone())
+}
+
 /// Whether `request` is an `opportunity.subscribe` over a WebSocket (over HTTP, `call_one`
 /// refuses it, naming WebSocket).
 fn subscribes_over_websocket(request: &Request<'_>) -> bool {
@@ -218,6 +247,7 @@ where
     fn call_one<'a>(&self, mut request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
         let metrics = self.metrics.clone();
+        let budget = self.budget.clone();
         // Only a registered name is logged or counted; anything else is `unknown`.
         let method = self.names.label(request.method_name());
         async move {
@@ -277,7 +307,8 @@ where
                 }
                 None => inner.call(request).instrument(span.clone()).await,
             };
-            let response = span.in_scope(|| normalize(id, answer, request_id));
+            let response = span.in_scope(|| normalize(id.clone(), answer, request_id));
+            let response = within_budget(&budget, id, response);
             let elapsed = started.elapsed();
             let outcome = match response.as_error_code() {
                 None => "OK",
@@ -301,7 +332,12 @@ where
                     format!("a batch may hold at most {} calls; this one holds {}", this.limits.max_batch, batch.len());
                 return MethodResponse::error(Id::Null, ApiError::PayloadTooLarge(message));
             }
-            // Calls of one batch are independent: run them concurrently, answer in order.
+            // Calls of one batch are independent: run them concurrently, answer in order. Once
+            // their answers add up to more than MAX_RESPONSE_BYTES, the batch is answered with
+            // one error; the answers that come after are dropped as they come, not kept.
+            let answered = std::sync::atomic::AtomicUsize::new(0);
+            let answered = &answered;
+            let max = this.limits.max_response_bytes;
             let answers = join_all(batch.into_iter().map(|entry| {
                 let this = this.clone();
                 async move {
@@ -318,7 +354,13 @@ where
                             this.metrics.observe_call(changes::SUBSCRIBE, "BAD_REQUEST", 0.0);
                             Some(MethodResponse::error(request.id().into_owned(), error.into_error_object()))
                         }
-                        Ok(BatchEntry::Call(request)) => Some(this.call_one(request).await),
+                        Ok(BatchEntry::Call(request)) => {
+                            let answer = this.call_one(request).await;
+                            let len = answer.as_json().get().len();
+                            let before = answered.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                            // Over the limit: the batch is refused whole below.
+                            if before.saturating_add(len) > max { None } else { Some(answer) }
+                        }
                         Ok(BatchEntry::Notification(n)) => {
                             this.notify_one(n).await;
                             None
@@ -332,6 +374,11 @@ where
                 }
             }))
             .await;
+            if answered.load(std::sync::atomic::Ordering::Relaxed) > max {
+                let too_big =
+                    MethodResponse::error(Id::Null, jsonrpsee::types::error::reject_too_big_batch_response(max));
+                return normalize(Id::Null, too_big, Uuid::now_v7());
+            }
             let mut builder = BatchResponseBuilder::new_with_limit(this.limits.max_response_bytes);
             let mut any = false;
             for answer in answers.into_iter().flatten() {
@@ -357,5 +404,31 @@ where
                 let _ = call.await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A large answer that would not fit in what is left of the answer budget is replaced by a
+    /// retryable SERVICE_UNAVAILABLE; small answers, and any answer while nothing waits, go.
+    #[test]
+    fn large_answers_beyond_the_budget_are_refused_retryable() {
+        let budget = crate::serve::AnswerBudget::new(200 * 1024);
+        let answer = |bytes: usize| {
+            let text = serde_json::value::to_raw_value(&"x".repeat(bytes)).unwrap();
+            MethodResponse::response(Id::Number(1), jsonrpsee::ResponsePayload::success(text), usize::MAX)
+        };
+        let refused = |r: &MethodResponse| r.as_json().get().contains("responses_pending");
+        assert!(!refused(&within_budget(&budget, Id::Number(1), answer(300 * 1024))), "nothing waits: it goes");
+        budget.add(150 * 1024);
+        let big = within_budget(&budget, Id::Number(1), answer(100 * 1024));
+        assert!(refused(&big), "{}", big.as_json());
+        assert!(big.as_json().get().contains(r#""retryable":true"#), "{}", big.as_json());
+        assert!(big.as_json().get().contains(r#""code":"SERVICE_UNAVAILABLE""#), "{}", big.as_json());
+        assert!(!refused(&within_budget(&budget, Id::Number(1), answer(40 * 1024))), "a small answer goes");
+        budget.sub(150 * 1024);
+        assert!(!refused(&within_budget(&budget, Id::Number(1), answer(100 * 1024))), "room again: it goes");
     }
 }
