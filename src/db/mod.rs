@@ -185,6 +185,10 @@ impl DbError {
             Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
                 Self::Unavailable(e.to_string())
             }
+            // A server that takes no writes (SQLSTATE 25006): a primary fenced, or turned into a
+            // standby, while its connections stay up. Unavailable retires the connection, and the
+            // next one finds the primary (`target_session_attrs=read-write`).
+            Error::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, _) => Self::Unavailable(e.to_string()),
             Error::DatabaseError(_, info) if is_transient_message(info.message()) => Self::Unavailable(e.to_string()),
             _ => Self::Query(e),
         }

@@ -853,6 +853,52 @@ pub(super) mod tests {
         assert_eq!(db.run(|conn| count(conn, None)).await.unwrap(), 3);
     }
 
+    /// A PostgreSQL server that takes no writes while its connections stay up (a primary fenced
+    /// read-only during a failover): a create is SERVICE_UNAVAILABLE, never a query error, and
+    /// the connections that met it are retired, so that once writes are taken again (here the
+    /// same server; with `target_session_attrs=read-write`, the new primary) creates succeed.
+    #[tokio::test]
+    async fn a_server_that_takes_no_writes_is_unavailable_and_its_connections_retired() {
+        let test = "a_server_that_takes_no_writes_is_unavailable_and_its_connections_retired";
+        let Some((mut conn, guard)) = postgres_database(test) else {
+            return;
+        };
+        let name = guard.url().rsplit_once('/').unwrap().1.to_string();
+        let url = DatabaseUrl::Postgres(guard.url());
+        let db = Database::connect(url, PoolOptions { size: Some(2), timeout: Duration::from_secs(5) }).unwrap();
+        assert_eq!(db.create_opportunity(opportunity(Utc::now()), None).await.unwrap(), CreateOutcome::Created);
+        // Fence the database: sessions from now on take no writes, and the service's current
+        // ones end (as a failover ends them), so that its next ones are read-only.
+        let sql = |conn: &mut PgConnection, sql: String| diesel::sql_query(sql).execute(conn).unwrap();
+        sql(&mut conn, format!("ALTER DATABASE {name} SET default_transaction_read_only = on"));
+        let others = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        );
+        sql(&mut conn, others.clone());
+        let mut read_only = 0;
+        for _ in 0..6 {
+            match db.create_opportunity(opportunity(Utc::now()), None).await {
+                Err(DbError::Unavailable(cause)) => read_only += usize::from(cause.contains("read-only")),
+                other => panic!("a create on a read-only server: {other:?}"),
+            }
+        }
+        assert!(read_only >= 3, "the refusals of a read-only server are SERVICE_UNAVAILABLE ({read_only} of 6)");
+        sql(&mut conn, format!("ALTER DATABASE {name} RESET default_transaction_read_only"));
+        // The connections that met the refusal are retired; new ones take writes.
+        let mut created = None;
+        for _ in 0..6 {
+            match db.create_opportunity(opportunity(Utc::now()), None).await {
+                Ok(outcome) => {
+                    created = Some(outcome);
+                    break;
+                }
+                Err(DbError::Unavailable(_)) => {}
+                Err(other) => panic!("a create once writes are taken again: {other:?}"),
+            }
+        }
+        assert_eq!(created, Some(CreateOutcome::Created), "writes are taken again without a restart");
+    }
+
     /// The SQL of each statement a connection puts in its statement cache, and of each it
     /// sends, in order.
     #[derive(Clone, Default)]
