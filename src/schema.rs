@@ -150,7 +150,7 @@ named!(
     /// `limit` of a list.
     ListLimit,
     {
-        "description": format!("Items per page of `opportunity.list`, 1–{}; {} when not given.", crate::rpc::list::MAX_LIMIT, crate::rpc::list::DEFAULT_LIMIT),
+        "description": format!("The most items per page of `opportunity.list`, 1–{}; {} when not given. A page of large opportunities ends earlier, at about 4 MiB (at least one item), with a `nextCursor`.", crate::rpc::list::MAX_LIMIT, crate::rpc::list::DEFAULT_LIMIT),
         "type": "integer",
         "minimum": 1,
         "maximum": crate::rpc::list::MAX_LIMIT,
@@ -162,7 +162,7 @@ named!(
     /// `limit` of the change feed.
     ChangesLimit,
     {
-        "description": format!("The most events in one answer of `opportunity.changes`, 1–{}; {} when not given.", crate::rpc::changes::MAX_LIMIT, crate::rpc::changes::DEFAULT_LIMIT),
+        "description": format!("The most events in one answer of `opportunity.changes`, 1–{}; {} when not given. A page of events of large opportunities ends earlier, at 4 MiB of them (at least one event): only an empty page says the reader has caught up.", crate::rpc::changes::MAX_LIMIT, crate::rpc::changes::DEFAULT_LIMIT),
         "type": "integer",
         "minimum": 1,
         "maximum": crate::rpc::changes::MAX_LIMIT,

@@ -246,14 +246,54 @@ pub struct Page {
 /// Reads a page of events after `since` (all of them from the oldest kept when `None`) for
 /// `reader` (every event when `None`).
 pub fn page(conn: DbConn<'_>, since: Option<i64>, reader: Option<Reader>, limit: i64) -> Result<Page, DbError> {
+    page_within(conn, since, reader, limit, None)
+}
+
+/// [`page`], holding only as many of the `limit` events as fit in `max_bytes` of opportunity
+/// JSON (always the first one): the sizes are read first, without the JSON, in the same
+/// snapshot, so that a page of large opportunities is neither read whole nor answered whole.
+pub fn page_within(
+    conn: DbConn<'_>,
+    since: Option<i64>,
+    reader: Option<Reader>,
+    limit: i64,
+    max_bytes: Option<i64>,
+) -> Result<Page, DbError> {
+    // The JSON's size without reading it (PostgreSQL takes it from a TOAST pointer; SQLite
+    // from the record header).
+    let size = match conn {
+        DbConn::Postgres(_) => "CAST(octet_length(opportunity) AS bigint)",
+        DbConn::Sqlite(_) => "octet_length(opportunity)",
+    };
     let (head, purged_through, rows) = in_snapshot(conn, |conn| {
         on_either!(conn, c => {
             let (head, purged_through): (i64, i64) =
                 feed::table.find(1).select((feed::last_position, feed::purged_through)).first(c)?;
-            let mut query = e::table
-                .filter(e::position.gt(since.unwrap_or(0)))
-                .filter(e::position.le(head))
-                .order(e::position)
+            let range = || {
+                let mut query = e::table
+                    .filter(e::position.gt(since.unwrap_or(0)))
+                    .filter(e::position.le(head))
+                    .order(e::position)
+                    .into_boxed();
+                if let Some(r) = reader {
+                    let ws = Id(r.workspace);
+                    query = if r.visible {
+                        query.filter(e::workspace_id.eq(ws).or(e::visible_elsewhere.eq(true)))
+                    } else {
+                        query.filter(e::workspace_id.eq(ws))
+                    };
+                }
+                query
+            };
+            let mut limit = limit;
+            if let Some(max) = max_bytes {
+                let sizes: Vec<i64> =
+                    range().limit(limit).select(diesel::dsl::sql::<diesel::sql_types::BigInt>(size)).load(c)?;
+                let mut total = 0i64;
+                let fit = sizes.iter().take_while(|s| { total = total.saturating_add(**s); total <= max }).count();
+                limit = limit.min(fit.max(1) as i64);
+            }
+            let query = range()
                 .limit(limit)
                 .select((
                     e::position,
@@ -266,16 +306,7 @@ pub fn page(conn: DbConn<'_>, since: Option<i64>, reader: Option<Reader>, limit:
                     e::pipeline_type,
                     e::owner_user_id,
                     e::opportunity,
-                ))
-                .into_boxed();
-            if let Some(r) = reader {
-                let ws = Id(r.workspace);
-                query = if r.visible {
-                    query.filter(e::workspace_id.eq(ws).or(e::visible_elsewhere.eq(true)))
-                } else {
-                    query.filter(e::workspace_id.eq(ws))
-                };
-            }
+                ));
             let rows: Vec<EventTuple> = query.load(c)?;
             Ok((head, purged_through, rows))
         })

@@ -73,6 +73,10 @@ async fn take_place(places: &Arc<tokio::sync::Semaphore>) -> Result<tokio::sync:
 const REPLAY_PAGE: i64 = 64;
 /// A replay reads its next page once at most this many of its events wait for the subscriber.
 const REPLAY_AHEAD: usize = 32;
+/// The most opportunity JSON a page of `opportunity.changes` holds: a page of large
+/// opportunities holds fewer events than its `limit` (at least one), its `nextSince` the last
+/// of them, so that it stays within `MAX_RESPONSE_BYTES` and the memory of a call is bounded.
+pub const PAGE_BYTES: i64 = 4 * 1024 * 1024;
 /// The default and largest page of `opportunity.changes`.
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
@@ -223,7 +227,7 @@ pub async fn changes(
     let since = follow.since;
     let page = state
         .db
-        .run(move |conn| events::page(conn, since, Some(reader), limit))
+        .run(move |conn| events::page_within(conn, since, Some(reader), limit, Some(PAGE_BYTES)))
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
     check_since(since, page.purged_through)?;

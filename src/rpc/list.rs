@@ -338,6 +338,8 @@ pub async fn list(
         .run(move |conn| crate::db::list::list(conn, &q))
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
+    // A page of large opportunities ends early (keyset pages may be shorter than `limit`).
+    let (items, more) = within_page_bytes(items, more);
     // The first page fixes the head the following pages are read against.
     query.as_of = query.as_of.or(head);
     let next_cursor = match items.last() {
@@ -346,6 +348,45 @@ pub async fn list(
     };
     let page = super::wire::OpportunityPage { items: &items, next_cursor };
     Ok(super::wire::answer(&page))
+}
+
+/// The most JSON a page of `opportunity.list` holds, estimated from its text: a page of large
+/// opportunities (each may hold about 50,000 characters of text) ends before its `limit`, with
+/// a `nextCursor`, so that it stays within `MAX_RESPONSE_BYTES`.
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// An upper bound of the JSON of `o`: its fixed fields, and its text twice over (an escape takes
+/// two bytes at most, control characters other than tab and line breaks being refused).
+fn json_bound(o: &Opportunity) -> usize {
+    let texts = [
+        &o.scope_summary,
+        &o.competitor_notes,
+        &o.win_loss_reason,
+        &o.next_step_description,
+        &o.technical_requirements,
+    ];
+    let text = o.title.len()
+        + texts.iter().map(|t| t.as_ref().map_or(0, String::len)).sum::<usize>()
+        + o.solution_families.iter().map(|f| f.len() + 3).sum::<usize>();
+    1024 + 2 * text
+}
+
+/// The first items of a page that fit in [`PAGE_BYTES`] (at least one), and whether more follow.
+fn within_page_bytes(mut items: Vec<Opportunity>, more: bool) -> (Vec<Opportunity>, bool) {
+    let mut total = 0usize;
+    let fit = items
+        .iter()
+        .take_while(|o| {
+            total = total.saturating_add(json_bound(o));
+            total <= PAGE_BYTES
+        })
+        .count()
+        .max(1);
+    if fit < items.len() {
+        items.truncate(fit);
+        return (items, true);
+    }
+    (items, more)
 }
 
 #[cfg(test)]

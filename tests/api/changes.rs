@@ -72,6 +72,68 @@ async fn every_committed_change_records_one_event_in_order() {
 }
 
 /// An event id `ahead` positions past the feed's head, after one create: never issued.
+/// Pages of large opportunities (each with five texts of 10,000 characters, about 50 KB of JSON)
+/// end before their `limit`, within 4 MiB, on `opportunity.changes` and `opportunity.list`
+/// alike, and following `nextSince` / `nextCursor` still gives every one once, in order: a page
+/// of 1,000 such events (50 MB) was over MAX_RESPONSE_BYTES, never answered, and built whole.
+#[tokio::test]
+async fn pages_of_large_opportunities_end_early_and_lose_nothing() {
+    let app = spawn_app().await;
+    let token = app.token();
+    let text = "x".repeat(10_000);
+    let big = json!({"scopeSummary": text, "competitorNotes": text, "winLossReason": text,
+                     "nextStepDescription": text, "technicalRequirements": text});
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids.push(create(&app, &token, big.clone()).await["id"].as_str().unwrap().to_string());
+    }
+    // The feed, from its start.
+    let mut seen = Vec::new();
+    let mut since: Option<Value> = None;
+    let mut pages = 0;
+    loop {
+        let mut params = json!({"limit": 1000});
+        if let Some(s) = &since {
+            params["since"] = s.clone();
+        }
+        let page = changes(&app, &token, params).await;
+        let got = events(&page);
+        if got.is_empty() {
+            break;
+        }
+        pages += 1;
+        assert!(page.to_string().len() <= 5 * 1024 * 1024, "a page of {} events holds more than 4 MiB", got.len());
+        seen.extend(got.iter().map(|e| e["opportunity"]["id"].as_str().unwrap().to_string()));
+        since = Some(page["nextSince"].clone());
+    }
+    assert!(pages >= 2, "100 events of 50 KB end the first page early ({pages} pages)");
+    assert_eq!(seen, ids, "every event once, in order");
+    // The list, newest first.
+    let mut listed = Vec::new();
+    let mut cursor: Option<Value> = None;
+    let mut pages = 0;
+    loop {
+        let mut params = json!({"limit": 200});
+        if let Some(c) = &cursor {
+            params["cursor"] = c.clone();
+        }
+        let answer = call(&app, &token, "opportunity.list", params).await;
+        let page = ok(&answer);
+        pages += 1;
+        assert!(page.to_string().len() <= 5 * 1024 * 1024, "a list page over 4 MiB");
+        let items = page["items"].as_array().unwrap();
+        assert!(!items.is_empty(), "{answer}");
+        listed.extend(items.iter().map(|o| o["id"].as_str().unwrap().to_string()));
+        if page["nextCursor"].is_null() {
+            break;
+        }
+        cursor = Some(page["nextCursor"].clone());
+    }
+    assert!(pages >= 2, "100 opportunities of 50 KB end the first list page early ({pages} pages)");
+    ids.reverse();
+    assert_eq!(listed, ids, "every opportunity once, newest first");
+}
+
 async fn past_the_head(app: &TestApp, token: &str, ahead: i64) -> String {
     create(app, token, json!({})).await;
     let head = changes(app, token, json!({})).await["nextSince"].as_str().unwrap().to_string();

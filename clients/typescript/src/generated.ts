@@ -66,7 +66,7 @@ export type ArchivedFilter = 'exclude' | 'only' | 'include';
  */
 export type Include = 'own' | 'visible';
 /**
- * Items per page of `opportunity.list`, 1–200; 50 when not given.
+ * The most items per page of `opportunity.list`, 1–200; 50 when not given. A page of large opportunities ends earlier, at about 4 MiB (at least one item), with a `nextCursor`.
  */
 export type ListLimit = number;
 /**
@@ -85,7 +85,7 @@ export type Stage = 'lead' | 'qualified' | 'survey' | 'proposal' | 'negotiation'
 export type IdempotencyKey = string;
 export type VisibilityMode = 'global' | 'workspace_local' | 'shared';
 /**
- * The most events in one answer of `opportunity.changes`, 1–1000; 100 when not given.
+ * The most events in one answer of `opportunity.changes`, 1–1000; 100 when not given. A page of events of large opportunities ends earlier, at 4 MiB of them (at least one event): only an empty page says the reader has caught up.
  */
 export type ChangesLimit = number;
 /**
