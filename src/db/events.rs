@@ -246,12 +246,13 @@ pub struct Page {
 /// Reads a page of events after `since` (all of them from the oldest kept when `None`) for
 /// `reader` (every event when `None`).
 pub fn page(conn: DbConn<'_>, since: Option<i64>, reader: Option<Reader>, limit: i64) -> Result<Page, DbError> {
-    page_within(conn, since, reader, limit, None)
+    page_of(conn, since, reader, limit)
 }
 
 /// [`page`], holding only as many of the `limit` events as fit in `max_bytes` of opportunity
-/// JSON (always the first one): the sizes are read first, without the JSON, in the same
-/// snapshot, so that a page of large opportunities is neither read whole nor answered whole.
+/// JSON (always the first one), in one statement: the sizes add up in a window over the page's
+/// rows, and the JSON of the rows past the budget is never read (PostgreSQL takes a size from
+/// its TOAST pointer), so that a page of large opportunities is neither read nor answered whole.
 pub fn page_within(
     conn: DbConn<'_>,
     since: Option<i64>,
@@ -259,41 +260,90 @@ pub fn page_within(
     limit: i64,
     max_bytes: Option<i64>,
 ) -> Result<Page, DbError> {
-    // The JSON's size without reading it (PostgreSQL takes it from a TOAST pointer; SQLite
-    // from the record header).
-    let size = match conn {
-        DbConn::Postgres(_) => "CAST(octet_length(opportunity) AS bigint)",
-        DbConn::Sqlite(_) => "octet_length(opportunity)",
+    let Some(max_bytes) = max_bytes else {
+        return page_of(conn, since, reader, limit);
     };
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        position: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        kind: String,
+        #[diesel(sql_type = sql::Instant)]
+        occurred_at: Instant,
+        #[diesel(sql_type = sql::Id)]
+        workspace_id: Id,
+        #[diesel(sql_type = sql::Id)]
+        actor: Id,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        visible_elsewhere: bool,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        stage: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        pipeline_type: String,
+        #[diesel(sql_type = sql::Id)]
+        owner_user_id: Id,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        opportunity: String,
+    }
+    let (size, p) = match conn {
+        DbConn::Postgres(_) => ("CAST(octet_length(opportunity) AS bigint)", ["$1", "$2", "$3", "$4"]),
+        // Numbered: the workspace's comes before the limit's in the text, not in the binds.
+        DbConn::Sqlite(_) => ("octet_length(opportunity)", ["?1", "?2", "?3", "?4"]),
+    };
+    let whose = match reader {
+        None => String::new(),
+        Some(Reader { visible: true, .. }) => format!(" AND (workspace_id = {} OR visible_elsewhere)", p[3]),
+        Some(Reader { visible: false, .. }) => format!(" AND workspace_id = {}", p[3]),
+    };
+    let columns = "position, kind, occurred_at, workspace_id, actor, visible_elsewhere, stage, pipeline_type, \
+                   owner_user_id, opportunity";
+    let statement = format!(
+        "SELECT {columns} FROM (SELECT {columns}, {size} AS size, SUM({size}) OVER (ORDER BY position) AS upto \
+         FROM opportunity_events WHERE position > {p0} AND position <= {p1}{whose} ORDER BY position LIMIT {p2}) page \
+         WHERE upto <= {max_bytes} OR upto = size ORDER BY position",
+        p0 = p[0],
+        p1 = p[1],
+        p2 = p[2],
+    );
     let (head, purged_through, rows) = in_snapshot(conn, |conn| {
         on_either!(conn, c => {
             let (head, purged_through): (i64, i64) =
                 feed::table.find(1).select((feed::last_position, feed::purged_through)).first(c)?;
-            let range = || {
-                let mut query = e::table
-                    .filter(e::position.gt(since.unwrap_or(0)))
-                    .filter(e::position.le(head))
-                    .order(e::position)
-                    .into_boxed();
-                if let Some(r) = reader {
-                    let ws = Id(r.workspace);
-                    query = if r.visible {
-                        query.filter(e::workspace_id.eq(ws).or(e::visible_elsewhere.eq(true)))
-                    } else {
-                        query.filter(e::workspace_id.eq(ws))
-                    };
-                }
-                query
+            let query = diesel::sql_query(statement.as_str())
+                .into_boxed()
+                .bind::<diesel::sql_types::BigInt, _>(since.unwrap_or(0))
+                .bind::<diesel::sql_types::BigInt, _>(head)
+                .bind::<diesel::sql_types::BigInt, _>(limit);
+            let query = match reader {
+                Some(r) => query.bind::<sql::Id, _>(Id(r.workspace)),
+                None => query,
             };
-            let mut limit = limit;
-            if let Some(max) = max_bytes {
-                let sizes: Vec<i64> =
-                    range().limit(limit).select(diesel::dsl::sql::<diesel::sql_types::BigInt>(size)).load(c)?;
-                let mut total = 0i64;
-                let fit = sizes.iter().take_while(|s| { total = total.saturating_add(**s); total <= max }).count();
-                limit = limit.min(fit.max(1) as i64);
-            }
-            let query = range()
+            let rows: Vec<Row> = query.load(c)?;
+            let rows: Vec<EventTuple> = rows
+                .into_iter()
+                .map(|r| {
+                    (r.position, r.kind, r.occurred_at, r.workspace_id, r.actor, r.visible_elsewhere, r.stage,
+                     r.pipeline_type, r.owner_user_id, r.opportunity)
+                })
+                .collect();
+            Ok((head, purged_through, rows))
+        })
+    })
+    .map_err(DbError::classify)?;
+    events_of(head, purged_through, rows)
+}
+
+/// [`page`] itself.
+fn page_of(conn: DbConn<'_>, since: Option<i64>, reader: Option<Reader>, limit: i64) -> Result<Page, DbError> {
+    let (head, purged_through, rows) = in_snapshot(conn, |conn| {
+        on_either!(conn, c => {
+            let (head, purged_through): (i64, i64) =
+                feed::table.find(1).select((feed::last_position, feed::purged_through)).first(c)?;
+            let mut query = e::table
+                .filter(e::position.gt(since.unwrap_or(0)))
+                .filter(e::position.le(head))
+                .order(e::position)
                 .limit(limit)
                 .select((
                     e::position,
@@ -306,12 +356,26 @@ pub fn page_within(
                     e::pipeline_type,
                     e::owner_user_id,
                     e::opportunity,
-                ));
+                ))
+                .into_boxed();
+            if let Some(r) = reader {
+                let ws = Id(r.workspace);
+                query = if r.visible {
+                    query.filter(e::workspace_id.eq(ws).or(e::visible_elsewhere.eq(true)))
+                } else {
+                    query.filter(e::workspace_id.eq(ws))
+                };
+            }
             let rows: Vec<EventTuple> = query.load(c)?;
             Ok((head, purged_through, rows))
         })
     })
     .map_err(DbError::classify)?;
+    events_of(head, purged_through, rows)
+}
+
+/// The page of `rows` read with the feed's `head` and purge mark.
+fn events_of(head: i64, purged_through: i64, rows: Vec<EventTuple>) -> Result<Page, DbError> {
     let events = rows
         .into_iter()
         .map(|(p, k, at, ws, actor, elsewhere, stage, pipeline, owner, o)| {
