@@ -48,19 +48,20 @@ fn changeable(o: &Opportunity, workspace: Uuid, principal: &Principal) -> bool {
 }
 
 /// `expectedVersion`: an integer ≥ 1.
-fn version(raw: &RawValue) -> Result<i32, String> {
+fn version(raw: &RawValue) -> Result<i64, String> {
     let v = params::integer(raw)?;
     if v < 1 {
         return Err("must be an integer of at least 1".into());
     }
-    Ok(i32::try_from(v).unwrap_or(i32::MAX))
+    // As sent (a version no opportunity reaches is a `version_mismatch`, which names it).
+    Ok(v)
 }
 
 /// The id, the idempotency key (params or header) and the named workspace, common to every
 /// method that names one opportunity.
 struct Target {
     id: Option<Uuid>,
-    expected_version: Option<i32>,
+    expected_version: Option<i64>,
     idempotency_key: Option<String>,
     workspace: Option<Uuid>,
 }
@@ -174,7 +175,7 @@ fn read_patch(reader: &mut FieldReader<'_>) -> (OpportunityPatch, CreateOpportun
 /// opportunity, the expected version and each field the change names with the value it sets
 /// (`null` for a clear), as JSON with sorted keys. Spelling and order of the params do not
 /// matter, and a field the method gains later changes no fingerprint stored before.
-fn change_hash(method: &str, id: Uuid, expected: i32, patch: Option<&OpportunityPatch>) -> String {
+fn change_hash(method: &str, id: Uuid, expected: i64, patch: Option<&OpportunityPatch>) -> String {
     let request = serde_json::json!({
         "method": method,
         "id": id,
@@ -188,7 +189,7 @@ fn change_hash(method: &str, id: Uuid, expected: i32, patch: Option<&Opportunity
 /// which a new field of [`OpportunityPatch`] would change): a key stored by one of them still
 /// replays after the upgrade. Keys live `IDEMPOTENCY_KEY_TTL` (24 hours); this can go in the
 /// next release.
-fn legacy_change_hash(method: &str, id: Uuid, expected: i32, patch: Option<&OpportunityPatch>) -> String {
+fn legacy_change_hash(method: &str, id: Uuid, expected: i64, patch: Option<&OpportunityPatch>) -> String {
     let text = format!("{method}|{id}|{expected}|{patch:?}");
     format!("{:x}", Sha256::digest(text.as_bytes()))
 }
@@ -236,7 +237,7 @@ fn check_change(
     id: Uuid,
     workspace: Uuid,
     principal: &Principal,
-    expected: i32,
+    expected: i64,
     becomes_global: bool,
 ) -> Result<Opportunity, ApiError> {
     let current = current.filter(|o| readable(o, workspace)).ok_or_else(|| not_found(id))?;
@@ -248,7 +249,7 @@ fn check_change(
     if becomes_global && current.visibility_mode != VisibilityMode::Global {
         principal.require_scope(SCOPE_GLOBAL)?;
     }
-    if current.version != expected {
+    if i64::from(current.version) != expected {
         return Err(ApiError::Conflict {
             message: format!(
                 "expectedVersion is {expected} but the opportunity is at version {}; read it again",

@@ -349,6 +349,14 @@ async fn stale_versions_conflict_and_concurrent_updates_have_one_winner() {
     let stale = client.update(UpdateOpportunity::new(o.id, 3).title("x")).await.unwrap_err();
     assert_eq!(refusal(&stale), (Some(-32009), Some("CONFLICT"), Some("version_mismatch")));
     assert_eq!(stale.current_version(), Some(1));
+    // A version beyond any an opportunity reaches is a mismatch too, and its message names it
+    // as sent (it said 2147483647).
+    let token = app.token();
+    let beyond = json!({"id": o.id, "expectedVersion": 3_000_000_000u64, "title": "x"});
+    let r = call(&app, &token, "opportunity.update", beyond).await;
+    assert_eq!(r["error"]["data"]["reason"], "version_mismatch", "{r}");
+    assert_eq!(r["error"]["data"]["currentVersion"], 1, "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("expectedVersion is 3000000000"), "{r}");
 
     let calls = (0..8).map(|i| client.update(UpdateOpportunity::new(o.id, 1).title(format!("t{i}"))));
     let answers = futures_util::future::join_all(calls).await;
