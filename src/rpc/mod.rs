@@ -115,10 +115,15 @@ pub struct CallMiddleware<S> {
     budget: Arc<crate::serve::AnswerBudget>,
 }
 
-/// Answers up to this size are always delivered; a larger one is dropped for a retryable
-/// SERVICE_UNAVAILABLE when it would not fit in what is left of `MAX_PENDING_RESPONSE_BYTES`
-/// ([`CallMiddleware::within_budget`]).
+/// Answers up to this size are always delivered; a larger answer to a read is dropped for a
+/// retryable SERVICE_UNAVAILABLE when it would not fit in what is left of
+/// `MAX_PENDING_RESPONSE_BYTES` ([`within_budget`]).
 const SMALL_ANSWER: usize = 64 * 1024;
+
+/// The methods that only read: dropping one's answer loses nothing, and a retry reads again.
+/// The answer of a change is never dropped (it committed; a retry without a key would create
+/// again).
+const READS: [&str; 4] = [lifecycle::GET, list::LIST, changes::CHANGES, discover::DISCOVER];
 
 /// Rewrites an error response that jsonrpsee made itself (unknown method, an answer over
 /// `MAX_RESPONSE_BYTES`, …) into §4's shape; an internal failure carries the call's
@@ -210,11 +215,20 @@ where
     }
 }
 
-/// `response`, or a retryable SERVICE_UNAVAILABLE (`reason: responses_pending`) in its place
-/// when it is larger than [`SMALL_ANSWER`] and would not fit in what is left of the answer
-/// budget: the answers of calls already read (up to 16 a WebSocket, 100 a batch) would
-/// otherwise all be kept, whatever their size, until their clients read them.
-fn within_budget(budget: &crate::serve::AnswerBudget, id: Id<'static>, response: MethodResponse) -> MethodResponse {
+/// `response`, or, for a read ([`READS`]), a retryable SERVICE_UNAVAILABLE (`reason:
+/// responses_pending`) in its place when it is larger than [`SMALL_ANSWER`] and would not fit
+/// in what is left of the answer budget: the answers of calls already read (up to 16 a
+/// WebSocket, 100 a batch) would otherwise all be kept, whatever their size, until their
+/// clients read them.
+fn within_budget(
+    budget: &crate::serve::AnswerBudget,
+    method: &str,
+    id: Id<'static>,
+    response: MethodResponse,
+) -> MethodResponse {
+    if !READS.contains(&method) {
+        return response;
+    }
     let len = response.as_json().get().len();
     let pending = budget.pending();
     // With nothing waiting, one answer of any size (up to MAX_RESPONSE_BYTES) goes: a budget
@@ -308,7 +322,7 @@ where
                 None => inner.call(request).instrument(span.clone()).await,
             };
             let response = span.in_scope(|| normalize(id.clone(), answer, request_id));
-            let response = within_budget(&budget, id, response);
+            let response = within_budget(&budget, method, id, response);
             let elapsed = started.elapsed();
             let outcome = match response.as_error_code() {
                 None => "OK",
@@ -411,8 +425,9 @@ where
 mod tests {
     use super::*;
 
-    /// A large answer that would not fit in what is left of the answer budget is replaced by a
-    /// retryable SERVICE_UNAVAILABLE; small answers, and any answer while nothing waits, go.
+    /// A large answer to a read that would not fit in what is left of the answer budget is
+    /// replaced by a retryable SERVICE_UNAVAILABLE; small answers, any answer while nothing
+    /// waits, and the answer of a change (which committed) go.
     #[test]
     fn large_answers_beyond_the_budget_are_refused_retryable() {
         let budget = crate::serve::AnswerBudget::new(200 * 1024);
@@ -421,14 +436,17 @@ mod tests {
             MethodResponse::response(Id::Number(1), jsonrpsee::ResponsePayload::success(text), usize::MAX)
         };
         let refused = |r: &MethodResponse| r.as_json().get().contains("responses_pending");
-        assert!(!refused(&within_budget(&budget, Id::Number(1), answer(300 * 1024))), "nothing waits: it goes");
+        let list = list::LIST;
+        assert!(!refused(&within_budget(&budget, list, Id::Number(1), answer(300 * 1024))), "nothing waits: it goes");
         budget.add(150 * 1024);
-        let big = within_budget(&budget, Id::Number(1), answer(100 * 1024));
+        let big = within_budget(&budget, list, Id::Number(1), answer(100 * 1024));
         assert!(refused(&big), "{}", big.as_json());
         assert!(big.as_json().get().contains(r#""retryable":true"#), "{}", big.as_json());
         assert!(big.as_json().get().contains(r#""code":"SERVICE_UNAVAILABLE""#), "{}", big.as_json());
-        assert!(!refused(&within_budget(&budget, Id::Number(1), answer(40 * 1024))), "a small answer goes");
+        assert!(!refused(&within_budget(&budget, list, Id::Number(1), answer(40 * 1024))), "a small answer goes");
+        let update = "opportunity.update";
+        assert!(!refused(&within_budget(&budget, update, Id::Number(1), answer(100 * 1024))), "a change's answer goes");
         budget.sub(150 * 1024);
-        assert!(!refused(&within_budget(&budget, Id::Number(1), answer(100 * 1024))), "room again: it goes");
+        assert!(!refused(&within_budget(&budget, list, Id::Number(1), answer(100 * 1024))), "room again: it goes");
     }
 }
