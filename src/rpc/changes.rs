@@ -227,7 +227,7 @@ pub async fn changes(
     let since = follow.since;
     let page = state
         .db
-        .run(move |conn| events::page_within(conn, since, Some(reader), limit, Some(PAGE_BYTES)))
+        .run(move |conn| events::page_within(conn, since, Some(reader), limit, PAGE_BYTES))
         .await
         .map_err(|e| db_failure(e, request_id, &state.metrics))?;
     check_since(since, page.purged_through)?;
