@@ -36,15 +36,20 @@ pub const BAD_ID: &str = "the id must be one string, number or null";
 pub const DUPLICATE_MEMBER: &str = "a member of the request appears twice";
 
 /// jsonrpsee reads numeric ids only as u64, and takes a request whose id it cannot read for a
-/// notification. Numeric ids it cannot hold are swapped for unique string placeholders (put back
-/// in the answer); batch items whose id is neither a string, a number nor null are swapped for
+/// notification. Numeric ids it cannot hold, and string ids written with escapes, are swapped for
+/// unique string placeholders (put back in the answer as written); batch items whose id is neither a string, a number nor null are swapped for
 /// `0`, which jsonrpsee answers as an invalid request.
 pub fn swap_unsupported_ids(body: &Bytes) -> Swapped {
     use serde_json::value::RawValue;
     let forbidden = |id: &RawValue| id.get().starts_with(['{', '[', 't', 'f']);
+    // Numbers it cannot hold, and strings written with an escape (`"a\u0041"`), which it would
+    // echo as read (`"aA"`), not as written (CONTRACT.md §2).
     let unsupported = |id: &RawValue| {
         let text = id.get();
-        text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && text.parse::<u64>().is_err()
+        match text.starts_with('"') {
+            true => text.contains('\\') && serde_json::from_str::<String>(text).is_ok(),
+            false => text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) && text.parse::<u64>().is_err(),
+        }
     };
     let is_batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     // (span to replace, replacement, swap to undo)
@@ -275,6 +280,19 @@ mod tests {
         };
         assert_eq!(swaps.len(), 1);
         assert_eq!(swaps[0].original, "99999999999999999999");
+    }
+
+    #[test]
+    fn strings_written_with_escapes_are_swapped_and_given_back_as_written() {
+        let Swapped::Body(body, swaps) = swap(r#"{"jsonrpc":"2.0","id":"a\u0041\n","method":"m"}"#) else {
+            panic!("an id with escapes is swapped");
+        };
+        assert_eq!(swaps.len(), 1);
+        assert_eq!(swaps[0].original, r#""a\u0041\n""#);
+        assert!(String::from_utf8(body.to_vec()).unwrap().contains(&swaps[0].placeholder));
+        // A string that is not valid text stays as it is: refused alone, invalid in a batch.
+        assert!(matches!(swap(r#"{"jsonrpc":"2.0","id":"\ud800","method":"m"}"#), Swapped::Invalid(BAD_ID)));
+        assert!(matches!(swap(r#"[{"jsonrpc":"2.0","id":"\ud800","method":"m"}]"#), Swapped::Unchanged));
     }
 
     #[test]

@@ -375,10 +375,18 @@ fn inspect(data: Vec<u8>) -> Verdict {
     }
 }
 
-/// Puts the ids the relay swapped back into an answer, and rewrites into §4's shape any error
-/// jsonrpsee made on its own.
+/// Rewrites into §4's shape any error jsonrpsee made on its own, then puts the ids the relay
+/// swapped back into the answer: in this order, so that the ids never go through
+/// `serde_json::Value` (which would write `1e2` as `100.0`).
 fn restore(answer: Vec<u8>, swaps: &Mutex<HashMap<String, String>>) -> String {
     let mut text = String::from_utf8(answer).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    if text.contains("\"error\"")
+        && crate::compat::has_raw_error(text.as_bytes())
+        && let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&text)
+        && crate::error::normalize_response_value(&mut value)
+    {
+        text = value.to_string();
+    }
     if text.contains(PLACEHOLDER) {
         let mut swaps = swaps.lock().expect("swaps lock");
         let mut out = String::with_capacity(text.len());
@@ -401,13 +409,6 @@ fn restore(answer: Vec<u8>, swaps: &Mutex<HashMap<String, String>>) -> String {
         }
         out.push_str(rest);
         text = out;
-    }
-    if text.contains("\"error\"")
-        && crate::compat::has_raw_error(text.as_bytes())
-        && let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&text)
-        && crate::error::normalize_response_value(&mut value)
-    {
-        text = value.to_string();
     }
     text
 }

@@ -1367,6 +1367,51 @@ async fn websocket_ids_of_every_number_form_are_answered_as_written() {
     assert_eq!(app.count(None).await, 2 * ids.len() as i64, "as many creates as answers");
 }
 
+/// CONTRACT.md §2: ids are echoed exactly as written. A string id written with escapes came
+/// back as jsonrpsee read it (`"a\u0041"` as `"aA"`), and over WebSocket an error's id that the
+/// relay had swapped went through `serde_json::Value` (`1e2` came back `100.0`). Both
+/// transports, results and errors, alone and in a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_echoed_byte_for_byte_on_both_transports() {
+    let app = spawn_app().await;
+    let ids = [r#""a\u0041""#, r#""tab\there""#, r#""\/x""#, r#""\u00e9t\u00e9""#, "1e2", "-0", "1.50"];
+    let params = valid_params().to_string();
+    let call =
+        |id: &str, method: &str| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
+    let auth = app.bearer();
+    let post = |body: String| {
+        let request = app.http.post(app.url()).header("content-type", "application/json");
+        request.header("authorization", auth.as_str()).body(body).send()
+    };
+    let mut ws = raw_ws(&app).await;
+    for id in ids {
+        for (method, outcome) in [(CREATE, r#""result""#), ("opportunity.nope", r#""error""#)] {
+            let text = post(call(id, method)).await.unwrap().text().await.unwrap();
+            assert!(text.contains(&format!(r#""id":{id},"#)), "HTTP {method}: id {id} echoed as written: {text}");
+            assert!(text.contains(outcome), "HTTP {method}, id {id}: {text}");
+            ws.0.send_text(&call(id, method)).await.unwrap();
+            ws.0.flush().await.unwrap();
+            let mut data = Vec::new();
+            tokio::time::timeout(ANSWER_WITHIN, ws.1.receive_data(&mut data)).await.expect("answered").unwrap();
+            let text = String::from_utf8(data).unwrap();
+            assert!(text.contains(&format!(r#""id":{id},"#)), "WebSocket {method}: id {id} echoed as written: {text}");
+            assert!(text.contains(outcome), "WebSocket {method}, id {id}: {text}");
+        }
+    }
+    let batch = format!("[{}]", ids.map(|id| call(id, CREATE)).join(","));
+    let text = post(batch.clone()).await.unwrap().text().await.unwrap();
+    ws.0.send_text(&batch).await.unwrap();
+    ws.0.flush().await.unwrap();
+    let mut data = Vec::new();
+    tokio::time::timeout(ANSWER_WITHIN, ws.1.receive_data(&mut data)).await.expect("answered").unwrap();
+    for (transport, text) in [("HTTP", text), ("WebSocket", String::from_utf8(data).unwrap())] {
+        for id in ids {
+            assert!(text.contains(&format!(r#""id":{id},"#)), "{transport} batch: id {id} echoed as written: {text}");
+        }
+    }
+    assert_eq!(app.count(None).await, 4 * ids.len() as i64, "as many creates as answers");
+}
+
 /// Item 8: WebSocket errors in §4's shape, as over HTTP; the connection survives them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_errors_have_the_contract_shape() {
