@@ -121,7 +121,8 @@ pub struct ServeArgs {
     /// A request's headers, and then its body, must each arrive within this time (slow or
     /// stalled clients): a stalled body gets HTTP 408, stalled headers (or none, on a fresh or
     /// idle kept-alive connection) a closed connection. A socket whose writes make no progress
-    /// for this time (a client that does not read) is closed too.
+    /// for this time (a client that does not read) is closed too, and so is a WebSocket with no
+    /// live subscription and no call unanswered over which no message went for this time.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
     /// Larger answers (a single call or a whole batch) are replaced by an error.

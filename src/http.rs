@@ -123,7 +123,8 @@ pub struct EdgeState {
     pub max_request_bytes: u32,
     /// The largest answer jsonrpsee makes.
     pub max_response_bytes: u32,
-    /// A body must arrive within this time.
+    /// A body must arrive within this time (`REQUEST_TIMEOUT`); a WebSocket with nothing to do
+    /// for this time is closed.
     pub body_timeout: Duration,
     /// How often WebSocket peers are pinged.
     pub ws_ping_interval: Duration,
@@ -377,6 +378,7 @@ where
                 max_request_bytes: state.max_request_bytes,
                 max_response_bytes: state.max_response_bytes,
                 ping_interval: state.ws_ping_interval,
+                idle_timeout: state.body_timeout,
             };
             return Box::pin(crate::ws::accept(request, context, inner, config, socket.ledger));
         }

@@ -12,7 +12,8 @@
 //!   `MAX_REQUEST_BYTES`) before anything runs;
 //! - swap ids jsonrpsee cannot hold for placeholders and put them back in the answers, as the
 //!   HTTP tier does, so that every call that runs is answered with its id as written;
-//! - ping the peer and close the connection when it stops answering.
+//! - ping the peer and close the connection when it stops answering, or when it is idle: no live
+//!   subscription, no call unanswered and no message for `REQUEST_TIMEOUT`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -50,6 +51,10 @@ pub struct RelayConfig {
     pub max_response_bytes: u32,
     /// How often the peer is pinged; one that is silent for two intervals is disconnected.
     pub ping_interval: Duration,
+    /// `REQUEST_TIMEOUT`: a connection with no live subscription and no call unanswered that
+    /// sends no message for this time is idle, and closed (CONTRACT.md §2). Pongs are not
+    /// messages: a peer that only answers pings is idle.
+    pub idle_timeout: Duration,
 }
 
 /// The relay's count of unanswered messages, shared with the RPC middleware (through the
@@ -117,6 +122,7 @@ where
         }
     };
     let gate = Arc::new(Gate::new(ledger.clone()));
+    let subscriptions = context.subscriptions.clone();
     let (near, far) = tokio::io::duplex(64 * 1024);
     let service = {
         let gate = gate.clone();
@@ -160,7 +166,8 @@ where
         let mut builder = handshake.into_builder(stream);
         builder.set_max_message_size(config.max_request_bytes as usize);
         let (peer_tx, peer_rx) = builder.finish();
-        relay(Peer { tx: peer_tx, rx: peer_rx }, Inner { tx: inner_tx, rx: inner_rx }, gate, ledger, config).await;
+        let peer = Peer { tx: peer_tx, rx: peer_rx };
+        relay(peer, Inner { tx: inner_tx, rx: inner_rx }, Links { gate, ledger, subscriptions }, config).await;
     });
     Ok(response.map(|()| HttpBody::empty()))
 }
@@ -175,23 +182,43 @@ struct Inner {
     rx: soketto::Receiver<InnerStream>,
 }
 
+/// What the relay shares with the calls of its connection: the count of unanswered messages,
+/// the ledger of answers not yet written, and the places of its live subscriptions.
+struct Links {
+    gate: Arc<Gate>,
+    ledger: Arc<Ledger>,
+    subscriptions: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// Whether the connection has a live subscription (one holds a place of the connection's
+/// semaphore until it ends).
+fn subscribed(subscriptions: Option<&tokio::sync::Semaphore>) -> bool {
+    subscriptions.is_some_and(|places| {
+        places.available_permits() < crate::rpc::changes::MAX_SUBSCRIPTIONS_PER_CONNECTION as usize
+    })
+}
+
 /// Milliseconds since `start`, for the last time the peer was heard from.
 fn millis_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-async fn relay(peer: Peer, inner: Inner, gate: Arc<Gate>, ledger: Arc<Ledger>, config: RelayConfig) {
+async fn relay(peer: Peer, inner: Inner, links: Links, config: RelayConfig) {
     let Peer { tx: mut peer_tx, rx: mut peer_rx } = peer;
     let Inner { tx: mut inner_tx, rx: mut inner_rx } = inner;
+    let Links { gate, ledger, subscriptions } = links;
     let swaps: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     let start = Instant::now();
+    // When the peer was last heard from (any frame), and when a message last went either way
+    // (milliseconds since `start`).
     let heard = Arc::new(AtomicU64::new(0));
+    let active = Arc::new(AtomicU64::new(0));
     // Answers the relay makes itself, and answers from jsonrpsee; each holds one message.
     let (direct_tx, mut direct_rx) = mpsc::channel::<String>(1);
     let (answer_tx, mut answer_rx) = mpsc::channel::<Vec<u8>>(1);
 
     let reader = {
-        let (gate, swaps, heard) = (gate.clone(), swaps.clone(), heard.clone());
+        let (gate, swaps, heard, active) = (gate.clone(), swaps.clone(), heard.clone(), active.clone());
         async move {
             loop {
                 gate.wait_below(MAX_OUTSTANDING).await;
@@ -207,6 +234,7 @@ async fn relay(peer: Peer, inner: Inner, gate: Arc<Gate>, ledger: Arc<Ledger>, c
                     Ok(soketto::Incoming::Closed(_)) | Err(soketto::connection::Error::Closed) => return,
                     Err(soketto::connection::Error::MessageTooLarge { .. }) => {
                         heard.store(millis_since(start), Ordering::Relaxed);
+                        active.store(millis_since(start), Ordering::Relaxed);
                         let message =
                             format!("the message exceeds MAX_REQUEST_BYTES ({} bytes)", config.max_request_bytes);
                         if direct_tx.send(answer_text("null", ApiError::PayloadTooLarge(message))).await.is_err() {
@@ -220,6 +248,7 @@ async fn relay(peer: Peer, inner: Inner, gate: Arc<Gate>, ledger: Arc<Ledger>, c
                     }
                 }
                 heard.store(millis_since(start), Ordering::Relaxed);
+                active.store(millis_since(start), Ordering::Relaxed);
                 match inspect(data) {
                     Verdict::Refuse(text) => {
                         if direct_tx.send(text).await.is_err() {
@@ -260,8 +289,25 @@ async fn relay(peer: Peer, inner: Inner, gate: Arc<Gate>, ledger: Arc<Ledger>, c
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let silent_limit = u64::try_from((period * 2).as_millis()).unwrap_or(u64::MAX);
+        // Idleness is looked at a few times per `REQUEST_TIMEOUT` (at most each second), so an
+        // idle connection is closed within a quarter of it (at most a second) after its time.
+        let idle_limit = u64::try_from(config.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let look = (config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + look, look);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let sent = tokio::select! {
+                _ = idle.tick() => {
+                    let quiet = millis_since(start).saturating_sub(active.load(Ordering::Relaxed));
+                    if quiet > idle_limit
+                        && gate.outstanding.load(Ordering::Acquire) == 0
+                        && !subscribed(subscriptions.as_deref())
+                    {
+                        tracing::debug!("WebSocket idle for REQUEST_TIMEOUT; closing");
+                        break;
+                    }
+                    continue;
+                }
                 _ = ping.tick() => {
                     if millis_since(start).saturating_sub(heard.load(Ordering::Relaxed)) > silent_limit {
                         tracing::debug!("WebSocket peer silent for two ping intervals; disconnecting");
@@ -277,6 +323,9 @@ async fn relay(peer: Peer, inner: Inner, gate: Arc<Gate>, ledger: Arc<Ledger>, c
                     let is_answer = !answer.starts_with(br#"{"jsonrpc":"2.0","method""#);
                     let text = restore(answer, &swaps);
                     let sent = peer_tx.send_text_owned(text).await;
+                    // An answer, or a subscription's notification (its last one ends it: the
+                    // peer has `REQUEST_TIMEOUT` from then to subscribe again).
+                    active.store(millis_since(start), Ordering::Relaxed);
                     if is_answer {
                         gate.settle();
                     }

@@ -379,6 +379,34 @@ async fn a_second_instance_on_the_same_database_delivers_within_a_second() {
     eprintln!("cross-instance delivery took {:?}", started.elapsed());
 }
 
+/// CONTRACT.md §2: a WebSocket idle past `REQUEST_TIMEOUT` is closed, although its client
+/// answers every ping; a live subscription keeps one open however quiet, until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_websockets_are_closed_but_not_while_subscribed() {
+    let app = spawn_app_with(&["--request-timeout", "1s", "--ws-ping-interval", "200ms"]).await;
+    let auth = app.bearer();
+    let quiet = app.ws(&[("authorization", &auth)]).await;
+    let following = app.ws(&[("authorization", &auth)]).await;
+    let mut sub = subscribe(&following, json!({})).await;
+    ws_create(&quiet, &valid_params()).await.expect("a create on the quiet connection");
+    let answered = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), quiet.on_disconnect())
+        .await
+        .expect("a WebSocket with nothing to do is closed after REQUEST_TIMEOUT");
+    assert!(answered.elapsed() >= Duration::from_millis(900), "closed {:?} after its last answer", answered.elapsed());
+    // The subscribed connection, as quiet for three times REQUEST_TIMEOUT, is open and served.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(following.is_connected(), "a connection with a live subscription stays open");
+    assert_eq!(next_event(&mut sub).await["type"], "created", "the quiet connection's create is delivered");
+    ws_create(&following, &valid_params()).await.expect("the subscribed connection is served");
+    assert_eq!(next_event(&mut sub).await["type"], "created");
+    // Once its subscription ends, it is idle like any other.
+    sub.unsubscribe().await.expect("unsubscribed");
+    tokio::time::timeout(Duration::from_secs(5), following.on_disconnect())
+        .await
+        .expect("closed after REQUEST_TIMEOUT once its subscription ended");
+}
+
 #[tokio::test]
 async fn subscribe_is_refused_over_http_and_beyond_16_per_connection() {
     let app = spawn_app().await;
