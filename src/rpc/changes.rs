@@ -160,7 +160,7 @@ async fn read_follow(
     fields: &[String],
     request_id: Uuid,
 ) -> Result<(Follow, Option<i64>), ApiError> {
-    let mut reader = FieldReader::new_or_empty(params);
+    let mut reader = FieldReader::new(params);
     reader.refuse_unknown(fields);
     let visible = reader.optional("include", include).unwrap_or(false);
     let since = reader.optional("since", since);

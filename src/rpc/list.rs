@@ -293,7 +293,7 @@ pub async fn list(
     request_id: Uuid,
 ) -> Result<Box<RawValue>, ApiError> {
     let principal = caller::principal(context, Access::Read)?;
-    let mut reader = FieldReader::new_or_empty(params);
+    let mut reader = FieldReader::new(params);
     let (mut query, cursor) = read_list(&mut reader);
     let named = caller::named_workspace(&mut reader, context);
     let mut all = std::mem::take(&mut reader.failure);

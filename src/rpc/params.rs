@@ -99,8 +99,9 @@ pub const LONE_SURROGATE: &str = "must be valid text: a lone surrogate escape su
 pub const BAD_NAME: &str = "a field name is not valid text (a lone surrogate escape such as \\ud800)";
 
 impl<'a> FieldReader<'a> {
-    /// Accepts params that are an object, or a one-element array holding an object. Anything
-    /// else, and duplicate members, are form errors.
+    /// Accepts params that are an object, or a one-element array holding an object; params
+    /// left out or `null` are an object with no member. Anything else, and duplicate members,
+    /// are form errors.
     pub fn new(params: Option<&'a str>) -> Self {
         let mut failure = ValidationFailure::default();
         let members = match params.map(str::trim_start) {
@@ -108,8 +109,10 @@ impl<'a> FieldReader<'a> {
                 Ok([inner]) => serde_json::from_str::<RawObject<'a>>(inner.get()).ok(),
                 Err(_) => None,
             },
+            // Params left out, or `null` (JSON-RPC's "omitted"): no member was sent, so each
+            // required one is reported missing, and the shape is not a problem of its own.
+            None | Some("null") => Some(RawObject(Vec::new(), 0)),
             Some(text) => serde_json::from_str::<RawObject<'a>>(text).ok(),
-            None => None,
         };
         let members = match members {
             Some(RawObject(members, bad_names)) => {
@@ -134,11 +137,6 @@ impl<'a> FieldReader<'a> {
             .collect();
         report_capped(&mut failure, duplicates, "duplicate field", "duplicate fields");
         Self { members, failure }
-    }
-
-    /// For methods whose params are all optional: absent params are an empty object.
-    pub fn new_or_empty(params: Option<&'a str>) -> Self {
-        Self::new(Some(params.unwrap_or("{}")))
     }
 
     /// Whether the params were an object at all.
@@ -371,7 +369,11 @@ mod tests {
     fn object_or_one_element_array() {
         assert!(FieldReader::new(Some(r#"{"a":1}"#)).failure.is_empty());
         assert!(FieldReader::new(Some(r#"[{"a":1}]"#)).failure.is_empty());
-        for bad in [None, Some("[]"), Some("[{},{}]"), Some("[1]"), Some("1"), Some("\"x\""), Some("null")] {
+        for absent in [None, Some("null")] {
+            let r = FieldReader::new(absent);
+            assert!(r.is_object() && r.failure.is_empty(), "{absent:?} is params left out: {:?}", r.failure);
+        }
+        for bad in [Some("[]"), Some("[{},{}]"), Some("[1]"), Some("1"), Some("\"x\""), Some("[null]")] {
             let r = FieldReader::new(bad);
             assert!(!r.is_object(), "{bad:?}");
             assert_eq!(r.failure.form_errors, [NOT_AN_OBJECT]);

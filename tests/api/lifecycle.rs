@@ -89,6 +89,25 @@ async fn bad_params_of_every_method_are_reported_at_once() {
     field_errors(&r, &["id"]);
     assert_eq!(r["error"]["data"]["formErrors"], json!(["unknown field \"extra\""]));
     field_errors(&call(&app, &token, "opportunity.get", json!({})).await, &["id"]);
+    // Params left out or `null` are params with no member: what is missing is named, and the
+    // shape is no problem of its own (it was a formErrors entry).
+    for (method, missing) in [
+        ("opportunity.create", &["customerId", "title", "pipelineType"][..]),
+        ("opportunity.get", &["id"][..]),
+        ("opportunity.archive", &["id", "expectedVersion"][..]),
+    ] {
+        for params in [None, Some(Value::Null)] {
+            let mut body = json!({"jsonrpc": "2.0", "id": 1, "method": method});
+            if let Some(params) = params {
+                body["params"] = params;
+            }
+            let (_, r) = app.post(&body, &token).await;
+            field_errors(&r, missing);
+            let fields = r["error"]["data"]["fieldErrors"].as_object().unwrap();
+            assert_eq!(fields.len(), missing.len(), "{method}, {body}: only what is missing: {r}");
+            assert_eq!(r["error"]["data"]["formErrors"], json!([]), "{method}, {body}: {r}");
+        }
+    }
     let r = call(&app, &token, "opportunity.update", json!({"id": 1, "expectedVersion": 0, "title": " "})).await;
     field_errors(&r, &["id", "expectedVersion", "title"]);
     let r =
