@@ -47,11 +47,15 @@ fn changeable(o: &Opportunity, workspace: Uuid, principal: &Principal) -> bool {
         || (o.visibility_mode == VisibilityMode::Global && principal.scopes.contains(SCOPE_GLOBAL))
 }
 
-/// `expectedVersion`: an integer ≥ 1.
+/// `expectedVersion`: an integer ≥ 1, and at most `i64::MAX` (a larger one cannot be held, so
+/// it could not be named as sent).
 fn version(raw: &RawValue) -> Result<i64, String> {
     let v = params::integer(raw)?;
     if v < 1 {
         return Err("must be an integer of at least 1".into());
+    }
+    if v == i64::MAX && params::integer_beyond_i64(raw) {
+        return Err(format!("must be an integer of at most {}", i64::MAX));
     }
     // As sent (a version no opportunity reaches is a `version_mismatch`, which names it).
     Ok(v)

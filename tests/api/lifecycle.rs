@@ -108,6 +108,14 @@ async fn bad_params_of_every_method_are_reported_at_once() {
             assert_eq!(r["error"]["data"]["formErrors"], json!([]), "{method}, {body}: {r}");
         }
     }
+    // A version beyond what a 64-bit integer holds is refused, not taken for another number.
+    for version in [json!(9223372036854775808_u64), json!(1e19), json!(1e300)] {
+        let params = json!({"id": Uuid::new_v4(), "expectedVersion": version, "priority": "low"});
+        let r = call(&app, &token, "opportunity.update", params).await;
+        field_errors(&r, &["expectedVersion"]);
+        let message = r["error"]["data"]["fieldErrors"]["expectedVersion"][0].as_str().unwrap();
+        assert!(message.contains("at most 9223372036854775807"), "{version}: {r}");
+    }
     let r = call(&app, &token, "opportunity.update", json!({"id": 1, "expectedVersion": 0, "title": " "})).await;
     field_errors(&r, &["id", "expectedVersion", "title"]);
     let r =
