@@ -300,7 +300,8 @@ pub fn create_example() -> serde_json::Value {
     })
 }
 
-/// `expectedVersion` (`crate::rpc::lifecycle`): a version, 1 or more.
+/// `expectedVersion` (`crate::rpc::lifecycle`): a version, 1 or more, that a 64-bit integer
+/// holds.
 pub fn expected_version(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({"type": "integer", "minimum": 1})
+    json_schema!({"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX})
 }
