@@ -1409,6 +1409,19 @@ async fn ids_are_echoed_byte_for_byte_on_both_transports() {
             assert!(text.contains(&format!(r#""id":{id},"#)), "{transport} batch: id {id} echoed as written: {text}");
         }
     }
+    // Items that jsonrpsee refuses itself (its errors are rewritten into §4's shape).
+    let invalid = format!("[{}]", ids.map(|id| format!(r#"{{"jsonrpc":"1.0","id":{id},"method":"x"}}"#)).join(","));
+    let text = post(invalid.clone()).await.unwrap().text().await.unwrap();
+    ws.0.send_text(&invalid).await.unwrap();
+    ws.0.flush().await.unwrap();
+    let mut data = Vec::new();
+    tokio::time::timeout(ANSWER_WITHIN, ws.1.receive_data(&mut data)).await.expect("answered").unwrap();
+    for (transport, text) in [("HTTP", text), ("WebSocket", String::from_utf8(data).unwrap())] {
+        assert_eq!(text.matches("BAD_REQUEST").count(), ids.len(), "{transport}: {text}");
+        for id in ids {
+            assert!(text.contains(&format!(r#""id":{id},"#)), "{transport} invalid item: id {id} as written: {text}");
+        }
+    }
     assert_eq!(app.count(None).await, 4 * ids.len() as i64, "as many creates as answers");
 }
 
