@@ -412,7 +412,17 @@ where
             let bytes = match tokio::time::timeout(state.body_timeout, limited.collect()).await {
                 Ok(Ok(collected)) => collected.to_bytes(),
                 Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_large()),
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => {
+                    // Broken framing (a chunk size that is no number, say), or a client gone
+                    // mid-body: answered, in case someone still reads, and the connection ends.
+                    tracing::debug!(error = %e, "the request body could not be read");
+                    let message = "the request body could not be read: its framing (chunked encoding or \
+                                   Content-Length) is broken"
+                        .to_string();
+                    let mut response = error_response(StatusCode::BAD_REQUEST, ApiError::BadRequest(message));
+                    response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                    return Ok(response);
+                }
                 Err(_) => {
                     let message = format!("the request body did not arrive within {:?}", state.body_timeout);
                     return Ok(error_response(StatusCode::REQUEST_TIMEOUT, ApiError::BadRequest(message)));

@@ -1317,6 +1317,43 @@ async fn open_sockets_are_capped_and_idle_ones_closed() {
     }
 }
 
+/// A body whose chunked framing is broken is answered (HTTP 400, -32600 BAD_REQUEST in §4's
+/// shape) and its connection closed; it was closed without a word. The same call with sound
+/// framing creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_with_broken_framing_gets_an_answer() {
+    let app = spawn_app().await;
+    let body = request(json!(1), CREATE, valid_params()).to_string();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+        app.addr,
+        app.bearer()
+    );
+    for (chunks, status) in [
+        (format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()), 200),
+        (format!("zz\r\n{body}\r\n0\r\n\r\n"), 400),
+        (format!("{:x}\r\n{body}XX0\r\n\r\n", body.len()), 400),
+    ] {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(chunks.as_bytes()).await.unwrap();
+        let outcome = response_or_close(&mut stream, ANSWER_WITHIN).await;
+        let Some(Outcome::Response { status: got, body }) = outcome else {
+            panic!("{chunks:?}: no answer: {outcome:?}");
+        };
+        assert_eq!(got, status, "{chunks:?}: {}", String::from_utf8_lossy(&body));
+        let answer: Value = serde_json::from_slice(&body).expect("a JSON-RPC answer");
+        if status == 400 {
+            assert_refused(&answer, "a body with broken framing", &[-32600]);
+            assert!(drain_until_closed(&mut stream, CUT_OFF_WITHIN).await.is_some(), "the connection ends");
+        } else {
+            assert_created(&answer, &json!(1), "a chunked body");
+        }
+    }
+    assert_eq!(app.count(None).await, 1, "only the sound body created");
+}
+
 /// Item 4: a kept-alive connection that sends nothing after its answer is closed too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_kept_alive_connection_is_closed() {
