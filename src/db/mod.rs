@@ -101,38 +101,49 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
+/// Where the user info of a PostgreSQL URL ends (its `@`), if it has one. libpq ends it at the
+/// first `@` before the first `/`; a password written with a raw `@`, `?` or `/` is taken up to
+/// the last `@` that could end it, so that more is hidden, never less.
+fn userinfo_end(rest: &str) -> Option<usize> {
+    let slash = rest.find('/').unwrap_or(rest.len());
+    rest[..slash].rfind('@').or_else(|| rest[..rest.find('?').unwrap_or(rest.len())].rfind('@'))
+}
+
+/// Whether a query parameter may carry a secret: libpq's `password` and `sslpassword` (the client
+/// key's passphrase), in any case; libpq decodes percent escapes in a parameter's name as in its
+/// value, so a name with an escape is taken for one too.
+fn secret_parameter(key: &str) -> bool {
+    key.contains('%') || key.to_ascii_lowercase().contains("password")
+}
+
 fn redact_password(url: &str) -> String {
     // postgres://user:password@host/db → postgres://user:***@host/db
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority_and_path, query) = match rest.split_once('?') {
-        Some((a, q)) => (a, Some(q)),
-        None => (rest, None),
-    };
     let mut out = format!("{scheme}://");
-    // The last `@` ends the user info (a password may hold a raw `@`).
-    match authority_and_path.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    let after_userinfo = match userinfo_end(rest) {
+        Some(at) => {
+            let userinfo = &rest[..at];
             out.push_str(userinfo.split(':').next().unwrap_or(""));
             if userinfo.contains(':') {
                 out.push_str(":***");
             }
             out.push('@');
-            out.push_str(host);
+            &rest[at + 1..]
         }
-        None => out.push_str(authority_and_path),
-    }
-    // Query parameters may carry a password too, with or without user info: libpq's `password`
-    // and `sslpassword` (the client key's passphrase). libpq decodes percent escapes in a
-    // parameter's name as in its value, so a name with an escape is hidden whole too.
+        None => rest,
+    };
+    let (host_and_path, query) = match after_userinfo.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (after_userinfo, None),
+    };
+    out.push_str(host_and_path);
     if let Some(query) = query {
         let query: Vec<String> = query
             .split('&')
             .map(|kv| match kv.split_once('=') {
-                Some((key, _)) if key.contains('%') || key.to_ascii_lowercase().contains("password") => {
-                    format!("{key}=***")
-                }
+                Some((key, _)) if secret_parameter(key) => format!("{key}=***"),
                 _ => kv.to_string(),
             })
             .collect();
@@ -140,6 +151,41 @@ fn redact_password(url: &str) -> String {
         out.push_str(&query.join("&"));
     }
     out
+}
+
+/// `text` (an error of libpq, which may quote the URL or a part of it) with every secret of
+/// `url` replaced by `***`: the password of the user info and the values of the parameters of
+/// [`secret_parameter`], as written and percent-decoded.
+fn scrub_secrets(text: &str, url: &str) -> String {
+    let Some((_, rest)) = url.split_once("://") else {
+        return text.to_string();
+    };
+    let mut secrets: Vec<&str> = Vec::new();
+    let after_userinfo = match userinfo_end(rest) {
+        Some(at) => {
+            secrets.extend(rest[..at].split_once(':').map(|(_, password)| password));
+            &rest[at + 1..]
+        }
+        None => rest,
+    };
+    if let Some((_, query)) = after_userinfo.split_once('?') {
+        secrets.extend(
+            query.split('&').filter_map(|kv| kv.split_once('=')).filter(|(k, _)| secret_parameter(k)).map(|(_, v)| v),
+        );
+    }
+    let mut forms: Vec<String> = Vec::new();
+    for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
+        forms.push(secret.to_string());
+        forms.push(percent_encoding::percent_decode_str(secret).decode_utf8_lossy().into_owned());
+    }
+    // The longest first, so that a secret that holds another is hidden whole.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.dedup();
+    let mut text = text.to_string();
+    for form in forms.iter().filter(|f| !f.is_empty()) {
+        text = text.replace(form.as_str(), "***");
+    }
+    text
 }
 
 /// A failure of a database call, as the RPC edge needs to tell them apart.
@@ -418,7 +464,8 @@ pub(crate) fn establish_sqlite(path: &Path) -> anyhow::Result<SqliteConnection> 
 fn establish_postgres(url: &str) -> anyhow::Result<PgConnection> {
     check_tls_support(url)?;
     PgConnection::establish(url).map_err(|e| {
-        anyhow::anyhow!("cannot connect to PostgreSQL at {}: {}", redact_password(url), e.to_string().trim())
+        let error = scrub_secrets(e.to_string().trim(), url);
+        anyhow::anyhow!("cannot connect to PostgreSQL at {}: {error}", redact_password(url))
     })
 }
 
@@ -762,6 +809,20 @@ mod tests {
         );
         assert_eq!(redact_password("postgres://h/db?pass%77ord=pw6"), "postgres://h/db?pass%77ord=***");
         assert_eq!(redact_password("postgres://h/db?Password=pw7"), "postgres://h/db?Password=***");
+        // A raw `?`, `/` or `@` in the password: libpq reads the user info up to the `@`.
+        assert_eq!(redact_password("postgres://u:Pw?Q2xyz@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_password("postgres://u:Pw?Q2@h/db?password=x"), "postgres://u:***@h/db?password=***");
+        assert_eq!(redact_password("postgres://u:pa/ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_password("postgres://u@h/db?application_name=a@b"), "postgres://u@h/db?application_name=a@b");
+    }
+
+    #[test]
+    fn errors_that_quote_the_url_never_show_a_password() {
+        let url = "postgres://postgres:Pw50%xyz@h/db?sslpassword=Key%20Phrase";
+        let error = r#"invalid percent-encoded token: "Pw50%xyz"; also "Key Phrase" and Key%20Phrase"#;
+        let scrubbed = scrub_secrets(error, url);
+        assert_eq!(scrubbed, r#"invalid percent-encoded token: "***"; also "***" and ***"#);
+        assert_eq!(scrub_secrets("no secret here", "postgres://u@h/db"), "no secret here");
     }
 
     #[test]

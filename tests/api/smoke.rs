@@ -34,6 +34,27 @@ fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// CONTRACT.md §1: never a password, in any line, whatever the password holds. A raw `?` in it
+/// printed it in clear (the query was split off first), and libpq's own messages, which quote
+/// a password they cannot decode, went out as they were. Nothing listens on port 1.
+#[test]
+fn passwords_never_print_however_they_are_written() {
+    for (url, secret) in [
+        ("postgres://postgres:Pw?Q2xyz@127.0.0.1:1/db", "Q2xyz"),
+        ("postgres://postgres:Pw50%xyz@127.0.0.1:1/db", "50%xyz"),
+        ("postgres://postgres:Pw%ZZsecret@127.0.0.1:1/db", "ZZsecret"),
+        ("postgres://postgres@127.0.0.1:1/db?password=Pw%20W8 xyz", "W8"),
+        ("postgres://postgres:pa/ss@127.0.0.1:1/db", "pa/ss"),
+    ] {
+        for args in [&["migrate"][..], &["serve"]] {
+            let env = [("DATABASE_URL", url), ("AUTH_JWT_SECRET", "a-jwt-secret-of-32-bytes-or-more-000000")];
+            let (ok, text) = run_binary(args, &env);
+            assert!(!ok, "{args:?} with {url}: nothing listens there: {text}");
+            assert!(!text.contains(secret), "{args:?} with {url} prints the password: {text}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn migrate_applies_the_migrations_once_and_exits() {
     let db = TestDatabase::new();
