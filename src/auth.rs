@@ -233,36 +233,69 @@ pub fn mint(secret: &SecretString, claims: &Claims) -> Result<String, jsonwebtok
     )
 }
 
-/// Reads the development secret beside the embedded database, creating it (mode 0600) when
-/// there is none yet. Returns the secret and whether it was created now.
-pub fn load_or_create_dev_secret(path: &Path) -> std::io::Result<(SecretString, bool)> {
+/// The development secret in `path`, if the file holds one (not empty).
+fn read_dev_secret(path: &Path) -> std::io::Result<Option<SecretString>> {
     match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => {
-            return Ok((SecretString::from(text.trim().to_string()), false));
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        Ok(text) if !text.trim().is_empty() => Ok(Some(SecretString::from(text.trim().to_string()))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens `path` for writing, new (mode 0600), or `None` when it exists already.
+fn create_private(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// How long a process waits for another one that has just created the secret file to write
+/// its secret in it, before it takes the empty file for one a crash left.
+const DEV_SECRET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads the development secret beside the embedded database, creating it (mode 0600) when
+/// there is none yet. Returns the secret and whether it was created now. Two processes that
+/// start at once share one secret; an empty file (a crash between its creation and its write)
+/// is replaced whole.
+pub fn load_or_create_dev_secret(path: &Path) -> std::io::Result<(SecretString, bool)> {
+    if let Some(secret) = read_dev_secret(path)? {
+        return Ok((secret, false));
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            std::io::Write::write_all(&mut file, secret.as_bytes())?;
-            file.sync_all()?;
-            Ok((SecretString::from(secret), true))
-        }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_dev_secret(path),
-        Err(e) => Err(e),
+    let write = |mut file: std::fs::File| -> std::io::Result<()> {
+        std::io::Write::write_all(&mut file, secret.as_bytes())?;
+        file.sync_all()
+    };
+    if let Some(file) = create_private(path)? {
+        write(file)?;
+        return Ok((SecretString::from(secret), true));
     }
+    // Another process created it first: use its secret once it is written.
+    let waited = std::time::Instant::now();
+    while waited.elapsed() < DEV_SECRET_WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if let Some(secret) = read_dev_secret(path)? {
+            return Ok((secret, false));
+        }
+    }
+    // Still empty: left by a crash. Replaced whole, by a rename of a file written aside.
+    let aside = path.with_extension(format!("{}.new", std::process::id()));
+    let _ = std::fs::remove_file(&aside);
+    let file = create_private(&aside)?.ok_or_else(|| std::io::Error::other("the file written aside exists"))?;
+    write(file)?;
+    std::fs::rename(&aside, path)?;
+    Ok((SecretString::from(secret), true))
 }
 
 #[cfg(test)]
@@ -443,5 +476,27 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
+    }
+
+    /// A file left empty (by a crash between its creation and its write) made every start
+    /// recurse until the stack overflowed; it is replaced by a new secret, privately.
+    #[test]
+    fn an_empty_dev_secret_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        for left in ["", "  \n"] {
+            std::fs::write(&path, left).unwrap();
+            let (secret, created) = load_or_create_dev_secret(&path).unwrap();
+            assert!(created, "{left:?}");
+            assert_eq!(secret.expose_secret().len(), 64);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), secret.expose_secret());
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            }
+            std::fs::remove_file(&path).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing is left aside");
     }
 }
