@@ -103,7 +103,7 @@ pub struct ServeArgs {
     #[arg(long, env = "DATABASE_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_pool_size: Option<u32>,
     /// How long a call waits for a database connection before SERVICE_UNAVAILABLE, e.g. `5s`.
-    #[arg(long, env = "DATABASE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "DATABASE_TIMEOUT", default_value = "5s", value_parser = interval)]
     pub database_timeout: Duration,
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -123,7 +123,7 @@ pub struct ServeArgs {
     /// idle kept-alive connection) a closed connection. A socket whose writes make no progress
     /// for this time (a client that does not read) is closed too, and so is a WebSocket with no
     /// live subscription and no call unanswered over which no message went for this time.
-    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = interval)]
     pub request_timeout: Duration,
     /// Larger answers (a single call or a whole batch) are replaced by an error.
     #[arg(long, env = "MAX_RESPONSE_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
@@ -133,7 +133,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_PENDING_RESPONSE_BYTES", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_pending_response_bytes: u64,
     /// WebSocket ping interval; a peer that answers no ping for two intervals is disconnected.
-    #[arg(long, env = "WS_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "WS_PING_INTERVAL", default_value = "30s", value_parser = interval)]
     pub ws_ping_interval: Duration,
     /// How long change events are kept (`opportunity.changes`, `opportunity.subscribe`); older
     /// ones are purged within a minute, e.g. `7d`.
@@ -208,6 +208,19 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A timeout or an interval of the service: at least a millisecond (zero would close every
+/// connection at once, or make no pool at all) and at most a day.
+fn interval(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration < Duration::from_millis(1) {
+        return Err("must be at least 1ms, e.g. 30s".into());
+    }
+    if duration > Duration::from_secs(86_400) {
+        return Err("must be at most 1 day (24h)".into());
+    }
+    Ok(duration)
+}
+
 /// A duration such as `1h` that is more than zero.
 fn positive_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
@@ -280,6 +293,15 @@ mod tests {
         assert!(token("1s").is_ok());
         assert!(token("-1h").is_err());
         assert!(Cli::try_parse_from(["opportunity-service", "--max-batch", "0"]).is_err());
+        // Timeouts and intervals: zero closed every connection at once (REQUEST_TIMEOUT) or
+        // panicked (DATABASE_TIMEOUT in the pool, WS_PING_INTERVAL on every WebSocket).
+        for flag in ["--database-timeout", "--request-timeout", "--ws-ping-interval"] {
+            for (value, why) in [("0s", "at least 1ms"), ("0", "at least 1ms"), ("2d", "at most 1 day")] {
+                let e = Cli::try_parse_from(["opportunity-service", flag, value]).unwrap_err().to_string();
+                assert!(e.contains(why), "{flag} {value}: {e}");
+            }
+            assert!(Cli::try_parse_from(["opportunity-service", flag, "250ms"]).is_ok(), "{flag} 250ms");
+        }
     }
 
     #[test]
