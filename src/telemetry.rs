@@ -1,7 +1,9 @@
 //! Logging: text for people, JSON for machines, levels from `RUST_LOG` (default `info`).
 
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::LogFormat;
 
@@ -23,10 +25,20 @@ pub fn init(format: LogFormat) -> Option<WorkerGuard> {
         .buffered_lines_limit(LOG_LINES_WAITING)
         .thread_name("log-writer")
         .finish(std::io::BufWriter::new(std::io::stderr()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
-    let installed = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
+    let layer: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Text => Box::new(layer.with_filter(filter).with_filter(filter_fn(no_caller_text))),
+        LogFormat::Json => {
+            Box::new(layer.json().flatten_event(true).with_filter(filter).with_filter(filter_fn(no_caller_text)))
+        }
     };
-    installed.ok().map(|()| guard)
+    tracing_subscriber::registry().with(layer).try_init().ok().map(|()| guard)
+}
+
+/// Whether an event or span may be written, whatever `RUST_LOG` says: the libraries that see
+/// the raw connection write it at `trace` (jsonrpsee: the request's headers with the bearer
+/// token, the URI with an `access_token`, the body with method names and params; soketto: the
+/// frames), and CONTRACT.md §2/§3 keep tokens and caller text out of every log line.
+fn no_caller_text(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() != tracing::Level::TRACE || !["jsonrpsee", "soketto"].iter().any(|t| meta.target().starts_with(t))
 }
