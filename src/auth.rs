@@ -215,7 +215,9 @@ impl Authenticator {
         // a token with one workspace, which a call need not name.
         let mut seen = std::collections::HashSet::with_capacity(workspaces.len());
         let workspaces: Vec<Uuid> = workspaces.into_iter().filter(|w| seen.insert(*w)).collect();
-        let scopes = claims.scope.unwrap_or_default().split_whitespace().map(str::to_string).collect();
+        // Space-separated (RFC 6749 §3.3): a tab or a no-break space is part of a scope, not a separator.
+        let scopes =
+            claims.scope.unwrap_or_default().split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
         let principal = Principal { user_id, workspaces, scopes, expires_at: claims.exp };
         if token.len() <= REMEMBERED_TOKEN_BYTES {
             self.verified.insert(token.to_string(), principal.clone());

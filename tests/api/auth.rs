@@ -515,6 +515,10 @@ async fn create_without_the_write_scope_is_forbidden() {
         ("no scope claim", None),
         ("a scope that only starts like write", Some("opportunity:writer opportunity:global")),
         ("another resource's write", Some("customer:write opportunity:read")),
+        // Scopes are separated by spaces (RFC 6749 §3.3), not by any whitespace.
+        ("a tab between scopes", Some("opportunity:read\topportunity:write")),
+        ("a newline between scopes", Some("opportunity:read\nopportunity:write")),
+        ("a no-break space between scopes", Some("opportunity:read\u{a0}opportunity:write")),
     ] {
         let mut claims = base_claims(&app);
         match scope {
@@ -527,6 +531,11 @@ async fn create_without_the_write_scope_is_forbidden() {
         assert_forbidden(&call_with_token(&app, &token).await, case);
     }
     assert_eq!(app.count(None).await, 0);
+    // Repeated spaces are no scope of their own.
+    let mut claims = base_claims(&app);
+    claims["scope"] = json!("  opportunity:read   opportunity:write ");
+    let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+    assert!(response["result"]["id"].is_string(), "{response}");
 }
 
 #[tokio::test]
