@@ -32,11 +32,14 @@ pub struct Claims {
     pub workspaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Expiry, in seconds since the epoch: a NumericDate (RFC 7519 §2), which may have a
+    /// fraction (`1796694544.5`, as `time.time() + 3600` makes); read to the whole second below.
+    #[serde(deserialize_with = "numeric_date::exp")]
     pub exp: i64,
     /// Not before: when present, a token used earlier (less the leeway) is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "numeric_date::nbf", skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "numeric_date::iat", skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
@@ -134,13 +137,51 @@ fn unauthorized(reason: &str) -> ApiError {
     ApiError::Unauthorized(reason.to_string())
 }
 
+/// NumericDate claims (RFC 7519 §2: seconds since the epoch, "non-integer values can be
+/// represented"), read as whole seconds (the fraction cut off); anything else, or one beyond
+/// what an `i64` holds, refuses the token with a message that names the claim.
+mod numeric_date {
+    use serde::Deserialize;
+    use serde::de::{Deserializer, Error};
+
+    /// The mark of these errors, by which `authenticate` tells them from a malformed token.
+    pub const NOT_SECONDS: &str = "must be a number of seconds";
+
+    fn seconds<'de, D: Deserializer<'de>>(deserializer: D, claim: &str) -> Result<Option<i64>, D::Error> {
+        let value = Option::<serde_json::Number>::deserialize(deserializer)
+            .map_err(|_| D::Error::custom(format!("the token's claim \"{claim}\" {NOT_SECONDS}")))?;
+        let Some(number) = value else { return Ok(None) };
+        let whole = number.as_i64().or_else(|| {
+            let f = number.as_f64()?;
+            (f.is_finite() && f.abs() < 9.2e18).then(|| f.floor() as i64)
+        });
+        whole.map(Some).ok_or_else(|| D::Error::custom(format!("the token's claim \"{claim}\" {NOT_SECONDS}")))
+    }
+
+    pub fn exp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        seconds(deserializer, "exp")?
+            .ok_or_else(|| D::Error::custom(format!("the token's claim \"exp\" {NOT_SECONDS}")))
+    }
+
+    pub fn nbf<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+        seconds(deserializer, "nbf")
+    }
+
+    pub fn iat<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+        seconds(deserializer, "iat")
+    }
+}
+
 impl Authenticator {
     /// An authenticator for HS256 tokens signed with `secret`.
     pub fn new(secret: &SecretString, issuer: Option<&str>, audience: Option<&str>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
+        // `exp` and `nbf` are checked in `authenticate`: jsonwebtoken reads them as whole
+        // numbers only, and refuses `1796694544.5`, a valid NumericDate.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let mut required = vec!["sub"];
         required.extend(issuer.map(|_| "iss"));
         required.extend(audience.map(|_| "aud"));
         validation.set_required_spec_claims(&required);
@@ -186,6 +227,14 @@ impl Authenticator {
                 ErrorKind::MissingRequiredClaim(claim) => {
                     ApiError::Unauthorized(format!("the token lacks the claim {claim:?}"))
                 }
+                ErrorKind::Json(e) if e.to_string().starts_with("missing field `exp`") => {
+                    unauthorized("the token lacks the claim \"exp\"")
+                }
+                ErrorKind::Json(e) if e.to_string().contains(numeric_date::NOT_SECONDS) => {
+                    let message = e.to_string();
+                    let message = message.split(" at line ").next().unwrap_or_default();
+                    ApiError::Unauthorized(message.to_string())
+                }
                 _ => unauthorized("the token is malformed"),
             }
         })?;
@@ -195,6 +244,13 @@ impl Authenticator {
             return Err(unauthorized("the token has a crit header, which this service does not support"));
         }
         let claims = data.claims;
+        let now = Utc::now().timestamp();
+        if claims.exp.saturating_add(LEEWAY_SECONDS as i64) < now {
+            return Err(unauthorized("the token has expired"));
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECONDS as i64)) {
+            return Err(unauthorized("the token is not valid yet (its nbf is in the future)"));
+        }
         // The 36-character hyphenated form only, as in params: the `uuid` crate alone would
         // also take the simple, braced and URN forms, and `actor` in the change feed would then
         // not be the `sub` the caller wrote.

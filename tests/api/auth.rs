@@ -271,6 +271,56 @@ async fn expired_tokens_are_unauthorized() {
     assert_eq!(app.count(None).await, 0);
 }
 
+/// RFC 7519 §2: a NumericDate may have a fraction (`time.time() + 3600` in Python makes one):
+/// such `exp`, `nbf` and `iat` are read to the second, not refused as malformed. A claim that is
+/// no number is refused, and the message names it.
+#[tokio::test]
+async fn numeric_dates_with_a_fraction_are_seconds() {
+    let app = spawn_app().await;
+    let t = now() as f64;
+    for (case, exp, nbf, iat) in [
+        ("exp with a fraction", json!(t + 3600.25), None, None),
+        ("exp in exponent form", json!(1e10), None, None),
+        ("nbf and iat with a fraction", json!(t + 3600.0), Some(json!(t - 0.5)), Some(json!(t - 0.75))),
+        ("nbf null", json!(t + 3600.0), Some(Value::Null), None),
+    ] {
+        let mut claims = base_claims(&app);
+        claims["exp"] = exp;
+        if let Some(nbf) = nbf {
+            claims["nbf"] = nbf;
+        }
+        if let Some(iat) = iat {
+            claims["iat"] = iat;
+        }
+        let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+        assert_created_in(&response, app.workspace, case);
+    }
+    for (case, claim, value, says) in [
+        ("expired, with a fraction", "exp", json!(t - 120.5), "expired"),
+        ("nbf ahead, with a fraction", "nbf", json!(t + 120.5), "not valid yet"),
+        ("exp a string", "exp", json!("tomorrow"), "\"exp\""),
+        ("exp null", "exp", Value::Null, "\"exp\""),
+        ("exp beyond 64 bits", "exp", json!(1e300), "\"exp\""),
+        ("iat a string", "iat", json!("now"), "\"iat\""),
+    ] {
+        let mut claims = base_claims(&app);
+        claims[claim] = value;
+        let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+        assert_unauthorized(&response, case);
+        let message = response["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{case}: the message says why: {response}");
+    }
+    let mut claims = base_claims(&app);
+    claims.as_object_mut().unwrap().remove("exp");
+    let response = call_with_token(&app, &sign_json(&claims, Algorithm::HS256)).await;
+    assert_unauthorized(&response, "no exp");
+    assert!(
+        response["error"]["message"].as_str().unwrap_or_default().contains("lacks the claim \"exp\""),
+        "{response}"
+    );
+    assert_eq!(app.count(None).await, 4);
+}
+
 /// §3: `nbf`, when present, refuses a token used before it (with at most 60 s of leeway).
 #[tokio::test]
 async fn tokens_used_before_their_nbf_are_unauthorized() {
