@@ -58,9 +58,19 @@ impl DatabaseUrl {
     /// file name).
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         if let Some(path) = url.strip_prefix("sqlite://") {
-            if path.is_empty() {
+            const EXAMPLE: &str = "use sqlite://PATH, e.g. sqlite://data/opportunity-service.db";
+            if path.is_empty() || path.ends_with('/') {
+                bail!("DATABASE_URL {url:?} names no file: {EXAMPLE}");
+            }
+            if path.starts_with(":memory:") || path.contains("mode=memory") {
                 bail!(
-                    "DATABASE_URL {url:?} names no file: use sqlite://PATH, e.g. sqlite://data/opportunity-service.db"
+                    "DATABASE_URL {url:?}: an in-memory database is not supported (it would not survive a restart): {EXAMPLE}"
+                );
+            }
+            // A path, not a URL: `?mode=ro` would become part of the file's name.
+            if path.contains(['?', '#']) {
+                bail!(
+                    "DATABASE_URL {url:?}: a sqlite:// URL takes no query or fragment (\"?\", \"#\"), only a path: {EXAMPLE}"
                 );
             }
             Ok(Self::Sqlite(PathBuf::from(path)))
@@ -787,6 +797,10 @@ mod tests {
         assert_eq!(DatabaseUrl::parse("sqlite://data/x.db").unwrap(), DatabaseUrl::Sqlite("data/x.db".into()));
         assert_eq!(DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(), DatabaseUrl::Sqlite("/tmp/x.db".into()));
         assert!(DatabaseUrl::parse("sqlite://").is_err());
+        for odd in ["sqlite://data/", "sqlite://:memory:", "sqlite://x.db?mode=ro", "sqlite://file:x?mode=memory"] {
+            let e = DatabaseUrl::parse(odd).unwrap_err().to_string();
+            assert!(e.contains("sqlite://PATH"), "{odd}: {e}");
+        }
         assert!(DatabaseUrl::parse("mysql://x").is_err());
         assert!(DatabaseUrl::parse("data/x.db").is_err());
         assert_eq!(DatabaseUrl::parse("postgresql://u@h/db").unwrap().backend(), "postgres");
