@@ -65,7 +65,7 @@ impl Principal {
     /// Whether the token is no longer valid now (with the leeway), as `jsonwebtoken` decides on
     /// decoding: expired once `exp` is more than the leeway in the past.
     pub fn is_expired(&self) -> bool {
-        self.expires_at + (LEEWAY_SECONDS as i64) < Utc::now().timestamp()
+        self.expires_at.saturating_add(LEEWAY_SECONDS as i64) <= Utc::now().timestamp()
     }
 
     /// Refuses with FORBIDDEN unless `scope` is granted.
@@ -245,7 +245,9 @@ impl Authenticator {
         }
         let claims = data.claims;
         let now = Utc::now().timestamp();
-        if claims.exp.saturating_add(LEEWAY_SECONDS as i64) < now {
+        // Expired from `exp` + the leeway on, as `Principal::is_expired` and the end of a
+        // subscription (`rpc::changes`) have it: one instant for all three.
+        if claims.exp.saturating_add(LEEWAY_SECONDS as i64) <= now {
             return Err(unauthorized("the token has expired"));
         }
         if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECONDS as i64)) {
@@ -467,8 +469,8 @@ mod tests {
     #[test]
     fn a_remembered_token_still_expires() {
         let auth = Authenticator::new(&secret(), None, None);
-        // Valid for about one more second thanks to the leeway.
-        let claims = Claims { exp: Utc::now().timestamp() - LEEWAY_SECONDS as i64 + 1, ..claims() };
+        // Valid for one or two more seconds thanks to the leeway.
+        let claims = Claims { exp: Utc::now().timestamp() - LEEWAY_SECONDS as i64 + 2, ..claims() };
         let token = format!("Bearer {}", mint(&secret(), &claims).unwrap());
         let first = auth.authenticate(Some(&token)).unwrap();
         assert_eq!(auth.authenticate(Some(&token)).unwrap(), first, "the remembered check gives the same caller");

@@ -391,8 +391,10 @@ async fn run(
         }
     };
     let expiry = {
-        let left = expires_at + LEEWAY_SECONDS as i64 - chrono::Utc::now().timestamp();
-        tokio::time::Instant::from_std(Instant::now()) + std::time::Duration::from_secs(left.max(0) as u64)
+        // The instant a call with this token is refused (`Principal::is_expired`), to the ms.
+        let end_ms = expires_at.saturating_add(LEEWAY_SECONDS as i64).saturating_mul(1000);
+        let left = end_ms.saturating_sub(chrono::Utc::now().timestamp_millis()).max(0);
+        tokio::time::Instant::from_std(Instant::now()) + std::time::Duration::from_millis(left as u64)
     };
     let ended = tokio::select! {
         stop = produce(&state, &follow, start, live, queue) => Some(stop),
