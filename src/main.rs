@@ -17,8 +17,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = match &cli.command {
         Some(Command::Serve(args)) => args.log_format,
-        None => cli.serve.log_format,
-        _ => LogFormat::Text,
+        // `LOG_FORMAT` (the environment; `migrate` takes no such flag) holds for migrate too.
+        None | Some(Command::Migrate(_)) => cli.serve.log_format,
+        Some(Command::Token(_)) => LogFormat::Text,
     };
     // The log's writing thread: dropped (and so flushed) before the final error line below,
     // so that this line comes last.
@@ -39,7 +40,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match log_format {
+                // One more line of the JSON log, in its shape, for the collector that reads it.
+                LogFormat::Json => eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                        "level": "ERROR",
+                        "message": format!("{e:#}"),
+                        "target": "opportunity_service",
+                    })
+                ),
+                LogFormat::Text => eprintln!("error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -55,6 +55,31 @@ fn passwords_never_print_however_they_are_written() {
     }
 }
 
+/// With LOG_FORMAT=json every line is JSON, the last one that says why the start failed too
+/// (it was plain text), for `serve` and for `migrate`.
+#[test]
+fn a_failed_start_is_logged_as_json_when_asked() {
+    let env = [
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/db"),
+        ("AUTH_JWT_SECRET", "a-jwt-secret-of-32-bytes-or-more-000000"),
+        ("LOG_FORMAT", "json"),
+    ];
+    for args in [&["serve"][..], &["migrate"]] {
+        let (ok, text) = run_binary(args, &env);
+        assert!(!ok, "{args:?}: nothing listens on port 1: {text}");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty(), "{args:?}: says why");
+        for line in &lines {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {line}"));
+            assert!(value["level"].is_string() && value["message"].is_string(), "{args:?}: {line}");
+        }
+        let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+        assert_eq!(last["level"], "ERROR", "{args:?}: {text}");
+        assert!(last["message"].as_str().unwrap().contains("cannot connect"), "{args:?}: {text}");
+    }
+}
+
 #[tokio::test]
 async fn migrate_applies_the_migrations_once_and_exits() {
     let db = TestDatabase::new();
