@@ -153,6 +153,17 @@ impl Application {
                 "development mode: no AUTH_JWT_SECRET, tokens are checked with the generated secret in {} (`opportunity-service token` with the same DATABASE_URL signs with it)",
                 file.display()
             );
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(file)
+                && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0
+            {
+                // Made 0600 by the service; someone changed it, or wrote the file themselves.
+                tracing::warn!(
+                    secret_file = %file.display(),
+                    "the development secret {} can be read by other users of this machine: `chmod 600` it",
+                    file.display()
+                );
+            }
         }
         let options = PoolOptions { size: settings.database_pool_size, timeout: settings.database_timeout };
         let db = {

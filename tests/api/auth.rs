@@ -949,6 +949,20 @@ async fn embedded_default_without_secret_runs_in_development_mode() {
     let foreign = sign(&claims(Uuid::new_v4(), &[workspace], ALL_SCOPES));
     let response = post_to(service.addr, &foreign, valid_params()).await;
     assert_unauthorized(&response, "the test secret is not the development secret");
+    assert!(!log.contains("other users"), "a private secret gets no warning:\n{log}");
+    drop(service);
+
+    // A secret others may read is used, with a warning that says how to mend it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let service = start_without_secret(&url);
+        let log = service.log.lock().unwrap().clone();
+        assert!(log.contains("can be read by other users") && log.contains("chmod 600"), "{log}");
+        let response = post_to(service.addr, &token, valid_params()).await;
+        assert_created_in(&response, workspace, "the same secret, still used");
+    }
 }
 
 #[test]
