@@ -74,7 +74,17 @@ impl DatabaseUrl {
                 );
             }
             Ok(Self::Sqlite(PathBuf::from(path)))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        } else if let Some((_, rest)) =
+            url.split_once("://").filter(|(scheme, _)| matches!(*scheme, "postgres" | "postgresql"))
+        {
+            // Refused without quoting the URL: it would be a piece of the password.
+            if ambiguous_userinfo(rest) {
+                bail!(
+                    "DATABASE_URL: its user info (user:password@) holds a raw \"@\", \"/\" or \"?\" that PostgreSQL's \
+                     URL reader would take for the host or the database: percent-encode them in the password \
+                     (%40, %2F, %3F), or pass it in PGPASSWORD"
+                );
+            }
             Ok(Self::Postgres(url.to_string()))
         } else {
             bail!(
@@ -111,12 +121,18 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Where the user info of a PostgreSQL URL ends (its `@`), if it has one. libpq ends it at the
-/// first `@` before the first `/`; a password written with a raw `@`, `?` or `/` is taken up to
-/// the last `@` that could end it, so that more is hidden, never less.
+/// Where the user info of a PostgreSQL URL (after `scheme://`) ends, its `@`, if it has one: as
+/// libpq reads it, at the first `@` when it comes before the first `/`.
 fn userinfo_end(rest: &str) -> Option<usize> {
-    let slash = rest.find('/').unwrap_or(rest.len());
-    rest[..slash].rfind('@').or_else(|| rest[..rest.find('?').unwrap_or(rest.len())].rfind('@'))
+    rest.find(['@', '/']).filter(|&i| rest.as_bytes()[i] == b'@')
+}
+
+/// Whether libpq would take a part of the password for the host, the port or the database, and
+/// quote it in its errors: an `@` (before any `=` of the parameters) remains after where libpq
+/// ends the user info, or libpq finds none (a raw `/` in the password comes first).
+fn ambiguous_userinfo(rest: &str) -> bool {
+    let tail = userinfo_end(rest).map_or(rest, |at| &rest[at + 1..]);
+    tail[..tail.find('=').unwrap_or(tail.len())].contains('@')
 }
 
 /// Whether a query parameter may carry a secret: libpq's `password` and `sslpassword` (the client
@@ -815,7 +831,6 @@ mod tests {
         );
         assert_eq!(redact_password("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact_password("postgres://h/db?password=secret"), "postgres://h/db?password=***");
-        assert_eq!(redact_password("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
         // The client key's passphrase, and a name spelled with percent escapes (libpq decodes them).
         assert_eq!(
             redact_password("postgres://h/db?options=-c%20x%3Dy&sslpassword=pw5&sslmode=require"),
@@ -823,11 +838,40 @@ mod tests {
         );
         assert_eq!(redact_password("postgres://h/db?pass%77ord=pw6"), "postgres://h/db?pass%77ord=***");
         assert_eq!(redact_password("postgres://h/db?Password=pw7"), "postgres://h/db?Password=***");
-        // A raw `?`, `/` or `@` in the password: libpq reads the user info up to the `@`.
+        // A raw `?` in the password: libpq reads the user info up to the `@`, and so does this.
         assert_eq!(redact_password("postgres://u:Pw?Q2xyz@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_password("postgres://u:Pw?Q2@h/db?password=x"), "postgres://u:***@h/db?password=***");
-        assert_eq!(redact_password("postgres://u:pa/ss@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_password("postgres://u@h/db?application_name=a@b"), "postgres://u@h/db?application_name=a@b");
+        assert_eq!(redact_password("postgres://u:p@db1:5432,db2:5432/crm"), "postgres://u:***@db1:5432,db2:5432/crm");
+    }
+
+    /// A raw `@` or `/` in the password makes libpq read a piece of it as the host, the port or
+    /// the database, and quote that piece in its errors: such a URL is refused at start, and the
+    /// refusal quotes no part of it.
+    #[test]
+    fn a_password_libpq_would_split_is_refused_unquoted() {
+        for url in [
+            "postgres://app:hunter2/xyz@db/crm",
+            "postgres://u:hun?ter/2xyz@h/db",
+            "postgres://u:hun/ter?2xyz@h/db",
+            "postgres://u:hun@ter2xyz@h/db",
+            "postgres://u:hun@ter/2xyz@h/db",
+        ] {
+            let e = DatabaseUrl::parse(url).unwrap_err().to_string();
+            assert!(e.contains("percent-encode"), "{url}: {e}");
+            for piece in ["hun", "ter", "2xyz", "hunter2"] {
+                assert!(!e.contains(piece), "{url}: {e}");
+            }
+        }
+        for url in [
+            "postgres://u:Pw?Q2xyz@h/db",
+            "postgres://u@h/db?application_name=a@b",
+            "postgres://u:a=b@h/db",
+            "postgresql://h/db",
+            "postgres://u:p%40ss%2Fw@db1,db2/crm?target_session_attrs=read-write",
+        ] {
+            assert!(DatabaseUrl::parse(url).is_ok(), "{url}");
+        }
     }
 
     #[test]

@@ -44,7 +44,9 @@ fn passwords_never_print_however_they_are_written() {
         ("postgres://postgres:Pw50%xyz@127.0.0.1:1/db", "50%xyz"),
         ("postgres://postgres:Pw%ZZsecret@127.0.0.1:1/db", "ZZsecret"),
         ("postgres://postgres@127.0.0.1:1/db?password=Pw%20W8 xyz", "W8"),
-        ("postgres://postgres:pa/ss@127.0.0.1:1/db", "pa/ss"),
+        ("postgres://postgres:Zq9/Wx7@127.0.0.1:1/db", "Zq9"),
+        ("postgres://postgres:Zq9/Wx7@127.0.0.1:1/db", "Wx7"),
+        ("postgres://postgres:Zq9@Wx7/Vb5@127.0.0.1:1/db", "Wx7"),
     ] {
         for args in [&["migrate"][..], &["serve"]] {
             let env = [("DATABASE_URL", url), ("AUTH_JWT_SECRET", "a-jwt-secret-of-32-bytes-or-more-000000")];
