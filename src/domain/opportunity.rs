@@ -252,17 +252,18 @@ impl JsonDecimal {
         self.is_zero() || self.exponent >= 0
     }
 
-    /// `|value| × 10^places` as an i64, when that is a whole number that fits.
+    /// `|value| × 10^places` as an i64, when that is a whole number that fits (up to
+    /// `i64::MAX` exactly).
     pub fn scaled_to_i64(&self, places: i64) -> Option<i64> {
         let exponent = self.exponent.checked_add(places)?;
-        if exponent < 0 || self.digits.len() as i64 + exponent > 18 {
+        if exponent < 0 || self.digits.len() as i64 + exponent > 19 {
             return None;
         }
         let mut value: i64 = 0;
         for &d in &self.digits {
-            value = value * 10 + i64::from(d);
+            value = value.checked_mul(10)?.checked_add(i64::from(d))?;
         }
-        Some(value * 10_i64.pow(exponent as u32))
+        value.checked_mul(10_i64.checked_pow(exponent as u32)?)
     }
 }
 
@@ -929,6 +930,17 @@ mod tests {
         assert!(!JsonDecimal::parse("1e-999999999999").unwrap().is_integer());
         assert!(JsonDecimal::parse("50.0").unwrap().is_integer());
         assert_eq!(JsonDecimal::parse("5E+1").unwrap().scaled_to_i64(0), Some(50));
+        // Exactly up to i64::MAX, not a digit short of it.
+        for (text, fits) in [
+            ("9223372036854775807", Some(i64::MAX)),
+            ("1e18", Some(1_000_000_000_000_000_000)),
+            ("9.223372036854775807e18", Some(i64::MAX)),
+            ("9223372036854775808", None),
+            ("1e19", None),
+            ("99999999999999999999", None),
+        ] {
+            assert_eq!(JsonDecimal::parse(text).unwrap().scaled_to_i64(0), fits, "{text}");
+        }
         for bad in ["", "-", "01", "1.", ".5", "1e", "+1", "NaN", "\"1\"", "1 ", "0x10", "true"] {
             assert!(JsonDecimal::parse(bad).is_none(), "{bad:?}");
         }

@@ -116,6 +116,13 @@ async fn bad_params_of_every_method_are_reported_at_once() {
         let message = r["error"]["data"]["fieldErrors"]["expectedVersion"][0].as_str().unwrap();
         assert!(message.contains("at most 9223372036854775807"), "{version}: {r}");
     }
+    // Up to that, a version no opportunity has reached is a version_mismatch that names it.
+    let o = create(&app, &token, json!({})).await;
+    for version in [json!(1_000_000_000_000_000_000_i64), json!(i64::MAX), json!(1e18)] {
+        let params = json!({"id": id(&o), "expectedVersion": version, "priority": "low"});
+        let r = call(&app, &token, "opportunity.update", params).await;
+        assert_eq!(r["error"]["data"]["reason"], "version_mismatch", "{version}: {r}");
+    }
     let r = call(&app, &token, "opportunity.update", json!({"id": 1, "expectedVersion": 0, "title": " "})).await;
     field_errors(&r, &["id", "expectedVersion", "title"]);
     let r =
