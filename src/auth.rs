@@ -303,27 +303,12 @@ fn read_dev_secret(path: &Path) -> std::io::Result<Option<SecretString>> {
     }
 }
 
-/// Opens `path` for writing, new (mode 0600), or `None` when it exists already.
-fn create_private(path: &Path) -> std::io::Result<Option<std::fs::File>> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(file) => Ok(Some(file)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// How long a process waits for another one that has just created the secret file to write
-/// its secret in it, before it takes the empty file for one a crash left.
-const DEV_SECRET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Reads the development secret beside the embedded database, creating it (mode 0600) when
-/// there is none yet. Returns the secret and whether it was created now. Two processes that
-/// start at once share one secret; an empty file (a crash between its creation and its write)
-/// is replaced whole.
+/// there is none yet. Returns the secret and whether it was created now. Processes that start
+/// at once share one secret: the one that creates it holds a lock on a file beside it
+/// (`jwt-secret.lock`), and the others read it once the lock is theirs. The secret is written
+/// aside and renamed into place, so that no one reads it half written; a file left empty (by a
+/// crash of an older version between its creation and its write) is replaced.
 pub fn load_or_create_dev_secret(path: &Path) -> std::io::Result<(SecretString, bool)> {
     if let Some(secret) = read_dev_secret(path)? {
         return Ok((secret, false));
@@ -331,30 +316,28 @@ pub fn load_or_create_dev_secret(path: &Path) -> std::io::Result<(SecretString, 
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    let lock =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.with_extension("lock"))?;
+    lock.lock()?;
+    if let Some(secret) = read_dev_secret(path)? {
+        return Ok((secret, false));
+    }
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let write = |mut file: std::fs::File| -> std::io::Result<()> {
-        std::io::Write::write_all(&mut file, secret.as_bytes())?;
-        file.sync_all()
-    };
-    if let Some(file) = create_private(path)? {
-        write(file)?;
-        return Ok((SecretString::from(secret), true));
-    }
-    // Another process created it first: use its secret once it is written.
-    let waited = std::time::Instant::now();
-    while waited.elapsed() < DEV_SECRET_WAIT {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        if let Some(secret) = read_dev_secret(path)? {
-            return Ok((secret, false));
-        }
-    }
-    // Still empty: left by a crash. Replaced whole, by a rename of a file written aside.
-    let aside = path.with_extension(format!("{}.new", std::process::id()));
+    let aside = path.with_extension("new");
     let _ = std::fs::remove_file(&aside);
-    let file = create_private(&aside)?.ok_or_else(|| std::io::Error::other("the file written aside exists"))?;
-    write(file)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&aside)?;
+    std::io::Write::write_all(&mut file, secret.as_bytes())?;
+    file.sync_all()?;
     std::fs::rename(&aside, path)?;
+    // The rename itself is made durable with the directory (where the platform can sync one).
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
     Ok((SecretString::from(secret), true))
 }
 
@@ -557,6 +540,24 @@ mod tests {
             }
             std::fs::remove_file(&path).unwrap();
         }
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing is left aside");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [std::ffi::OsString::from("secret.lock")], "nothing is left aside but the lock");
+    }
+
+    /// Processes (threads here) that find no secret at once all get the same one.
+    #[test]
+    fn secrets_created_at_once_are_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("jwt-secret");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "").unwrap();
+        let secrets: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| load_or_create_dev_secret(&path).unwrap().0.expose_secret().to_string()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert!(secrets.iter().all(|s| *s == on_disk), "{secrets:?} against {on_disk}");
     }
 }
