@@ -213,19 +213,41 @@ async fn relay(peer: Peer, inner: Inner, links: Links, config: RelayConfig) {
     // (milliseconds since `start`).
     let heard = Arc::new(AtomicU64::new(0));
     let active = Arc::new(AtomicU64::new(0));
+    // Whether the reader waits in `receive` (not for room to relay), and whether the writer has
+    // decided to close as idle. A message is taken (counted as activity, or as unanswered)
+    // and that decision made under one lock: a message read as the connection closes is never
+    // run (it could not be answered).
+    let receiving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closing = Arc::new(Mutex::new(false));
     // Answers the relay makes itself, and answers from jsonrpsee; each holds one message.
     let (direct_tx, mut direct_rx) = mpsc::channel::<String>(1);
     let (answer_tx, mut answer_rx) = mpsc::channel::<Vec<u8>>(1);
 
     let reader = {
         let (gate, swaps, heard, active) = (gate.clone(), swaps.clone(), heard.clone(), active.clone());
+        let (receiving, closing, counted) = (receiving.clone(), closing.clone(), gate.clone());
+        // Takes a message from the peer: false once the connection closes as idle.
+        let take = move |relayed: bool| {
+            let closing = closing.lock().expect("closing lock");
+            if *closing {
+                return false;
+            }
+            active.store(millis_since(start), Ordering::Relaxed);
+            if relayed {
+                counted.outstanding.fetch_add(1, Ordering::AcqRel);
+            }
+            true
+        };
         async move {
             loop {
                 gate.wait_below(MAX_OUTSTANDING).await;
                 ledger.wait_below(MAX_PENDING_PER_CONNECTION).await;
                 ledger.budget().wait_available().await;
                 let mut data = Vec::new();
-                match peer_rx.receive(&mut data).await {
+                receiving.store(true, Ordering::Release);
+                let received = peer_rx.receive(&mut data).await;
+                receiving.store(false, Ordering::Release);
+                match received {
                     Ok(soketto::Incoming::Data(_)) => {}
                     Ok(soketto::Incoming::Pong(_)) => {
                         heard.store(millis_since(start), Ordering::Relaxed);
@@ -234,7 +256,9 @@ async fn relay(peer: Peer, inner: Inner, links: Links, config: RelayConfig) {
                     Ok(soketto::Incoming::Closed(_)) | Err(soketto::connection::Error::Closed) => return,
                     Err(soketto::connection::Error::MessageTooLarge { .. }) => {
                         heard.store(millis_since(start), Ordering::Relaxed);
-                        active.store(millis_since(start), Ordering::Relaxed);
+                        if !take(false) {
+                            continue; // closing: read on until the peer's Close
+                        }
                         let message =
                             format!("the message exceeds MAX_REQUEST_BYTES ({} bytes)", config.max_request_bytes);
                         if direct_tx.send(answer_text("null", ApiError::PayloadTooLarge(message))).await.is_err() {
@@ -248,18 +272,19 @@ async fn relay(peer: Peer, inner: Inner, links: Links, config: RelayConfig) {
                     }
                 }
                 heard.store(millis_since(start), Ordering::Relaxed);
-                active.store(millis_since(start), Ordering::Relaxed);
                 match inspect(data) {
                     Verdict::Refuse(text) => {
-                        if direct_tx.send(text).await.is_err() {
+                        if take(false) && direct_tx.send(text).await.is_err() {
                             return;
                         }
                     }
                     Verdict::Relay(bytes, placeholders) => {
+                        if !take(true) {
+                            continue; // closing: not run, as it could not be answered
+                        }
                         if !placeholders.is_empty() {
                             swaps.lock().expect("swaps lock").extend(placeholders);
                         }
-                        gate.outstanding.fetch_add(1, Ordering::AcqRel);
                         let text = String::from_utf8(bytes.to_vec()).expect("checked UTF-8");
                         if inner_tx.send_text_owned(text).await.is_err() || inner_tx.flush().await.is_err() {
                             return;
@@ -295,14 +320,25 @@ async fn relay(peer: Peer, inner: Inner, links: Links, config: RelayConfig) {
         let look = (config.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + look, look);
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_subscribed = false;
         loop {
             let sent = tokio::select! {
                 _ = idle.tick() => {
+                    let mut closing = closing.lock().expect("closing lock");
+                    let now_subscribed = subscribed(subscriptions.as_deref());
+                    if was_subscribed && !now_subscribed {
+                        // A subscription ended: its place is given back just before its last
+                        // notification is made, which must still reach the peer.
+                        active.store(millis_since(start), Ordering::Relaxed);
+                    }
+                    was_subscribed = now_subscribed;
                     let quiet = millis_since(start).saturating_sub(active.load(Ordering::Relaxed));
                     if quiet > idle_limit
+                        && !now_subscribed
                         && gate.outstanding.load(Ordering::Acquire) == 0
-                        && !subscribed(subscriptions.as_deref())
+                        && receiving.load(Ordering::Acquire)
                     {
+                        *closing = true;
                         tracing::debug!("WebSocket idle for REQUEST_TIMEOUT; closing");
                         break;
                     }
@@ -337,13 +373,21 @@ async fn relay(peer: Peer, inner: Inner, links: Links, config: RelayConfig) {
             }
         }
         let _ = peer_tx.close().await;
+        // The peer's Close ends the reader, and so the relay; one that does not answer is
+        // dropped after this grace (a peer gone without a word holds nothing longer).
+        tokio::time::sleep(config.idle_timeout.min(CLOSE_GRACE)).await;
     };
 
     tokio::select! {
         _ = reader => {}
-        _ = async { tokio::join!(pump, writer) } => {}
+        _ = writer => {}
+        // When jsonrpsee's side ends, the writer sees it (no more answers), closes and ends.
+        _ = async { pump.await; std::future::pending::<()>().await } => {}
     }
 }
+
+/// How long, at most, the relay waits for the peer's Close after sending its own.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// A message from the peer: relayed (maybe with ids swapped), or refused with this answer.
 enum Verdict {

@@ -588,10 +588,12 @@ async fn a_subscriber_that_stops_reading_is_ended_as_a_slow_consumer_with_a_resu
 
 #[tokio::test]
 async fn a_subscription_ends_unauthorized_when_its_token_expires() {
-    let app = spawn_app().await;
-    // A token 28 s past its exp is still accepted (30 s leeway) and expires for good in 1-2 s.
+    // REQUEST_TIMEOUT shorter than the subscription's quiet life: its end must still arrive,
+    // and the connection stay open after it (it counts as a message), not be closed as idle.
+    let app = spawn_app_with(&["--request-timeout", "1s"]).await;
+    // A token 27 s past its exp is still accepted (30 s leeway) and expires for good in 2-3 s.
     let mut c = claims(app.user, &[app.workspace], ALL_SCOPES);
-    c.exp = chrono::Utc::now().timestamp() - 28;
+    c.exp = chrono::Utc::now().timestamp() - 27;
     let token = sign(&c);
     let mut ws = RawWs::connect(&app, &token).await;
     ws.send_text(r#"{"jsonrpc":"2.0","id":1,"method":"opportunity.subscribe","params":{}}"#).await;

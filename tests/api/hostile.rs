@@ -1354,6 +1354,23 @@ async fn a_body_with_broken_framing_gets_an_answer() {
     assert_eq!(app.count(None).await, 1, "only the sound body created");
 }
 
+/// An idle WebSocket whose peer never answers the Close (nor pings: it reads nothing) is
+/// dropped a short grace after the Close; it held its socket for ever. The Close frame (opcode
+/// 8, code 1000) comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_websocket_that_ignores_the_close_is_dropped() {
+    let app = spawn_app_with(&["--request-timeout", "1s"]).await;
+    let auth = format!("Authorization: {}", app.bearer());
+    let (status, _, mut stream) = ws_handshake(app.addr, "/", &[&auth]).await;
+    assert_eq!(status, 101);
+    let started = Instant::now();
+    // Idle after 1 s, looked at within 0.25 s, 1 s of grace: closed well within 10 s.
+    let drained = drain_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let drained = drained.unwrap_or_else(|| panic!("still open after {:?}", started.elapsed()));
+    let close = drained.windows(4).any(|w| w == [0x88, 0x02, 0x03, 0xe8]);
+    assert!(close, "a Close frame with code 1000 came first: {drained:02x?}");
+}
+
 /// Item 4: a kept-alive connection that sends nothing after its answer is closed too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_kept_alive_connection_is_closed() {
