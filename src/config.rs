@@ -69,8 +69,9 @@ impl std::fmt::Debug for DatabaseArgs {
 /// How tokens are checked.
 #[derive(Debug, Clone, Args)]
 pub struct AuthArgs {
-    /// HS256 shared secret for bearer tokens, at least 32 bytes. Without it, the embedded
-    /// default creates one in the database's folder; PostgreSQL refuses to start.
+    /// HS256 shared secret for bearer tokens, at least 32 bytes. Without it, `serve` on the
+    /// embedded default creates one in the database's folder (`token` reads it, and never
+    /// creates one); PostgreSQL refuses to start.
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
     pub auth_jwt_secret: Option<SecretString>,
     /// Required `iss` claim, when set.

@@ -855,8 +855,9 @@ export interface JsonRpcErrorResponse {
 /**
  * Every error is a JSON-RPC error object. `data.code` carries a
  * tRPC-style name, `data.httpStatus` the matching HTTP status (tRPC's
- * mapping; informational: the HTTP response itself is 200 except for 408,
- * 413, 415 and the refusals of the connection limits, 429 and 503). A
+ * mapping; informational: the HTTP response itself is 200 except for 400
+ * (broken HTTP framing), 408, 413, 415 and the refusals of the connection
+ * limits, 429 and 503). A
  * caller can switch on `error.code` alone.
  *
  * | situation | `error.code` | `data.code` | `data.httpStatus` |
