@@ -27,18 +27,21 @@ pub fn init(format: LogFormat) -> Option<WorkerGuard> {
         .finish(std::io::BufWriter::new(std::io::stderr()));
     let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
     let layer: Box<dyn Layer<Registry> + Send + Sync> = match format {
-        LogFormat::Text => Box::new(layer.with_filter(filter).with_filter(filter_fn(no_caller_text))),
+        // RUST_LOG's filter outermost, so that its level is the hint every callsite sees (a
+        // `trace!` of a library is not even made at the default level).
+        LogFormat::Text => Box::new(layer.with_filter(filter_fn(no_caller_text)).with_filter(filter)),
         LogFormat::Json => {
-            Box::new(layer.json().flatten_event(true).with_filter(filter).with_filter(filter_fn(no_caller_text)))
+            Box::new(layer.json().flatten_event(true).with_filter(filter_fn(no_caller_text)).with_filter(filter))
         }
     };
     tracing_subscriber::registry().with(layer).try_init().ok().map(|()| guard)
 }
 
 /// Whether an event or span may be written, whatever `RUST_LOG` says: the libraries that see
-/// the raw connection write it at `trace` (jsonrpsee: the request's headers with the bearer
-/// token, the URI with an `access_token`, the body with method names and params; soketto: the
-/// frames), and CONTRACT.md §2/§3 keep tokens and caller text out of every log line.
+/// the raw connection write it below `info` (jsonrpsee at `trace`: the request's headers with
+/// the bearer token, the URI with an `access_token`, the body with method names and params; at
+/// `debug`: an unknown subscription id as the caller wrote it; soketto: the frames), and
+/// CONTRACT.md §2/§3 keep tokens and caller text out of every log line.
 fn no_caller_text(meta: &tracing::Metadata<'_>) -> bool {
-    *meta.level() != tracing::Level::TRACE || !["jsonrpsee", "soketto"].iter().any(|t| meta.target().starts_with(t))
+    *meta.level() <= tracing::Level::INFO || !["jsonrpsee", "soketto"].iter().any(|t| meta.target().starts_with(t))
 }

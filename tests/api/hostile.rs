@@ -1672,11 +1672,37 @@ async fn tokens_and_caller_text_are_never_logged_at_any_level() {
                 .unwrap();
             assert_eq!(response.status().as_u16(), 200);
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Over WebSocket: a call with caller text (jsonrpsee logged an unknown subscription id,
+        // as written, at debug).
+        {
+            use tokio_util::compat::TokioAsyncReadCompatExt;
+            let stream = TcpStream::connect(service.addr).await.unwrap();
+            let host = service.addr.to_string();
+            let auth = format!("Bearer {token}");
+            let headers = [soketto::handshake::client::Header { name: "Authorization", value: auth.as_bytes() }];
+            let mut client = soketto::handshake::Client::new(stream.compat(), &host, "/");
+            client.set_headers(&headers);
+            let accepted = client.handshake().await.expect("handshake");
+            assert!(matches!(accepted, soketto::handshake::ServerResponse::Accepted { .. }));
+            let (mut tx, mut rx) = client.into_builder().finish();
+            let call = r#"{"jsonrpc":"2.0","id":7,"method":"opportunity.unsubscribe","params":["HIDDENSUBIDQQ"]}"#;
+            tx.send_text(call).await.unwrap();
+            tx.flush().await.unwrap();
+            let mut data = Vec::new();
+            tokio::time::timeout(ANSWER_WITHIN, rx.receive_data(&mut data)).await.expect("answered").unwrap();
+        }
+        // Every call's own line is written (the log is written in order): then what jsonrpsee
+        // wrote about the calls is in too.
+        let calls = |log: &str| log.lines().filter(|l| l.contains(" call") || l.contains("\"call\"")).count();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while calls(&service.log.lock().unwrap()) < 5 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let log = service.log.lock().unwrap().clone();
+        assert!(calls(&log) >= 5, "RUST_LOG={level}: a line per call (2 batches of 2, 1 WebSocket call):\n{log:.3000}");
         let signature = token.rsplit('.').next().unwrap();
         assert!(log.contains("listening on"), "RUST_LOG={level}: the service logs:\n{log:.2000}");
-        for secret in [signature, "not.a.token", "XYZZYmethod", "HIDDENPARAMQQ", "HIDDENTITLEQQ"] {
+        for secret in [signature, "not.a.token", "XYZZYmethod", "HIDDENPARAMQQ", "HIDDENTITLEQQ", "HIDDENSUBIDQQ"] {
             let line = log.lines().find(|line| line.contains(secret));
             assert!(line.is_none(), "RUST_LOG={level}: {secret} reached the log: {line:?}");
         }
