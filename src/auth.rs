@@ -138,7 +138,7 @@ fn unauthorized(reason: &str) -> ApiError {
 }
 
 /// NumericDate claims (RFC 7519 §2: seconds since the epoch, "non-integer values can be
-/// represented"), read as whole seconds (the fraction cut off); anything else, or one beyond
+/// represented"), read as whole seconds (`exp` and `iat` cut down, `nbf` rounded up); anything else, or one beyond
 /// what an `i64` holds, refuses the token with a message that names the claim.
 mod numeric_date {
     use serde::Deserialize;
@@ -147,13 +147,16 @@ mod numeric_date {
     /// The mark of these errors, by which `authenticate` tells them from a malformed token.
     pub const NOT_SECONDS: &str = "must be a number of seconds";
 
+    /// The claim in whole seconds: cut down (`exp`, `iat`), or rounded up (`nbf`: a token is
+    /// never taken before its time).
     fn seconds<'de, D: Deserializer<'de>>(deserializer: D, claim: &str) -> Result<Option<i64>, D::Error> {
         let value = Option::<serde_json::Number>::deserialize(deserializer)
             .map_err(|_| D::Error::custom(format!("the token's claim \"{claim}\" {NOT_SECONDS}")))?;
         let Some(number) = value else { return Ok(None) };
         let whole = number.as_i64().or_else(|| {
             let f = number.as_f64()?;
-            (f.is_finite() && f.abs() < 9.2e18).then(|| f.floor() as i64)
+            let whole = if claim == "nbf" { f.ceil() } else { f.floor() };
+            (f.is_finite() && f.abs() < 9.2e18).then_some(whole as i64)
         });
         whole.map(Some).ok_or_else(|| D::Error::custom(format!("the token's claim \"{claim}\" {NOT_SECONDS}")))
     }

@@ -385,9 +385,10 @@ async fn a_second_instance_on_the_same_database_delivers_within_a_second() {
 async fn idle_websockets_are_closed_but_not_while_subscribed() {
     let app = spawn_app_with(&["--request-timeout", "1s", "--ws-ping-interval", "200ms"]).await;
     let auth = app.bearer();
-    let quiet = app.ws(&[("authorization", &auth)]).await;
     let following = app.ws(&[("authorization", &auth)]).await;
     let mut sub = subscribe(&following, json!({})).await;
+    // Opened just before its call, so that a slow machine cannot make it idle first.
+    let quiet = app.ws(&[("authorization", &auth)]).await;
     ws_create(&quiet, &valid_params()).await.expect("a create on the quiet connection");
     let answered = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(5), quiet.on_disconnect())
