@@ -32,7 +32,8 @@ pub enum Swapped {
 }
 
 /// Why a single request is refused before it runs.
-pub const BAD_ID: &str = "the id must be one string, number or null";
+pub const BAD_ID: &str =
+    "the id must be one string (of valid text: no lone surrogate escape such as \\ud800), number or null";
 pub const DUPLICATE_MEMBER: &str = "a member of the request appears twice";
 
 /// jsonrpsee reads numeric ids only as u64, and takes a request whose id it cannot read for a

@@ -123,7 +123,12 @@ fn enum_filter(
             }
             Some(out)
         }
-        _ => {
+        Ok(_) => {
+            let most = params::max_filter_items(values);
+            reader.failure.field(field, format!("must have at most {most} items"));
+            None
+        }
+        Err(_) => {
             reader.failure.field(field, message);
             None
         }

@@ -188,6 +188,13 @@ async fn a_since_never_issued_is_reported_with_the_other_problems_and_before_the
         let envelope = ws_envelope(refused.map(|_| Value::Null));
         field_errors(&envelope, &fields);
     }
+    // Too many filter items, each valid: the message says the limit, as opportunity.list's.
+    let mut object = ObjectParams::new();
+    object.insert("stage", vec!["lead"; 29]).unwrap();
+    let refused = ws.subscribe::<Value, _>("opportunity.subscribe", object, "opportunity.unsubscribe").await;
+    let envelope = ws_envelope(refused.map(|_| Value::Null));
+    field_errors(&envelope, &["stage"]);
+    assert_eq!(envelope["error"]["data"]["fieldErrors"]["stage"], json!(["must have at most 28 items"]), "{envelope}");
     // An issued one is still accepted.
     let first = changes(&app, &token, json!({"since": "00000000000000000000"})).await;
     assert_eq!(events(&first).len(), 1, "{first}");
