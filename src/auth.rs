@@ -138,8 +138,8 @@ fn unauthorized(reason: &str) -> ApiError {
 }
 
 /// NumericDate claims (RFC 7519 §2: seconds since the epoch, "non-integer values can be
-/// represented"), read as whole seconds (`exp` and `iat` cut down, `nbf` rounded up); anything else, or one beyond
-/// what an `i64` holds, refuses the token with a message that names the claim.
+/// represented"), read as whole seconds (`exp` and `iat` cut down, `nbf` rounded up); anything
+/// else, or one beyond what an `i64` holds, refuses the token with a message that names it.
 mod numeric_date {
     use serde::Deserialize;
     use serde::de::{Deserializer, Error};
@@ -147,31 +147,37 @@ mod numeric_date {
     /// The mark of these errors, by which `authenticate` tells them from a malformed token.
     pub const NOT_SECONDS: &str = "must be a number of seconds";
 
-    /// The claim in whole seconds: cut down (`exp`, `iat`), or rounded up (`nbf`: a token is
-    /// never taken before its time).
-    fn seconds<'de, D: Deserializer<'de>>(deserializer: D, claim: &str) -> Result<Option<i64>, D::Error> {
-        let value = Option::<serde_json::Number>::deserialize(deserializer)
-            .map_err(|_| D::Error::custom(format!("the token's claim \"{claim}\" {NOT_SECONDS}")))?;
-        let Some(number) = value else { return Ok(None) };
+    fn refused<E: Error>(claim: &str) -> E {
+        E::custom(format!("the token's claim \"{claim}\" {NOT_SECONDS}"))
+    }
+
+    /// The claim in whole seconds, rounded by `round` (down for `exp` and `iat`; up for `nbf`:
+    /// a token is never taken before its time); `null` is absent.
+    fn seconds<'de, D: Deserializer<'de>>(
+        deserializer: D,
+        claim: &str,
+        round: fn(f64) -> f64,
+    ) -> Result<Option<i64>, D::Error> {
+        let Some(number) = Option::<serde_json::Number>::deserialize(deserializer).map_err(|_| refused(claim))? else {
+            return Ok(None);
+        };
         let whole = number.as_i64().or_else(|| {
             let f = number.as_f64()?;
-            let whole = if claim == "nbf" { f.ceil() } else { f.floor() };
-            (f.is_finite() && f.abs() < 9.2e18).then_some(whole as i64)
+            (f.is_finite() && f.abs() < 9.2e18).then_some(round(f) as i64)
         });
-        whole.map(Some).ok_or_else(|| D::Error::custom(format!("the token's claim \"{claim}\" {NOT_SECONDS}")))
+        whole.map(Some).ok_or_else(|| refused(claim))
     }
 
     pub fn exp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-        seconds(deserializer, "exp")?
-            .ok_or_else(|| D::Error::custom(format!("the token's claim \"exp\" {NOT_SECONDS}")))
+        seconds(deserializer, "exp", f64::floor)?.ok_or_else(|| refused("exp"))
     }
 
     pub fn nbf<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
-        seconds(deserializer, "nbf")
+        seconds(deserializer, "nbf", f64::ceil)
     }
 
     pub fn iat<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
-        seconds(deserializer, "iat")
+        seconds(deserializer, "iat", f64::floor)
     }
 }
 

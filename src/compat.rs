@@ -38,8 +38,9 @@ pub const DUPLICATE_MEMBER: &str = "a member of the request appears twice";
 
 /// jsonrpsee reads numeric ids only as u64, and takes a request whose id it cannot read for a
 /// notification. Numeric ids it cannot hold, and string ids written with escapes, are swapped for
-/// unique string placeholders (put back in the answer as written); batch items whose id is neither a string, a number nor null are swapped for
-/// `0`, which jsonrpsee answers as an invalid request.
+/// unique string placeholders (put back in the answer as written); batch items whose id is
+/// neither a string, a number nor null are swapped for `0`, which jsonrpsee answers as an
+/// invalid request.
 pub fn swap_unsupported_ids(body: &Bytes) -> Swapped {
     use serde_json::value::RawValue;
     let forbidden = |id: &RawValue| id.get().starts_with(['{', '[', 't', 'f']);

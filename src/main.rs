@@ -36,22 +36,17 @@ fn main() -> ExitCode {
         }),
         Some(Command::Token(args)) => token(args),
     };
+    // With LOG_FORMAT=json, why the start failed is one more line of the JSON log; as text,
+    // a plain line after the log's last one.
+    if let (Err(e), LogFormat::Json) = (&result, log_format) {
+        tracing::error!("{e:#}");
+    }
     drop(log);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            match log_format {
-                // One more line of the JSON log, in its shape, for the collector that reads it.
-                LogFormat::Json => eprintln!(
-                    "{}",
-                    serde_json::json!({
-                        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                        "level": "ERROR",
-                        "message": format!("{e:#}"),
-                        "target": "opportunity_service",
-                    })
-                ),
-                LogFormat::Text => eprintln!("error: {e:#}"),
+            if log_format == LogFormat::Text {
+                eprintln!("error: {e:#}");
             }
             ExitCode::FAILURE
         }

@@ -1,7 +1,7 @@
 //! Logging: text for people, JSON for machines, levels from `RUST_LOG` (default `info`).
 
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
@@ -29,19 +29,18 @@ pub fn init(format: LogFormat) -> Option<WorkerGuard> {
     let layer: Box<dyn Layer<Registry> + Send + Sync> = match format {
         // RUST_LOG's filter outermost, so that its level is the hint every callsite sees (a
         // `trace!` of a library is not even made at the default level).
-        LogFormat::Text => Box::new(layer.with_filter(filter_fn(no_caller_text)).with_filter(filter)),
-        LogFormat::Json => {
-            Box::new(layer.json().flatten_event(true).with_filter(filter_fn(no_caller_text)).with_filter(filter))
-        }
+        LogFormat::Text => Box::new(layer.with_filter(no_caller_text()).with_filter(filter)),
+        LogFormat::Json => Box::new(layer.json().flatten_event(true).with_filter(no_caller_text()).with_filter(filter)),
     };
     tracing_subscriber::registry().with(layer).try_init().ok().map(|()| guard)
 }
 
-/// Whether an event or span may be written, whatever `RUST_LOG` says: the libraries that see
+/// What may be written, whatever `RUST_LOG` says: the libraries that see
 /// the raw connection write it below `info` (jsonrpsee at `trace`: the request's headers with
 /// the bearer token, the URI with an `access_token`, the body with method names and params; at
 /// `debug`: an unknown subscription id as the caller wrote it; soketto: the frames), and
 /// CONTRACT.md §2/§3 keep tokens and caller text out of every log line.
-fn no_caller_text(meta: &tracing::Metadata<'_>) -> bool {
-    *meta.level() <= tracing::Level::INFO || !["jsonrpsee", "soketto"].iter().any(|t| meta.target().starts_with(t))
+fn no_caller_text() -> Targets {
+    use tracing::Level;
+    Targets::new().with_default(Level::TRACE).with_target("jsonrpsee", Level::INFO).with_target("soketto", Level::INFO)
 }

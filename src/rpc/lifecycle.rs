@@ -17,6 +17,7 @@ use super::wire::{GET_FIELDS, STATE_FIELDS, UPDATE_FIELDS};
 use crate::auth::{Principal, SCOPE_GLOBAL};
 use crate::db::events::{EventKind, NewEvent};
 use crate::db::opportunity::{ChangeKey, Changed, Decision};
+use crate::domain::opportunity::JsonDecimal;
 use crate::domain::opportunity::{
     CreateOpportunity, LostReasonCategory, Opportunity, OpportunityPatch, PipelineType, Priority, Source, Stage,
     VisibilityMode, format_instant,
@@ -50,15 +51,12 @@ fn changeable(o: &Opportunity, workspace: Uuid, principal: &Principal) -> bool {
 /// `expectedVersion`: an integer ≥ 1, and at most `i64::MAX` (a larger one cannot be held, so
 /// it could not be named as sent).
 fn version(raw: &RawValue) -> Result<i64, String> {
-    let v = params::integer(raw)?;
-    if v < 1 {
+    let value = JsonDecimal::parse(raw.get()).filter(JsonDecimal::is_integer).ok_or("must be an integer")?;
+    if value.negative || value.is_zero() {
         return Err("must be an integer of at least 1".into());
     }
-    if v == i64::MAX && params::integer_beyond_i64(raw) {
-        return Err(format!("must be an integer of at most {}", i64::MAX));
-    }
     // As sent (a version no opportunity reaches is a `version_mismatch`, which names it).
-    Ok(v)
+    value.scaled_to_i64(0).ok_or_else(|| format!("must be an integer of at most {}", i64::MAX))
 }
 
 /// The id, the idempotency key (params or header) and the named workspace, common to every

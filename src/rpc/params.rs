@@ -273,11 +273,6 @@ pub fn integer(raw: &RawValue) -> Result<i64, String> {
     Ok(if value.negative { -magnitude } else { magnitude })
 }
 
-/// Whether `raw`, an integer, is beyond what an `i64` holds ([`integer`] saturates).
-pub fn integer_beyond_i64(raw: &RawValue) -> bool {
-    JsonDecimal::parse(raw.get()).is_some_and(|value| value.scaled_to_i64(0).is_none())
-}
-
 /// One of a closed set of exact lowercase values.
 pub fn one_of<T>(
     values: &'static [&'static str],

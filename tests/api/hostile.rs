@@ -1452,25 +1452,23 @@ async fn ids_are_echoed_byte_for_byte_on_both_transports() {
             assert!(text.contains(outcome), "WebSocket {method}, id {id}: {text}");
         }
     }
-    let batch = format!("[{}]", ids.map(|id| call(id, CREATE)).join(","));
-    let text = post(batch.clone()).await.unwrap().text().await.unwrap();
-    ws.0.send_text(&batch).await.unwrap();
-    ws.0.flush().await.unwrap();
-    let mut data = Vec::new();
-    tokio::time::timeout(ANSWER_WITHIN, ws.1.receive_data(&mut data)).await.expect("answered").unwrap();
-    for (transport, text) in [("HTTP", text), ("WebSocket", String::from_utf8(data).unwrap())] {
+    // A batch sent over both transports: the two answers' text.
+    let mut both = async |batch: String| {
+        let text = post(batch.clone()).await.unwrap().text().await.unwrap();
+        ws.0.send_text(&batch).await.unwrap();
+        ws.0.flush().await.unwrap();
+        let mut data = Vec::new();
+        tokio::time::timeout(ANSWER_WITHIN, ws.1.receive_data(&mut data)).await.expect("answered").unwrap();
+        [("HTTP", text), ("WebSocket", String::from_utf8(data).unwrap())]
+    };
+    for (transport, text) in both(format!("[{}]", ids.map(|id| call(id, CREATE)).join(","))).await {
         for id in ids {
             assert!(text.contains(&format!(r#""id":{id},"#)), "{transport} batch: id {id} echoed as written: {text}");
         }
     }
     // Items that jsonrpsee refuses itself (its errors are rewritten into §4's shape).
     let invalid = format!("[{}]", ids.map(|id| format!(r#"{{"jsonrpc":"1.0","id":{id},"method":"x"}}"#)).join(","));
-    let text = post(invalid.clone()).await.unwrap().text().await.unwrap();
-    ws.0.send_text(&invalid).await.unwrap();
-    ws.0.flush().await.unwrap();
-    let mut data = Vec::new();
-    tokio::time::timeout(ANSWER_WITHIN, ws.1.receive_data(&mut data)).await.expect("answered").unwrap();
-    for (transport, text) in [("HTTP", text), ("WebSocket", String::from_utf8(data).unwrap())] {
+    for (transport, text) in both(invalid).await {
         assert_eq!(text.matches("BAD_REQUEST").count(), ids.len(), "{transport}: {text}");
         for id in ids {
             assert!(text.contains(&format!(r#""id":{id},"#)), "{transport} invalid item: id {id} as written: {text}");
